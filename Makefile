@@ -1,0 +1,69 @@
+# Front door for people: wraps CMake/ctest. `make`, `make test`, `make demo`, `make install`.
+# Each target first installs the Debian packages it needs (scripts/deps.sh, idempotent).
+
+MAKEFLAGS += --no-print-directory
+BUILD ?= build
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+PREFIX ?= /usr/local
+CMAKE_FLAGS ?=
+SECONDS ?= 30
+# CI (CI=true) builds with warnings as errors.
+ifeq ($(CI),true)
+  WERROR := -DPKM_WERROR=ON
+endif
+
+.PHONY: all build test test-asan test-valgrind demo install bench fuzz soak format clean deps
+
+all: build
+
+deps:
+	@bash scripts/deps.sh build
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(WERROR) $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+test:
+	@bash scripts/deps.sh test
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(WERROR) $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer, in its own build tree.
+test-asan:
+	@bash scripts/deps.sh asan
+	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DPKM_SANITIZE=ON -DPKM_BENCH=OFF $(WERROR) >/dev/null
+	@cmake --build build-asan -j $(JOBS)
+	@cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS)
+
+# The whole suite under valgrind memcheck; any report fails the run.
+test-valgrind:
+	@bash scripts/deps.sh valgrind
+	@cmake -S . -B build-valgrind -DCMAKE_BUILD_TYPE=Debug -DPKM_BENCH=OFF $(WERROR) >/dev/null
+	@cmake --build build-valgrind -j $(JOBS)
+	@cd build-valgrind && PKM_VALGRIND=1 ctest --output-on-failure -j $(JOBS) \
+	  -T memcheck --overwrite MemoryCheckCommandOptions="--leak-check=full --error-exitcode=99 --errors-for-leak-kinds=definite"
+
+demo: build
+	@$(BUILD)/pkmcom demo
+
+install: build
+	@cmake --install $(BUILD) --prefix $(PREFIX)
+
+bench: build
+	@bash scripts/deps.sh bench
+	@bash bench/run.sh $(BUILD)
+
+fuzz:
+	@bash scripts/deps.sh fuzz
+	@bash fuzz/run.sh $(SECONDS)
+
+soak: build
+	@bash tests/soak.sh $(BUILD)
+
+format:
+	@clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-asan build-valgrind build-fuzz

@@ -1,0 +1,9 @@
+/* libpkmcom umbrella header: include this one to get the whole public API. */
+#ifndef PKMCOM_PKMCOM_H
+#define PKMCOM_PKMCOM_H
+
+#include "pkmcom/common.h"
+#include "pkmcom/packet.h"
+#include "pkmcom/keys.h"
+
+#endif

@@ -1,0 +1,28 @@
+/* Internal helpers shared by the library's modules: allocation through the hook, and the
+ * guard macros every fallible call goes through (s2n-tls style). Not installed. */
+#ifndef PKM_INTERNAL_H
+#define PKM_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "pkmcom/common.h"
+
+void *pkm__malloc(size_t n);
+void *pkm__calloc(size_t count, size_t size);
+void *pkm__realloc(void *p, size_t n);
+void pkm__free(void *p);
+
+/* Propagate a negative result. */
+#define PKM_GUARD(expr)                                                                            \
+    do {                                                                                           \
+        int pkm__rc = (expr);                                                                      \
+        if (pkm__rc < 0) return pkm__rc;                                                           \
+    } while (0)
+
+/* Fail with `err` unless `cond` holds. */
+#define PKM_ENSURE(cond, err)                                                                      \
+    do {                                                                                           \
+        if (!(cond)) return (err);                                                                 \
+    } while (0)
+
+#endif
