@@ -5,5 +5,7 @@
 #include "pkmcom/common.h"
 #include "pkmcom/packet.h"
 #include "pkmcom/keys.h"
+#include "pkmcom/apl.h"
+#include "pkmcom/schema.h"
 
 #endif
