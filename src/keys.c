@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -30,6 +31,7 @@
 #define PKM_KEY_FILE_MAX (64 * 1024)
 
 struct pkm_key {
+    atomic_uint refs; /* pkm_key_ref / pkm_key_free */
     EVP_PKEY *pkey;
     uint8_t *der; /* DER SubjectPublicKeyInfo, pkm__malloc'd, computed once */
     size_t der_len;
@@ -69,6 +71,7 @@ static int key_wrap(EVP_PKEY *pkey, int is_private, pkm_key_t **out)
         EVP_PKEY_free(pkey);
         return PKM_ENOMEM;
     }
+    atomic_init(&k->refs, 1);
     k->pkey = pkey;
     k->is_private = is_private;
     int len = i2d_PUBKEY(pkey, NULL);
@@ -145,9 +148,16 @@ int pkm_key_from_der(const uint8_t *der, size_t len, pkm_key_t **out)
     return 0;
 }
 
+pkm_key_t *pkm_key_ref(pkm_key_t *key)
+{
+    if (key != NULL) atomic_fetch_add_explicit(&key->refs, 1, memory_order_relaxed);
+    return key;
+}
+
 void pkm_key_free(pkm_key_t *key)
 {
     if (key == NULL) return;
+    if (atomic_fetch_sub_explicit(&key->refs, 1, memory_order_acq_rel) != 1) return;
     EVP_PKEY_free(key->pkey); /* clears the private bignums */
     if (key->der != NULL) {
         OPENSSL_cleanse(key->der, key->der_len);

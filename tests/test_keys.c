@@ -972,6 +972,25 @@ static void pool_after_fork(void **state)
     pkm_keypool_free(pool);
 }
 
+/* A reference keeps the key alive after its creator frees it; the last free releases it
+ * (ASan/valgrind would report the leak or the use after free if the count were wrong). */
+static void key_ref_counts(void **state)
+{
+    (void)state;
+    pkm_key_t *k = NULL;
+    uint8_t der[PKM_MAX_KEY_DER];
+    assert_int_equal(pkm_key_public_der(g_key, der, sizeof der), 294);
+    assert_int_equal(pkm_key_from_der(der, 294, &k), 0);
+    assert_ptr_equal(pkm_key_ref(k), k);
+    assert_ptr_equal(pkm_key_ref(k), k);
+    pkm_key_free(k);
+    pkm_key_free(k);
+    char fp[PKM_FINGERPRINT_SIZE];
+    assert_int_equal(pkm_key_fingerprint(k, fp), 0); /* still alive: one reference left */
+    pkm_key_free(k);
+    assert_null(pkm_key_ref(NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -996,6 +1015,7 @@ int main(void)
         cmocka_unit_test(pool_concurrent_takers),
         cmocka_unit_test(pool_after_fork),
         cmocka_unit_test(allocation_failures),
+        cmocka_unit_test(key_ref_counts),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

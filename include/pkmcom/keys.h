@@ -70,6 +70,11 @@ PKM_API int pkm_key_fingerprint(const pkm_key_t *key, char out[PKM_FINGERPRINT_S
 /* 1 if the key holds a private half, 0 if it is public only (or key is NULL). */
 PKM_API int pkm_key_is_private(const pkm_key_t *key);
 
+/* Takes one more reference to the key and returns it: a key is freed when pkm_key_free() has
+ * been called once for its creation and once per pkm_key_ref(). Thread-safe. Lets one key be
+ * handed to several owners (e.g. the same client key given to many engines in a test). */
+PKM_API pkm_key_t *pkm_key_ref(pkm_key_t *key);
+
 /* Frees the key, wiping private material. NULL is allowed. The key must not be in use by
  * another thread (or an engine) any more. */
 PKM_API void pkm_key_free(pkm_key_t *key);
