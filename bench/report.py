@@ -158,8 +158,12 @@ def machine(build, anchors, seconds):
                     build_type = line.split("=", 1)[1].strip()
     except OSError:
         pass
-    commit = run(["git", "rev-parse", "--short", "HEAD"]) or "unknown"
-    if run(["git", "status", "--porcelain", "--untracked-files=no"]):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    commit = run(["git", "-C", root, "rev-parse", "--short", "HEAD"]) or "unknown"
+    # The files a run writes do not count as changes to what was measured.
+    if run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no", "--", ".",
+            ":!bench/results.json", ":!bench/anchors.json", ":!bench/throughput.png",
+            ":!BENCHMARKS.md"]):
         commit += " (with uncommitted changes)"
     return [
         ("CPU", f"{cpu}, {os.cpu_count()} cores online"),
