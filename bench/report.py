@@ -126,6 +126,10 @@ def num(x):
     return f"{x:.3g}"
 
 
+def ratio(r):
+    return f"{r:#.3g}" if abs(r) < 1000 else num(r)
+
+
 def pretty_goal(goal):
     return " and ".join(f"{w} {PRETTY_OP[op]} {num(b)}" for w, op, b in parse_goal(goal, "goal"))
 
@@ -221,7 +225,7 @@ def results_md(figures):
         for f in (f for f in figures if f["program"] == prog):
             met = "" if "goal" not in f else ("met" if f["met"] else "**not met**")
             rows.append((f["name"], f"{num(f['value'])} {f['unit']}", f["anchor"],
-                         f"{num(f['anchor_value'])} {f['unit']}", num(f["ratio"]),
+                         f"{num(f['anchor_value'])} {f['unit']}", ratio(f["ratio"]),
                          pretty_goal(f["goal"]) if "goal" in f else "", met))
         parts.append(f"`{prog}`\n\n" + md_table(
             ["Figure", "Value", "Anchor (same run)", "Anchor value", "Ratio", "Goal", "Met"],
