@@ -40,10 +40,9 @@ test-asan:
 # The whole suite under valgrind memcheck; any report fails the run.
 test-valgrind:
 	@bash scripts/deps.sh valgrind
-	@cmake -S . -B build-valgrind -DCMAKE_BUILD_TYPE=Debug -DPKM_BENCH=OFF $(WERROR) >/dev/null
+	@cmake -S . -B build-valgrind -DCMAKE_BUILD_TYPE=Debug -DPKM_BENCH=OFF -DPKM_VALGRIND=ON $(WERROR) >/dev/null
 	@cmake --build build-valgrind -j $(JOBS)
-	@cd build-valgrind && PKM_VALGRIND=1 ctest --output-on-failure -j $(JOBS) \
-	  -T memcheck --overwrite MemoryCheckCommandOptions="--leak-check=full --error-exitcode=99 --errors-for-leak-kinds=definite"
+	@cd build-valgrind && ctest --output-on-failure -j $(JOBS)
 
 demo: build
 	@$(BUILD)/pkmcom demo

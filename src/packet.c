@@ -1,18 +1,5 @@
-/* The APL packet frame (9-byte header) and the hashsum fold over bytes. */
+/* The APL packet frame: the 9-byte header written and read (the hashsum fold is in hashsum.c). */
 #include "pkmcom/packet.h"
-
-uint32_t pkm_hash_fold(uint32_t h, const uint8_t *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        h = h * 31u + p[i];
-    return h;
-}
-
-uint32_t pkm_hashsum_bytes(const uint8_t *p, size_t n)
-{
-    if (n == 0) return 0;
-    return pkm_hash_fold(p[0], p + 1, n - 1);
-}
 
 int pkm_packet_header_write(uint8_t out[PKM_HEADER_SIZE], uint8_t id, uint32_t hash, size_t size)
 {

@@ -2,7 +2,9 @@
  * header bounds, and the fold's identities. */
 #include <string.h>
 #include "support.h"
+#include <stdlib.h>
 #include "pkmcom/packet.h"
+#include "hashsum_internal.h"
 
 static void handshake_packet_bytes(void **state)
 {
@@ -63,12 +65,61 @@ static void hashsum_bytes_by_hand(void **state)
     assert_int_equal(pkm_hashsum_bytes(ff, 8), h);
 }
 
+static void pow31_by_hand(void **state)
+{
+    (void)state;
+    assert_int_equal(pkm__pow31(0), 1);
+    assert_int_equal(pkm__pow31(1), 31);
+    assert_int_equal(pkm__pow31(2), 961);
+    /* 31^7 = 27512614111 = 6 * 2^32 + 1742810335 */
+    assert_int_equal(pkm__pow31(7), 1742810335u);
+    uint32_t x = 1;
+    for (int i = 0; i < 1000; i++)
+        x *= 31u;
+    assert_int_equal(pkm__pow31(1000), x);
+}
+
+/* Every fast path must equal the plain loop, for every length around the block sizes (8, 32, the
+ * 64-byte dispatch threshold) and for random starting values and contents. */
+static void fold_paths_agree(void **state)
+{
+    (void)state;
+    t_rng r;
+    t_rng_seed(&r, 42);
+    size_t cap = 70000;
+    uint8_t *buf = malloc(cap);
+    assert_non_null(buf);
+    t_rng_bytes(&r, buf, cap);
+    for (size_t n = 0; n < 300; n++) {
+        uint32_t h = (uint32_t)t_rng_next(&r);
+        size_t off = t_rng_next(&r) % 7; /* unaligned starts */
+        uint32_t want = pkm__hash_fold_plain(h, buf + off, n);
+        assert_int_equal(pkm__hash_fold_portable(h, buf + off, n), want);
+        assert_int_equal(pkm_hash_fold(h, buf + off, n), want);
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+        if (pkm__hash_have_avx2()) assert_int_equal(pkm__hash_fold_avx2(h, buf + off, n), want);
+#endif
+    }
+    for (int i = 0; i < 20; i++) {
+        size_t n = (size_t)(t_rng_next(&r) % (cap - 8));
+        uint32_t want = pkm__hash_fold_plain(7, buf + 3, n);
+        assert_int_equal(pkm_hash_fold(7, buf + 3, n), want);
+        assert_int_equal(pkm_hashsum_bytes(buf, n),
+                         n ? pkm__hash_fold_plain(buf[0], buf + 1, n - 1) : 0);
+    }
+    /* all-0xFF input stresses the carries of every lane */
+    memset(buf, 0xFF, cap);
+    assert_int_equal(pkm_hash_fold(0xFFFFFFFFu, buf, cap),
+                     pkm__hash_fold_plain(0xFFFFFFFFu, buf, cap));
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(handshake_packet_bytes),
-        cmocka_unit_test(header_size_bounds),
-        cmocka_unit_test(hashsum_bytes_by_hand),
+        cmocka_unit_test(handshake_packet_bytes), cmocka_unit_test(header_size_bounds),
+        cmocka_unit_test(hashsum_bytes_by_hand),  cmocka_unit_test(pow31_by_hand),
+        cmocka_unit_test(fold_paths_agree),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets (clang, ASan+UBSan) and runs each for N seconds (default 30),
+# starting from its seed corpus in fuzz/corpus/<target>/. Fails on the first crash.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs="${1:-30}"
+build=build-fuzz
+CC=clang cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPKM_FUZZ=ON -DPKM_TESTS=OFF \
+  -DPKM_BENCH=OFF >/dev/null
+cmake --build "$build" -j "$(nproc)" >/dev/null
+mkdir -p fuzz/artifacts
+status=0
+for bin in "$build"/fuzz_*; do
+  [ -x "$bin" ] || continue
+  name=$(basename "$bin")
+  work="$build/corpus/$name"
+  mkdir -p "$work"
+  [ -d "fuzz/corpus/$name" ] && cp -n fuzz/corpus/"$name"/* "$work"/ 2>/dev/null || true
+  echo "fuzz: $name for ${secs}s"
+  if ! "$bin" -max_total_time="$secs" -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$name-" \
+      "$work" >"$build/$name.log" 2>&1; then
+    echo "fuzz: $name FAILED; see $build/$name.log and fuzz/artifacts/" >&2
+    tail -40 "$build/$name.log" >&2
+    status=1
+  fi
+  grep -E "stat::number_of_executed_units|cov:" "$build/$name.log" | tail -2 | sed "s/^/  $name: /"
+done
+exit $status
