@@ -1,0 +1,496 @@
+/* RSA-2048 keys: generation, PEM files (with ssh-style permission checks), DER
+ * SubjectPublicKeyInfo with the WIRE-PROFILE section 3 checks, fingerprints and the key pool. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+
+#include "internal.h"
+#include "keys_internal.h"
+
+#ifndef O_CLOEXEC
+#define O_CLOEXEC 0
+#endif
+
+/* Largest PEM file pkm_key_load_pem reads; an RSA-2048 private key PEM is about 1.7 KiB. */
+#define PKM_KEY_FILE_MAX (64 * 1024)
+
+struct pkm_key {
+    EVP_PKEY *pkey;
+    uint8_t *der; /* DER SubjectPublicKeyInfo, pkm__malloc'd, computed once */
+    size_t der_len;
+    int is_private;
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* Construction and checks                                                                    */
+
+/* 0 if pkey is an RSA key (not RSA-PSS, not anything else) with a modulus of exactly 2048 bits
+ * and an odd public exponent >= 3; PKM_EKEY otherwise. */
+static int check_rsa2048(EVP_PKEY *pkey)
+{
+    if (EVP_PKEY_get_base_id(pkey) != EVP_PKEY_RSA || !EVP_PKEY_is_a(pkey, "RSA")) return PKM_EKEY;
+    BIGNUM *n = NULL, *e = NULL;
+    int rc = PKM_EKEY;
+    if (EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_N, &n) != 1) goto out;
+    if (EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_E, &e) != 1) goto out;
+    if (BN_is_negative(n) || BN_num_bits(n) != 2048) goto out;
+    if (BN_is_negative(e) || !BN_is_odd(e) || BN_num_bits(e) < 2) goto out; /* odd, >= 3 */
+    rc = 0;
+out:
+    BN_free(n);
+    BN_free(e);
+    ERR_clear_error();
+    return rc;
+}
+
+/* Wraps pkey (ownership passes to the key, also on failure) and caches its DER SPKI. */
+static int key_wrap(EVP_PKEY *pkey, int is_private, pkm_key_t **out)
+{
+    pkm_key_t *k = pkm__calloc(1, sizeof *k);
+    if (k == NULL) {
+        EVP_PKEY_free(pkey);
+        return PKM_ENOMEM;
+    }
+    k->pkey = pkey;
+    k->is_private = is_private;
+    int len = i2d_PUBKEY(pkey, NULL);
+    if (len <= 0) {
+        pkm_key_free(k);
+        ERR_clear_error();
+        return PKM_ECRYPTO;
+    }
+    k->der = pkm__malloc((size_t)len);
+    if (k->der == NULL) {
+        pkm_key_free(k);
+        return PKM_ENOMEM;
+    }
+    unsigned char *p = k->der;
+    if (i2d_PUBKEY(pkey, &p) != len) {
+        pkm_key_free(k);
+        ERR_clear_error();
+        return PKM_ECRYPTO;
+    }
+    k->der_len = (size_t)len;
+    *out = k;
+    return 0;
+}
+
+int pkm_key_generate(pkm_key_t **out)
+{
+    PKM_ENSURE(out != NULL, PKM_EINVAL);
+    *out = NULL;
+    EVP_PKEY *pkey = NULL;
+    BIGNUM *e = BN_new();
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_RSA, NULL);
+    int ok = e != NULL && ctx != NULL && BN_set_word(e, RSA_F4) == 1 &&
+             EVP_PKEY_keygen_init(ctx) == 1 && EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, 2048) == 1 &&
+             EVP_PKEY_CTX_set1_rsa_keygen_pubexp(ctx, e) == 1 && EVP_PKEY_keygen(ctx, &pkey) == 1;
+    EVP_PKEY_CTX_free(ctx);
+    BN_free(e);
+    if (!ok) {
+        EVP_PKEY_free(pkey);
+        ERR_clear_error();
+        return PKM_ECRYPTO;
+    }
+    return key_wrap(pkey, 1, out);
+}
+
+int pkm_key_from_der(const uint8_t *der, size_t len, pkm_key_t **out)
+{
+    PKM_ENSURE(out != NULL, PKM_EINVAL);
+    *out = NULL;
+    PKM_ENSURE(len >= 1 && len <= PKM_MAX_KEY_DER, PKM_EKEYLEN);
+    PKM_ENSURE(der != NULL, PKM_EINVAL);
+    const unsigned char *p = der;
+    EVP_PKEY *pkey = d2i_PUBKEY(NULL, &p, (long)len);
+    if (pkey == NULL || p != der + len) { /* does not parse, or trailing bytes */
+        EVP_PKEY_free(pkey);
+        ERR_clear_error();
+        return PKM_EKEY;
+    }
+    int rc = check_rsa2048(pkey);
+    if (rc < 0) {
+        EVP_PKEY_free(pkey);
+        return rc;
+    }
+    pkm_key_t *k = NULL;
+    PKM_GUARD(key_wrap(pkey, 0, &k));
+    /* Only the canonical DER is accepted: the re-encoding must give back the very bytes received.
+     * One key then has one encoding, and so one fingerprint, whichever bytes a peer hashes. This
+     * refuses BER forms (long-form short lengths, padded INTEGERs) and AlgorithmIdentifier
+     * parameters other than NULL, which d2i_PUBKEY would otherwise accept and ignore. */
+    if (k->der_len != len || memcmp(k->der, der, len) != 0) {
+        pkm_key_free(k);
+        return PKM_EKEY;
+    }
+    *out = k;
+    return 0;
+}
+
+void pkm_key_free(pkm_key_t *key)
+{
+    if (key == NULL) return;
+    EVP_PKEY_free(key->pkey); /* clears the private bignums */
+    if (key->der != NULL) {
+        OPENSSL_cleanse(key->der, key->der_len);
+        pkm__free(key->der);
+    }
+    OPENSSL_cleanse(key, sizeof *key);
+    pkm__free(key);
+}
+
+EVP_PKEY *pkm__key_evp(const pkm_key_t *key)
+{
+    return key->pkey;
+}
+
+const uint8_t *pkm__key_der(const pkm_key_t *key, size_t *len)
+{
+    *len = key->der_len;
+    return key->der;
+}
+
+int pkm_key_is_private(const pkm_key_t *key)
+{
+    return key != NULL && key->is_private;
+}
+
+int pkm_key_public_der(const pkm_key_t *key, uint8_t *out, size_t cap)
+{
+    PKM_ENSURE(key != NULL, PKM_EINVAL);
+    PKM_ENSURE(out != NULL || cap == 0, PKM_EINVAL);
+    if (out == NULL) return (int)key->der_len;
+    PKM_ENSURE(cap >= key->der_len, PKM_ENOSPC);
+    memcpy(out, key->der, key->der_len);
+    return (int)key->der_len;
+}
+
+int pkm_key_fingerprint(const pkm_key_t *key, char out[PKM_FINGERPRINT_SIZE])
+{
+    PKM_ENSURE(key != NULL && out != NULL, PKM_EINVAL);
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    if (EVP_Digest(key->der, key->der_len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32) {
+        ERR_clear_error();
+        return PKM_ECRYPTO;
+    }
+    /* EVP_EncodeBlock writes 4*ceil(32/3) = 44 characters and a NUL: 43 + one '=' of padding. */
+    unsigned char b64[45];
+    if (EVP_EncodeBlock(b64, md, 32) != 44 || b64[43] != '=') return PKM_EINTERNAL;
+    memcpy(out, "SHA256:", 7);
+    memcpy(out + 7, b64, 43);
+    out[50] = '\0';
+    return 0;
+}
+
+int pkm_fingerprint_equal(const char *a, const char *b)
+{
+    if (a == NULL || b == NULL) return 0;
+    size_t la = strlen(a), lb = strlen(b);
+    size_t n = la < lb ? la : lb;
+    int same = CRYPTO_memcmp(a, b, n) == 0;
+    return same & (la == lb);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* PEM files                                                                                  */
+
+/* Refuses every passphrase request, so that OpenSSL never prompts on a terminal. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)u;
+    return -1;
+}
+
+/* Reads the whole regular file behind fd into a fresh pkm__malloc'd buffer. */
+static int read_all(int fd, const struct stat *st, uint8_t **out, size_t *outlen)
+{
+    if (st->st_size > PKM_KEY_FILE_MAX) return PKM_EKEY;
+    size_t cap = (size_t)st->st_size + 1, len = 0;
+    uint8_t *buf = pkm__malloc(cap);
+    if (buf == NULL) return PKM_ENOMEM;
+    for (;;) {
+        if (len == cap) { /* the file grew since fstat: bounded by PKM_KEY_FILE_MAX + 1 */
+            OPENSSL_cleanse(buf, len);
+            pkm__free(buf);
+            return PKM_EKEY;
+        }
+        ssize_t r = read(fd, buf + len, cap - len);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            OPENSSL_cleanse(buf, len);
+            pkm__free(buf);
+            return PKM_EKEYFILE;
+        }
+        if (r == 0) break;
+        len += (size_t)r;
+    }
+    *out = buf;
+    *outlen = len;
+    return 0;
+}
+
+int pkm_key_load_pem(const char *path, pkm_key_t **out)
+{
+    PKM_ENSURE(out != NULL, PKM_EINVAL);
+    *out = NULL;
+    PKM_ENSURE(path != NULL, PKM_EINVAL);
+    /* O_NONBLOCK: opening a FIFO must not block; the S_ISREG check below refuses it. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) return PKM_EKEYFILE;
+    struct stat st;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+        rc = PKM_EKEYFILE;
+    else
+        rc = read_all(fd, &st, &buf, &len);
+    close(fd);
+    if (rc < 0) return rc;
+
+    EVP_PKEY *pkey = NULL;
+    int is_private = 0;
+    BIO *bio = BIO_new_mem_buf(buf, (int)len);
+    if (bio == NULL) {
+        rc = PKM_ENOMEM;
+        goto out;
+    }
+    pkey = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
+    if (pkey != NULL) {
+        is_private = 1;
+    } else {
+        BIO_free(bio);
+        bio = BIO_new_mem_buf(buf, (int)len);
+        if (bio == NULL) {
+            rc = PKM_ENOMEM;
+            goto out;
+        }
+        pkey = PEM_read_bio_PUBKEY(bio, NULL, no_passphrase, NULL);
+    }
+    if (pkey == NULL) {
+        rc = PKM_EKEY; /* not PEM, no key in it, an encrypted key, or a key that does not parse */
+        goto out;
+    }
+    if (is_private && (st.st_mode & 077) != 0) {
+        rc = PKM_EKEYPERM;
+        goto out;
+    }
+    rc = check_rsa2048(pkey);
+    if (rc < 0) goto out;
+    rc = key_wrap(pkey, is_private, out);
+    pkey = NULL; /* owned by the key now, or freed */
+out:
+    BIO_free(bio);
+    EVP_PKEY_free(pkey);
+    OPENSSL_cleanse(buf, len);
+    pkm__free(buf);
+    ERR_clear_error();
+    return rc;
+}
+
+/* Writes the PEM that `write` puts into a memory BIO to `path`, created or truncated with exactly
+ * `mode`. The memory BIO is wiped before it is freed (it may hold a private key). */
+static int save_pem(const pkm_key_t *key, const char *path, mode_t mode, int private_half)
+{
+    PKM_ENSURE(key != NULL && path != NULL, PKM_EINVAL);
+    BIO *bio = BIO_new(BIO_s_secmem());
+    if (bio == NULL) return PKM_ENOMEM;
+    int ok = private_half
+                 ? PEM_write_bio_PrivateKey(bio, key->pkey, NULL, NULL, 0, no_passphrase, NULL)
+                 : PEM_write_bio_PUBKEY(bio, key->pkey);
+    BUF_MEM *mem = NULL;
+    int rc = 0;
+    if (ok != 1 || BIO_get_mem_ptr(bio, &mem) != 1 || mem == NULL) {
+        rc = PKM_ECRYPTO;
+        goto out;
+    }
+    /* O_NOFOLLOW: never write through a symbolic link. O_NONBLOCK: never hang on a FIFO. */
+    int fd = open(
+        path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, mode);
+    if (fd < 0) {
+        rc = PKM_EKEYFILE;
+        goto out;
+    }
+    struct stat st;
+    /* An existing file keeps its mode through open(): set it before any byte is written. */
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || fchmod(fd, mode) != 0) rc = PKM_EKEYFILE;
+    size_t off = 0;
+    while (rc == 0 && off < mem->length) {
+        ssize_t w = write(fd, mem->data + off, mem->length - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0)
+            rc = PKM_EKEYFILE;
+        else
+            off += (size_t)w;
+    }
+    if (rc == 0 && fsync(fd) != 0) rc = PKM_EKEYFILE;
+    if (close(fd) != 0 && rc == 0) rc = PKM_EKEYFILE;
+out:
+    if (mem != NULL && mem->data != NULL) OPENSSL_cleanse(mem->data, mem->max);
+    BIO_free(bio);
+    ERR_clear_error();
+    return rc;
+}
+
+int pkm_key_save_pem(const pkm_key_t *key, const char *path)
+{
+    PKM_ENSURE(key != NULL && key->is_private, PKM_EINVAL);
+    return save_pem(key, path, 0600, 1);
+}
+
+int pkm_key_save_public_pem(const pkm_key_t *key, const char *path)
+{
+    return save_pem(key, path, 0644, 0);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Key pool                                                                                   */
+
+struct pkm_keypool {
+    pthread_mutex_t mu;
+    pthread_cond_t wake; /* signalled when a key is taken, and on stop */
+    pthread_t thread;
+    pkm_key_t **keys; /* keys[0..count) are ready */
+    size_t capacity, count;
+    int stop;
+};
+
+/* The background generator: tops the pool up to capacity, sleeps while it is full. */
+static void *pool_main(void *arg)
+{
+    pkm_keypool_t *pool = arg;
+    pthread_mutex_lock(&pool->mu);
+    while (!pool->stop) {
+        if (pool->count >= pool->capacity) {
+            pthread_cond_wait(&pool->wake, &pool->mu);
+            continue;
+        }
+        pthread_mutex_unlock(&pool->mu);
+        pkm_key_t *k = NULL;
+        int rc = pkm_key_generate(&k);
+        pthread_mutex_lock(&pool->mu);
+        if (rc < 0) {
+            /* Generation failed (out of memory?): retry in a second, unless told to stop. */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            if (!pool->stop) pthread_cond_timedwait(&pool->wake, &pool->mu, &ts);
+            continue;
+        }
+        if (pool->stop || pool->count >= pool->capacity) {
+            pthread_mutex_unlock(&pool->mu);
+            pkm_key_free(k);
+            pthread_mutex_lock(&pool->mu);
+            continue;
+        }
+        pool->keys[pool->count++] = k;
+    }
+    pthread_mutex_unlock(&pool->mu);
+    return NULL;
+}
+
+int pkm_keypool_new(size_t capacity, pkm_keypool_t **out)
+{
+    PKM_ENSURE(out != NULL, PKM_EINVAL);
+    *out = NULL;
+    PKM_ENSURE(capacity >= 1 && capacity <= 1024, PKM_EINVAL);
+    pkm_keypool_t *pool = pkm__calloc(1, sizeof *pool);
+    if (pool == NULL) return PKM_ENOMEM;
+    pool->keys = pkm__calloc(capacity, sizeof *pool->keys);
+    if (pool->keys == NULL) {
+        pkm__free(pool);
+        return PKM_ENOMEM;
+    }
+    pool->capacity = capacity;
+    if (pthread_mutex_init(&pool->mu, NULL) != 0) {
+        pkm__free(pool->keys);
+        pkm__free(pool);
+        return PKM_ENOMEM;
+    }
+    if (pthread_cond_init(&pool->wake, NULL) != 0) {
+        pthread_mutex_destroy(&pool->mu);
+        pkm__free(pool->keys);
+        pkm__free(pool);
+        return PKM_ENOMEM;
+    }
+    /* The generator thread blocks every signal, so that the application's handlers run only in
+     * its own threads. It inherits the mask in force at pthread_create. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int err = pthread_create(&pool->thread, NULL, pool_main, pool);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (err != 0) {
+        pthread_cond_destroy(&pool->wake);
+        pthread_mutex_destroy(&pool->mu);
+        pkm__free(pool->keys);
+        pkm__free(pool);
+        return err == EAGAIN ? PKM_ENOMEM : PKM_EINTERNAL;
+    }
+    *out = pool;
+    return 0;
+}
+
+int pkm_keypool_take(pkm_keypool_t *pool, pkm_key_t **out)
+{
+    PKM_ENSURE(out != NULL, PKM_EINVAL);
+    *out = NULL;
+    PKM_ENSURE(pool != NULL, PKM_EINVAL);
+    pkm_key_t *k = NULL;
+    pthread_mutex_lock(&pool->mu);
+    if (pool->count > 0) {
+        k = pool->keys[--pool->count];
+        pool->keys[pool->count] = NULL;
+    }
+    pthread_cond_signal(&pool->wake); /* there is room again (or will be) */
+    pthread_mutex_unlock(&pool->mu);
+    if (k != NULL) {
+        *out = k;
+        return 0;
+    }
+    return pkm_key_generate(out);
+}
+
+size_t pkm_keypool_ready(pkm_keypool_t *pool)
+{
+    if (pool == NULL) return 0;
+    pthread_mutex_lock(&pool->mu);
+    size_t n = pool->count;
+    pthread_mutex_unlock(&pool->mu);
+    return n;
+}
+
+void pkm_keypool_free(pkm_keypool_t *pool)
+{
+    if (pool == NULL) return;
+    pthread_mutex_lock(&pool->mu);
+    pool->stop = 1;
+    pthread_cond_signal(&pool->wake);
+    pthread_mutex_unlock(&pool->mu);
+    pthread_join(pool->thread, NULL);
+    for (size_t i = 0; i < pool->count; i++)
+        pkm_key_free(pool->keys[i]);
+    pthread_cond_destroy(&pool->wake);
+    pthread_mutex_destroy(&pool->mu);
+    pkm__free(pool->keys);
+    pkm__free(pool);
+}
