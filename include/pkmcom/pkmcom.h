@@ -8,5 +8,6 @@
 #include "pkmcom/apl.h"
 #include "pkmcom/schema.h"
 #include "pkmcom/engine.h"
+#include "pkmcom/conn.h"
 
 #endif
