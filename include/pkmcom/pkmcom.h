@@ -6,5 +6,6 @@
 #include "pkmcom/packet.h"
 #include "pkmcom/keys.h"
 #include "pkmcom/engine.h"
+#include "pkmcom/server.h"
 
 #endif
