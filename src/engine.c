@@ -766,6 +766,23 @@ int pkm_engine_work(pkm_engine_t *e)
     return r;
 }
 
+/* ---- memory ---- */
+
+void pkm_engine_trim(pkm_engine_t *e)
+{
+    if (!e) return;
+    if (e->rpos == e->rend && !e->pk_head) { /* a decrypted first block implies held bytes */
+        wipe_free(e->rbuf, e->rcap);
+        e->rbuf = NULL;
+        e->rcap = e->rpos = e->rend = e->rgiven = 0;
+    }
+    if (e->sstart == e->slen) {
+        wipe_free(e->sbuf, e->scap);
+        e->sbuf = NULL;
+        e->scap = e->sstart = e->senc = e->slen = 0;
+    }
+}
+
 /* ---- status ---- */
 
 int pkm_engine_state(const pkm_engine_t *e)

@@ -9,5 +9,6 @@
 #include "pkmcom/schema.h"
 #include "pkmcom/engine.h"
 #include "pkmcom/conn.h"
+#include "pkmcom/server.h"
 
 #endif
