@@ -1,109 +1,406 @@
-/* pkmcom: the libpkmcom command-line tool. main() only dispatches; each subcommand is one
- * cmd_* function. For now: `demo` (a codec demonstration), --help and --version. */
-#include <inttypes.h>
+/* pkmcom: the libpkmcom command-line tool. main() dispatches to one cmd_* function per command;
+ * this file also holds the helpers the commands share (tool.h). */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pwd.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include "pkmcom/pkmcom.h"
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <openssl/crypto.h>
+#include "tool.h"
 
-/* ---- demo: the Complete Definition's 0x00 Connect Request through the codec ---- */
+/* ---- messages ---- */
 
-static const pkm_field_t connect_fields[] = {
-    {.name = "PkmVersion", .type = PKM_T_VERSION},
-    {.name = "TrainerInfo", .type = PKM_T_JSON},
-    {.name = "SentryAccount", .type = PKM_T_UUID},
-};
-static const pkm_schema_t connect_request = {"Connect Request", connect_fields, 3};
-#define CONNECT_REQUEST_ID 0x00
-
-static void print_hex(const char *label, const uint8_t *p, size_t n)
+static void vline(const char *fmt, va_list ap)
 {
-    printf("  %-9s", label);
-    for (size_t i = 0; i < n; i++)
-        printf("%s%02X", i && i % 16 == 0 ? "\n           " : i ? " " : "", p[i]);
-    printf("\n");
+    char buf[2048];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    /* One line: a newline inside a message (e.g. from a file name) would split it. */
+    for (char *p = buf; *p; p++)
+        if (*p == '\n' || *p == '\r') *p = ' ';
+    fprintf(stderr, "pkmcom: %s\n", buf);
+    fflush(stderr);
 }
 
-static void print_uuid(pkm_uuid_t u)
+int tool_fail(int status, const char *fmt, ...)
 {
-    printf("%08" PRIx64 "-%04" PRIx64 "-%04" PRIx64 "-%04" PRIx64 "-%012" PRIx64, u.msb >> 32,
-           u.msb >> 16 & 0xFFFF, u.msb & 0xFFFF, u.lsb >> 48,
-           (uint64_t)(u.lsb & 0xFFFFFFFFFFFFull));
+    va_list ap;
+    va_start(ap, fmt);
+    vline(fmt, ap);
+    va_end(ap);
+    return status;
 }
 
-static int demo_fail(const char *what, int rc)
+void tool_log(const char *fmt, ...)
 {
-    fprintf(stderr, "pkmcom demo: %s: %s (%s)\n", what, pkm_strerror(rc), pkm_errname(rc));
+    va_list ap;
+    va_start(ap, fmt);
+    vline(fmt, ap);
+    va_end(ap);
+}
+
+int tool_usage_error(const char *cmd, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return tool_fail(TOOL_EXIT_USAGE, "%s: %s (see pkmcom %s --help)", cmd, msg, cmd);
+}
+
+/* ---- options ---- */
+
+int tool_is_help(const char *arg)
+{
+    return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0;
+}
+
+int tool_opt(const char *cmd, int argc, char **argv, int *i, const char *name, char shortc,
+             const char **val)
+{
+    const char *a = argv[*i];
+    size_t nl = strlen(name);
+    int match = 0;
+    if (a[0] == '-' && a[1] == '-' && strncmp(a + 2, name, nl) == 0) {
+        if (a[2 + nl] == '=') {
+            *val = a + 3 + nl;
+            return 1;
+        }
+        match = a[2 + nl] == '\0';
+    } else if (shortc && a[0] == '-' && a[1] == shortc && a[2] == '\0') {
+        match = 1;
+    }
+    if (!match) return 0;
+    if (*i + 1 >= argc) {
+        tool_usage_error(cmd, "option --%s needs a value", name);
+        return -1;
+    }
+    *i += 1;
+    *val = argv[*i];
     return 1;
 }
 
-static int cmd_demo(int argc, char **argv)
+int tool_parse_u64(const char *s, uint64_t max, uint64_t *out)
 {
-    (void)argv;
-    if (argc > 1) {
-        fprintf(stderr, "pkmcom demo: takes no arguments\n");
-        return 2;
+    int base = 10;
+    if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+        base = 16;
+        s += 2;
     }
-    pkm_registry_t *reg = pkm_registry_new();
-    if (!reg) return demo_fail("registry", PKM_ENOMEM);
-    int rc = pkm_registry_register(reg, CONNECT_REQUEST_ID, &connect_request);
-    if (rc < 0) {
-        pkm_registry_free(reg);
-        return demo_fail("register", rc);
+    if (!*s) return -1;
+    uint64_t v = 0;
+    for (; *s; s++) {
+        int d;
+        if (*s >= '0' && *s <= '9')
+            d = *s - '0';
+        else if (base == 16 && *s >= 'a' && *s <= 'f')
+            d = *s - 'a' + 10;
+        else if (base == 16 && *s >= 'A' && *s <= 'F')
+            d = *s - 'A' + 10;
+        else
+            return -1;
+        if (v > (UINT64_MAX - (uint64_t)d) / (uint64_t)base) return -1;
+        v = v * (uint64_t)base + (uint64_t)d;
     }
-
-    const char *trainer = "{\"name\":\"Red \xF0\x9F\x94\xA5\",\"hours\":42}";
-    const pkm_value_t values[] = {
-        PKM_V_VERSION(1, 0),
-        PKM_V_STRN(trainer, strlen(trainer)),
-        PKM_V_UUID(0x123e4567e89b42d3ull, 0xa456426614174000ull),
-    };
-    uint8_t pkt_bytes[256];
-    size_t len;
-    printf("Schema 0x%02X %s: PkmVersion Version, TrainerInfo Json, SentryAccount UUID\n\n",
-           CONNECT_REQUEST_ID, connect_request.name);
-    rc = pkm_registry_encode(reg, CONNECT_REQUEST_ID, values, 3, pkt_bytes, sizeof pkt_bytes, &len);
-    if (rc < 0) {
-        pkm_registry_free(reg);
-        return demo_fail("encode", rc);
-    }
-    pkm_packet_t pkt;
-    pkm_packet_header_read(pkt_bytes, PKM_DEFAULT_MAX_SIZE, &pkt);
-    pkt.content = pkt_bytes + PKM_HEADER_SIZE;
-    printf("Encoded packet, %zu bytes (9-byte header + content):\n", len);
-    printf("  Id       0x%02X\n  Hash     0x%08" PRIX32 "\n  Size     %zu\n", pkt.id, pkt.hash,
-           pkt.size);
-    print_hex("Header", pkt_bytes, PKM_HEADER_SIZE);
-    print_hex("Content", pkt.content, pkt.size);
-    printf("  (the emoji travels in Modified UTF-8 as a surrogate pair: ED A0 BD ED B4 A5)\n\n");
-
-    pkm_msg_t *msg;
-    rc = pkm_registry_decode(reg, &pkt, &msg);
-    if (rc < 0) {
-        pkm_registry_free(reg);
-        return demo_fail("decode", rc);
-    }
-    const pkm_value_t *ver = pkm_msg_get(msg, "PkmVersion");
-    const pkm_value_t *info = pkm_msg_get(msg, "TrainerInfo");
-    const pkm_value_t *acct = pkm_msg_get(msg, "SentryAccount");
-    printf("Decoded (Size, Hash and every precondition checked):\n");
-    printf("  PkmVersion     %u.%u\n", ver->version.major, ver->version.minor);
-    printf("  TrainerInfo    %s\n", info->str.ptr);
-    printf("  SentryAccount  ");
-    print_uuid(acct->uuid);
-    printf("\n\n");
-    pkm_msg_free(msg);
-
-    printf("Preconditions are enforced on both sides:\n");
-    const pkm_value_t bad[] = {values[0], PKM_V_STR("[\"not\", \"an object\"]"), values[2]};
-    rc = pkm_registry_encode(reg, CONNECT_REQUEST_ID, bad, 3, pkt_bytes, sizeof pkt_bytes, &len);
-    printf("  encode TrainerInfo = [\"not\", \"an object\"]  -> %s: %s\n", pkm_errname(rc),
-           pkm_strerror(rc));
-    pkt.hash ^= 1;
-    rc = pkm_registry_verify(reg, &pkt);
-    printf("  receive the packet with one Hash bit flipped -> %s: %s\n", pkm_errname(rc),
-           pkm_strerror(rc));
-    pkm_registry_free(reg);
+    if (v > max) return -1;
+    *out = v;
     return 0;
+}
+
+int tool_parse_hostport(const char *s, int allow_zero, char host[TOOL_HOST_MAX], int *port)
+{
+    const char *colon, *hs;
+    size_t hl;
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (!close || close[1] != ':') return -1;
+        hs = s + 1;
+        hl = (size_t)(close - hs);
+        colon = close + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon) return -1;
+        hs = s;
+        hl = (size_t)(colon - s);
+        if (memchr(hs, ':', hl)) return -1; /* a bare IPv6 address needs brackets */
+    }
+    if (hl == 0 || hl >= TOOL_HOST_MAX) return -1;
+    uint64_t p;
+    if (tool_parse_u64(colon + 1, 65535, &p) < 0 || (p == 0 && !allow_zero)) return -1;
+    for (size_t k = 0; k < hl; k++)
+        if (isspace((unsigned char)hs[k]) || hs[k] == '[' || hs[k] == ']') return -1;
+    memcpy(host, hs, hl);
+    host[hl] = '\0';
+    *port = (int)p;
+    return 0;
+}
+
+void tool_format_hostport(const char *host, int port, char out[TOOL_HOSTPORT_MAX])
+{
+    char low[TOOL_HOST_MAX];
+    size_t k = 0;
+    for (; host[k] && k + 1 < sizeof low; k++)
+        low[k] = (char)tolower((unsigned char)host[k]);
+    low[k] = '\0';
+    snprintf(out, TOOL_HOSTPORT_MAX, strchr(low, ':') ? "[%s]:%d" : "%s:%d", low, port);
+}
+
+int tool_read_password_file(const char *path, char **out)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return tool_fail(TOOL_EXIT_FAIL, "%s: %s", path, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n = getline(&line, &cap, f);
+    int err = errno;
+    fclose(f);
+    if (n < 0) {
+        free(line);
+        if (err && err != ENOENT) return tool_fail(TOOL_EXIT_FAIL, "%s: %s", path, strerror(err));
+        return tool_fail(TOOL_EXIT_FAIL, "%s: the password file is empty", path);
+    }
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        line[--n] = '\0';
+    /* Copy into an exact-size buffer so the wipe in tool_secret_free covers it all. */
+    char *s = malloc((size_t)n + 1);
+    if (s) memcpy(s, line, (size_t)n + 1);
+    OPENSSL_cleanse(line, cap);
+    free(line);
+    if (!s) return tool_fail(TOOL_EXIT_FAIL, "out of memory");
+    *out = s;
+    return 0;
+}
+
+void tool_secret_free(char *s)
+{
+    if (!s) return;
+    OPENSSL_cleanse(s, strlen(s));
+    free(s);
+}
+
+/* ---- output ---- */
+
+void tool_hex(const uint8_t *p, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[p[i] >> 4];
+        out[2 * i + 1] = digits[p[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+int tool_unhex(const char *s, uint8_t **out, size_t *n)
+{
+    size_t len = strlen(s);
+    *out = NULL;
+    *n = 0;
+    if (len % 2) return -1;
+    for (size_t i = 0; i < len; i++)
+        if (hexval(s[i]) < 0) return -1;
+    if (len == 0) return 0;
+    uint8_t *b = malloc(len / 2);
+    if (!b) return -2;
+    for (size_t i = 0; i < len / 2; i++)
+        b[i] = (uint8_t)(hexval(s[2 * i]) << 4 | hexval(s[2 * i + 1]));
+    *out = b;
+    *n = len / 2;
+    return 0;
+}
+
+void tool_print_packet(FILE *f, const pkm_packet_t *pkt)
+{
+    fprintf(f, "{\"id\":%u,\"hash\":%lu,\"size\":%zu,\"content\":\"", (unsigned)pkt->id,
+            (unsigned long)pkt->hash, pkt->size);
+    char chunk[2 * 512 + 1];
+    for (size_t off = 0; off < pkt->size; off += 512) {
+        size_t k = pkt->size - off < 512 ? pkt->size - off : 512;
+        tool_hex(pkt->content + off, k, chunk);
+        fputs(chunk, f);
+    }
+    fputs("\"}\n", f);
+    fflush(f);
+}
+
+double tool_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* ---- files ---- */
+
+/* mkdir -p, the last component with mode 0700. */
+static int make_dirs(char *path)
+{
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        int r = mkdir(path, 0700);
+        int err = errno;
+        *p = '/';
+        if (r != 0 && err != EEXIST) {
+            errno = err;
+            return -1;
+        }
+    }
+    if (mkdir(path, 0700) != 0 && errno != EEXIST) return -1;
+    struct stat st;
+    if (stat(path, &st) != 0) return -1;
+    if (!S_ISDIR(st.st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    return 0;
+}
+
+int tool_config_dir(char *out, size_t cap)
+{
+    const char *home = getenv("PKMCOM_HOME");
+    const char *xdg = getenv("XDG_CONFIG_HOME");
+    int n;
+    if (home && *home) {
+        n = snprintf(out, cap, "%s", home);
+    } else if (xdg && xdg[0] == '/') {
+        n = snprintf(out, cap, "%s/pkmcom", xdg);
+    } else {
+        const char *h = getenv("HOME");
+        if (!h || !*h) {
+            struct passwd *pw = getpwuid(getuid());
+            h = pw ? pw->pw_dir : NULL;
+        }
+        if (!h || !*h)
+            return tool_fail(TOOL_EXIT_FAIL, "cannot find the home directory: set PKMCOM_HOME");
+        n = snprintf(out, cap, "%s/.config/pkmcom", h);
+    }
+    if (n < 0 || (size_t)n >= cap) return tool_fail(TOOL_EXIT_FAIL, "configuration path too long");
+    while (n > 1 && out[n - 1] == '/')
+        out[--n] = '\0';
+    if (make_dirs(out) != 0)
+        return tool_fail(TOOL_EXIT_FAIL, "cannot create the configuration directory %s: %s", out,
+                         strerror(errno));
+    return 0;
+}
+
+int tool_config_file(const char *name, char *out, size_t cap)
+{
+    char dir[TOOL_PATH_MAX];
+    int st = tool_config_dir(dir, sizeof dir);
+    if (st) return st;
+    int n = snprintf(out, cap, "%s/%s", dir, name);
+    if (n < 0 || (size_t)n >= cap) return tool_fail(TOOL_EXIT_FAIL, "configuration path too long");
+    return 0;
+}
+
+int tool_load_key(const char *path, pkm_key_t **out)
+{
+    *out = NULL;
+    struct stat st;
+    if (stat(path, &st) != 0) return tool_fail(TOOL_EXIT_FAIL, "%s: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode)) return tool_fail(TOOL_EXIT_FAIL, "%s: not a regular file", path);
+    FILE *f = fopen(path, "rb");
+    if (!f) return tool_fail(TOOL_EXIT_FAIL, "%s: %s", path, strerror(errno));
+    uint8_t der[PKM_MAX_KEY_DER + 1];
+    size_t n = fread(der, 1, sizeof der, f);
+    fclose(f);
+    if (n > 0 && der[0] == 0x30) { /* a DER SEQUENCE: a SubjectPublicKeyInfo file */
+        int rc = pkm_key_from_der(der, n, out);
+        if (rc < 0)
+            return tool_fail(TOOL_EXIT_FAIL, "%s: not a DER RSA-2048 public key: %s", path,
+                             pkm_strerror(rc));
+        return 0;
+    }
+    int rc = pkm_key_load_pem(path, out);
+    switch (rc) {
+    case 0: return 0;
+    case PKM_EKEYPERM:
+        return tool_fail(TOOL_EXIT_FAIL,
+                         "%s: private key file is accessible by group or others (mode %04o): "
+                         "run chmod 600 on it",
+                         path, (unsigned)(st.st_mode & 07777));
+    case PKM_EKEY:
+        return tool_fail(TOOL_EXIT_FAIL,
+                         "%s: no usable key: not an unencrypted RSA-2048 key in PEM form", path);
+    case PKM_EKEYFILE: return tool_fail(TOOL_EXIT_FAIL, "%s: cannot read the key file", path);
+    default: return tool_fail(TOOL_EXIT_FAIL, "%s: %s", path, pkm_strerror(rc));
+    }
+}
+
+/* ---- sockets ---- */
+
+int tool_tcp_connect(const char *host, int port, int timeout_ms, char *err, size_t errcap)
+{
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    int g = getaddrinfo(host, portstr, &hints, &res);
+    if (g != 0) {
+        snprintf(err, errcap, "cannot resolve %s: %s", host,
+                 g == EAI_SYSTEM ? strerror(errno) : gai_strerror(g));
+        return -1;
+    }
+    double deadline = tool_now_ms() + timeout_ms;
+    int fd = -1, last = ECONNREFUSED;
+    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
+        int s = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        if (s < 0) {
+            last = errno;
+            continue;
+        }
+        int fl = fcntl(s, F_GETFL);
+        fcntl(s, F_SETFL, fl | O_NONBLOCK);
+        int r = connect(s, ai->ai_addr, ai->ai_addrlen);
+        if (r != 0 && errno == EINPROGRESS) {
+            struct pollfd pfd = {.fd = s, .events = POLLOUT};
+            for (;;) {
+                int left = (int)(deadline - tool_now_ms());
+                if (left < 0) left = 0;
+                int pr = poll(&pfd, 1, left);
+                if (pr < 0 && errno == EINTR) continue;
+                if (pr == 0) {
+                    errno = ETIMEDOUT;
+                    r = -1;
+                    break;
+                }
+                int soerr = 0;
+                socklen_t sl = sizeof soerr;
+                getsockopt(s, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+                errno = soerr;
+                r = soerr ? -1 : 0;
+                break;
+            }
+        }
+        if (r != 0) {
+            last = errno;
+            close(s);
+            continue;
+        }
+        fcntl(s, F_SETFL, fl);
+        fd = s;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) snprintf(err, errcap, "connect to %s:%d failed: %s", host, port, strerror(last));
+    return fd;
 }
 
 /* ---- dispatch ---- */
@@ -115,34 +412,44 @@ struct command {
 };
 
 static const struct command commands[] = {
-    {"demo", cmd_demo, "encode, print and decode a sample packet (codec demonstration)"},
+    {"keygen", cmd_keygen, "make a new RSA-2048 server key (PEM, mode 0600)"},
+    {"fingerprint", cmd_fingerprint, "print the SHA256 fingerprint of a key file"},
+    {"serve", cmd_serve, "run a PkmCom/TCP server (echo, or relay between clients)"},
+    {"send", cmd_send, "connect, send a packet built from typed fields, print the replies"},
+    {"demo", cmd_demo, "a server and a client in one process: the handshake step by step"},
 };
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: pkmcom <command> [arguments]\n       pkmcom --help | --version\n\n"
-               "commands:\n");
+    fprintf(f,
+            "usage: pkmcom <command> [arguments]\n"
+            "       pkmcom <command> --help\n"
+            "       pkmcom --help | --version\n\n"
+            "PkmCom/TCP from the command line (libpkmcom %s).\n\ncommands:\n",
+            pkm_version());
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\nExit status: 0 success, 1 failure (connection, handshake, I/O), 2 usage error.\n"
+               "Files live in $PKMCOM_HOME, else $XDG_CONFIG_HOME/pkmcom, else "
+               "~/.config/pkmcom.\nSee pkmcom(1).\n");
 }
 
 int main(int argc, char **argv)
 {
     if (argc < 2) {
         usage(stderr);
-        return 2;
+        return TOOL_EXIT_USAGE;
     }
     const char *cmd = argv[1];
-    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+    if (tool_is_help(cmd) || strcmp(cmd, "help") == 0) {
         usage(stdout);
-        return 0;
+        return TOOL_EXIT_OK;
     }
-    if (strcmp(cmd, "--version") == 0) {
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
         printf("pkmcom %s\n", pkm_version());
-        return 0;
+        return TOOL_EXIT_OK;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(cmd, commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
-    fprintf(stderr, "pkmcom: unknown command '%s' (see pkmcom --help)\n", cmd);
-    return 2;
+    return tool_fail(TOOL_EXIT_USAGE, "unknown command '%s' (see pkmcom --help)", cmd);
 }

@@ -1,0 +1,682 @@
+/* pkmcom send: build one packet from typed FIELDs (TYPE:VALUE) through the codec, connect with
+ * the handshake (pinned or known_hosts trust), send it N times and print the replies. */
+#include <errno.h>
+#include <math.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include "tool.h"
+
+static const char send_help[] =
+    "usage: pkmcom send HOST:PORT --id ID [FIELD...] [options]\n"
+    "\n"
+    "Connects to a PkmCom/TCP server, runs the handshake, sends the packet built from the\n"
+    "FIELDs (N times), prints each packet received as one JSON line\n"
+    "  {\"id\":16,\"hash\":123,\"size\":5,\"content\":\"<hex>\"}\n"
+    "and exits 0 once the expected number of replies has arrived.\n"
+    "\n"
+    "  --id ID              packet id, 0..254 (decimal or 0x-hex; 255 is the handshake's)\n"
+    "  --password PW        the server's password (alternative handshaking)\n"
+    "  --password-file F    read the password from the first line of F instead\n"
+    "  --pin FP             trust only the server key with this fingerprint (SHA256:...)\n"
+    "  --known-hosts FILE   trust-on-first-use file (default: known_hosts in the\n"
+    "                       configuration directory); not used with --pin\n"
+    "  --count N            send the packet N times (default 1)\n"
+    "  --expect N           replies to wait for (default: N of --count)\n"
+    "  --timeout SECONDS    bound on connecting + handshake, and on waiting for the\n"
+    "                       replies (default 10)\n"
+    "  -v, --verbose        say which server key was seen and how it was trusted\n"
+    "  -h, --help           this help\n"
+    "\n"
+    "A FIELD is TYPE:VALUE. The content is the FIELDs encoded in order as the APL types,\n"
+    "and the Hash covers them as a schema with these fields would.\n"
+    "  byte sbyte short ushort int uint long   decimal or 0x-hex (range checked)\n"
+    "  float double                            decimal (or C hex float, inf); no NaN\n"
+    "  bool                                    true, false, 1 or 0\n"
+    "  string json lstring ljson               the text as given (UTF-8); json and ljson\n"
+    "                                          must be one JSON object\n"
+    "  version                                 MAJOR.MINOR, e.g. 1.0\n"
+    "  uuid                                    canonical 8-4-4-4-12 hex\n"
+    "  instant duration                        SECONDS,NANOS (or SECONDS)\n"
+    "  bytes                                   a Byte Array, as hex (even length)\n"
+    "\n"
+    "Trust: with --pin the server's key must have that fingerprint. Otherwise the first\n"
+    "contact with HOST:PORT records its fingerprint in known_hosts, and a later different\n"
+    "key is refused, naming both fingerprints.\n";
+
+/* ---- FIELD parsing ---- */
+
+static const struct {
+    const char *name;
+    pkm_type_t type;
+} field_types[] = {
+    {"byte", PKM_T_BYTE},       {"sbyte", PKM_T_SBYTE},     {"short", PKM_T_SHORT},
+    {"ushort", PKM_T_USHORT},   {"int", PKM_T_INT},         {"uint", PKM_T_UINT},
+    {"long", PKM_T_LONG},       {"float", PKM_T_FLOAT},     {"double", PKM_T_DOUBLE},
+    {"bool", PKM_T_BOOL},       {"string", PKM_T_STRING},   {"json", PKM_T_JSON},
+    {"lstring", PKM_T_LSTRING}, {"ljson", PKM_T_LJSON},     {"version", PKM_T_VERSION},
+    {"uuid", PKM_T_UUID},       {"instant", PKM_T_INSTANT}, {"duration", PKM_T_DURATION},
+    {"bytes", PKM_T_ARRAY},
+};
+#define N_FIELD_TYPES (sizeof field_types / sizeof field_types[0])
+
+static const pkm_field_t byte_elem = {.type = PKM_T_BYTE};
+
+/* Seconds of an Instant/Duration: -31556889864401400 < s <= 31556889864401400. */
+#define SECONDS_MIN (-31556889864401399LL)
+#define SECONDS_MAX 31556889864401400LL
+
+/* Parses an integer: optional '-', then decimal or 0x-hex. Returns 0, -1 (not a number) or
+ * -2 (a number outside min..max). */
+static int parse_int(const char *s, int64_t min, int64_t max, int64_t *out)
+{
+    int neg = 0;
+    if (*s == '-') {
+        neg = 1;
+        s++;
+    }
+    int base = 10;
+    if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+        base = 16;
+        s += 2;
+    }
+    if (!*s) return -1;
+    uint64_t mag = 0;
+    int overflow = 0;
+    for (; *s; s++) {
+        int d;
+        if (*s >= '0' && *s <= '9')
+            d = *s - '0';
+        else if (base == 16 && *s >= 'a' && *s <= 'f')
+            d = *s - 'a' + 10;
+        else if (base == 16 && *s >= 'A' && *s <= 'F')
+            d = *s - 'A' + 10;
+        else
+            return -1;
+        if (mag > (UINT64_MAX - (uint64_t)d) / (uint64_t)base)
+            overflow = 1;
+        else
+            mag = mag * (uint64_t)base + (uint64_t)d;
+    }
+    if (overflow) return -2;
+    int64_t v;
+    if (neg) {
+        if (mag > (uint64_t)INT64_MAX + 1) return -2;
+        v = mag == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)mag;
+    } else {
+        if (mag > (uint64_t)INT64_MAX) return -2;
+        v = (int64_t)mag;
+    }
+    if (v < min || v > max) return -2;
+    *out = v;
+    return 0;
+}
+
+/* The same for the unsigned range 0..max (max may exceed INT64_MAX: for no type here it does). */
+static int parse_uint(const char *s, uint64_t max, uint64_t *out)
+{
+    int64_t v;
+    int r = parse_int(s, 0, (int64_t)max, &v);
+    if (r == 0) *out = (uint64_t)v;
+    return r;
+}
+
+static int parse_hex_n(const char *s, size_t n, uint64_t *out)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        int d;
+        if (c >= '0' && c <= '9')
+            d = c - '0';
+        else if (c >= 'a' && c <= 'f')
+            d = c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F')
+            d = c - 'A' + 10;
+        else
+            return -1;
+        v = v << 4 | (uint64_t)d;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_uuid(const char *s, pkm_uuid_t *u)
+{
+    /* xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx */
+    static const size_t groups[5] = {8, 4, 4, 4, 12};
+    if (strlen(s) != 36) return -1;
+    uint64_t parts[5];
+    const char *p = s;
+    for (int g = 0; g < 5; g++) {
+        if (parse_hex_n(p, groups[g], &parts[g]) < 0) return -1;
+        p += groups[g];
+        if (g < 4 && *p++ != '-') return -1;
+    }
+    u->msb = parts[0] << 32 | parts[1] << 16 | parts[2];
+    u->lsb = parts[3] << 48 | parts[4];
+    return 0;
+}
+
+/* One parsed FIELD: its schema field, its value and memory it owns (bytes). */
+struct field {
+    pkm_field_t def;
+    pkm_value_t val;
+    uint8_t *owned;
+};
+
+/* Parses FIELD number idx (1-based, for messages). Returns 0, or TOOL_EXIT_USAGE after printing
+ * "pkmcom: field N (ARG): reason". */
+static int parse_field(size_t idx, const char *arg, struct field *f)
+{
+    char shown[72];
+    size_t al = strlen(arg);
+    if (al > 60)
+        snprintf(shown, sizeof shown, "%.57s...", arg);
+    else
+        snprintf(shown, sizeof shown, "%s", arg);
+#define BAD(...)                                                                                   \
+    do {                                                                                           \
+        char why_[512];                                                                            \
+        snprintf(why_, sizeof why_, __VA_ARGS__);                                                  \
+        return tool_fail(TOOL_EXIT_USAGE, "field %zu (%s): %s", idx, shown, why_);                 \
+    } while (0)
+
+    memset(f, 0, sizeof *f);
+    const char *colon = strchr(arg, ':');
+    if (!colon) BAD("expected TYPE:VALUE");
+    size_t tl = (size_t)(colon - arg);
+    const char *v = colon + 1;
+    size_t t;
+    for (t = 0; t < N_FIELD_TYPES; t++)
+        if (strlen(field_types[t].name) == tl && strncmp(field_types[t].name, arg, tl) == 0) break;
+    if (t == N_FIELD_TYPES)
+        BAD("unknown type '%.*s' (byte sbyte short ushort int uint long float double bool string "
+            "json lstring ljson version uuid instant duration bytes)",
+            (int)(tl > 20 ? 20 : tl), arg);
+    f->def.type = field_types[t].type;
+    f->def.name = field_types[t].name;
+
+    int r;
+    int64_t i64 = 0;
+    uint64_t u64 = 0;
+    switch (f->def.type) {
+    case PKM_T_BYTE:
+    case PKM_T_USHORT:
+    case PKM_T_UINT: {
+        uint64_t max = f->def.type == PKM_T_BYTE     ? 0xFF
+                       : f->def.type == PKM_T_USHORT ? 0xFFFF
+                                                     : 0xFFFFFFFF;
+        r = parse_uint(v, max, &u64);
+        if (r == -1) BAD("not a number (decimal or 0x-hex)");
+        if (r == -2) BAD("value out of range 0..%llu", (unsigned long long)max);
+        f->val.u64 = u64;
+        break;
+    }
+    case PKM_T_SBYTE:
+    case PKM_T_SHORT:
+    case PKM_T_INT:
+    case PKM_T_LONG: {
+        int64_t lo = f->def.type == PKM_T_SBYTE   ? INT8_MIN
+                     : f->def.type == PKM_T_SHORT ? INT16_MIN
+                     : f->def.type == PKM_T_INT   ? INT32_MIN
+                                                  : INT64_MIN;
+        int64_t hi = f->def.type == PKM_T_SBYTE   ? INT8_MAX
+                     : f->def.type == PKM_T_SHORT ? INT16_MAX
+                     : f->def.type == PKM_T_INT   ? INT32_MAX
+                                                  : INT64_MAX;
+        r = parse_int(v, lo, hi, &i64);
+        if (r == -1) BAD("not a number (decimal or 0x-hex)");
+        if (r == -2) BAD("value out of range %lld..%lld", (long long)lo, (long long)hi);
+        f->val.i64 = i64;
+        break;
+    }
+    case PKM_T_FLOAT:
+    case PKM_T_DOUBLE: {
+        char *end;
+        double d;
+        if (!*v || *v == ' ' || *v == '\t' || *v == '\n') BAD("not a number");
+        errno = 0;
+        if (f->def.type == PKM_T_FLOAT)
+            d = strtof(v, &end);
+        else
+            d = strtod(v, &end);
+        if (*end) BAD("not a number");
+        if (isnan(d)) BAD("NaN is not allowed (APL precondition)");
+        if (errno == ERANGE && isinf(d))
+            BAD("value out of range for a %s", f->def.type == PKM_T_FLOAT ? "float" : "double");
+        if (f->def.type == PKM_T_FLOAT)
+            f->val.f32 = (float)d;
+        else
+            f->val.f64 = d;
+        break;
+    }
+    case PKM_T_BOOL:
+        if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0)
+            f->val.b = true;
+        else if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0)
+            f->val.b = false;
+        else
+            BAD("expected true, false, 1 or 0");
+        break;
+    case PKM_T_STRING:
+    case PKM_T_JSON:
+    case PKM_T_LSTRING:
+    case PKM_T_LJSON: f->val.str = (pkm_str_t){v, strlen(v)}; break;
+    case PKM_T_VERSION: {
+        const char *dot = strchr(v, '.');
+        char major[24];
+        if (!dot || (size_t)(dot - v) >= sizeof major) BAD("expected MAJOR.MINOR, e.g. 1.0");
+        memcpy(major, v, (size_t)(dot - v));
+        major[dot - v] = '\0';
+        uint64_t ma = 0, mi = 0;
+        int r1 = parse_uint(major, 256, &ma), r2 = parse_uint(dot + 1, 255, &mi);
+        if (r1 == -1 || r2 == -1) BAD("expected MAJOR.MINOR, e.g. 1.0");
+        if (r1 == -2 || r2 == -2 || ma < 1)
+            BAD("version out of range (major 1..256, minor 0..255)");
+        f->val.version = (pkm_version_t){(uint16_t)ma, (uint16_t)mi};
+        break;
+    }
+    case PKM_T_UUID:
+        if (parse_uuid(v, &f->val.uuid) < 0)
+            BAD("expected a UUID in canonical form xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx");
+        break;
+    case PKM_T_INSTANT:
+    case PKM_T_DURATION: {
+        const char *comma = strchr(v, ',');
+        char secs[32];
+        size_t sl = comma ? (size_t)(comma - v) : strlen(v);
+        if (sl >= sizeof secs) BAD("seconds out of range %lld..%lld", SECONDS_MIN, SECONDS_MAX);
+        memcpy(secs, v, sl);
+        secs[sl] = '\0';
+        r = parse_int(secs, SECONDS_MIN, SECONDS_MAX, &i64);
+        if (r == -1) BAD("expected SECONDS,NANOS (decimal integers)");
+        if (r == -2) BAD("seconds out of range %lld..%lld", SECONDS_MIN, SECONDS_MAX);
+        int64_t ns = 0;
+        if (comma) {
+            const char *n = comma + 1;
+            r = (*n == '-') ? -2 : parse_int(n, 0, 999999999, &ns);
+            if (r == -1) BAD("expected SECONDS,NANOS (decimal integers)");
+            if (r == -2) BAD("nanos out of range 0..999999999");
+        }
+        f->val.time = (pkm_time_t){i64, (int32_t)ns};
+        break;
+    }
+    case PKM_T_ARRAY: {
+        size_t n;
+        r = tool_unhex(v, &f->owned, &n);
+        if (r == -2) return tool_fail(TOOL_EXIT_FAIL, "out of memory");
+        if (r < 0) BAD("expected hex digits, an even number of them");
+        if (n > INT32_MAX) BAD("too long");
+        f->def.elem = &byte_elem;
+        f->def.fixed_len = (uint32_t)n;
+        f->val.bytes = (pkm_bytes_t){f->owned, n};
+        break;
+    }
+    default: BAD("unsupported type");
+    }
+
+    /* What only the codec knows (UTF-8, JSON, String length): encode the field alone. */
+    pkm_schema_t one = {"FIELD", &f->def, 1};
+    size_t len;
+    uint8_t *tmp = NULL;
+    r = pkm_schema_encode_alloc(&one, &f->val, 1, &tmp, &len, NULL);
+    pkm_bytes_free(tmp);
+    switch (r) {
+    case 0: break;
+    case PKM_EUTF8: BAD("not valid UTF-8");
+    case PKM_EJSON: BAD("not valid JSON (RFC 8259)");
+    case PKM_EJSON_NOTOBJ: BAD("not a JSON object ({...})");
+    case PKM_ETOOLONG:
+        BAD("%s", f->def.type == PKM_T_STRING || f->def.type == PKM_T_JSON
+                      ? "too long: at most 65535 bytes of Modified UTF-8 (use lstring or ljson)"
+                      : "too long");
+    case PKM_ENOMEM: return tool_fail(TOOL_EXIT_FAIL, "out of memory");
+    default: BAD("%s", pkm_strerror(r));
+    }
+    return 0;
+#undef BAD
+}
+
+/* ---- the connection ---- */
+
+static int remaining_ms(double deadline)
+{
+    double left = deadline - tool_now_ms();
+    return left <= 0 ? 0 : left > INT32_MAX ? INT32_MAX : (int)left + 1;
+}
+
+/* Reads (without consuming: MSG_PEEK) the ServerKey the server sends first, and gives its
+ * fingerprint, so that the trust decision is made before any byte is sent. 0 or -1 with err. */
+static int peek_server_key(int fd, double deadline, char fp[PKM_FINGERPRINT_SIZE], char *err,
+                           size_t errcap)
+{
+    uint8_t buf[4 + PKM_MAX_KEY_DER];
+    for (;;) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int pr = poll(&pfd, 1, remaining_ms(deadline));
+        if (pr < 0 && errno == EINTR) continue;
+        if (pr < 0) {
+            snprintf(err, errcap, "poll failed: %s", strerror(errno));
+            return -1;
+        }
+        if (pr == 0 || tool_now_ms() >= deadline) {
+            snprintf(err, errcap, "the server sent no key in time (not a PkmCom/TCP server?)");
+            return -1;
+        }
+        ssize_t n = recv(fd, buf, sizeof buf, MSG_PEEK);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (n < 0) {
+            snprintf(err, errcap, "receive failed: %s", strerror(errno));
+            return -1;
+        }
+        if (n == 0) {
+            snprintf(err, errcap,
+                     "the server closed the connection before sending its key (connection "
+                     "limit reached?)");
+            return -1;
+        }
+        if (n >= 4) {
+            int32_t len = (int32_t)((uint32_t)buf[0] << 24 | (uint32_t)buf[1] << 16 |
+                                    (uint32_t)buf[2] << 8 | buf[3]);
+            if (len < 1 || len > PKM_MAX_KEY_DER) {
+                snprintf(err, errcap, "not a PkmCom/TCP server: bad ServerKey length %ld",
+                         (long)len);
+                return -1;
+            }
+            if (n >= 4 + len) {
+                pkm_key_t *key = NULL;
+                int rc = pkm_key_from_der(buf + 4, (size_t)len, &key);
+                if (rc < 0) {
+                    snprintf(err, errcap, "not a PkmCom/TCP server: its ServerKey is refused: %s",
+                             pkm_strerror(rc));
+                    return -1;
+                }
+                pkm_key_fingerprint(key, fp);
+                pkm_key_free(key);
+                return 0;
+            }
+        }
+        /* Part of the key is here: give the rest a moment (a peek does not drain the socket,
+         * so poll would not wait). */
+        struct timespec ts = {0, 2 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+struct send_opts {
+    char host[TOOL_HOST_MAX];
+    int port;
+    char hostport[TOOL_HOSTPORT_MAX];
+    int id;
+    const char *password, *password_file, *pin, *known_hosts;
+    uint64_t count, expect, timeout_s;
+    int expect_set, verbose;
+};
+
+static int run_send(const struct send_opts *o, const char *password, uint32_t hash,
+                    const uint8_t *content, size_t size)
+{
+    double deadline = tool_now_ms() + (double)o->timeout_s * 1000.0;
+    char err[512], khfile[TOOL_PATH_MAX];
+    if (!o->pin) {
+        if (o->known_hosts) {
+            snprintf(khfile, sizeof khfile, "%s", o->known_hosts);
+        } else {
+            int st = tool_config_file("known_hosts", khfile, sizeof khfile);
+            if (st) return st;
+        }
+    }
+
+    int fd = tool_tcp_connect(o->host, o->port, remaining_ms(deadline), err, sizeof err);
+    if (fd < 0) return tool_fail(TOOL_EXIT_FAIL, "%s", err);
+    char fp[PKM_FINGERPRINT_SIZE];
+    if (peek_server_key(fd, deadline, fp, err, sizeof err) < 0) {
+        close(fd);
+        return tool_fail(TOOL_EXIT_FAIL, "%s: %s", o->hostport, err);
+    }
+
+    int first_contact = 0, khline = 0;
+    if (o->pin) {
+        if (!pkm_fingerprint_equal(fp, o->pin)) {
+            close(fd);
+            return tool_fail(TOOL_EXIT_FAIL,
+                             "%s: the server's key %s does not match the pinned fingerprint %s: "
+                             "refusing to connect",
+                             o->hostport, fp, o->pin);
+        }
+    } else {
+        char known[PKM_FINGERPRINT_SIZE];
+        int r = kh_lookup(khfile, o->hostport, known, &khline);
+        if (r < 0) {
+            close(fd);
+            return TOOL_EXIT_FAIL;
+        }
+        if (r == 1 && !pkm_fingerprint_equal(fp, known)) {
+            close(fd);
+            return tool_fail(TOOL_EXIT_FAIL,
+                             "WARNING: THE SERVER KEY OF %s HAS CHANGED: %s line %d records %s but "
+                             "the server now offers %s. Someone may be impersonating the server; "
+                             "refusing to connect. If the key was replaced on purpose, delete that "
+                             "line (or pass --pin %s)",
+                             o->hostport, khfile, khline, known, fp, fp);
+        }
+        first_contact = r == 0;
+    }
+
+    /* The key seen is now trusted: pin it, so the handshake runs with exactly that key. */
+    pkm_conn_config_t cfg;
+    pkm_conn_config_init(&cfg);
+    cfg.pin_fingerprint = fp;
+    if (password) {
+        cfg.secret = (const uint8_t *)password;
+        cfg.secret_len = strlen(password);
+    }
+    cfg.handshake_timeout_ms = remaining_ms(deadline);
+    cfg.errbuf = err;
+    cfg.errbuf_size = sizeof err;
+    pkm_conn_t *c = NULL;
+    int rc = pkm_conn_from_fd(fd, PKM_ROLE_CLIENT, &cfg, &c);
+    if (rc < 0) return tool_fail(TOOL_EXIT_FAIL, "%s: %s", o->hostport, err);
+
+    if (first_contact) {
+        if (kh_add(khfile, o->hostport, fp) == 0)
+            tool_log("first contact with %s: recorded its key %s in %s", o->hostport, fp, khfile);
+    } else if (o->verbose) {
+        if (o->pin)
+            tool_log("connected to %s: key %s matches the pin", o->hostport, fp);
+        else
+            tool_log("connected to %s: key %s matches %s line %d", o->hostport, fp, khfile, khline);
+    }
+
+    /* Send, printing replies as they come (so a long run never fills the buffers). */
+    uint64_t got = 0;
+    pkm_packet_t pkt;
+    int status = TOOL_EXIT_OK;
+    double reply_deadline = tool_now_ms() + (double)o->timeout_s * 1000.0;
+    for (uint64_t k = 0; k < o->count && status == TOOL_EXIT_OK; k++) {
+        rc = pkm_conn_send(c, (uint8_t)o->id, hash, content, size, remaining_ms(reply_deadline));
+        if (rc == PKM_EAGAIN || rc == PKM_EQUEUE) {
+            status =
+                tool_fail(TOOL_EXIT_FAIL, "%s: timed out sending packet %llu of %llu", o->hostport,
+                          (unsigned long long)k + 1, (unsigned long long)o->count);
+            break;
+        }
+        if (rc < 0) {
+            status = tool_fail(TOOL_EXIT_FAIL, "%s: %s", o->hostport, pkm_conn_errmsg(c));
+            break;
+        }
+        while (got < o->expect && (rc = pkm_conn_recv(c, &pkt, 0)) == 1) {
+            tool_print_packet(stdout, &pkt);
+            got++;
+        }
+        if (rc < 0 && rc != PKM_EAGAIN && got < o->expect) {
+            status = tool_fail(TOOL_EXIT_FAIL, "%s: %s (after %llu of %llu replies)", o->hostport,
+                               pkm_conn_errmsg(c), (unsigned long long)got,
+                               (unsigned long long)o->expect);
+        }
+    }
+    while (status == TOOL_EXIT_OK && got < o->expect) {
+        rc = pkm_conn_recv(c, &pkt, remaining_ms(reply_deadline));
+        if (rc == 1) {
+            tool_print_packet(stdout, &pkt);
+            got++;
+        } else if (rc == PKM_EAGAIN) {
+            if (tool_now_ms() < reply_deadline) continue;
+            status = tool_fail(TOOL_EXIT_FAIL,
+                               "%s: timed out after %llu s waiting for replies: got %llu of %llu",
+                               o->hostport, (unsigned long long)o->timeout_s,
+                               (unsigned long long)got, (unsigned long long)o->expect);
+        } else if (rc == PKM_EEOF) {
+            status = tool_fail(TOOL_EXIT_FAIL,
+                               "%s: the server closed the connection after %llu of %llu replies",
+                               o->hostport, (unsigned long long)got, (unsigned long long)o->expect);
+        } else {
+            status = tool_fail(TOOL_EXIT_FAIL, "%s: %s (after %llu of %llu replies)", o->hostport,
+                               pkm_conn_errmsg(c), (unsigned long long)got,
+                               (unsigned long long)o->expect);
+        }
+    }
+    if (status == TOOL_EXIT_OK && o->expect == 0) {
+        rc = pkm_conn_flush(c, remaining_ms(reply_deadline));
+        if (rc < 0)
+            status = tool_fail(TOOL_EXIT_FAIL, "%s: %s", o->hostport,
+                               rc == PKM_EAGAIN ? "timed out sending" : pkm_conn_errmsg(c));
+    }
+    pkm_conn_close(c);
+    return status;
+}
+
+int cmd_send(int argc, char **argv)
+{
+    struct send_opts o;
+    memset(&o, 0, sizeof o);
+    o.id = -1;
+    o.count = 1;
+    o.timeout_s = 10;
+    const char *target = NULL;
+    const char **fieldargs = calloc((size_t)argc, sizeof *fieldargs);
+    size_t nfields = 0;
+    if (!fieldargs) return tool_fail(TOOL_EXIT_FAIL, "out of memory");
+    int only_fields = 0;
+    int status = TOOL_EXIT_OK;
+    for (int i = 1; i < argc && status == TOOL_EXIT_OK; i++) {
+        const char *a = argv[i], *v;
+        int r = 0;
+        if (only_fields || a[0] != '-' || a[1] == '\0') {
+            if (!target)
+                target = a;
+            else
+                fieldargs[nfields++] = a;
+            continue;
+        }
+        if (strcmp(a, "--") == 0) {
+            only_fields = 1;
+            continue;
+        }
+        if (tool_is_help(a)) {
+            fputs(send_help, stdout);
+            free(fieldargs);
+            return TOOL_EXIT_OK;
+        }
+        if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
+            o.verbose = 1;
+            continue;
+        }
+        uint64_t n;
+        if ((r = tool_opt("send", argc, argv, &i, "id", 0, &v)) > 0) {
+            if (tool_parse_u64(v, 255, &n) < 0)
+                status = tool_usage_error("send", "--id: expected 0..254, got '%s'", v);
+            else if (n == PKM_HANDSHAKE_ID)
+                status = tool_usage_error("send", "--id: 255 (0xFF) is the handshake packet");
+            o.id = (int)n;
+        } else if (r == 0 && (r = tool_opt("send", argc, argv, &i, "password", 0, &v)) > 0) {
+            o.password = v;
+        } else if (r == 0 && (r = tool_opt("send", argc, argv, &i, "password-file", 0, &v)) > 0) {
+            o.password_file = v;
+        } else if (r == 0 && (r = tool_opt("send", argc, argv, &i, "pin", 0, &v)) > 0) {
+            if (!tool_fp_wellformed(v))
+                status = tool_usage_error("send", "--pin: expected SHA256: and 43 base64 "
+                                                  "characters, as pkmcom fingerprint prints");
+            o.pin = v;
+        } else if (r == 0 && (r = tool_opt("send", argc, argv, &i, "known-hosts", 0, &v)) > 0) {
+            o.known_hosts = v;
+        } else if (r == 0 && (r = tool_opt("send", argc, argv, &i, "count", 0, &v)) > 0) {
+            if (tool_parse_u64(v, 100000000, &o.count) < 0)
+                status = tool_usage_error("send", "--count: expected 0..100000000, got '%s'", v);
+        } else if (r == 0 && (r = tool_opt("send", argc, argv, &i, "expect", 0, &v)) > 0) {
+            if (tool_parse_u64(v, 100000000, &o.expect) < 0)
+                status = tool_usage_error("send", "--expect: expected 0..100000000, got '%s'", v);
+            o.expect_set = 1;
+        } else if (r == 0 && (r = tool_opt("send", argc, argv, &i, "timeout", 0, &v)) > 0) {
+            if (tool_parse_u64(v, 86400, &o.timeout_s) < 0 || o.timeout_s == 0)
+                status =
+                    tool_usage_error("send", "--timeout: expected 1..86400 seconds, got '%s'", v);
+        } else if (r == 0) {
+            status = tool_usage_error("send", "unknown option '%s'", a);
+        }
+        if (r < 0) status = TOOL_EXIT_USAGE;
+    }
+    if (status == TOOL_EXIT_OK && !target) status = tool_usage_error("send", "missing HOST:PORT");
+    if (status == TOOL_EXIT_OK && tool_parse_hostport(target, 0, o.host, &o.port) < 0)
+        status =
+            tool_usage_error("send", "bad address '%s': expected HOST:PORT or [IPV6]:PORT", target);
+    if (status == TOOL_EXIT_OK && o.id < 0) status = tool_usage_error("send", "missing --id ID");
+    if (status == TOOL_EXIT_OK && o.password && o.password_file)
+        status = tool_usage_error("send", "give --password or --password-file, not both");
+    if (status == TOOL_EXIT_OK && o.pin && o.known_hosts)
+        status = tool_usage_error("send", "--known-hosts is not used with --pin");
+    if (!o.expect_set) o.expect = o.count;
+
+    struct field *fields = NULL;
+    if (status == TOOL_EXIT_OK && nfields) {
+        fields = calloc(nfields, sizeof *fields);
+        if (!fields) status = tool_fail(TOOL_EXIT_FAIL, "out of memory");
+    }
+    for (size_t k = 0; status == TOOL_EXIT_OK && k < nfields; k++)
+        status = parse_field(k + 1, fieldargs[k], &fields[k]);
+
+    /* The packet: one synthetic schema with the FIELDs' types, encoded by the codec. */
+    uint8_t *content = NULL;
+    size_t size = 0;
+    uint32_t chash = 0;
+    pkm_field_t *defs = NULL;
+    pkm_value_t *vals = NULL;
+    if (status == TOOL_EXIT_OK) {
+        defs = calloc(nfields ? nfields : 1, sizeof *defs);
+        vals = calloc(nfields ? nfields : 1, sizeof *vals);
+        if (!defs || !vals) status = tool_fail(TOOL_EXIT_FAIL, "out of memory");
+    }
+    if (status == TOOL_EXIT_OK) {
+        for (size_t k = 0; k < nfields; k++) {
+            defs[k] = fields[k].def;
+            vals[k] = fields[k].val;
+        }
+        pkm_schema_t schema = {"pkmcom send", defs, nfields};
+        int rc = pkm_schema_encode_alloc(&schema, vals, nfields, &content, &size, &chash);
+        if (rc < 0)
+            status = tool_fail(rc == PKM_ENOMEM ? TOOL_EXIT_FAIL : TOOL_EXIT_USAGE,
+                               "cannot encode the packet: %s", pkm_strerror(rc));
+    }
+
+    char *pwbuf = NULL;
+    if (status == TOOL_EXIT_OK && o.password_file)
+        status = tool_read_password_file(o.password_file, &pwbuf);
+    if (status == TOOL_EXIT_OK) {
+        tool_format_hostport(o.host, o.port, o.hostport);
+        status = run_send(&o, pwbuf ? pwbuf : o.password, pkm_packet_hash((uint8_t)o.id, chash),
+                          content, size);
+    }
+    tool_secret_free(pwbuf);
+    pkm_bytes_free(content);
+    free(defs);
+    free(vals);
+    for (size_t k = 0; fields && k < nfields; k++)
+        free(fields[k].owned);
+    free(fields);
+    free(fieldargs);
+    return status;
+}

@@ -1,0 +1,273 @@
+/* pkmcom serve: a PkmCom/TCP server on the libuv server (server.h) that echoes each packet to its
+ * sender, or relays it to every other client (--relay), optionally printing it as a JSON line. */
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "tool.h"
+
+static const char serve_help[] =
+    "usage: pkmcom serve --listen HOST:PORT [options]\n"
+    "\n"
+    "Runs a PkmCom/TCP server. Each packet a client sends is echoed back to it unchanged\n"
+    "(id, hash and content, on the raw path: no schema needed), or with --relay sent to\n"
+    "every other connected client instead. Connections and handshake failures are logged\n"
+    "to stderr. SIGINT or SIGTERM stops it: no new connections, open ones closed, exit 0.\n"
+    "\n"
+    "  --listen HOST:PORT   address to listen on; PORT 0 picks a free port (the log line\n"
+    "                       \"listening on HOST:PORT\" gives it); [::1]:PORT for IPv6\n"
+    "  --key FILE           the server's private key (PEM). Default: server_key.pem in the\n"
+    "                       configuration directory, created (mode 0600) on first use\n"
+    "  --password PW        require this password (alternative handshaking)\n"
+    "  --password-file F    read the password from the first line of F instead\n"
+    "  --relay              send each packet to every other client (a lobby), not back\n"
+    "  --print              write each packet received to stdout as one JSON line\n"
+    "                       {\"id\":16,\"hash\":123,\"size\":5,\"content\":\"<hex>\"}\n"
+    "  --max-conns N        at most N connections at once (0, the default: no limit)\n"
+    "  -q, --quiet          log only failures\n"
+    "  -h, --help           this help\n";
+
+struct serve {
+    pkm_server_t *srv;
+    int relay, print, quiet;
+};
+
+/* For the signal handler only: the server to stop and the signal that stopped it. */
+static pkm_server_t *volatile stop_target;
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig)
+{
+    stop_signal = sig;
+    if (stop_target) pkm_server_stop(stop_target);
+}
+
+static void conn_name(pkm_server_conn_t *conn, char *out, size_t cap)
+{
+    char peer[PKM_SERVER_PEER_SIZE];
+    if (pkm_server_conn_peer(conn, peer, sizeof peer) < 0) snprintf(peer, sizeof peer, "?");
+    snprintf(out, cap, "[#%llu %s]", (unsigned long long)pkm_server_conn_id(conn), peer);
+}
+
+static void on_connect(void *user, pkm_server_conn_t *conn)
+{
+    struct serve *s = user;
+    if (s->quiet) return;
+    char name[PKM_SERVER_PEER_SIZE + 32];
+    conn_name(conn, name, sizeof name);
+    const char *fp = pkm_server_conn_fingerprint(conn);
+    tool_log("%s connected (client's ephemeral key %s)", name, fp ? fp : "?");
+}
+
+static void on_packet(void *user, pkm_server_conn_t *conn, const pkm_packet_t *pkt)
+{
+    struct serve *s = user;
+    if (s->print) tool_print_packet(stdout, pkt);
+    if (s->relay) {
+        pkm_server_broadcast(s->srv, conn, pkt->id, pkt->hash, pkt->content, pkt->size);
+        return;
+    }
+    int rc = pkm_server_send(conn, pkt->id, pkt->hash, pkt->content, pkt->size);
+    if (rc < 0 && rc != PKM_EQUEUE) { /* EQUEUE: dropped, and on_close says so */
+        char name[PKM_SERVER_PEER_SIZE + 32];
+        conn_name(conn, name, sizeof name);
+        tool_log("%s cannot echo a packet: %s", name, pkm_strerror(rc));
+    }
+}
+
+static void on_close(void *user, pkm_server_conn_t *conn, int err, const char *fail_step)
+{
+    struct serve *s = user;
+    char name[PKM_SERVER_PEER_SIZE + 32];
+    conn_name(conn, name, sizeof name);
+    if (fail_step) {
+        tool_log("%s handshake failed at step %s: %s", name, fail_step, pkm_strerror(err));
+        return;
+    }
+    if (s->quiet && (err == 0 || err == PKM_EEOF)) return;
+    if (!pkm_server_conn_established(conn))
+        tool_log("%s closed during the handshake%s%s", name, err ? ": " : "",
+                 err ? pkm_strerror(err) : "");
+    else if (err == PKM_EEOF)
+        tool_log("%s disconnected", name);
+    else if (err == 0)
+        tool_log("%s closed", name);
+    else
+        tool_log("%s closed: %s", name, pkm_strerror(err));
+}
+
+static void on_log(void *user, int level, const char *msg)
+{
+    struct serve *s = user;
+    if (s->quiet && level > PKM_LOG_WARN) return;
+    if (level > PKM_LOG_INFO) return;
+    tool_log("%s%s",
+             level == PKM_LOG_ERROR  ? "error: "
+             : level == PKM_LOG_WARN ? "warning: "
+                                     : "",
+             msg);
+}
+
+/* The key: --key FILE, else the configuration directory's server_key.pem (made on first use). */
+static int load_server_key(const char *path, pkm_key_t **key, char *where, size_t cap)
+{
+    char def[TOOL_PATH_MAX];
+    if (!path) {
+        int st = tool_config_file("server_key.pem", def, sizeof def);
+        if (st) return st;
+        struct stat sb;
+        if (lstat(def, &sb) != 0 && errno == ENOENT) {
+            int rc = pkm_key_generate(key);
+            if (rc < 0)
+                return tool_fail(TOOL_EXIT_FAIL, "key generation failed: %s", pkm_strerror(rc));
+            rc = pkm_key_save_pem(*key, def);
+            if (rc < 0) {
+                pkm_key_free(*key);
+                *key = NULL;
+                return tool_fail(TOOL_EXIT_FAIL, "%s: cannot write the server key: %s", def,
+                                 pkm_strerror(rc));
+            }
+            char fp[PKM_FINGERPRINT_SIZE];
+            pkm_key_fingerprint(*key, fp);
+            tool_log("created a new server key %s (mode 0600), fingerprint %s", def, fp);
+            snprintf(where, cap, "%s", def);
+            return 0;
+        }
+        path = def;
+    }
+    int st = tool_load_key(path, key);
+    if (st) return st;
+    if (!pkm_key_is_private(*key)) {
+        pkm_key_free(*key);
+        *key = NULL;
+        return tool_fail(TOOL_EXIT_FAIL,
+                         "%s: holds a public key only; a server needs its private key", path);
+    }
+    snprintf(where, cap, "%s", path);
+    return 0;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    const char *listen = NULL, *keyfile = NULL, *password = NULL, *password_file = NULL;
+    uint64_t max_conns = 0;
+    struct serve s;
+    memset(&s, 0, sizeof s);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        int r;
+        if (tool_is_help(a)) {
+            fputs(serve_help, stdout);
+            return TOOL_EXIT_OK;
+        }
+        if ((r = tool_opt("serve", argc, argv, &i, "listen", 'l', &v)) != 0) {
+            if (r < 0) return TOOL_EXIT_USAGE;
+            listen = v;
+        } else if ((r = tool_opt("serve", argc, argv, &i, "key", 'k', &v)) != 0) {
+            if (r < 0) return TOOL_EXIT_USAGE;
+            keyfile = v;
+        } else if ((r = tool_opt("serve", argc, argv, &i, "password", 0, &v)) != 0) {
+            if (r < 0) return TOOL_EXIT_USAGE;
+            password = v;
+        } else if ((r = tool_opt("serve", argc, argv, &i, "password-file", 0, &v)) != 0) {
+            if (r < 0) return TOOL_EXIT_USAGE;
+            password_file = v;
+        } else if ((r = tool_opt("serve", argc, argv, &i, "max-conns", 0, &v)) != 0) {
+            if (r < 0) return TOOL_EXIT_USAGE;
+            if (tool_parse_u64(v, 10000000, &max_conns) < 0)
+                return tool_usage_error("serve", "--max-conns: expected a number, got '%s'", v);
+        } else if (strcmp(a, "--relay") == 0) {
+            s.relay = 1;
+        } else if (strcmp(a, "--print") == 0) {
+            s.print = 1;
+        } else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
+            s.quiet = 1;
+        } else {
+            return tool_usage_error("serve", "unexpected argument '%s'", a);
+        }
+    }
+    if (!listen) return tool_usage_error("serve", "missing --listen HOST:PORT");
+    char host[TOOL_HOST_MAX];
+    int port;
+    if (tool_parse_hostport(listen, 1, host, &port) < 0)
+        return tool_usage_error("serve", "bad address '%s': expected HOST:PORT or [IPV6]:PORT",
+                                listen);
+    if (password && password_file)
+        return tool_usage_error("serve", "give --password or --password-file, not both");
+
+    /* Signals first: one arriving while the key is made still stops the server cleanly. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+
+    char *pwbuf = NULL;
+    if (password_file) {
+        int st = tool_read_password_file(password_file, &pwbuf);
+        if (st) return st;
+        password = pwbuf;
+    }
+    pkm_key_t *key = NULL;
+    char where[TOOL_PATH_MAX];
+    int status = load_server_key(keyfile, &key, where, sizeof where);
+    if (status) {
+        tool_secret_free(pwbuf);
+        return status;
+    }
+
+    pkm_server_config_t cfg;
+    pkm_server_config_init(&cfg);
+    cfg.host = host;
+    cfg.port = (uint16_t)port;
+    cfg.server_key = key;
+    if (password) {
+        cfg.secret = (const uint8_t *)password;
+        cfg.secret_len = strlen(password);
+    }
+    cfg.max_conns = (size_t)max_conns;
+    cfg.on_connect = on_connect;
+    cfg.on_packet = on_packet;
+    cfg.on_close = on_close;
+    cfg.on_log = on_log;
+    cfg.user = &s;
+    int rc = pkm_server_new(&cfg, &s.srv);
+    tool_secret_free(pwbuf); /* the server keeps its own copy */
+    if (rc < 0) {
+        pkm_key_free(key);
+        return tool_fail(TOOL_EXIT_FAIL, "cannot listen on %s: %s", listen,
+                         rc == PKM_EIO ? "bind or listen failed (address in use?)"
+                                       : pkm_strerror(rc));
+    }
+
+    stop_target = s.srv;
+    if (stop_signal) pkm_server_stop(s.srv); /* a signal came while starting */
+
+    char fp[PKM_FINGERPRINT_SIZE], bound[TOOL_HOSTPORT_MAX];
+    pkm_key_fingerprint(key, fp);
+    tool_format_hostport(host, pkm_server_port(s.srv), bound);
+    tool_log("listening on %s (key %s, fingerprint %s; %s%s%s)", bound, where, fp,
+             s.relay ? "relay" : "echo", password ? ", password required" : "",
+             max_conns ? ", connection cap" : "");
+
+    rc = pkm_server_run(s.srv);
+    stop_target = NULL;
+    pkm_server_stats_t st;
+    pkm_server_stats(s.srv, &st);
+    pkm_server_free(s.srv);
+    pkm_key_free(key);
+    if (rc < 0) return tool_fail(TOOL_EXIT_FAIL, "server failed: %s", pkm_strerror(rc));
+    tool_log("stopped%s: %llu connections (%llu handshakes failed, %llu refused), %llu packets "
+             "in, %llu out",
+             stop_signal == SIGINT    ? " on SIGINT"
+             : stop_signal == SIGTERM ? " on SIGTERM"
+                                      : "",
+             (unsigned long long)st.accepted, (unsigned long long)st.handshakes_failed,
+             (unsigned long long)st.rejected, (unsigned long long)st.packets_in,
+             (unsigned long long)st.packets_out);
+    return TOOL_EXIT_OK;
+}

@@ -1,0 +1,110 @@
+/* pkmcom tool: what the subcommands share (exit codes, error lines, options, addresses, hex,
+ * JSON packet lines, the configuration directory, key loading, known_hosts, TCP connect). */
+#ifndef PKMCOM_TOOL_H
+#define PKMCOM_TOOL_H
+
+#include <stdarg.h>
+#include <stdio.h>
+#include "pkmcom/pkmcom.h"
+
+/* Exit statuses: 0 success, 1 runtime failure (connection, handshake, I/O), 2 usage error. */
+#define TOOL_EXIT_OK      0
+#define TOOL_EXIT_FAIL    1
+#define TOOL_EXIT_USAGE   2
+#define TOOL_HOST_MAX     256
+#define TOOL_HOSTPORT_MAX (TOOL_HOST_MAX + 16)
+#define TOOL_PATH_MAX     4096
+
+#if defined(__GNUC__)
+#define TOOL_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define TOOL_PRINTF(f, a)
+#endif
+
+/* ---- subcommands (argv[0] is the command's name) ---- */
+int cmd_keygen(int argc, char **argv);
+int cmd_fingerprint(int argc, char **argv);
+int cmd_send(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
+
+/* ---- messages ---- */
+
+/* Prints "pkmcom: <message>\n" to stderr as one line and returns status. */
+int tool_fail(int status, const char *fmt, ...) TOOL_PRINTF(2, 3);
+/* The same for log lines (status-free). */
+void tool_log(const char *fmt, ...) TOOL_PRINTF(1, 2);
+/* "pkmcom: <cmd>: <message>; see pkmcom <cmd> --help" and TOOL_EXIT_USAGE. */
+int tool_usage_error(const char *cmd, const char *fmt, ...) TOOL_PRINTF(2, 3);
+
+/* ---- options ---- */
+
+/* 1 if arg is -h or --help. */
+int tool_is_help(const char *arg);
+/* Matches argv[*i] against the option --name (or -c when shortc is not 0), with its value either
+ * in the next argument or after '=' (--name=VALUE). Returns 1 and sets *val (advancing *i past a
+ * separate value), 0 if argv[*i] is another argument, or -1 when the value is missing (the usage
+ * error is printed). */
+int tool_opt(const char *cmd, int argc, char **argv, int *i, const char *name, char shortc,
+             const char **val);
+/* A number in decimal or 0x-hex (no sign, no space), at most max. 0 or -1. */
+int tool_parse_u64(const char *s, uint64_t max, uint64_t *out);
+
+/* Splits "HOST:PORT" or "[IPV6]:PORT". port 1..65535, or 0 too when allow_zero. Returns 0 or -1
+ * (nothing printed). The host must fit TOOL_HOST_MAX. */
+int tool_parse_hostport(const char *s, int allow_zero, char host[TOOL_HOST_MAX], int *port);
+/* Formats host:port back, with brackets around an IPv6 address, host lowercased (the known_hosts
+ * key). */
+void tool_format_hostport(const char *host, int port, char out[TOOL_HOSTPORT_MAX]);
+
+/* Reads a password from the first line of a file (without the line end) into a new string the
+ * caller frees with tool_secret_free. Returns 0 or an exit status (message printed). */
+int tool_read_password_file(const char *path, char **out);
+void tool_secret_free(char *s);
+
+/* ---- output ---- */
+
+/* Lowercase hex of n bytes into out (2n + 1 chars). */
+void tool_hex(const uint8_t *p, size_t n, char *out);
+/* Parses hex (even length, either case) into a new buffer (*out, free(); NULL for n = 0). 0, or
+ * -1 for odd length / a non-hex character, -2 out of memory. */
+int tool_unhex(const char *s, uint8_t **out, size_t *n);
+/* One JSON line {"id":16,"hash":123,"size":5,"content":"<hex>"} for a packet, flushed. */
+void tool_print_packet(FILE *f, const pkm_packet_t *pkt);
+
+/* Monotonic milliseconds. */
+double tool_now_ms(void);
+
+/* ---- files ---- */
+
+/* The configuration directory ($PKMCOM_HOME, else $XDG_CONFIG_HOME/pkmcom, else
+ * ~/.config/pkmcom), created with mode 0700 when missing. Returns 0 or an exit status (message
+ * printed). */
+int tool_config_dir(char *out, size_t cap);
+/* dir + "/" + name. 0 or an exit status. */
+int tool_config_file(const char *name, char *out, size_t cap);
+
+/* Loads a key file (PEM private or public key, or a DER SubjectPublicKeyInfo). Returns 0, or an
+ * exit status after printing one line that names the file and the reason. */
+int tool_load_key(const char *path, pkm_key_t **out);
+
+/* ---- known_hosts (known_hosts.c): lines "host:port SHA256:..." ---- */
+
+/* 1 if s is a fingerprint as pkm_key_fingerprint writes it ("SHA256:" + 43 base64 chars). */
+int tool_fp_wellformed(const char *s);
+
+/* Looks hostport up. Returns 1 with the recorded fingerprint in fp and its line number in *line,
+ * 0 when not recorded (or the file does not exist), or -1 when the file cannot be read (message
+ * printed). Malformed lines are skipped with a warning. */
+int kh_lookup(const char *file, const char *hostport, char fp[PKM_FINGERPRINT_SIZE], int *line);
+/* Appends "hostport fp" (creating the file with mode 0600). Returns 0 or TOOL_EXIT_FAIL (message
+ * printed). */
+int kh_add(const char *file, const char *hostport, const char *fp);
+
+/* ---- sockets ---- */
+
+/* Resolves host and connects a TCP socket within timeout_ms (all addresses together). Returns the
+ * connected socket (blocking mode), or -1 with a sentence in err. */
+int tool_tcp_connect(const char *host, int port, int timeout_ms, char *err, size_t errcap);
+
+#endif
