@@ -12,6 +12,7 @@
 
 static const char send_help[] =
     "usage: pkmcom send HOST:PORT --id ID [FIELD...] [options]\n"
+    "       pkmcom send --dry-run --id ID [FIELD...]\n"
     "\n"
     "Connects to a PkmCom/TCP server, runs the handshake, sends the packet built from the\n"
     "FIELDs (N times), prints each packet received as one JSON line\n"
@@ -29,6 +30,8 @@ static const char send_help[] =
     "  --timeout SECONDS    bound on connecting + handshake, and on waiting for the\n"
     "                       replies (default 10)\n"
     "  -v, --verbose        say which server key was seen and how it was trusted\n"
+    "  --dry-run            connect to nothing: print the packet the FIELDs make as a\n"
+    "                       JSON line (no HOST:PORT then)\n"
     "  -h, --help           this help\n"
     "\n"
     "A FIELD is TYPE:VALUE. The content is the FIELDs encoded in order as the APL types,\n"
@@ -414,7 +417,7 @@ struct send_opts {
     int id;
     const char *password, *password_file, *pin, *known_hosts;
     uint64_t count, expect, timeout_s;
-    int expect_set, verbose;
+    int expect_set, verbose, dry_run;
 };
 
 static int run_send(const struct send_opts *o, const char *password, uint32_t hash,
@@ -586,6 +589,10 @@ int cmd_send(int argc, char **argv)
             o.verbose = 1;
             continue;
         }
+        if (strcmp(a, "--dry-run") == 0) {
+            o.dry_run = 1;
+            continue;
+        }
         uint64_t n;
         if ((r = tool_opt("send", argc, argv, &i, "id", 0, &v)) > 0) {
             if (tool_parse_u64(v, 255, &n) < 0)
@@ -620,8 +627,15 @@ int cmd_send(int argc, char **argv)
         }
         if (r < 0) status = TOOL_EXIT_USAGE;
     }
-    if (status == TOOL_EXIT_OK && !target) status = tool_usage_error("send", "missing HOST:PORT");
-    if (status == TOOL_EXIT_OK && tool_parse_hostport(target, 0, o.host, &o.port) < 0)
+    if (o.dry_run && target) { /* no HOST:PORT with --dry-run: the first was a FIELD */
+        memmove(fieldargs + 1, fieldargs, nfields * sizeof *fieldargs);
+        fieldargs[0] = target;
+        nfields++;
+        target = NULL;
+    }
+    if (status == TOOL_EXIT_OK && !target && !o.dry_run)
+        status = tool_usage_error("send", "missing HOST:PORT");
+    if (status == TOOL_EXIT_OK && target && tool_parse_hostport(target, 0, o.host, &o.port) < 0)
         status =
             tool_usage_error("send", "bad address '%s': expected HOST:PORT or [IPV6]:PORT", target);
     if (status == TOOL_EXIT_OK && o.id < 0) status = tool_usage_error("send", "missing --id ID");
@@ -663,9 +677,12 @@ int cmd_send(int argc, char **argv)
     }
 
     char *pwbuf = NULL;
-    if (status == TOOL_EXIT_OK && o.password_file)
+    if (status == TOOL_EXIT_OK && o.password_file && !o.dry_run)
         status = tool_read_password_file(o.password_file, &pwbuf);
-    if (status == TOOL_EXIT_OK) {
+    if (status == TOOL_EXIT_OK && o.dry_run) {
+        pkm_packet_t pkt = {(uint8_t)o.id, pkm_packet_hash((uint8_t)o.id, chash), content, size};
+        tool_print_packet(stdout, &pkt);
+    } else if (status == TOOL_EXIT_OK) {
         tool_format_hostport(o.host, o.port, o.hostport);
         status = run_send(&o, pwbuf ? pwbuf : o.password, pkm_packet_hash((uint8_t)o.id, chash),
                           content, size);
