@@ -74,7 +74,7 @@ grep -qF "$FP1" "$T/pin_bad.err" && grep -qF "$FP2" "$T/pin_bad.err" ||
     fail "pin mismatch does not name both fingerprints"
 ok
 # A packet too few: --expect 2 with one echo times out, exit 1.
-run short send "127.0.0.1:$PORT" --id 1 --expect 2 --timeout 1 --pin "$FP1"
+run short send "127.0.0.1:$PORT" --id 1 --expect 2 --timeout 3 --pin "$FP1"
 expect_rc short 1
 grep -qF '{"id":1,"hash":31,"size":0,"content":""}' "$T/short.out" || fail "--expect 2: no echo"
 ok
@@ -141,7 +141,7 @@ RB=$!
 BG_PIDS+=("$RB")
 wait_for_line "$T/relay.err" '\[#2 .*connected'
 # The speaker expects nothing back (and must get nothing: --expect 1 --timeout 1 times out).
-run rc send "127.0.0.1:$PORT" --id 16 byte:1 string:hi bool:true --pin "$FP1" --expect 1 --timeout 1
+run rc send "127.0.0.1:$PORT" --id 16 byte:1 string:hi bool:true --pin "$FP1" --expect 1 --timeout 3
 expect_rc rc 1
 [ ! -s "$T/rc.out" ] || fail "relay: the sender got its own packet back: $(cat "$T/rc.out")"
 ok
