@@ -26,7 +26,7 @@ want "-> 0x11 Trade Offer: Species 25, Level 42, Shiny true, Weight 6, Nature 0x
 # Trade Offer content, by hand: Species 25 = 00 19, Level 42 = 2A, Shiny 01, Weight 6.0f =
 # 40 C0 00 00, Nature 0B 0E 0A 0D. Hash: hashsum(25, 42, 1337, 0x40C00000, hashsum(11,14,10,13))
 # where hashsum(11,14,10,13) = ((11*31+14)*31+10)*31+13 = 341478; fold:
-# ((((25*31+42)*31+1337)*31+0x40C00000)*31+341936) = 0xD8CC340E (mod 2^32); + 0x11*31 = 0xD8CC361D.
+# ((((25*31+42)*31+1337)*31+0x40C00000)*31+341478) = 0xD8CC340E (mod 2^32); + 0x11*31 = 0xD8CC361D.
 want "Hash 0xD8CC361D, Size 12, content 00 19 2A 01 40 C0 00 00 0B 0E 0A 0D"
 want "32 bytes on the wire: ((9 + 12) / 16 + 1) * 16"
 want "<- 0x05 Re-establish Secret, Reason 1: the server requires a password"
