@@ -539,8 +539,8 @@ static json_t *gen_session(const gen_spec *sp, const char *server_pem, const cha
     assert_int_equal(pkm_engine_state(s), PKM_STATE_ESTABLISHED);
 
     /* A packet each way under the new key. */
-    fill_content(content, 5, 0);
-    gen_packet(g, c, s, 1, 1, 0x06, content, 5, 0);
+    fill_content(content, 7, 0);
+    gen_packet(g, c, s, 1, 1, 0x06, content, 7, 0); /* 9 + 7 = 16: a whole block of padding */
     fill_content(content, 17, 0);
     gen_packet(g, s, c, 0, 1, 0x86, content, 17, 0);
     assert_int_equal(pending(c), 0);
