@@ -5,5 +5,6 @@
 #include "pkmcom/common.h"
 #include "pkmcom/packet.h"
 #include "pkmcom/keys.h"
+#include "pkmcom/engine.h"
 
 #endif
