@@ -5,7 +5,7 @@
 
   pkmpeer.py server --port P [--key PEM] [--secret S] [--count N]
                     [--rekey-after N --rekey-secret S2 --trigger-id ID]
-  pkmpeer.py client --port P [--secret S] [--count N] [--size B[,B...]]
+  pkmpeer.py client --port P [--key PEM] [--secret S] [--count N] [--size B[,B...]]
                     [--expect-rekey --trigger-id ID --rekey-secret S2]
   pkmpeer.py selftest
   pkmpeer.py check-vectors FILE
@@ -24,6 +24,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -80,14 +81,26 @@ HS_PLAIN = struct.pack(">BIiI", HS_ID, HS_HASH, 4, MAGIC)  # the 13 plaintext by
 
 
 class Stream:
-    """Exact reads and full writes on a socket that has a timeout."""
+    """Exact reads and full writes on a socket that has a timeout. With dribble, every write goes
+    out in 1..7-byte pieces (TCP_NODELAY), to exercise the peer's reassembly."""
 
-    def __init__(self, sock):
+    def __init__(self, sock, dribble=False):
         self.sock = sock
+        self.timeout = sock.gettimeout()
+        self.deadline = None  # set while a handshake runs: it bounds the handshake as a whole
+        self.dribble = dribble
+        if dribble:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def send(self, data):
         try:
-            self.sock.sendall(data)
+            if not self.dribble:
+                self.sock.sendall(data)
+            i = 0
+            while self.dribble and i < len(data):
+                n = 1 + os.urandom(1)[0] % 7
+                self.sock.sendall(data[i : i + n])
+                i += n
         except OSError as e:
             raise PeerError(f"send failed: {e}") from None
 
@@ -96,6 +109,11 @@ class Stream:
         buf = bytearray()
         while len(buf) < n:
             try:
+                if self.deadline is not None:
+                    left = self.deadline - time.monotonic()
+                    if left <= 0:
+                        raise socket.timeout
+                    self.sock.settimeout(min(self.timeout, left))
                 chunk = self.sock.recv(n - len(buf))
             except socket.timeout:
                 raise PeerError(f"timed out reading {what}") from None
@@ -188,12 +206,16 @@ def read_key(stream, what):
     return key
 
 
-def make_keyshare(peer_public):
-    """(528-byte KeyShare, M, IV): two PKCS#1 v1.5 ciphertexts of M's halves, then the IV."""
+def make_keyshare(peer_public, corrupt=False):
+    """(528-byte KeyShare, M, IV): two PKCS#1 v1.5 ciphertexts of M's halves, then the IV.
+    corrupt (a test of the peer's implicit rejection) flips one bit of the first ciphertext."""
     m, iv = os.urandom(2 * HALF), os.urandom(BLOCK)
     cts = [peer_public.encrypt(m[i : i + HALF], padding.PKCS1v15()) for i in (0, HALF)]
     assert all(len(c) == RSA_BYTES for c in cts)
-    return cts[0] + cts[1] + iv, m, iv
+    share = bytearray(cts[0] + cts[1] + iv)
+    if corrupt:
+        share[100] ^= 0x01
+    return bytes(share), m, iv
 
 
 def open_keyshare(private_key, share):
@@ -225,8 +247,15 @@ def derive(m_client, m_server, iv_client, iv_server, secret=b""):
 
 
 class Peer:
-    def __init__(self, sock, role, own_key, secret=b"", max_size=DEFAULT_MAX_SIZE):
-        self.stream = Stream(sock)
+    """One connection. Test behaviours: late = read the peer's KeyShare before sending ours (checks
+    that the peer sends its own without waiting); corrupt = send a KeyShare whose first ciphertext
+    does not decrypt; stray = (client) send a packet right after reading the trigger, before the
+    new KeyShare, which section 5 says must make the re-establishment fail."""
+
+    def __init__(self, sock, role, own_key, secret=b"", max_size=DEFAULT_MAX_SIZE,
+                 late=False, corrupt=False, stray=False, dribble=False):
+        self.stream = Stream(sock, dribble)
+        self.late, self.corrupt, self.stray = late, corrupt, stray
         self.role = role
         self.own_key = own_key  # server: long-term key; client: this connection's ephemeral key
         self.peer_key = None
@@ -236,11 +265,13 @@ class Peer:
 
     def _keyshares(self, secret):
         """Step 3-4 with both keys known: exchange KeyShares in this role's order, derive K, IV."""
-        mine, m_own, iv_own = make_keyshare(self.peer_key)
-        self.stream.send(mine)  # both roles send theirs without waiting for the peer's
-        m_peer, iv_peer = open_keyshare(
-            self.own_key, self.stream.recv_exact(KEYSHARE_LEN, "the peer's KeyShare")
-        )
+        mine, m_own, iv_own = make_keyshare(self.peer_key, self.corrupt)
+        if not self.late:
+            self.stream.send(mine)  # both roles send theirs without waiting for the peer's
+        theirs = self.stream.recv_exact(KEYSHARE_LEN, "the peer's KeyShare")
+        if self.late:
+            self.stream.send(mine)
+        m_peer, iv_peer = open_keyshare(self.own_key, theirs)
         if self.role == "client":
             k, iv = derive(m_own, m_peer, iv_own, iv_peer, secret)
         else:
@@ -256,7 +287,19 @@ class Peer:
             self.chan.recv_confirm(self.stream)
             self.chan.send_confirm(self.stream)
 
+    def _bounded(self, steps):
+        """Runs a handshake under one deadline of the socket's timeout (section 3 step 5)."""
+        self.stream.deadline = time.monotonic() + self.stream.timeout
+        try:
+            steps()
+        finally:
+            self.stream.deadline = None
+            self.stream.sock.settimeout(self.stream.timeout)
+
     def handshake(self):
+        self._bounded(self._handshake)
+
+    def _handshake(self):
         if self.role == "server":
             self.stream.send(key_message(self.own_key))
             self.peer_key = read_key(self.stream, "ClientKey")
@@ -280,13 +323,13 @@ class Peer:
     def rekey_server(self, trigger_id, secret):
         """Section 5, server: the trigger packet, then at once our new KeyShare in the clear."""
         self.send(trigger_id, trigger_id * 31 & M32, b"")
-        self._keyshares(secret)
-        self._confirm()
+        self._bounded(lambda: (self._keyshares(secret), self._confirm()))
 
     def rekey_client(self, secret):
         """Section 5, client, called once the trigger packet was read: our new KeyShare first."""
-        self._keyshares(secret)
-        self._confirm()
+        if self.stray:
+            self.send(0x42, 0x42 * 31 & M32, b"")
+        self._bounded(lambda: (self._keyshares(secret), self._confirm()))
 
     def close(self):
         try:
@@ -316,7 +359,8 @@ def run_server(srv, args, key, out=sys.stdout):
     finally:
         srv.close()
     sock.settimeout(args.timeout)
-    peer = Peer(sock, "server", key, args.secret)
+    peer = Peer(sock, "server", key, args.secret, late=args.late_keyshare,
+                corrupt=args.corrupt_keyshare, dribble=args.dribble)
     try:
         peer.handshake()
         echoed, rekeyed = 0, False
@@ -348,7 +392,8 @@ def run_client(args, out=sys.stdout):
     except OSError as e:
         raise PeerError(f"connect to 127.0.0.1:{args.port}: {e}") from None
     sock.settimeout(args.timeout)
-    peer = Peer(sock, "client", new_key(), args.secret)
+    peer = Peer(sock, "client", args.key or new_key(), args.secret, late=args.late_keyshare,
+                corrupt=args.corrupt_keyshare, stray=args.stray_before_rekey, dribble=args.dribble)
     sizes = [int(s) for s in str(args.size).split(",")]
     ids = [i for i in range(0xFF) if i != args.trigger_id]
     sent = 0
@@ -388,14 +433,15 @@ def selftest():
     assert hashsum_bytes(b"") == 0 and hashsum_bytes(b"\x07") == 7
     assert hashsum_bytes(b"ab") == 97 * 31 + 98
     assert [wire_length(s) for s in (0, 6, 7, 22, 23)] == [16, 16, 32, 32, 48]
-    server_key = new_key()
+    server_key, client_key = new_key(), new_key()
 
     def pair(sv, cl):
         """Runs server args sv against client args cl in two threads; returns (srv_err, cli_err)."""
         srv = listen(0)
         base = dict(port=srv.getsockname()[1], timeout=10.0, count=None, secret=b"",
                     trigger_id=0x05, rekey_secret=b"", rekey_after=None, expect_rekey=False,
-                    size="0,1,15,16,17,1000,65536")
+                    size="0,1,15,16,17,1000,65536", key=client_key, late_keyshare=False,
+                    corrupt_keyshare=False, stray_before_rekey=False, dribble=False)
         errs = {}
         sink = open(os.devnull, "w")
 
@@ -414,7 +460,7 @@ def selftest():
         return errs.get("server"), errs.get("client")
 
     cases = [
-        ("plain", {}, {"count": 7}, True),
+        ("plain", {}, {"count": 7, "key": None}, True),  # this one generates its own key
         ("secret", {"secret": b"hunter2"}, {"count": 7, "secret": b"hunter2"}, True),
         ("wrong secret", {"secret": b"a"}, {"count": 1, "secret": b"b"}, False),
         ("rekey", {"rekey_after": 3}, {"count": 3, "expect_rekey": True}, True),
@@ -422,6 +468,13 @@ def selftest():
          {"count": 2, "secret": b"s", "expect_rekey": True, "rekey_secret": b"t"}, True),
         ("rekey wrong secret", {"rekey_after": 1, "rekey_secret": b"x"},
          {"count": 1, "expect_rekey": True, "rekey_secret": b"y"}, False),
+        ("late client, dribbling server", {"rekey_after": 1, "dribble": True},
+         {"count": 1, "expect_rekey": True, "late_keyshare": True}, True),
+        ("late server, dribbling client", {"late_keyshare": True, "rekey_after": 1},
+         {"count": 1, "expect_rekey": True, "dribble": True, "size": "300"}, True),
+        ("corrupt KeyShare", {}, {"count": 1, "corrupt_keyshare": True}, False),
+        ("stray packet before the new KeyShare", {"rekey_after": 1},
+         {"count": 1, "expect_rekey": True, "stray_before_rekey": True}, False),
     ]
     for name, sv, cl, ok in cases:
         se, ce = pair(sv, cl)
@@ -545,26 +598,32 @@ def main(argv):
         p.add_argument("--trigger-id", type=lambda s: int(s, 0), default=0x05)
         p.add_argument("--rekey-secret", type=secret, default=b"")
         p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
+        p.add_argument("--late-keyshare", action="store_true",
+                       help="read the peer's KeyShare before sending ours")
+        p.add_argument("--corrupt-keyshare", action="store_true",
+                       help="send a KeyShare whose first ciphertext does not decrypt")
+        p.add_argument("--dribble", action="store_true", help="write in 1..7-byte pieces")
+        p.add_argument("--key", help="PEM private key (default: a fresh RSA-2048 key; a client's "
+                       "key should be fresh per connection, a file only saves test time)")
     srv = sub.choices["server"]
-    srv.add_argument("--key", help="PEM private key (default: a fresh RSA-2048 key)")
     srv.add_argument("--rekey-after", type=int, default=None)
     cli = sub.choices["client"]
     cli.add_argument("--size", default="16", help="content size, or a comma list to cycle")
     cli.add_argument("--expect-rekey", action="store_true")
+    cli.add_argument("--stray-before-rekey", action="store_true",
+                     help="send a packet after the trigger, before the new KeyShare")
     sub.add_parser("selftest")
     sub.add_parser("check-vectors").add_argument("file")
     args = ap.parse_args(argv)
     try:
+        if args.mode in ("server", "client") and args.key:
+            with open(args.key, "rb") as f:
+                args.key = serialization.load_pem_private_key(f.read(), password=None)
         if args.mode == "server":
-            if args.key:
-                with open(args.key, "rb") as f:
-                    key = serialization.load_pem_private_key(f.read(), password=None)
-            else:
-                key = new_key()
             s = listen(args.port)
             if args.port == 0:
                 print(f"PORT {s.getsockname()[1]}", flush=True)
-            run_server(s, args, key)
+            run_server(s, args, args.key or new_key())
         elif args.mode == "client":
             run_client(args)
         elif args.mode == "selftest":
