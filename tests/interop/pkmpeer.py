@@ -187,17 +187,47 @@ def key_message(private_key):
     return struct.pack(">i", len(der)) + der
 
 
+def der_header(der, at=0):
+    """(header length, content length) of the DER SEQUENCE at der[at:]."""
+    if len(der) < at + 2 or der[at] != 0x30:
+        raise ValueError("not a DER SEQUENCE")
+    if der[at + 1] < 0x80:
+        return 2, der[at + 1]
+    k = der[at + 1] & 0x7F
+    if not 1 <= k <= 2 or len(der) < at + 2 + k:
+        raise ValueError("bad DER length")
+    return 2 + k, int.from_bytes(der[at + 2 : at + 2 + k], "big")
+
+
+def der_length(der):
+    """Total length of the DER SEQUENCE at the start of der (tag, length octets, contents)."""
+    return sum(der_header(der))
+
+
+RSA_ENCRYPTION_OID = bytes.fromhex("06092a864886f70d010101")  # 1.2.840.113549.1.1.1
+
+
+def is_rsa_encryption(der):
+    """The AlgorithmIdentifier's OID is rsaEncryption (cryptography also loads RSA-PSS keys, whose
+    OID restricts them to PSS signatures, as RSAPublicKey)."""
+    outer, _ = der_header(der)
+    inner, _ = der_header(der, outer)
+    return der[outer + inner : outer + inner + len(RSA_ENCRYPTION_OID)] == RSA_ENCRYPTION_OID
+
+
 def read_key(stream, what):
     (n,) = struct.unpack(">i", stream.recv_exact(4, what + " length"))
     if not 1 <= n <= MAX_KEY_LEN:
         raise PeerError(f"{what}: length {n} outside 1..{MAX_KEY_LEN}")
     der = stream.recv_exact(n, what)
     try:
+        if der_length(der) != n:  # the n bytes must be exactly one DER value
+            raise ValueError("bytes after the SubjectPublicKeyInfo")
         key = serialization.load_der_public_key(der)
     except Exception:
         raise PeerError(f"{what}: DER SubjectPublicKeyInfo does not parse") from None
-    if not isinstance(key, rsa.RSAPublicKey):
-        raise PeerError(f"{what}: not an RSA key")
+    if not isinstance(key, rsa.RSAPublicKey) or not is_rsa_encryption(der):
+        raise PeerError(f"{what}: not an rsaEncryption key")
     nums = key.public_numbers()
     if nums.n.bit_length() != 2048:
         raise PeerError(f"{what}: modulus of {nums.n.bit_length()} bits, not 2048")
@@ -427,6 +457,43 @@ def run_client(args, out=sys.stdout):
 # ---------------------------------------------------------------- selftest
 
 
+class _Bytes:
+    """A Stream stand-in over fixed bytes, for the key checks."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def recv_exact(self, n, what, eof_ok=False):
+        if len(self.data) < n:
+            raise PeerError(f"short {what}")
+        out, self.data = self.data[:n], self.data[n:]
+        return out
+
+
+def selftest_key_checks(key):
+    """ServerKey/ClientKey receiver checks (section 3): one accepted key, then refusals."""
+    good = key_message(key)
+    assert read_key(_Bytes(good), "key").key_size == 2048
+    data = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data")
+    files = {}
+    for name in ("rsa2048_e3", "rsa1024", "rsa4096", "rsa_pss2048", "ec_p256"):
+        path = os.path.join(data, name + ".pub.der")
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                files[name] = struct.pack(">i", os.path.getsize(path)) + f.read()
+    if "rsa2048_e3" in files:  # e = 3 is odd and >= 3: accepted
+        assert read_key(_Bytes(files.pop("rsa2048_e3")), "key").public_numbers().e == 3
+    bad = [struct.pack(">i", 0), struct.pack(">i", -1), struct.pack(">i", 1025) + bytes(1025),
+           struct.pack(">i", len(good) - 3) + good[4:] + b"\0",  # a byte after the DER
+           good[:-1] + b"\x00"]  # e = 65537 -> 65536: even
+    for msg in bad + list(files.values()):
+        try:
+            read_key(_Bytes(msg), "key")
+        except PeerError:
+            continue
+        raise AssertionError(f"key message accepted: {msg[:12].hex()}...")
+
+
 def selftest():
     assert HS_PLAIN == bytes.fromhex("FF504B6BE10000000450 4B4D00".replace(" ", "")), HS_PLAIN.hex()
     assert frame(HS_ID, HS_HASH, struct.pack(">I", MAGIC)) == HS_PLAIN + b"\x03" * 3
@@ -434,6 +501,7 @@ def selftest():
     assert hashsum_bytes(b"ab") == 97 * 31 + 98
     assert [wire_length(s) for s in (0, 6, 7, 22, 23)] == [16, 16, 32, 32, 48]
     server_key, client_key = new_key(), new_key()
+    selftest_key_checks(server_key)
 
     def pair(sv, cl):
         """Runs server args sv against client args cl in two threads; returns (srv_err, cli_err)."""
