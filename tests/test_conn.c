@@ -515,6 +515,140 @@ static void too_big_packet(void **state)
     assert_non_null(strstr(srv.conn_msg, pkm_strerror(PKM_ETOOBIG)));
 }
 
+/* Server script: send three packets, then close. */
+static int send3_script(peer_t *p, pkm_conn_t *c)
+{
+    (void)p;
+    for (uint8_t i = 0; i < 3; i++) {
+        int r = pkm_conn_send(c, 0x40 + i, 0, &i, 1, WAIT);
+        if (r < 0) return r;
+    }
+    return 0;
+}
+
+/* Packets that arrived before the peer closed are all delivered; then PKM_EEOF, which closes. */
+static void packets_then_eof(void **state)
+{
+    (void)state;
+    int sv[2];
+    pair(sv);
+    peer_t srv;
+    server_peer(&srv, sv[1], send3_script);
+    peer_start(&srv);
+    pkm_conn_config_t cfg;
+    client_cfg(&cfg, NULL);
+    pkm_conn_t *c = NULL;
+    assert_int_equal(pkm_conn_from_fd(sv[0], PKM_ROLE_CLIENT, &cfg, &c), 0);
+    peer_join(&srv); /* the server has sent everything and closed */
+    assert_int_equal(srv.script_rc, 0);
+    pkm_packet_t pk;
+    for (uint8_t i = 0; i < 3; i++) {
+        assert_int_equal(pkm_conn_recv(c, &pk, WAIT), 1);
+        assert_int_equal(pk.id, 0x40 + i);
+        assert_int_equal(pk.size, 1);
+        assert_int_equal(pk.content[0], i);
+    }
+    assert_int_equal(pkm_conn_recv(c, &pk, WAIT), PKM_EEOF);
+    assert_non_null(strstr(pkm_conn_errmsg(c), pkm_strerror(PKM_EEOF)));
+    assert_int_equal(pkm_conn_fd(c), -1);
+    assert_int_equal(pkm_conn_recv(c, &pk, WAIT), PKM_EEOF);
+    pkm_conn_close(c);
+}
+
+/* A verify hook that refuses id 0x66. */
+static int refuse_66(void *ctx, const pkm_packet_t *pkt)
+{
+    (void)ctx;
+    return pkt->id == 0x66 ? PKM_EUNKNOWNID : 0;
+}
+
+static void verify_hook(void **state)
+{
+    (void)state;
+    int sv[2];
+    pair(sv);
+    peer_t srv;
+    server_peer(&srv, sv[1], echo_script);
+    srv.cfg.verify = refuse_66;
+    peer_start(&srv);
+    pkm_conn_config_t cfg;
+    client_cfg(&cfg, NULL);
+    pkm_conn_t *c = NULL;
+    assert_int_equal(pkm_conn_from_fd(sv[0], PKM_ROLE_CLIENT, &cfg, &c), 0);
+    echo_round(c, 0x65, (const uint8_t *)"fine", 4);
+    assert_int_equal(pkm_conn_send(c, 0x66, 0, "no", 2, WAIT), 0);
+    pkm_packet_t pk;
+    int r = pkm_conn_recv(c, &pk, WAIT);
+    assert_true(r == PKM_EEOF || r == PKM_ECONNRESET);
+    pkm_conn_close(c);
+    peer_join(&srv);
+    assert_int_equal(srv.script_rc, PKM_EUNKNOWNID);
+    assert_non_null(strstr(srv.conn_msg, pkm_strerror(PKM_EUNKNOWNID)));
+}
+
+static ssize_t io_read_real(void *ctx, int fd, void *buf, size_t n)
+{
+    (void)ctx;
+    return recv(fd, buf, n, 0);
+}
+
+/* An I/O table whose writes always block (and whose poll never reports writable). */
+static ssize_t stuck_write(void *ctx, int fd, const void *buf, size_t n)
+{
+    (void)ctx, (void)fd, (void)buf, (void)n;
+    errno = EAGAIN;
+    return -1;
+}
+
+static int stuck_poll(void *ctx, struct pollfd *fds, nfds_t nfds, int timeout_ms)
+{
+    (void)ctx;
+    for (nfds_t i = 0; i < nfds; i++)
+        fds[i].events &= (short)~POLLOUT;
+    return poll(fds, nfds, timeout_ms);
+}
+
+/* A send that cannot finish in time returns PKM_EAGAIN with the packet queued; one that cannot
+ * even be queued returns PKM_EQUEUE; pkm_conn_flush later writes what was queued. */
+static void send_timeout_and_queue(void **state)
+{
+    (void)state;
+    int sv[2];
+    pair(sv);
+    peer_t srv;
+    server_peer(&srv, sv[1], echo_script);
+    peer_start(&srv);
+    pkm_conn_config_t cfg;
+    client_cfg(&cfg, NULL);
+    cfg.max_send_buffer = 1000;
+    pkm_conn_t *c = NULL;
+    assert_int_equal(pkm_conn_from_fd(sv[0], PKM_ROLE_CLIENT, &cfg, &c), 0);
+    static const struct pkm__io stuck = {io_read_real, stuck_write, stuck_poll, NULL};
+    pkm__conn_set_io(c, &stuck);
+    uint8_t data[600];
+    memset(data, 0xA5, sizeof data);
+    /* 600 bytes: 9 + 600 padded to 624, below the 1000-byte bound: queued, not written. */
+    assert_int_equal(pkm_conn_send(c, 0x50, 0, data, sizeof data, 30), PKM_EAGAIN);
+    assert_int_equal(pkm_conn_flush(c, 0), PKM_EAGAIN);
+    /* A second one would exceed the bound: not queued. */
+    assert_int_equal(pkm_conn_send(c, 0x51, 0, data, sizeof data, 30), PKM_EQUEUE);
+    /* Alone above the bound: PKM_ETOOBIG at once. */
+    uint8_t big[1000] = {0};
+    assert_int_equal(pkm_conn_send(c, 0x52, 0, big, sizeof big, 30), PKM_ETOOBIG);
+    assert_int_equal(pkm_conn_error(c), 0);
+    pkm__conn_set_io(c, NULL);
+    assert_int_equal(pkm_conn_flush(c, WAIT), 0);
+    pkm_packet_t pk;
+    assert_int_equal(pkm_conn_recv(c, &pk, WAIT), 1);
+    assert_int_equal(pk.id, 0x50);
+    assert_int_equal(pk.size, sizeof data);
+    assert_memory_equal(pk.content, data, sizeof data);
+    echo_round(c, 0x53, data, 100); /* the 0x51 packet was never sent */
+    pkm_conn_close(c);
+    peer_join(&srv);
+    assert_int_equal(srv.script_rc, 0);
+}
+
 /* ---- re-establishment ---- */
 
 /* Server script: echo every packet, except "go" (id 0x01), answered with the trigger 0x05, a
@@ -1136,6 +1270,9 @@ int main(void)
         cmocka_unit_test(pins),
         cmocka_unit_test(packets_both_ways),
         cmocka_unit_test(too_big_packet),
+        cmocka_unit_test(packets_then_eof),
+        cmocka_unit_test(verify_hook),
+        cmocka_unit_test(send_timeout_and_queue),
         cmocka_unit_test(rekey_over_pair),
         cmocka_unit_test(rekey_over_tcp),
         cmocka_unit_test(rekey_wrong_secret),
