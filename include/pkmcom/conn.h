@@ -21,7 +21,8 @@ extern "C" {
  *
  * Failures. Every function returns 0 (or 1, see pkm_conn_recv) on success and a negative PKM_E*
  * code on failure. A failure of the protocol or of the socket (anything but PKM_EAGAIN,
- * PKM_EQUEUE, PKM_EINVAL, PKM_ETOOBIG, PKM_ESTATE as documented per call) CLOSES the connection:
+ * PKM_EQUEUE, PKM_EINVAL, PKM_ETOOBIG, PKM_ESTATE, PKM_ENOMEM as documented per call) CLOSES the
+ * connection:
  * the socket is closed at once with no message (WIRE-PROFILE section 3/4), pkm_conn_fd() becomes
  * -1, every later call returns the same error, and pkm_conn_errmsg() gives a sentence saying what
  * failed. Only pkm_conn_close() remains to be called.
@@ -129,7 +130,7 @@ PKM_API int pkm_connect(const char *host, int port, const pkm_conn_config_t *cfg
 PKM_API int pkm_listen(const char *host, int port, const pkm_conn_config_t *cfg,
                        pkm_listener_t **out);
 
-/* The port the listener is bound to (useful after port 0). */
+/* The port the listener is bound to (useful after port 0); PKM_EINVAL for NULL. */
 PKM_API int pkm_listener_port(const pkm_listener_t *l);
 
 /* The listening socket, for the caller's own poll() (readable = a client is waiting). Stays owned
@@ -168,9 +169,10 @@ PKM_API int pkm_conn_from_fd(int fd, int role, const pkm_conn_config_t *cfg, pkm
  * timeout ran out first: the packet IS queued and its remaining bytes go out during the next
  * pkm_conn_send, pkm_conn_flush or pkm_conn_recv; PKM_EQUEUE when the send buffer stayed too full
  * to take the packet before the timeout ran out (the packet is NOT queued; the connection stays
- * usable); PKM_EINVAL, PKM_ETOOBIG (bad argument, nothing queued, connection still usable); or an
- * error that closed the connection. While waiting it also reads what the peer sends (buffered
- * for pkm_conn_recv). */
+ * usable); PKM_EINVAL, PKM_ETOOBIG (bad argument: id 0xFF, content NULL with size > 0, a packet
+ * larger than max_send_buffer; nothing queued, connection still usable), PKM_ENOMEM (nothing
+ * queued, connection still usable); or an error that closed the connection. While waiting it also
+ * reads what the peer sends (buffered for pkm_conn_recv). */
 PKM_API int pkm_conn_send(pkm_conn_t *c, uint8_t id, uint32_t hash, const void *content,
                           size_t size, int timeout_ms);
 
@@ -195,7 +197,8 @@ PKM_API int pkm_conn_recv(pkm_conn_t *c, pkm_packet_t *out, int timeout_ms);
  * - client: call right after pkm_conn_recv() returned the trigger packet (the packet's content is
  *   no longer valid afterwards), before any other recv.
  * Errors close the connection: PKM_EHANDSHAKE (e.g. different secrets), PKM_ETIMEOUT (not done
- * within timeout_ms; -1 = no bound), ...; PKM_ESTATE if the connection is not established. */
+ * within timeout_ms; -1 = no bound), ...; these do not close it: PKM_ESTATE (not established),
+ * PKM_EINVAL (secret longer than PKM_MAX_SECRET, or NULL with a length), PKM_ENOMEM. */
 PKM_API int pkm_conn_rekey(pkm_conn_t *c, const uint8_t *secret, size_t secret_len, int timeout_ms);
 
 /* The socket, for the caller's own poll(); -1 once the connection is closed. Owned by the
