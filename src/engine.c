@@ -691,9 +691,9 @@ int pkm_engine_next_packet(pkm_engine_t *e, pkm_packet_t *out)
     if (e->state == PKM_STATE_CLOSED) return e->err;
     if (e->state != PKM_STATE_ESTABLISHED) return 0;
     size_t avail = e->rend - e->rpos;
-    uint8_t *p = e->rbuf + e->rpos;
+    if (!e->pk_head && avail < PKM__BLOCK_SIZE) return e->eof ? recv_ended(e) : 0;
+    uint8_t *p = e->rbuf + e->rpos; /* at least one block is buffered: rbuf is not NULL */
     if (!e->pk_head) {
-        if (avail < PKM__BLOCK_SIZE) return e->eof ? recv_ended(e) : 0;
         /* The first block alone tells the packet's length. */
         if ((r = pkm__channel_decrypt(&e->ch, p, PKM__BLOCK_SIZE)) < 0) return fail(e, r);
         if ((r = pkm_packet_header_read(p, e->max_packet, &e->pk)) < 0) return fail(e, r);
@@ -727,7 +727,7 @@ int pkm_engine_rekey(pkm_engine_t *e, const uint8_t *secret, size_t secret_len)
 {
     if (!e) return PKM_EINVAL;
     if (e->state == PKM_STATE_CLOSED) return PKM_ECLOSED;
-    if (e->state != PKM_STATE_ESTABLISHED) return PKM_ESTATE;
+    if (e->state != PKM_STATE_ESTABLISHED || !e->peer_key) return PKM_ESTATE;
     if (secret_len > PKM_MAX_SECRET || (secret_len && !secret)) return PKM_EINVAL;
     uint8_t *copy = NULL;
     if (secret_len) {
@@ -840,4 +840,13 @@ int pkm__engine_queue_raw(pkm_engine_t *e, const uint8_t *plain, size_t n)
     e->slen += n;
     e->senc = e->slen;
     return 0;
+}
+
+int pkm__engine_test_start(pkm_engine_t *e, const uint8_t key[32], const uint8_t iv[16])
+{
+    if (e->state != PKM_STATE_HANDSHAKE || e->rend != 0) return PKM_ESTATE;
+    PKM_GUARD(pkm__channel_start(&e->ch, key, iv));
+    wipe_handshake(e);
+    e->sstart = e->senc = e->slen = 0; /* a server's queued ServerKey */
+    return established(e);
 }

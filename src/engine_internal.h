@@ -15,4 +15,9 @@ void pkm__engine_set_keylog(pkm_engine_t *e, pkm__keylog_fn fn, void *ctx);
  * established (PKM_ESTATE otherwise). For crafting malformed packets in tests. */
 int pkm__engine_queue_raw(pkm_engine_t *e, const uint8_t *plain, size_t n);
 
+/* Puts a fresh engine (state handshake, nothing received) straight into the established state
+ * with both chains started from (key, iv), skipping the handshake. For fuzzing the packet layer
+ * without RSA work per input. PKM_ESTATE if the engine is not fresh. */
+int pkm__engine_test_start(pkm_engine_t *e, const uint8_t key[32], const uint8_t iv[16]);
+
 #endif
