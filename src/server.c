@@ -48,6 +48,7 @@ struct wreq {
 struct workreq {
     uv_work_t req;
     pkm_server_conn_t *c;
+    size_t ack; /* bytes read into the engine's receive buffer, to acknowledge on the pool */
 };
 
 struct pkm_server_conn {
@@ -375,7 +376,7 @@ static void flush_now(pkm_server_conn_t *c)
 
 /* ---- the per-connection pump ---- */
 
-static void start_work(pkm_server_conn_t *c);
+static void start_work(pkm_server_conn_t *c, size_t ack);
 static void pump(pkm_server_conn_t *c);
 
 /* The client closed its side of an established connection and everything owed to it is written:
@@ -404,7 +405,7 @@ static void pump(pkm_server_conn_t *c)
             break;
         }
         if (pkm_engine_wants_work(c->eng)) {
-            start_work(c);
+            start_work(c, 0);
             break;
         }
         if (st != PKM_STATE_ESTABLISHED) break;
@@ -442,7 +443,11 @@ static void pump(pkm_server_conn_t *c)
 static void work_cb(uv_work_t *req)
 {
     struct workreq *w = (struct workreq *)req;
-    pkm_engine_work(w->c->eng); /* an error closes the engine: seen in pump */
+    pkm_engine_t *e = w->c->eng;
+    /* Errors close the engine: pump sees them. */
+    if (w->ack && pkm_engine_recv_ack(e, w->ack) < 0) return;
+    while (pkm_engine_wants_work(e))
+        if (pkm_engine_work(e) < 0) return;
 }
 
 static void after_work(uv_work_t *req, int status)
@@ -482,11 +487,14 @@ static void after_work(uv_work_t *req, int status)
     pump(c);
 }
 
-/* The engine waits for its RSA work: write out what it has (the server's KeyShare must not wait
- * for our own decryption), stop reading, and run the work on the thread pool. */
-static void start_work(pkm_server_conn_t *c)
+/* Hands the engine to the thread pool: for its RSA work, and during a handshake also for the
+ * processing of the `ack` bytes just read (parsing the client's key costs about as much as an RSA
+ * decryption with OpenSSL 3's decoder, and the server's KeyShare takes two RSA encryptions), so
+ * the loop itself does next to nothing for a handshake. Stops reading; before RSA work, first
+ * writes out what the engine has (the server's KeyShare must not wait for our decryption). */
+static void start_work(pkm_server_conn_t *c, size_t ack)
 {
-    flush_now(c);
+    if (!ack) flush_now(c); /* (with ack, no call between recv_buf and recv_ack) */
     if (c->closing) return;
     struct workreq *w = pkm__malloc(sizeof *w);
     if (!w) {
@@ -494,6 +502,7 @@ static void start_work(pkm_server_conn_t *c)
         return;
     }
     w->c = c;
+    w->ack = ack;
     if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = 0;
     int r = uv_queue_work(&c->srv->loop, &w->req, work_cb, after_work);
@@ -527,6 +536,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread > 0) {
         st_add(&srv->st.bytes_in, (uint64_t)nread);
         if (c->tlist == TL_ACTIVE || c->tlist == TL_TRIMMED) tl_append(srv, c, TL_ACTIVE);
+        if (c->hs_active) { /* handshake bytes: processed on the thread pool */
+            start_work(c, (size_t)nread);
+            return;
+        }
         if (pkm_engine_recv_ack(c->eng, (size_t)nread) < 0) {
             close_engine(c);
             return;

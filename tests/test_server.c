@@ -111,11 +111,19 @@ static void *fx_thread(void *arg)
     return NULL;
 }
 
+/* Rejects packets with Id 0x66 (PKM_EHASH, as a schema check would). */
+static int fx_verify(void *ctx, const pkm_packet_t *pkt)
+{
+    (void)ctx;
+    return pkt->id == 0x66 ? PKM_EHASH : 0;
+}
+
 static void fx_config(pkm_server_config_t *cfg)
 {
     pkm_server_config_init(cfg);
     cfg->host = "127.0.0.1";
     cfg->server_key = g_server_key;
+    cfg->verify = fx_verify;
 }
 
 static void fx_start(fx_t *f, pkm_server_config_t *cfg, enum fx_mode mode)
@@ -689,6 +697,110 @@ static void test_stop(void **state)
     sc_close(&b);
 }
 
+/* An established client that sends nothing is closed by the idle timeout (no fail step). */
+static void test_idle_timeout(void **state)
+{
+    (void)state;
+    fx_t f;
+    pkm_server_config_t cfg;
+    fx_config(&cfg);
+    cfg.idle_timeout_ms = valgrind_run() ? 3000 : 300;
+    cfg.trim_after_ms = 100; /* trimmed first, then timed out from the trimmed list */
+    fx_start(&f, &cfg, FX_ECHO);
+    sc_t c;
+    assert_int_equal(sc_connect(pkm_server_port(f.srv), NULL, 0, &c), 0);
+    const uint8_t msg[2] = {1, 2};
+    pkm_packet_t pkt;
+    assert_int_equal(sc_send(&c, 0x01, msg, 2), 0);
+    assert_int_equal(sc_recv(&c, &pkt), 1);
+    assert_true(closed_by_peer(c.fd));
+    fx_wait_closes(&f, 1);
+    assert_int_equal(fx_count_closes(&f, PKM_ETIMEOUT, ""), 1);
+    assert_int_equal(fx_stats(&f).timeouts, 1);
+    assert_int_equal(fx_stats(&f).handshakes_failed, 0);
+    sc_close(&c);
+    fx_stop(&f);
+}
+
+/* The verify hook's error closes the connection with that error. */
+static void test_verify_hook(void **state)
+{
+    (void)state;
+    fx_t f;
+    pkm_server_config_t cfg;
+    fx_config(&cfg);
+    fx_start(&f, &cfg, FX_ECHO);
+    sc_t c;
+    assert_int_equal(sc_connect(pkm_server_port(f.srv), NULL, 0, &c), 0);
+    const uint8_t msg[1] = {7};
+    assert_int_equal(sc_send(&c, 0x66, msg, 1), 0);
+    assert_true(closed_by_peer(c.fd));
+    fx_wait_closes(&f, 1);
+    assert_int_equal(fx_count_closes(&f, PKM_EHASH, ""), 1);
+    sc_close(&c);
+    fx_stop(&f);
+}
+
+/* A client that sends its packets and shuts down its sending side still gets every reply
+ * before the server closes (PKM_EEOF). With trim_after_ms 0 the buffers go after every turn. */
+static void test_half_close(void **state)
+{
+    (void)state;
+    fx_t f;
+    pkm_server_config_t cfg;
+    fx_config(&cfg);
+    cfg.trim_after_ms = 0;
+    fx_start(&f, &cfg, FX_ECHO);
+    sc_t c;
+    assert_int_equal(sc_connect(pkm_server_port(f.srv), NULL, 0, &c), 0);
+    static uint8_t big[40000];
+    for (size_t i = 0; i < sizeof big; i++)
+        big[i] = (uint8_t)(i * 13);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(sc_send(&c, (uint8_t)(0x40 + i), big, sizeof big - (size_t)i), 0);
+    assert_int_equal(shutdown(c.fd, SHUT_WR), 0);
+    pkm_packet_t pkt;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(sc_recv(&c, &pkt), 1);
+        assert_int_equal(pkt.id, 0x40 + i);
+        assert_int_equal(pkt.size, sizeof big - (size_t)i);
+        assert_memory_equal(pkt.content, big, sizeof big - (size_t)i);
+    }
+    assert_int_equal(sc_recv(&c, &pkt), PKM_EEOF);
+    fx_wait_closes(&f, 1);
+    assert_int_equal(fx_count_closes(&f, PKM_EEOF, ""), 1);
+    sc_close(&c);
+    fx_stop(&f);
+}
+
+/* Bad handshake bytes: a ClientKey length out of range fails at "ClientKey" (PKM_EKEYLEN), an
+ * early disconnect at "ClientKey" (PKM_EHANDSHAKE). Neither disturbs the server. */
+static void test_bad_handshake(void **state)
+{
+    (void)state;
+    fx_t f;
+    pkm_server_config_t cfg;
+    fx_config(&cfg);
+    fx_start(&f, &cfg, FX_ECHO);
+    uint16_t port = pkm_server_port(f.srv);
+    int fd = raw_connect(port, 0);
+    const uint8_t bad_len[4] = {0x00, 0x00, 0x04, 0x01}; /* 1025 > 1024 */
+    assert_int_equal(send(fd, bad_len, 4, MSG_NOSIGNAL), 4);
+    assert_true(closed_by_peer(fd));
+    close(fd);
+    fd = raw_connect(port, 0);
+    close(fd);
+    fx_wait_closes(&f, 2);
+    assert_int_equal(fx_count_closes(&f, PKM_EKEYLEN, "ClientKey"), 1);
+    assert_int_equal(fx_count_closes(&f, PKM_EHANDSHAKE, "ClientKey") +
+                         fx_count_closes(&f, PKM_ECONNRESET, "ClientKey"),
+                     1);
+    tcl_result_t r = run_clients(port, 1, 1, 1, NULL);
+    assert_int_equal(r.echoed, 1);
+    assert_int_equal(fx_stats(&f).handshakes_failed, 2);
+    fx_stop(&f);
+}
+
 /* 1,000 concurrent clients through full handshakes and echoes, every reply checked. Under
  * valgrind (PKM_VALGRIND=1) RSA is ~50x slower: 50 clients there. */
 static void test_many_clients(void **state)
@@ -727,6 +839,10 @@ int main(void)
         cmocka_unit_test(test_relay),
         cmocka_unit_test(test_rekey),
         cmocka_unit_test(test_stop),
+        cmocka_unit_test(test_idle_timeout),
+        cmocka_unit_test(test_verify_hook),
+        cmocka_unit_test(test_half_close),
+        cmocka_unit_test(test_bad_handshake),
         cmocka_unit_test(test_many_clients),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
