@@ -261,8 +261,8 @@ int cmd_serve(int argc, char **argv)
     pkm_server_free(s.srv);
     pkm_key_free(key);
     if (rc < 0) return tool_fail(TOOL_EXIT_FAIL, "server failed: %s", pkm_strerror(rc));
-    tool_log("stopped%s: %llu connections (%llu handshakes failed, %llu refused), %llu packets "
-             "in, %llu out",
+    tool_log("stopped%s: connections %llu (handshakes failed %llu, refused %llu), packets in %llu, "
+             "out %llu",
              stop_signal == SIGINT    ? " on SIGINT"
              : stop_signal == SIGTERM ? " on SIGTERM"
                                       : "",
