@@ -198,6 +198,16 @@ grep -qF "key $PKMCOM_HOME/server_key.pem" "$T/dflt2.err" || fail "default key n
 ok
 grep -q 'created' "$T/dflt2.err" && fail "default key made twice"
 ok
+# Flow control: 100 packets of 60000 bytes (6 MB, more than the server queues for one client)
+# all come back, in order, identical.
+BIG=$(head -c 60000 /dev/zero | tr '\0' '\252' | od -An -v -tx1 | tr -d ' \n')
+run big send "127.0.0.1:$PORT" --id 9 "bytes:$BIG" --count 100 --timeout 30
+expect_rc big 0
+[ "$(sort -u "$T/big.out" | wc -l)" -eq 1 ] && [ "$(wc -l <"$T/big.out")" -eq 100 ] ||
+    fail "big: $(wc -l <"$T/big.out") lines, $(sort -u "$T/big.out" | wc -l) distinct"
+ok
+grep -q '^{"id":9,"hash":[0-9]*,"size":60000,"content":"aaaaaaaa' "$T/big.out" || fail "big: content"
+ok
 stop_server dflt2
 
 # ---- serve usage and runtime errors ----

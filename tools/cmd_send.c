@@ -500,7 +500,24 @@ static int run_send(const struct send_opts *o, const char *password, uint32_t ha
     pkm_packet_t pkt;
     int status = TOOL_EXIT_OK;
     double reply_deadline = tool_now_ms() + (double)o->timeout_s * 1000.0;
+    /* Flow control: while replies are expected, at most about 256 KiB of packets are in flight,
+     * so a server never queues more for us than we read (it would drop us). */
+    uint64_t window = (256u << 10) / ((uint64_t)size + PKM_HEADER_SIZE + 16);
+    if (window == 0) window = 1;
     for (uint64_t k = 0; k < o->count && status == TOOL_EXIT_OK; k++) {
+        while (got < o->expect && k - got >= window && status == TOOL_EXIT_OK) {
+            rc = pkm_conn_recv(c, &pkt, remaining_ms(reply_deadline));
+            if (rc == 1) {
+                tool_print_packet(stdout, &pkt);
+                got++;
+            } else if (rc != PKM_EAGAIN || tool_now_ms() >= reply_deadline) {
+                status = tool_fail(
+                    TOOL_EXIT_FAIL, "%s: %s (after %llu of %llu replies)", o->hostport,
+                    rc == PKM_EAGAIN ? "timed out waiting for replies" : pkm_conn_errmsg(c),
+                    (unsigned long long)got, (unsigned long long)o->expect);
+            }
+        }
+        if (status != TOOL_EXIT_OK) break;
         rc = pkm_conn_send(c, (uint8_t)o->id, hash, content, size, remaining_ms(reply_deadline));
         if (rc == PKM_EAGAIN || rc == PKM_EQUEUE) {
             status =
@@ -512,11 +529,12 @@ static int run_send(const struct send_opts *o, const char *password, uint32_t ha
             status = tool_fail(TOOL_EXIT_FAIL, "%s: %s", o->hostport, pkm_conn_errmsg(c));
             break;
         }
-        while (got < o->expect && (rc = pkm_conn_recv(c, &pkt, 0)) == 1) {
+        /* Every packet that has arrived is printed, also beyond --expect (so none piles up). */
+        while ((rc = pkm_conn_recv(c, &pkt, 0)) == 1) {
             tool_print_packet(stdout, &pkt);
             got++;
         }
-        if (rc < 0 && rc != PKM_EAGAIN && got < o->expect) {
+        if (rc < 0 && rc != PKM_EAGAIN && (got < o->expect || rc != PKM_EEOF)) {
             status = tool_fail(TOOL_EXIT_FAIL, "%s: %s (after %llu of %llu replies)", o->hostport,
                                pkm_conn_errmsg(c), (unsigned long long)got,
                                (unsigned long long)o->expect);

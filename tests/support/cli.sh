@@ -78,7 +78,7 @@ start_server() {
     BG_PIDS+=("$SERVER_PID")
     PORT=
     for _ in $(seq 100); do
-        PORT=$(sed -n 's/^pkmcom: listening on [^ ]*:\([0-9][0-9]*\) .*/\1/p' "$T/$name.err")
+        PORT=$(sed -n 's/^pkmcom: listening on [^ ]*:\([0-9][0-9]*\) .*/\1/p' "$T/$name.err" 2>/dev/null)
         [ -n "$PORT" ] && return 0
         kill -0 "$SERVER_PID" 2>/dev/null || fail "$name: server exited: $(cat "$T/$name.err")"
         sleep 0.1
