@@ -198,6 +198,14 @@ static void more(struct demo *d, const char *fmt, ...)
     va_end(ap);
 }
 
+/* An empty line between the acts, never inside another thread's line. */
+static void blank(struct demo *d)
+{
+    pthread_mutex_lock(&d->lock);
+    putchar('\n');
+    pthread_mutex_unlock(&d->lock);
+}
+
 /* "30 82 01 22 ..." : the first max bytes in hex, "..." if there are more. */
 static const char *hexsnip(const uint8_t *p, size_t n, size_t max, char *out, size_t cap)
 {
@@ -715,12 +723,12 @@ static int demo_run(struct demo *d, pkm_key_t *skey, pkm_key_t *ckey, const char
     const pkm_value_t chat2[] = {PKM_V_STR("Under the new key, with the password."),
                                  PKM_V_TIME((int64_t)now.tv_sec + 1, 0), PKM_V_BOOL(true)};
     if (rc == 0) {
-        printf("\n");
+        blank(d);
         rc = typed_roundtrip(d, CHAT_ID, &chat, chat1);
     }
     if (rc == 0) rc = typed_roundtrip(d, TRADE_ID, &trade, offer);
     if (rc == 0) {
-        printf("\n");
+        blank(d);
         rc = client_password(d, connect_vals);
     }
     if (rc == 0) rc = typed_roundtrip(d, CHAT_ID, &chat, chat2);
@@ -729,7 +737,7 @@ static int demo_run(struct demo *d, pkm_key_t *skey, pkm_key_t *ckey, const char
     pkm_engine_free(d->e);
     d->e = NULL;
     if (rc == 0) {
-        printf("\n");
+        blank(d);
         rc = wrong_password(d, port, server_fp, connect_vals);
     }
     /* Let the server report both closes before stopping it. */
