@@ -453,7 +453,14 @@ static void work_cb(uv_work_t *req)
     struct workreq *w = (struct workreq *)req;
     pkm_engine_t *e = w->c->eng;
     /* Errors close the engine: pump sees them. */
-    if (w->ack && pkm_engine_recv_ack(e, w->ack) < 0) return;
+    if (w->ack) {
+        if (pkm_engine_recv_ack(e, w->ack) < 0) return;
+        size_t len = 0;
+        pkm_engine_send_buf(e, &len);
+        /* Output first (the server's KeyShare, so that the client decrypts while we do), then
+         * back to the pool for the RSA work. */
+        if (len) return;
+    }
     while (pkm_engine_wants_work(e))
         if (pkm_engine_work(e) < 0) return;
 }
