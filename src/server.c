@@ -65,6 +65,7 @@ struct pkm_server_conn {
     struct pend *pend_head, *pend_tail; /* sends held during work */
     size_t pend_bytes;                  /* their padded sizes */
     size_t wq_bytes;                    /* bytes in uv_write requests not yet completed */
+    int deferred_err;                   /* close with this once the work is back */
     unsigned writes;                    /* uv_write requests not yet completed */
     uint8_t tlist;                      /* enum tlist_id */
     uint8_t family;                     /* peer address */
@@ -279,8 +280,15 @@ static void close_engine(pkm_server_conn_t *c)
 static void close_with(pkm_server_conn_t *c, int err)
 {
     if (c->closing) return;
-    if (c->work) { /* the engine is on another thread: the only work a server does is KeyShare */
-        do_close(c, err, err && c->hs_active ? "KeyShare" : NULL);
+    if (c->work) {
+        if (err == 0) {
+            do_close(c, 0, NULL);
+        } else {
+            /* The engine is on the pool: close when it is back, so that on_close can name the
+             * handshake step (and the fingerprint) exactly. */
+            tl_remove(c->srv, c);
+            if (!c->deferred_err) c->deferred_err = err;
+        }
         return;
     }
     if (err == 0) {
@@ -445,7 +453,14 @@ static void work_cb(uv_work_t *req)
     struct workreq *w = (struct workreq *)req;
     pkm_engine_t *e = w->c->eng;
     /* Errors close the engine: pump sees them. */
-    if (w->ack && pkm_engine_recv_ack(e, w->ack) < 0) return;
+    if (w->ack) {
+        if (pkm_engine_recv_ack(e, w->ack) < 0) return;
+        size_t len = 0;
+        pkm_engine_send_buf(e, &len);
+        /* Output first (the server's KeyShare, so that the client decrypts while we do), then
+         * back to the pool for the RSA work. */
+        if (len) return;
+    }
     while (pkm_engine_wants_work(e))
         if (pkm_engine_work(e) < 0) return;
 }
@@ -459,6 +474,10 @@ static void after_work(uv_work_t *req, int status)
     c->work = NULL;
     if (c->closing) {
         maybe_free(c);
+        return;
+    }
+    if (c->deferred_err) {
+        close_with(c, c->deferred_err);
         return;
     }
     /* Sends held meanwhile go into the engine, in order. */

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <uv.h>
+#include <openssl/crypto.h>
 #include "clients.h"
 #include "pkmcom/engine.h"
 #include "pkmcom/packet.h"
@@ -340,4 +341,42 @@ int tcl_run(const tcl_opts_t *o, tcl_result_t *res)
     uv_loop_close(&t.loop);
     free(t.conns);
     return 0;
+}
+
+/* One work item per pool thread: each waits at a barrier sized to the pool, so no thread can
+ * take two, then releases its OpenSSL thread state. */
+static void pool_cleanup_work(uv_work_t *w)
+{
+    uv_barrier_wait(w->data);
+    OPENSSL_thread_stop();
+}
+
+static void pool_cleanup_after(uv_work_t *w, int status)
+{
+    (void)w;
+    (void)status;
+}
+
+void tcl_pool_thread_cleanup(void)
+{
+    /* libuv's pool size: UV_THREADPOOL_SIZE (1..1024), default 4. */
+    const char *env = getenv("UV_THREADPOOL_SIZE");
+    long n = env ? strtol(env, NULL, 10) : 4;
+    if (n < 1) n = 1;
+    if (n > 1024) n = 1024;
+    uv_loop_t loop;
+    uv_barrier_t barrier;
+    uv_work_t *w = calloc((size_t)n, sizeof *w);
+    if (!w || uv_loop_init(&loop) != 0 || uv_barrier_init(&barrier, (unsigned)n) != 0) {
+        free(w);
+        return;
+    }
+    for (long i = 0; i < n; i++) {
+        w[i].data = &barrier;
+        uv_queue_work(&loop, &w[i], pool_cleanup_work, pool_cleanup_after);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_barrier_destroy(&barrier);
+    uv_loop_close(&loop);
+    free(w);
 }

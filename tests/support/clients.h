@@ -37,4 +37,10 @@ typedef struct tcl_result {
  * run itself worked (look at *res for the outcome), negative on setup failure. */
 int tcl_run(const tcl_opts_t *opts, tcl_result_t *res);
 
+/* Frees OpenSSL's per-thread state (DRBGs, error queue) in each of libuv's thread-pool threads,
+ * which RSA work on the pool creates and which would otherwise outlive OpenSSL's own exit-time
+ * cleanup (libuv joins its pool only in a destructor, after OpenSSL's atexit handler): valgrind
+ * reports it as lost. Call at the end of a test program that used the pool. */
+void tcl_pool_thread_cleanup(void);
+
 #endif
