@@ -161,10 +161,10 @@ static int conn_fail(pkm_conn_t *c, int err, const char *what)
     if (c->peer[0] && used < sizeof parts)
         used += (size_t)snprintf(parts + used, sizeof parts - used, "%speer %s", used ? "; " : "",
                                  c->peer);
-    if (parts[0])
-        snprintf(c->msg, sizeof c->msg, "%s (%s)", what, parts);
-    else
-        snprintf(c->msg, sizeof c->msg, "%s", what);
+    /* A sentence longer than the buffer is cut: the return value is deliberately ignored. */
+    int n = parts[0] ? snprintf(c->msg, sizeof c->msg, "%s (%s)", what, parts)
+                     : snprintf(c->msg, sizeof c->msg, "%s", what);
+    (void)n;
     return err;
 }
 
