@@ -1095,7 +1095,9 @@ int pkm_server_conn_rekey(pkm_server_conn_t *c, const uint8_t *secret, size_t se
     c->hs_active = 1;
     tl_append(c->srv, c, TL_HS);
     if (r < 0) {
-        close_engine(c);
+        /* The engine may still be open (PKM_ENOMEM copying the secret): close it with r, so
+         * that on_close reports r rather than PKM_ECLOSED. */
+        close_with(c, r);
         return r;
     }
     mark_dirty(c);
