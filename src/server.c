@@ -106,6 +106,11 @@ struct pkm_server {
     void (*on_log)(void *user, int level, const char *msg);
     void *user;
 
+    /* reject()'s handle when none can be allocated; spare_busy while it closes; accept_stalled:
+     * a connection waits in the listener for it (see reject). */
+    uv_tcp_t spare;
+    int spare_busy, accept_stalled;
+
     pkm_server_conn_t *all; /* every connection not yet freed */
     pkm_server_conn_t *dirty;
     tlist_t tl[TL_COUNT];
@@ -680,13 +685,40 @@ static void free_handle(uv_handle_t *h)
     pkm__free(h);
 }
 
-static void reject(pkm_server_t *srv)
+static void on_connection(uv_stream_t *l, int status);
+
+/* The spare handle is closed: the connection that waits for it, if any, is taken now. */
+static void spare_closed(uv_handle_t *h)
+{
+    pkm_server_t *srv = h->data;
+    srv->spare_busy = 0;
+    if (srv->accept_stalled && !srv->stopping) {
+        srv->accept_stalled = 0;
+        on_connection((uv_stream_t *)&srv->listener, 0);
+    }
+}
+
+/* Accepts the waiting connection and closes it at once, without a byte: over the cap (for_cap,
+ * counted and logged) or out of memory. A connection must never be left unaccepted: libuv stops
+ * watching the listener until uv_accept is called, so the server would never accept again. With
+ * no memory for a handle the server's spare one is used; while that one is still closing, the
+ * connection waits in the listener and spare_closed() takes it. */
+static void reject(pkm_server_t *srv, int for_cap)
 {
     uv_tcp_t *t = pkm__malloc(sizeof *t);
-    if (!t) return;
+    uv_close_cb done = free_handle;
+    if (!t) {
+        if (srv->spare_busy) {
+            srv->accept_stalled = 1;
+            return;
+        }
+        t = &srv->spare;
+        srv->spare_busy = 1;
+        done = spare_closed;
+    }
     uv_tcp_init(&srv->loop, t);
-    t->data = NULL;
-    if (uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)t) == 0) {
+    t->data = srv;
+    if (uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)t) == 0 && for_cap) {
         st_add(&srv->st.rejected, 1);
         srv->rejected_unlogged++;
         uint64_t now = uv_now(&srv->loop);
@@ -697,7 +729,7 @@ static void reject(pkm_server_t *srv)
             srv->last_reject_log = now;
         }
     }
-    uv_close((uv_handle_t *)t, free_handle);
+    uv_close((uv_handle_t *)t, done);
 }
 
 static void store_peer(pkm_server_conn_t *c)
@@ -728,13 +760,13 @@ static void on_connection(uv_stream_t *l, int status)
     }
     if (srv->stopping) return;
     if (srv->max_conns && srv->open >= srv->max_conns) {
-        reject(srv);
+        reject(srv, 1);
         return;
     }
     pkm_server_conn_t *c = pkm__calloc(1, sizeof *c);
     if (!c) {
         slog(srv, PKM_LOG_ERROR, "out of memory accepting a connection");
-        reject(srv);
+        reject(srv, 0);
         return;
     }
     uv_tcp_init(&srv->loop, &c->tcp);
