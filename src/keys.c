@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -30,6 +31,7 @@
 #define PKM_KEY_FILE_MAX (64 * 1024)
 
 struct pkm_key {
+    atomic_uint refs; /* pkm_key_ref / pkm_key_free */
     EVP_PKEY *pkey;
     uint8_t *der; /* DER SubjectPublicKeyInfo, pkm__malloc'd, computed once */
     size_t der_len;
@@ -40,7 +42,7 @@ struct pkm_key {
 /* Construction and checks                                                                    */
 
 /* 0 if pkey is an RSA key (not RSA-PSS, not anything else) with a modulus of exactly 2048 bits
- * and an odd public exponent >= 3; PKM_EKEY otherwise. */
+ * and an odd public exponent in 3..n-1; PKM_EKEY otherwise. */
 static int check_rsa2048(EVP_PKEY *pkey)
 {
     if (EVP_PKEY_get_base_id(pkey) != EVP_PKEY_RSA || !EVP_PKEY_is_a(pkey, "RSA")) return PKM_EKEY;
@@ -50,6 +52,9 @@ static int check_rsa2048(EVP_PKEY *pkey)
     if (EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_E, &e) != 1) goto out;
     if (BN_is_negative(n) || BN_num_bits(n) != 2048) goto out;
     if (BN_is_negative(e) || !BN_is_odd(e) || BN_num_bits(e) < 2) goto out; /* odd, >= 3 */
+    /* e <= n - 1 (RFC 8017 section 3.1), which also bounds the DER of a key read from PEM, so
+     * that any accepted key fits a ServerKey/ClientKey message (PKM_MAX_KEY_DER). */
+    if (BN_cmp(e, n) >= 0) goto out;
     rc = 0;
 out:
     BN_free(n);
@@ -66,6 +71,7 @@ static int key_wrap(EVP_PKEY *pkey, int is_private, pkm_key_t **out)
         EVP_PKEY_free(pkey);
         return PKM_ENOMEM;
     }
+    atomic_init(&k->refs, 1);
     k->pkey = pkey;
     k->is_private = is_private;
     int len = i2d_PUBKEY(pkey, NULL);
@@ -142,9 +148,16 @@ int pkm_key_from_der(const uint8_t *der, size_t len, pkm_key_t **out)
     return 0;
 }
 
+pkm_key_t *pkm_key_ref(pkm_key_t *key)
+{
+    if (key != NULL) atomic_fetch_add_explicit(&key->refs, 1, memory_order_relaxed);
+    return key;
+}
+
 void pkm_key_free(pkm_key_t *key)
 {
     if (key == NULL) return;
+    if (atomic_fetch_sub_explicit(&key->refs, 1, memory_order_acq_rel) != 1) return;
     EVP_PKEY_free(key->pkey); /* clears the private bignums */
     if (key->der != NULL) {
         OPENSSL_cleanse(key->der, key->der_len);
@@ -372,6 +385,8 @@ struct pkm_keypool {
     pkm_key_t **keys; /* keys[0..count) are ready */
     size_t capacity, count;
     int stop;
+    pid_t
+        pid; /* the creating process: after fork() the child must not hand out the parent's keys */
 };
 
 /* The background generator: tops the pool up to capacity, sleeps while it is full. */
@@ -421,6 +436,7 @@ int pkm_keypool_new(size_t capacity, pkm_keypool_t **out)
         return PKM_ENOMEM;
     }
     pool->capacity = capacity;
+    pool->pid = getpid();
     if (pthread_mutex_init(&pool->mu, NULL) != 0) {
         pkm__free(pool->keys);
         pkm__free(pool);
@@ -455,6 +471,9 @@ int pkm_keypool_take(pkm_keypool_t *pool, pkm_key_t **out)
     PKM_ENSURE(out != NULL, PKM_EINVAL);
     *out = NULL;
     PKM_ENSURE(pool != NULL, PKM_EINVAL);
+    /* In a child after fork() the ready keys are copies of the parent's, which the parent hands
+     * out too, and the generator thread does not exist: always generate afresh there. */
+    if (getpid() != pool->pid) return pkm_key_generate(out);
     pkm_key_t *k = NULL;
     pthread_mutex_lock(&pool->mu);
     if (pool->count > 0) {
@@ -472,7 +491,7 @@ int pkm_keypool_take(pkm_keypool_t *pool, pkm_key_t **out)
 
 size_t pkm_keypool_ready(pkm_keypool_t *pool)
 {
-    if (pool == NULL) return 0;
+    if (pool == NULL || getpid() != pool->pid) return 0;
     pthread_mutex_lock(&pool->mu);
     size_t n = pool->count;
     pthread_mutex_unlock(&pool->mu);
@@ -482,6 +501,15 @@ size_t pkm_keypool_ready(pkm_keypool_t *pool)
 void pkm_keypool_free(pkm_keypool_t *pool)
 {
     if (pool == NULL) return;
+    if (getpid() != pool->pid) {
+        /* A child after fork(): no generator thread to stop, and the mutex may have been copied
+         * locked. Only free the memory (single-threaded use in the child is assumed). */
+        for (size_t i = 0; i < pool->count; i++)
+            pkm_key_free(pool->keys[i]);
+        pkm__free(pool->keys);
+        pkm__free(pool);
+        return;
+    }
     pthread_mutex_lock(&pool->mu);
     pool->stop = 1;
     pthread_cond_signal(&pool->wake);

@@ -2,11 +2,13 @@
  * known answer, PEM files and their permissions, and the background key pool. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -175,18 +177,15 @@ static BIGNUM *g_modulus(void)
 }
 
 /* from_der on DER built from (n, e): the expected result. */
-static void expect_ne(const char *alg, const BIGNUM *n, unsigned long e_word, int want)
+static void expect_ne_bn(const char *alg, const BIGNUM *n, const BIGNUM *e, int want)
 {
-    BIGNUM *e = BN_new();
-    assert_non_null(e);
-    assert_int_equal(BN_set_word(e, e_word), 1);
     uint8_t der[1100];
     size_t len = spki_from_ne(alg, n, e, der, sizeof der);
     pkm_key_t *k = NULL;
     int rc = pkm_key_from_der(der, len, &k);
     if (rc != want)
-        print_error("alg %s, e %lu, %d bits: got %s\n", alg, e_word, BN_num_bits(n),
-                    pkm_errname(rc));
+        print_error("alg %s, e of %d bits, n of %d bits: got %s\n", alg, BN_num_bits(e),
+                    BN_num_bits(n), pkm_errname(rc));
     assert_int_equal(rc, want);
     if (want == 0) {
         assert_non_null(k);
@@ -195,6 +194,14 @@ static void expect_ne(const char *alg, const BIGNUM *n, unsigned long e_word, in
         assert_null(k);
     }
     pkm_key_free(k);
+}
+
+static void expect_ne(const char *alg, const BIGNUM *n, unsigned long e_word, int want)
+{
+    BIGNUM *e = BN_new();
+    assert_non_null(e);
+    assert_int_equal(BN_set_word(e, e_word), 1);
+    expect_ne_bn(alg, n, e, want);
     BN_free(e);
 }
 
@@ -437,7 +444,27 @@ static void load_errors(void **state)
     /* a valid RSA-1024 private key, and an EC key */
     copy_data(p, sizeof p, "rsa1024_key.pem", "rsa1024.pem", 0600);
     assert_int_equal(pkm_key_load_pem(p, &k), PKM_EKEY);
+    /* over 64 KiB: refused without parsing */
+    char *big = malloc(70000);
+    assert_non_null(big);
+    memset(big, 'A', 70000);
+    write_file(tpath(p, sizeof p, "big.pem"), big, 70000, 0600);
+    free(big);
+    assert_int_equal(pkm_key_load_pem(p, &k), PKM_EKEY);
     assert_null(k);
+}
+
+static void fifo_is_not_a_key_file(void **state)
+{
+    (void)state;
+    /* A FIFO with no writer (or reader) would block a plain open(): refused at once. */
+    char p[512];
+    assert_int_equal(mkfifo(tpath(p, sizeof p, "fifo.pem"), 0600), 0);
+    pkm_key_t *k = NULL;
+    assert_int_equal(pkm_key_load_pem(p, &k), PKM_EKEYFILE);
+    assert_null(k);
+    assert_int_equal(pkm_key_save_pem(g_key, p), PKM_EKEYFILE);
+    assert_int_equal(pkm_key_save_public_pem(g_key, p), PKM_EKEYFILE);
 }
 
 static void der_length_bounds(void **state)
@@ -556,6 +583,15 @@ static void der_exponents_and_sizes(void **state)
     expect_ne("RSA", n, 2, PKM_EKEY);
     expect_ne("RSA", n, 1, PKM_EKEY); /* odd but < 3 */
     expect_ne("RSA-PSS", n, 65537, PKM_EKEY);
+    /* e must be below n (RFC 8017): n - 2 (odd, as n is) passes, n and n + 2 do not */
+    BIGNUM *e = BN_dup(n);
+    assert_non_null(e);
+    assert_int_equal(BN_sub_word(e, 2), 1);
+    expect_ne_bn("RSA", n, e, 0);
+    expect_ne_bn("RSA", n, n, PKM_EKEY);
+    assert_int_equal(BN_add_word(e, 4), 1);
+    expect_ne_bn("RSA", n, e, PKM_EKEY);
+    BN_free(e);
 
     /* moduli of 2047 and 2049 bits, built from n (odd, as a modulus is) */
     BIGNUM *m = BN_new();
@@ -599,21 +635,44 @@ static size_t der_tlv(uint8_t *p, uint8_t tag, const uint8_t *c, size_t clen)
     return h + clen;
 }
 
+/* How hand_spki departs from the canonical encoding. */
+enum { H_CANON = 0, H_NO_PARAMS = 1, H_OCTET_PARAMS = 2, H_LONG_LEN = 4 };
+
 /* A SubjectPublicKeyInfo built by hand around the INTEGER contents n and e, taken as given
- * (so that a negative modulus can be written). */
-static size_t hand_spki(const uint8_t *n, size_t nlen, const uint8_t *e, size_t elen, uint8_t *out)
+ * (so that a negative modulus can be written), with the departures in `how`. */
+static size_t hand_spki(const uint8_t *n, size_t nlen, const uint8_t *e, size_t elen, int how,
+                        uint8_t *out)
 {
     uint8_t ints[600], rsapub[600], bits[600], body[700];
     size_t a = der_tlv(ints, 0x02, n, nlen);
-    a += der_tlv(ints + a, 0x02, e, elen);
+    if (how & H_LONG_LEN) { /* e's length in the long form: BER, not DER */
+        assert_true(elen < 0x80);
+        ints[a] = 0x02;
+        ints[a + 1] = 0x81;
+        ints[a + 2] = (uint8_t)elen;
+        memcpy(ints + a + 3, e, elen);
+        a += 3 + elen;
+    } else {
+        a += der_tlv(ints + a, 0x02, e, elen);
+    }
     size_t r = der_tlv(rsapub + 1, 0x30, ints, a) + 1;
     rsapub[0] = 0x00; /* no unused bits */
-    static const uint8_t algid[15] = {0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86,
-                                      0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00};
+    /* AlgorithmIdentifier { OID rsaEncryption, parameters NULL / absent / empty OCTET STRING } */
+    static const uint8_t oid[11] = {0x06, 0x09, 0x2a, 0x86, 0x48, 0x86,
+                                    0xf7, 0x0d, 0x01, 0x01, 0x01};
+    uint8_t alg_body[13], algid[15];
+    memcpy(alg_body, oid, 11);
+    size_t al = 11;
+    if (!(how & H_NO_PARAMS)) {
+        alg_body[11] = (how & H_OCTET_PARAMS) ? 0x04 : 0x05;
+        alg_body[12] = 0x00;
+        al = 13;
+    }
+    size_t g = der_tlv(algid, 0x30, alg_body, al);
     size_t b = der_tlv(bits, 0x03, rsapub, r);
-    memcpy(body, algid, 15);
-    memcpy(body + 15, bits, b);
-    return der_tlv(out, 0x30, body, 15 + b);
+    memcpy(body, algid, g);
+    memcpy(body + g, bits, b);
+    return der_tlv(out, 0x30, body, g + b);
 }
 
 static void der_by_hand(void **state)
@@ -627,7 +686,7 @@ static void der_by_hand(void **state)
     static const uint8_t e65537[3] = {0x01, 0x00, 0x01};
     uint8_t spki[700], der[PKM_MAX_KEY_DER];
     /* Built independently of OpenSSL's encoder, the SPKI is identical to the key's. */
-    size_t len = hand_spki(n, 257, e65537, 3, spki);
+    size_t len = hand_spki(n, 257, e65537, 3, H_CANON, spki);
     assert_int_equal(len, 294);
     assert_int_equal(pkm_key_public_der(g_key, der, sizeof der), 294);
     assert_memory_equal(spki, der, 294);
@@ -636,19 +695,35 @@ static void der_by_hand(void **state)
     pkm_key_free(k);
     k = NULL;
     /* Without its 00 pad, the modulus INTEGER is negative: rejected. */
-    len = hand_spki(n + 1, 256, e65537, 3, spki);
+    len = hand_spki(n + 1, 256, e65537, 3, H_CANON, spki);
     assert_int_equal(len, 293);
     assert_int_equal(pkm_key_from_der(spki, len, &k), PKM_EKEY);
     /* A negative exponent (-65537 = FE FF FF): rejected. */
     static const uint8_t eneg[3] = {0xfe, 0xff, 0xff};
-    len = hand_spki(n, 257, eneg, 3, spki);
+    len = hand_spki(n, 257, eneg, 3, H_CANON, spki);
     assert_int_equal(pkm_key_from_der(spki, len, &k), PKM_EKEY);
     /* Exponent 0 and an empty exponent: rejected. */
-    static const uint8_t ezero[1] = {0x00};
-    len = hand_spki(n, 257, ezero, 1, spki);
+    static const uint8_t ezero[1] = {0x00}, epad[4] = {0x00, 0x01, 0x00, 0x01};
+    len = hand_spki(n, 257, ezero, 1, H_CANON, spki);
     assert_int_equal(pkm_key_from_der(spki, len, &k), PKM_EKEY);
-    len = hand_spki(n, 257, ezero, 0, spki);
+    len = hand_spki(n, 257, ezero, 0, H_CANON, spki);
     assert_int_equal(pkm_key_from_der(spki, len, &k), PKM_EKEY);
+    /* The same key in non-canonical encodings, every one of which d2i_PUBKEY alone accepts in
+     * full (OpenSSL 3.0; asserted, so the refusal is this library's): absent AlgorithmIdentifier
+     * parameters, an empty OCTET STRING instead of NULL, a long-form length, and a padded
+     * exponent. Each is refused: one key, one encoding, one fingerprint. (OpenSSL 3.0 also
+     * accepts the negative and zero values above; the library's checks refuse them.) */
+    static const int how[4] = {H_NO_PARAMS, H_OCTET_PARAMS, H_LONG_LEN, H_CANON};
+    for (int i = 0; i < 4; i++) {
+        len = hand_spki(n, 257, how[i] == H_CANON ? epad : e65537, how[i] == H_CANON ? 4 : 3,
+                        how[i], spki);
+        const unsigned char *p = spki;
+        EVP_PKEY *raw = d2i_PUBKEY(NULL, &p, (long)len);
+        assert_non_null(raw);
+        assert_ptr_equal(p, spki + len);
+        EVP_PKEY_free(raw);
+        assert_int_equal(pkm_key_from_der(spki, len, &k), PKM_EKEY);
+    }
     assert_null(k);
 }
 
@@ -743,6 +818,179 @@ static void pool_freed_at_once(void **state)
     pkm_keypool_free(pool);
 }
 
+/* An allocator hook that fails the n-th allocation (1-based) and counts the rest. */
+static long g_alloc_count, g_alloc_fail_at;
+static void *failing_malloc(size_t n)
+{
+    if (++g_alloc_count == g_alloc_fail_at) return NULL;
+    return malloc(n);
+}
+static void *failing_realloc(void *p, size_t n)
+{
+    if (++g_alloc_count == g_alloc_fail_at) return NULL;
+    return realloc(p, n);
+}
+
+static void allocation_failures(void **state)
+{
+    (void)state;
+    char priv[512], pub[512];
+    copy_data(priv, sizeof priv, "server_key.pem", "alloc.pem", 0600);
+    dpath(pub, sizeof pub, "server_key.pub.pem");
+    uint8_t der[PKM_MAX_KEY_DER];
+    assert_int_equal(pkm_key_public_der(g_key, der, sizeof der), 294);
+    /* For each operation, fail its 1st, 2nd, ... library allocation until it no longer reaches
+     * the failing one: every run returns PKM_ENOMEM with *out NULL, or succeeds; ASan's leak
+     * checker sees every path. */
+    for (int op = 0; op < 4; op++) {
+        int failures = 0;
+        for (long at = 1;; at++) {
+            g_alloc_count = 0;
+            g_alloc_fail_at = at;
+            assert_int_equal(pkm_set_allocator(failing_malloc, failing_realloc, free), 0);
+            void *obj = (void *)&obj;
+            int rc;
+            switch (op) {
+            case 0: rc = pkm_key_from_der(der, 294, (pkm_key_t **)&obj); break;
+            case 1: rc = pkm_key_load_pem(priv, (pkm_key_t **)&obj); break;
+            case 2: rc = pkm_key_load_pem(pub, (pkm_key_t **)&obj); break;
+            default: rc = pkm_keypool_new(1, (pkm_keypool_t **)&obj); break;
+            }
+            long used = g_alloc_count;
+            assert_int_equal(pkm_set_allocator(NULL, NULL, NULL), 0);
+            if (rc == 0) {
+                assert_true(used < at); /* it succeeded only without the failure */
+                if (op == 3)
+                    pkm_keypool_free(obj);
+                else
+                    pkm_key_free(obj);
+                break;
+            }
+            assert_int_equal(rc, PKM_ENOMEM);
+            assert_null(obj);
+            failures++;
+        }
+        assert_true(failures >= 2); /* each makes at least two allocations of its own */
+    }
+}
+
+/* A thread taking two keys from a shared pool and writing their fingerprints. */
+struct taker {
+    pkm_keypool_t *pool;
+    char fp[2][PKM_FINGERPRINT_SIZE];
+    int rc;
+};
+
+static void *taker_main(void *arg)
+{
+    struct taker *t = arg;
+    t->rc = 0;
+    for (int i = 0; i < 2 && t->rc == 0; i++) {
+        pkm_key_t *k = NULL;
+        t->rc = pkm_keypool_take(t->pool, &k);
+        if (t->rc == 0) t->rc = pkm_key_fingerprint(k, t->fp[i]);
+        pkm_key_free(k);
+    }
+    return NULL;
+}
+
+static void pool_concurrent_takers(void **state)
+{
+    (void)state;
+    pkm_keypool_t *pool = NULL;
+    assert_int_equal(pkm_keypool_new(4, &pool), 0);
+    for (int i = 0; i < 1000 && pkm_keypool_ready(pool) < 4; i++)
+        sleep_ms(10);
+    assert_int_equal(pkm_keypool_ready(pool), 4);
+    struct taker t[3];
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++) {
+        t[i].pool = pool;
+        t[i].rc = -1;
+        assert_int_equal(pthread_create(&th[i], NULL, taker_main, &t[i]), 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_int_equal(t[i].rc, 0);
+    }
+    pkm_keypool_free(pool);
+    /* six keys, six different fingerprints: no key was handed out twice */
+    for (int a = 0; a < 6; a++)
+        for (int b = a + 1; b < 6; b++)
+            assert_string_not_equal(t[a / 2].fp[a % 2], t[b / 2].fp[b % 2]);
+}
+
+static void pool_after_fork(void **state)
+{
+    (void)state;
+    pkm_keypool_t *pool = NULL;
+    assert_int_equal(pkm_keypool_new(2, &pool), 0);
+    for (int i = 0; i < 1000 && pkm_keypool_ready(pool) < 2; i++)
+        sleep_ms(10);
+    assert_int_equal(pkm_keypool_ready(pool), 2);
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        /* The child: none of the parent's ready keys; a fresh one is generated. */
+        close(fds[0]);
+        pkm_key_t *k = NULL;
+        char fp[PKM_FINGERPRINT_SIZE] = {0};
+        int ok = pkm_keypool_ready(pool) == 0 && pkm_keypool_take(pool, &k) == 0 &&
+                 pkm_key_fingerprint(k, fp) == 0;
+        pkm_key_free(k);
+        pkm_keypool_free(pool);
+        ssize_t w = write(fds[1], fp, sizeof fp);
+        _exit(ok && w == (ssize_t)sizeof fp ? 0 : 1);
+    }
+    close(fds[1]);
+    char child_fp[PKM_FINGERPRINT_SIZE];
+    size_t got = 0;
+    while (got < sizeof child_fp) {
+        ssize_t r = read(fds[0], child_fp + got, sizeof child_fp - got);
+        if (r < 0 && errno == EINTR) continue;
+        assert_true(r > 0);
+        got += (size_t)r;
+    }
+    close(fds[0]);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(strlen(child_fp), PKM_FINGERPRINT_SIZE - 1);
+    /* The parent still holds both ready keys, and neither is the child's. */
+    assert_int_equal(pkm_keypool_ready(pool), 2);
+    for (int i = 0; i < 2; i++) {
+        pkm_key_t *k = NULL;
+        char fp[PKM_FINGERPRINT_SIZE];
+        assert_int_equal(pkm_keypool_take(pool, &k), 0);
+        fingerprint_of(k, fp);
+        assert_string_not_equal(fp, child_fp);
+        pkm_key_free(k);
+    }
+    pkm_keypool_free(pool);
+}
+
+/* A reference keeps the key alive after its creator frees it; the last free releases it
+ * (ASan/valgrind would report the leak or the use after free if the count were wrong). */
+static void key_ref_counts(void **state)
+{
+    (void)state;
+    pkm_key_t *k = NULL;
+    uint8_t der[PKM_MAX_KEY_DER];
+    assert_int_equal(pkm_key_public_der(g_key, der, sizeof der), 294);
+    assert_int_equal(pkm_key_from_der(der, 294, &k), 0);
+    assert_ptr_equal(pkm_key_ref(k), k);
+    assert_ptr_equal(pkm_key_ref(k), k);
+    pkm_key_free(k);
+    pkm_key_free(k);
+    char fp[PKM_FINGERPRINT_SIZE];
+    assert_int_equal(pkm_key_fingerprint(k, fp), 0); /* still alive: one reference left */
+    pkm_key_free(k);
+    assert_null(pkm_key_ref(NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -754,6 +1002,7 @@ int main(void)
         cmocka_unit_test(save_refuses_symlink_and_bad_paths),
         cmocka_unit_test(load_permissions),
         cmocka_unit_test(load_errors),
+        cmocka_unit_test(fifo_is_not_a_key_file),
         cmocka_unit_test(der_length_bounds),
         cmocka_unit_test(der_garbage),
         cmocka_unit_test(der_truncated_and_trailing),
@@ -763,6 +1012,10 @@ int main(void)
         cmocka_unit_test(fingerprint_equality),
         cmocka_unit_test(pool_fills_and_hands_out_distinct_keys),
         cmocka_unit_test(pool_freed_at_once),
+        cmocka_unit_test(pool_concurrent_takers),
+        cmocka_unit_test(pool_after_fork),
+        cmocka_unit_test(allocation_failures),
+        cmocka_unit_test(key_ref_counts),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -18,62 +18,92 @@ extern "C" {
  * made, so one key may be used by many engines and threads at once (a server's long-term key). */
 typedef struct pkm_key pkm_key_t;
 
-/* Generates a fresh RSA-2048 key pair (e = 65537). *out is the caller's, freed with pkm_key_free.
- */
+/* Generates a fresh RSA-2048 key pair (e = 65537); takes ~50-200 ms. *out is the caller's, freed
+ * with pkm_key_free. PKM_ECRYPTO if OpenSSL fails, PKM_ENOMEM. On any error *out is NULL. */
 PKM_API int pkm_key_generate(pkm_key_t **out);
 
 /* Loads a PEM file holding a private key (PKCS#8 or traditional RSA) or a public key
- * (SubjectPublicKeyInfo). A private key file readable by group or others is refused with
- * PKM_EKEYPERM, as ssh does. The key must be RSA-2048 with an odd exponent >= 3 (PKM_EKEY).
- * *out is the caller's. */
+ * (SubjectPublicKeyInfo); if it holds several, the first private key wins. Errors:
+ *   PKM_EKEYFILE  the file cannot be opened or read, or is not a regular file;
+ *   PKM_EKEYPERM  it holds a private key and its mode grants group or others any permission
+ *                 (mode & 077), as ssh does; checked on the opened file (fstat), before the
+ *                 checks below. A public key file may have any mode;
+ *   PKM_EKEY      the content is not a usable key: no PEM key in it, a PEM that does not parse,
+ *                 an encrypted private key (passphrases are not supported and never prompted
+ *                 for), a file over 64 KiB, or a key that is not RSA-2048 with an odd
+ *                 exponent >= 3 (and below the modulus, as RFC 8017 requires).
+ * The file's bytes are wiped from memory after parsing. *out is the caller's (pkm_key_free);
+ * NULL on any error. */
 PKM_API int pkm_key_load_pem(const char *path, pkm_key_t **out);
 
-/* Writes the private key as PKCS#8 PEM to `path`, created with mode 0600 (an existing file is
- * replaced, and left 0600). PKM_EINVAL if the key has no private half. */
+/* Writes the private key as unencrypted PKCS#8 PEM to `path`, created with mode 0600. An existing
+ * regular file is truncated and its mode set to 0600 before any byte is written; a symbolic link
+ * at `path` is refused (O_NOFOLLOW), as is anything not a regular file (PKM_EKEYFILE). The file
+ * is fsync'ed. If writing fails midway (PKM_EKEYFILE) the file may be left truncated or partial.
+ * PKM_EINVAL if the key has no private half. */
 PKM_API int pkm_key_save_pem(const pkm_key_t *key, const char *path);
 
-/* Writes the public key as SubjectPublicKeyInfo PEM to `path` (mode 0644). */
+/* Writes the public key as SubjectPublicKeyInfo PEM to `path`, with mode 0644 (also set on an
+ * existing file). Same file handling and errors as pkm_key_save_pem. Works on any key. */
 PKM_API int pkm_key_save_public_pem(const pkm_key_t *key, const char *path);
 
 /* Parses a DER SubjectPublicKeyInfo, with every check of WIRE-PROFILE section 3: PKM_EKEYLEN for
- * len outside 1..1024, PKM_EKEY for DER that does not parse, a non-RSA key, a modulus that is not
- * exactly 2048 bits, an even or < 3 exponent. *out (a public key) is the caller's. */
+ * len outside 1..1024, PKM_EKEY for DER that does not parse or has bytes after it, a key that is
+ * not rsaEncryption (RSA-PSS, EC, ... are refused), a modulus that is not exactly 2048 bits, an
+ * even or < 3 exponent (or one not below the modulus, RFC 8017). The encoding must also be the
+ * canonical DER, exactly as OpenSSL (and Java's getEncoded) writes it, with NULL
+ * AlgorithmIdentifier parameters: any other encoding of a key is PKM_EKEY, so one key has one
+ * encoding and one fingerprint. The bytes are copied; *out (a public key) is the caller's, NULL on
+ * any error. */
 PKM_API int pkm_key_from_der(const uint8_t *der, size_t len, pkm_key_t **out);
 
-/* The key's DER SubjectPublicKeyInfo (294 bytes for e = 65537). Returns its length, or
- * PKM_ENOSPC if cap is too small; out may be NULL with cap 0 to ask for the length. */
+/* Copies the key's DER SubjectPublicKeyInfo (294 bytes for e = 65537, at most PKM_MAX_KEY_DER)
+ * into out. Returns its length, or PKM_ENOSPC if cap is too small; out may be NULL with cap 0 to
+ * ask for the length (out NULL with cap > 0 is PKM_EINVAL). */
 PKM_API int pkm_key_public_der(const pkm_key_t *key, uint8_t *out, size_t cap);
 
-/* The fingerprint "SHA256:<unpadded base64 of SHA-256(DER SPKI)>", NUL-terminated into out. */
+/* The fingerprint "SHA256:<unpadded base64 of SHA-256(DER SPKI)>" (WIRE-PROFILE section 6;
+ * standard base64 alphabet with + and /, as OpenSSH prints), NUL-terminated into out: always 50
+ * characters. Returns 0, or PKM_EINVAL for a NULL argument. */
 PKM_API int pkm_key_fingerprint(const pkm_key_t *key, char out[PKM_FINGERPRINT_SIZE]);
 
-/* 1 if the key holds a private half, 0 if it is public only. */
+/* 1 if the key holds a private half, 0 if it is public only (or key is NULL). */
 PKM_API int pkm_key_is_private(const pkm_key_t *key);
 
-/* Frees the key, wiping private material. NULL is allowed. */
+/* Takes one more reference to the key and returns it: a key is freed when pkm_key_free() has
+ * been called once for its creation and once per pkm_key_ref(). Thread-safe. Lets one key be
+ * handed to several owners (e.g. the same client key given to many engines in a test). */
+PKM_API pkm_key_t *pkm_key_ref(pkm_key_t *key);
+
+/* Frees the key, wiping private material. NULL is allowed. The key must not be in use by
+ * another thread (or an engine) any more. */
 PKM_API void pkm_key_free(pkm_key_t *key);
 
-/* Constant-time comparison of two fingerprints (or any two NUL-terminated strings of equal
- * length): 1 if equal, 0 if not. */
+/* Comparison of two fingerprints (or any two NUL-terminated strings) whose time does not depend
+ * on where they differ (CRYPTO_memcmp; only the lengths may leak): 1 if equal, 0 if not or if
+ * either is NULL. */
 PKM_API int pkm_fingerprint_equal(const char *a, const char *b);
 
 /* A pool of pre-generated RSA-2048 key pairs, filled by a background thread so that a client's
  * connect does not wait ~100 ms for key generation. Each key taken is the taker's and is never
- * handed out twice. Thread-safe. */
+ * handed out twice. Thread-safe. The thread blocks all signals. After fork(), a child never gets
+ * the parent's ready keys: take generates afresh, ready is 0, and free releases the memory only;
+ * use the pool in the child from one thread. */
 typedef struct pkm_keypool pkm_keypool_t;
 
 /* Starts a pool that keeps up to `capacity` (1..1024) keys ready. *out is the caller's. */
 PKM_API int pkm_keypool_new(size_t capacity, pkm_keypool_t **out);
 
-/* Takes a ready key; when none is ready, generates one in the calling thread. *out is the
- * caller's (pkm_key_free). */
+/* Takes a ready key; when none is ready, generates one in the calling thread (and the background
+ * thread keeps refilling). *out is the caller's (pkm_key_free), and outlives the pool. */
 PKM_API int pkm_keypool_take(pkm_keypool_t *pool, pkm_key_t **out);
 
 /* How many keys are ready now. */
 PKM_API size_t pkm_keypool_ready(pkm_keypool_t *pool);
 
-/* Stops the background thread (waiting for a generation in progress) and frees, wiping, the
- * keys left. NULL is allowed. */
+/* Stops the background thread (waiting for a generation in progress, up to one key generation)
+ * and frees, wiping, the keys left. Keys already taken stay valid. NULL is allowed. No other
+ * thread may be using the pool. */
 PKM_API void pkm_keypool_free(pkm_keypool_t *pool);
 
 #ifdef __cplusplus

@@ -5,6 +5,9 @@
 #include "pkmcom/common.h"
 #include "pkmcom/packet.h"
 #include "pkmcom/keys.h"
+#include "pkmcom/apl.h"
+#include "pkmcom/schema.h"
 #include "pkmcom/engine.h"
+#include "pkmcom/conn.h"
 
 #endif

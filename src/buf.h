@@ -1,0 +1,151 @@
+/* Bounds-checked reader and writer over caller memory (s2n "stuffer" style). Every parse and
+ * every encode in the codec goes through these: nothing reads or writes past an end. Internal. */
+#ifndef PKM_BUF_H
+#define PKM_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include "pkmcom/common.h"
+
+/* Reads p[pos..len). pos never exceeds len. */
+typedef struct pkm_reader {
+    const uint8_t *p;
+    size_t len, pos;
+} pkm_reader;
+
+/* Writes p[pos..cap). A writer with p == NULL only counts: writes succeed and advance pos, so one
+ * encoder serves both "how many bytes?" and "write them". pos never exceeds cap. */
+typedef struct pkm_writer {
+    uint8_t *p;
+    size_t cap, pos;
+} pkm_writer;
+
+static inline void pkm__reader_init(pkm_reader *r, const uint8_t *p, size_t len)
+{
+    r->p = p;
+    r->len = p ? len : 0;
+    r->pos = 0;
+}
+
+static inline size_t pkm__reader_left(const pkm_reader *r)
+{
+    return r->len - r->pos;
+}
+
+static inline void pkm__writer_init(pkm_writer *w, uint8_t *p, size_t cap)
+{
+    w->p = p;
+    w->cap = p ? cap : SIZE_MAX;
+    w->pos = 0;
+}
+
+static inline size_t pkm__writer_left(const pkm_writer *w)
+{
+    return w->cap - w->pos;
+}
+
+/* Big-endian reads. Each returns PKM_ETRUNC, leaving pos unchanged, when too few bytes remain. */
+static inline int pkm__read_u8(pkm_reader *r, uint8_t *out)
+{
+    if (r->len - r->pos < 1) return PKM_ETRUNC;
+    *out = r->p[r->pos++];
+    return 0;
+}
+
+static inline int pkm__read_u16(pkm_reader *r, uint16_t *out)
+{
+    if (r->len - r->pos < 2) return PKM_ETRUNC;
+    const uint8_t *q = r->p + r->pos;
+    *out = (uint16_t)((unsigned)q[0] << 8 | q[1]);
+    r->pos += 2;
+    return 0;
+}
+
+static inline int pkm__read_u32(pkm_reader *r, uint32_t *out)
+{
+    if (r->len - r->pos < 4) return PKM_ETRUNC;
+    const uint8_t *q = r->p + r->pos;
+    *out = (uint32_t)q[0] << 24 | (uint32_t)q[1] << 16 | (uint32_t)q[2] << 8 | q[3];
+    r->pos += 4;
+    return 0;
+}
+
+static inline int pkm__read_u64(pkm_reader *r, uint64_t *out)
+{
+    if (r->len - r->pos < 8) return PKM_ETRUNC;
+    const uint8_t *q = r->p + r->pos;
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | q[i];
+    *out = v;
+    r->pos += 8;
+    return 0;
+}
+
+/* Copies n bytes out. */
+int pkm__read_bytes(pkm_reader *r, uint8_t *out, size_t n);
+/* Borrows n bytes in place: *out points into the reader's memory. */
+int pkm__read_ptr(pkm_reader *r, const uint8_t **out, size_t n);
+
+/* Big-endian writes. Each returns PKM_ENOSPC, leaving pos unchanged, when the room is short. */
+static inline int pkm__write_u8(pkm_writer *w, uint8_t v)
+{
+    if (w->cap - w->pos < 1) return PKM_ENOSPC;
+    if (w->p) w->p[w->pos] = v;
+    w->pos += 1;
+    return 0;
+}
+
+static inline int pkm__write_u16(pkm_writer *w, uint16_t v)
+{
+    if (w->cap - w->pos < 2) return PKM_ENOSPC;
+    if (w->p) {
+        w->p[w->pos] = (uint8_t)(v >> 8);
+        w->p[w->pos + 1] = (uint8_t)v;
+    }
+    w->pos += 2;
+    return 0;
+}
+
+static inline int pkm__write_u32(pkm_writer *w, uint32_t v)
+{
+    if (w->cap - w->pos < 4) return PKM_ENOSPC;
+    if (w->p) {
+        uint8_t *q = w->p + w->pos;
+        q[0] = (uint8_t)(v >> 24);
+        q[1] = (uint8_t)(v >> 16);
+        q[2] = (uint8_t)(v >> 8);
+        q[3] = (uint8_t)v;
+    }
+    w->pos += 4;
+    return 0;
+}
+
+static inline int pkm__write_u64(pkm_writer *w, uint64_t v)
+{
+    if (w->cap - w->pos < 8) return PKM_ENOSPC;
+    if (w->p) {
+        uint8_t *q = w->p + w->pos;
+        for (int i = 7; i >= 0; i--) {
+            q[i] = (uint8_t)v;
+            v >>= 8;
+        }
+    }
+    w->pos += 8;
+    return 0;
+}
+
+/* Copies n bytes in (src may be NULL when n is 0). */
+int pkm__write_bytes(pkm_writer *w, const uint8_t *src, size_t n);
+
+/* Reserves n bytes to be filled later (a length prefix written once the body is known):
+ * *at receives their offset. pkm__writer_at() gives a pointer to them, or NULL when counting. */
+int pkm__write_reserve(pkm_writer *w, size_t n, size_t *at);
+
+static inline uint8_t *pkm__writer_at(pkm_writer *w, size_t at)
+{
+    return w->p ? w->p + at : NULL;
+}
+
+#endif
