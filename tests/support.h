@@ -7,6 +7,7 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include "pkmcom/engine.h"
 
 /* Parses hex (spaces allowed) into out; returns the byte count, or -1 on bad input/overflow. */
 int t_unhex(const char *hex, uint8_t *out, size_t cap);
@@ -18,5 +19,52 @@ typedef struct {
 void t_rng_seed(t_rng *r, uint64_t seed);
 uint64_t t_rng_next(t_rng *r);
 void t_rng_bytes(t_rng *r, uint8_t *out, size_t n);
+
+/* An in-memory "network" between two engines (tests/support/pump.c): moves the bytes each engine
+ * has to send into the other's receive buffer, at most `chunk` bytes per move (0 = no limit),
+ * runs pkm_engine_work() when an engine wants it, and tells an engine the peer closed (recv_eof)
+ * once the other engine is closed. Optionally records what went each way. */
+typedef struct {
+    pkm_engine_t *a, *b;
+    size_t chunk;
+    int use_feed;             /* move with pkm_engine_feed instead of recv_buf/recv_ack */
+    int no_work;              /* leave deferred work alone */
+    int eof_a, eof_b;         /* recv_eof already delivered to a / b */
+    uint8_t *log_ab, *log_ba; /* transcripts (when record is set), malloc'd */
+    size_t log_ab_len, log_ba_len, log_ab_cap, log_ba_cap;
+    int record;
+} t_pump;
+void t_pump_init(t_pump *p, pkm_engine_t *a, pkm_engine_t *b, size_t chunk);
+/* Moves bytes both ways until nothing moves; returns the number of bytes moved. */
+size_t t_pump_run(t_pump *p);
+/* Frees the transcripts. */
+void t_pump_done(t_pump *p);
+
+/* Engine fixtures (tests/support/engine_fixture.c): keys made once per test program. */
+typedef struct {
+    pkm_key_t *server_key; /* long-term key pair, borrowed by every server engine */
+    char client_pem[64];   /* a client key pair saved once (0600), loaded afresh per engine */
+    char server_fp[PKM_FINGERPRINT_SIZE];
+    char client_fp[PKM_FINGERPRINT_SIZE];
+} t_keys;
+void t_keys_init(t_keys *k);
+void t_keys_free(t_keys *k);
+pkm_key_t *t_client_key(const t_keys *k); /* a fresh copy of the client key pair */
+/* A pkm_engine_config_t.random hook drawing from a t_rng (ctx). */
+int t_det_random(void *ctx, uint8_t *out, size_t n);
+typedef struct {
+    const char *secret; /* alternative handshaking secret, or NULL */
+    const char *pin;    /* client: pinned fingerprint, or NULL */
+    int defer;          /* defer_crypto */
+    int generate_key;   /* client: no client_key, let the engine generate one */
+    size_t max_packet;  /* 0 = default */
+    size_t max_send;    /* 0 = default */
+    t_rng *rng;         /* deterministic M/IV, or NULL */
+    int (*verify)(void *ctx, const pkm_packet_t *pkt);
+} t_opts;
+pkm_engine_t *t_client(const t_keys *k, const t_opts *o); /* o may be NULL */
+pkm_engine_t *t_server(const t_keys *k, const t_opts *o);
+/* Pumps a fresh pair to the end of the handshake and asserts both are established. */
+void t_handshake(pkm_engine_t *c, pkm_engine_t *s, size_t chunk);
 
 #endif

@@ -7,5 +7,6 @@
 #include "pkmcom/keys.h"
 #include "pkmcom/apl.h"
 #include "pkmcom/schema.h"
+#include "pkmcom/engine.h"
 
 #endif

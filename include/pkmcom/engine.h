@@ -1,0 +1,249 @@
+/* The sans-IO PkmCom/TCP engine: the handshake state machine and the AES-256-CBC packet channel
+ * (WIRE-PROFILE sections 3-5). It owns no socket: the caller moves bytes in and out. */
+#ifndef PKMCOM_ENGINE_H
+#define PKMCOM_ENGINE_H
+
+#include "pkmcom/common.h"
+#include "pkmcom/keys.h"
+#include "pkmcom/packet.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * Model (BearSSL's br_ssl_engine): the engine is a state machine over two byte streams.
+ *
+ *   network -> pkm_engine_recv_buf() / pkm_engine_recv_ack()  (or pkm_engine_feed())
+ *   network <- pkm_engine_send_buf() / pkm_engine_send_ack()
+ *   app     -> pkm_engine_queue_packet()      app <- pkm_engine_next_packet()
+ *
+ * Handshake messages are processed as their bytes are acknowledged (recv_ack / feed), so the
+ * caller's loop is: read what the socket has into recv_buf, ack it, write out what send_buf
+ * holds, take packets with next_packet, run pkm_engine_work() when pkm_engine_wants_work().
+ * Once established, received ciphertext is decrypted only when next_packet asks for a packet
+ * (lazily), so the byte where a re-establishment switches the stream back to clear text is
+ * never decrypted by mistake.
+ *
+ * Any failure closes the engine: pkm_engine_state() becomes PKM_STATE_CLOSED, pkm_engine_error()
+ * says why, the unsent bytes are dropped (no message is ever sent because of a failure) and the
+ * caller closes the connection. Calls on a closed engine return its error (or PKM_ECLOSED).
+ *
+ * Threads: an engine is used by one thread at a time (pkm_engine_work() may run on another thread
+ * while the caller makes no other call on that engine). Different engines are independent.
+ */
+
+typedef struct pkm_engine pkm_engine_t;
+
+enum pkm_role {
+    PKM_ROLE_CLIENT = 1,
+    PKM_ROLE_SERVER = 2,
+};
+
+enum pkm_engine_state {
+    PKM_STATE_HANDSHAKE = 1,   /* the first handshake is running */
+    PKM_STATE_ESTABLISHED = 2, /* packets flow both ways */
+    PKM_STATE_REKEYING = 3,    /* the secret is being re-established (WIRE-PROFILE section 5) */
+    PKM_STATE_CLOSED = 4,      /* failed or ended: see pkm_engine_error() */
+};
+
+/* Default bound on the bytes waiting to be sent (pkm_engine_config_t.max_send_buffer). */
+#define PKM_DEFAULT_MAX_SEND_BUFFER (4u << 20)
+
+/* Length of the optional secret for alternative handshaking, at most (K = SHA-256(M || S)). */
+#define PKM_MAX_SECRET 4096
+
+/* Configuration, read by pkm_engine_new(); the struct itself may be reused or freed afterwards
+ * (except for what it borrows, see each field). Always start from pkm_engine_config_init(). */
+typedef struct pkm_engine_config {
+    int role; /* PKM_ROLE_CLIENT or PKM_ROLE_SERVER */
+
+    /* Server only, required: the server's long-term RSA-2048 key pair. BORROWED: it must outlive
+     * the engine; one key may serve any number of engines at once (it is never modified). */
+    const pkm_key_t *server_key;
+
+    /* Client only, optional: the ephemeral key pair to use. OWNERSHIP PASSES to the engine when
+     * pkm_engine_new() is called, whether it succeeds or not (also when the config is rejected,
+     * e.g. for a server): the engine frees (and so wipes) it.
+     * Do not use or free it afterwards. NULL: the engine takes a key from `keypool`, or generates
+     * one (~100 ms, done in pkm_engine_work() when defer_crypto is set). The client keeps the key
+     * until pkm_engine_free(), since a re-establishment reuses it. */
+    pkm_key_t *client_key;
+
+    /* Client only, optional: pool to take the ephemeral key from when client_key is NULL.
+     * BORROWED: it must outlive the engine. */
+    pkm_keypool_t *keypool;
+
+    /* Optional secret S for alternative handshaking: K = SHA-256(M || S) instead of SHA-256(M).
+     * Both sides must be configured with the same S (a password's UTF-8 bytes). Copied by
+     * pkm_engine_new(); the copy is wiped as soon as the first handshake has derived K (a
+     * re-establishment is given its own secret). NULL/0 = no secret. At most PKM_MAX_SECRET
+     * bytes. */
+    const uint8_t *secret;
+    size_t secret_len;
+
+    /* Client only, optional: the expected server fingerprint "SHA256:..." (pkm_key_fingerprint).
+     * Copied. When set, a ServerKey with another fingerprint fails with PKM_EPIN. */
+    const char *pin_fingerprint;
+
+    /* Largest packet Size accepted from the peer (default PKM_DEFAULT_MAX_SIZE, 1 MiB; at most
+     * INT32_MAX). A larger one closes the engine with PKM_ETOOBIG. */
+    size_t max_packet_size;
+
+    /* Bound on the bytes queued and not yet acknowledged by pkm_engine_send_ack() (default
+     * PKM_DEFAULT_MAX_SEND_BUFFER). pkm_engine_queue_packet() beyond it returns PKM_EQUEUE.
+     * Handshake messages are not counted against it. */
+    size_t max_send_buffer;
+
+    /* Nonzero: the expensive RSA private-key work (decrypting the peer's KeyShare; a client's key
+     * generation when it has no key) is not done inside recv_ack/feed/rekey; the engine instead
+     * reports pkm_engine_wants_work() and the caller runs pkm_engine_work(), e.g. on a worker
+     * thread. Zero (default): the work is done inline. */
+    int defer_crypto;
+
+    /* Optional check of each received application packet, e.g. pkm_registry_verify (schema.h)
+     * with its registry as ctx. Returns 0 to accept, a negative PKM_E* to reject: the engine then
+     * closes with that error. Called from pkm_engine_next_packet(), with the packet about to be
+     * returned. ctx is borrowed. */
+    int (*verify)(void *ctx, const pkm_packet_t *pkt);
+    void *verify_ctx;
+
+    /* Optional randomness for the handshake's M (256 bytes) and IV (16 bytes) only, for
+     * deterministic test vectors; each KeyShare asks for M, then for IV. Returns 0 on success,
+     * nonzero on failure (the engine closes with PKM_ERANDOM). NULL (default): OpenSSL's
+     * RAND_bytes. The RSA PKCS#1 v1.5 padding and the implicit-rejection substitute always use
+     * OpenSSL's generator. May be called from pkm_engine_work()'s thread. ctx is borrowed. */
+    int (*random)(void *ctx, uint8_t *out, size_t n);
+    void *random_ctx;
+} pkm_engine_config_t;
+
+/* Fills *cfg with the defaults for `role` (everything else NULL/0). */
+PKM_API void pkm_engine_config_init(pkm_engine_config_t *cfg, int role);
+
+/* Makes an engine. A server queues its ServerKey at once (read it from pkm_engine_send_buf()).
+ * PKM_EINVAL for an inconsistent config (no server_key for a server, a server_key or client_key
+ * without a private half, a client_key given to a server, a malformed pin, a max_packet_size of 0
+ * or above INT32_MAX, a secret longer than PKM_MAX_SECRET). *out is the caller's: pkm_engine_free.
+ */
+PKM_API int pkm_engine_new(const pkm_engine_config_t *cfg, pkm_engine_t **out);
+
+/* Frees the engine, wiping every secret it holds (M halves, the secret S, the cipher contexts,
+ * the client's ephemeral private key, the buffers). NULL is allowed. */
+PKM_API void pkm_engine_free(pkm_engine_t *e);
+
+/* ---- bytes in ---- */
+
+/* Where to put bytes read from the network: returns a pointer to *cap writable bytes. The buffer
+ * grows only as bytes arrive (never to a size a packet header merely announces). *cap == 0
+ * (pointer NULL) when the engine is closed, or when it already buffers as much as it will
+ * (about one largest packet): take packets with pkm_engine_next_packet() (or run
+ * pkm_engine_work()) first. The pointer is valid until the next call on the engine. */
+PKM_API uint8_t *pkm_engine_recv_buf(pkm_engine_t *e, size_t *cap);
+
+/* Tells the engine that n bytes were written at pkm_engine_recv_buf() (n <= the cap it gave,
+ * else PKM_EINVAL). Runs the handshake as far as the bytes allow. Returns 0, or the negative error
+ * that closed the engine. */
+PKM_API int pkm_engine_recv_ack(pkm_engine_t *e, size_t n);
+
+/* Convenience: copies n bytes in (all of them, growing the buffer as needed) and acknowledges
+ * them, as recv_buf + recv_ack would. Returns 0 or the error that closed the engine. */
+PKM_API int pkm_engine_feed(pkm_engine_t *e, const uint8_t *p, size_t n);
+
+/* Tells the engine that the peer closed the connection (read returned 0). During a handshake
+ * this fails it (PKM_EHANDSHAKE). Once established, the packets already received can still be
+ * taken; after them pkm_engine_next_packet() returns PKM_EEOF (or PKM_EPROTO if the stream ended
+ * inside a packet). Returns 0 or the error that closed the engine. */
+PKM_API int pkm_engine_recv_eof(pkm_engine_t *e);
+
+/* ---- bytes out ---- */
+
+/* The bytes waiting to be written to the network: returns a pointer to *len bytes (NULL and 0
+ * when there are none, or the engine is closed). Valid until the next call on the engine. */
+PKM_API const uint8_t *pkm_engine_send_buf(pkm_engine_t *e, size_t *len);
+
+/* Tells the engine that the first n of those bytes were written. PKM_EINVAL if n exceeds what
+ * send_buf reported. Returns 0. */
+PKM_API int pkm_engine_send_ack(pkm_engine_t *e, size_t n);
+
+/* ---- application packets ---- */
+
+/* Queues one packet (raw path: the caller gives Id, Hash and content; nothing is checked against
+ * a schema). The engine copies header, content and PKCS#7 padding into its send buffer and
+ * encrypts them in place; `content` is not kept. Allowed once established (PKM_ESTATE during the
+ * first handshake). While the secret is re-established (PKM_STATE_REKEYING) the packet waits,
+ * unencrypted, and is encrypted under the new key and sent once established again.
+ * Errors: PKM_EINVAL (id 0xFF is reserved for the handshake; content NULL with size > 0),
+ * PKM_ETOOBIG (size above INT32_MAX, or a packet that alone exceeds max_send_buffer),
+ * PKM_EQUEUE (max_send_buffer would be exceeded: write out bytes and retry), PKM_ECLOSED. */
+PKM_API int pkm_engine_queue_packet(pkm_engine_t *e, uint8_t id, uint32_t hash,
+                                    const uint8_t *content, size_t size);
+
+/* Takes the next received packet. Returns 1 with *out filled; out->content points into the
+ * engine's receive buffer and stays valid until the next call of pkm_engine_recv_buf, _recv_ack,
+ * _feed, _recv_eof, _next_packet, _rekey, _work or _free on this engine (copy what you keep).
+ * Returns 0 when no complete packet is buffered yet (always during a handshake or a
+ * re-establishment), or a negative error: the engine is now closed with it (PKM_ENEGLEN,
+ * PKM_ETOOBIG, PKM_EPADDING, PKM_EPROTO for an 0xFF packet, the verify hook's error, PKM_EEOF
+ * after pkm_engine_recv_eof). Only the packets asked for are decrypted.
+ * A client that receives the packet triggering a re-establishment must call pkm_engine_rekey()
+ * before calling this again: the bytes that follow the trigger are the server's new KeyShare. */
+PKM_API int pkm_engine_next_packet(pkm_engine_t *e, pkm_packet_t *out);
+
+/* ---- re-establishing the secret (WIRE-PROFILE section 5) ---- */
+
+/* Runs the handshake again from step 3 with both sides' keys, and new M, IV (and secret).
+ * `secret` (copied, wiped once K' is derived; NULL/0 = no secret) is S for this derivation only:
+ * both sides must pass the same. The engine must be established (PKM_ESTATE otherwise).
+ * Server: call right after queueing the trigger packet, with nothing queued in between: the
+ * engine sends its new KeyShare in the clear, then reads the client's KeyShare (any bytes not yet
+ * taken from the client are read as that KeyShare), then the encrypted 0xFF, and answers it.
+ * Client: call after pkm_engine_next_packet() returned the trigger packet: the engine sends its
+ * new KeyShare (nothing else before it), reads the server's KeyShare that follows the trigger,
+ * sends the 0xFF packet and checks the answer.
+ * The state is PKM_STATE_REKEYING until PKM_STATE_ESTABLISHED again; packets queued meanwhile
+ * wait (see pkm_engine_queue_packet). Returns 0 or the error that closed the engine. */
+PKM_API int pkm_engine_rekey(pkm_engine_t *e, const uint8_t *secret, size_t secret_len);
+
+/* ---- deferred crypto (config.defer_crypto) ---- */
+
+/* 1 when the engine waits for pkm_engine_work() (it then processes no more received bytes,
+ * though more may still be put in with recv_buf/recv_ack/feed), 0 otherwise. */
+PKM_API int pkm_engine_wants_work(const pkm_engine_t *e);
+
+/* Does the pending RSA private-key work, then goes on with the handshake as far as the buffered
+ * bytes allow. May run on any thread, provided no other call is made on this engine meanwhile.
+ * Returns 0 (also when there was nothing to do) or the error that closed the engine. */
+PKM_API int pkm_engine_work(pkm_engine_t *e);
+
+/* ---- status ---- */
+
+/* PKM_STATE_HANDSHAKE, _ESTABLISHED, _REKEYING or _CLOSED. */
+PKM_API int pkm_engine_state(const pkm_engine_t *e);
+
+/* The error that closed the engine (0 while it is not closed). */
+PKM_API int pkm_engine_error(const pkm_engine_t *e);
+
+/* The handshake step that failed, for logs: "ServerKey", "ClientKey", "KeyShare" or
+ * "confirmation (0xFF)"; NULL if the engine did not fail during a handshake. Static storage. */
+PKM_API const char *pkm_engine_fail_step(const pkm_engine_t *e);
+
+/* Closes the engine locally with `err` (a negative PKM_E*, e.g. PKM_ETIMEOUT when the caller's
+ * handshake timer fires; anything else is recorded as PKM_ECLOSED), dropping unsent bytes. No-op
+ * if already closed. */
+PKM_API void pkm_engine_close(pkm_engine_t *e, int err);
+
+/* The peer's public key once its ServerKey/ClientKey was accepted, else NULL. BORROWED: valid
+ * until pkm_engine_free(). */
+PKM_API const pkm_key_t *pkm_engine_peer_key(const pkm_engine_t *e);
+
+/* The peer key's fingerprint "SHA256:..." (NUL-terminated), else NULL. Valid until
+ * pkm_engine_free(). */
+PKM_API const char *pkm_engine_peer_fingerprint(const pkm_engine_t *e);
+
+/* 1 for a client engine, 0 for a server engine. */
+PKM_API int pkm_engine_is_client(const pkm_engine_t *e);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

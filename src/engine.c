@@ -1,0 +1,826 @@
+/* The sans-IO PkmCom/TCP engine: the handshake state machine (WIRE-PROFILE sections 3 and 5) over
+ * caller-fed byte buffers, and the packet layer of the encrypted channel (section 4). */
+#include <string.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/rsa.h>
+#include "pkmcom/engine.h"
+#include "channel_internal.h"
+#include "engine_internal.h"
+#include "internal.h"
+#include "keys_internal.h"
+
+#define M_HALF        128 /* one RSA-2048 PKCS#1 v1.5 block carries at most 245 bytes: M in two */
+#define RSA_CT        256 /* an RSA-2048 ciphertext */
+#define KEYSHARE_SIZE (2 * RSA_CT + PKM__IV_SIZE) /* 528 */
+#define LEN_PREFIX    4                           /* the Int before a ServerKey/ClientKey */
+#define RECV_CHUNK    16384 /* room offered per recv_buf when the buffer must grow */
+#define SEND_MIN      4096
+
+/* The 0xFF packet of step 5, padded: 13 bytes + 3 bytes of 03 = one block. */
+static const uint8_t confirm_block[PKM__BLOCK_SIZE] = {
+    0xFF, 0x50, 0x4B, 0x6B, 0xE1, 0x00, 0x00, 0x00, 0x04, 0x50, 0x4B, 0x4D, 0x00, 0x03, 0x03, 0x03};
+
+/* Where the handshake stands. A client goes SERVERKEY -> OWNKEY -> KEYSHARE -> KEYSHARE_WORK ->
+ * CONFIRM -> DONE; a server CLIENTKEY -> KEYSHARE -> KEYSHARE_WORK -> CONFIRM -> DONE; a
+ * re-establishment re-enters at KEYSHARE on both sides. */
+enum hs_step {
+    HS_SERVERKEY,     /* client: waiting for ServerKey */
+    HS_CLIENTKEY,     /* server: waiting for ClientKey */
+    HS_OWNKEY,        /* client: needs its ephemeral key before sending ClientKey + KeyShare */
+    HS_KEYSHARE,      /* waiting for the peer's 528-byte KeyShare */
+    HS_KEYSHARE_WORK, /* the peer's KeyShare is in share_in: decrypt it and derive */
+    HS_CONFIRM,       /* waiting for the encrypted 0xFF (server: the client's; client: answer) */
+    HS_DONE,
+};
+
+struct pkm_engine {
+    int client; /* 1 client, 0 server */
+    int state;  /* enum pkm_engine_state */
+    int err;
+    const char *fail_step;
+    enum hs_step hs;
+    int defer;        /* config.defer_crypto */
+    int work_pending; /* waiting for pkm_engine_work() */
+    int in_work;      /* inside pkm_engine_work(): do the expensive steps inline */
+    int eof;          /* the peer closed its side */
+
+    const pkm_key_t *server_key; /* server: borrowed long-term key pair */
+    pkm_key_t *own_key;          /* client: owned ephemeral key pair */
+    pkm_keypool_t *keypool;      /* client: borrowed */
+    pkm_key_t *peer_key;         /* owned, once accepted */
+    char peer_fp[PKM_FINGERPRINT_SIZE];
+    char pin[PKM_FINGERPRINT_SIZE];
+    int has_pin;
+
+    uint8_t *secret; /* S for the next derivation; wiped right after it */
+    size_t secret_len;
+    uint8_t m_own[PKM__M_SIZE];      /* own M until derivation, then wiped */
+    uint8_t iv_own[PKM__IV_SIZE];    /* own IV until derivation, then wiped */
+    uint8_t share_in[KEYSHARE_SIZE]; /* the peer's KeyShare until derivation, then wiped */
+    pkm__channel_t ch;
+
+    size_t max_packet;
+    size_t max_send;
+    int (*verify)(void *ctx, const pkm_packet_t *pkt);
+    void *verify_ctx;
+    int (*random)(void *ctx, uint8_t *out, size_t n);
+    void *random_ctx;
+    pkm__keylog_fn keylog;
+    void *keylog_ctx;
+
+    /* Receive buffer: [rpos, rend) holds bytes not yet consumed; rgiven is the room last
+     * offered by recv_buf. Once established, a packet whose first block is decrypted (in place)
+     * but whose rest has not arrived is described by pk_head / pk / pk_total. */
+    uint8_t *rbuf;
+    size_t rcap, rpos, rend, rgiven;
+    int pk_head;
+    pkm_packet_t pk;
+    size_t pk_total;
+
+    /* Send buffer: [sstart, senc) is ready to go out (clear handshake messages or ciphertext);
+     * [senc, slen) holds padded plaintext packets queued during a re-establishment, encrypted
+     * under the new key once it is confirmed. */
+    uint8_t *sbuf;
+    size_t scap, sstart, senc, slen;
+};
+
+/* ---- small helpers ---- */
+
+static void wipe_free(void *p, size_t n)
+{
+    if (!p) return;
+    OPENSSL_cleanse(p, n);
+    pkm__free(p);
+}
+
+/* Moves a buffer to a larger allocation, wiping the old one (it may hold plaintext). */
+static int buf_grow(uint8_t **buf, size_t *cap, size_t used, size_t want)
+{
+    size_t ncap = *cap ? *cap : SEND_MIN;
+    while (ncap < want) {
+        if (ncap > SIZE_MAX / 2) {
+            ncap = want;
+            break;
+        }
+        ncap *= 2;
+    }
+    uint8_t *n = pkm__malloc(ncap);
+    if (!n) return PKM_ENOMEM;
+    if (used) memcpy(n, *buf, used);
+    wipe_free(*buf, *cap);
+    *buf = n;
+    *cap = ncap;
+    return 0;
+}
+
+static uint32_t be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* 1 if a == b, else 0, without a branch on the values. */
+static unsigned ct_eq(size_t a, size_t b)
+{
+    size_t x = a ^ b;
+    return 1u ^ (unsigned)((x | (0 - x)) >> (sizeof(size_t) * 8 - 1));
+}
+
+static const char *step_name(enum hs_step s)
+{
+    switch (s) {
+    case HS_SERVERKEY: return "ServerKey";
+    case HS_CLIENTKEY:
+    case HS_OWNKEY: return "ClientKey";
+    case HS_KEYSHARE:
+    case HS_KEYSHARE_WORK: return "KeyShare";
+    case HS_CONFIRM: return "confirmation (0xFF)";
+    case HS_DONE: break;
+    }
+    return NULL;
+}
+
+static void wipe_handshake(pkm_engine_t *e)
+{
+    OPENSSL_cleanse(e->m_own, sizeof e->m_own);
+    OPENSSL_cleanse(e->iv_own, sizeof e->iv_own);
+    OPENSSL_cleanse(e->share_in, sizeof e->share_in);
+    if (e->secret) wipe_free(e->secret, e->secret_len);
+    e->secret = NULL;
+    e->secret_len = 0;
+}
+
+/* Closes the engine with err: no message is sent (unsent bytes are dropped), the handshake
+ * material is wiped. Returns the error that closed it (the first one). */
+static int fail(pkm_engine_t *e, int err)
+{
+    if (e->state == PKM_STATE_CLOSED) return e->err;
+    if (e->state == PKM_STATE_HANDSHAKE || e->state == PKM_STATE_REKEYING)
+        e->fail_step = step_name(e->hs);
+    e->state = PKM_STATE_CLOSED;
+    e->err = err < 0 ? err : PKM_EINTERNAL;
+    e->work_pending = 0;
+    e->sstart = e->senc = e->slen = 0;
+    wipe_handshake(e);
+    return e->err;
+}
+
+/* ---- send buffer ---- */
+
+/* Makes room for n more bytes at slen. */
+static int send_reserve(pkm_engine_t *e, size_t n)
+{
+    if (e->scap - e->slen >= n) return 0;
+    if (e->sstart > 0) {
+        memmove(e->sbuf, e->sbuf + e->sstart, e->slen - e->sstart);
+        e->senc -= e->sstart;
+        e->slen -= e->sstart;
+        e->sstart = 0;
+        if (e->scap - e->slen >= n) return 0;
+    }
+    if (n > SIZE_MAX - e->slen) return PKM_ENOMEM;
+    return buf_grow(&e->sbuf, &e->scap, e->slen, e->slen + n);
+}
+
+/* Inserts n ready-to-send bytes at senc (before any held plaintext) and returns where to write
+ * them, or NULL when out of memory. */
+static uint8_t *send_insert(pkm_engine_t *e, size_t n)
+{
+    if (send_reserve(e, n) < 0) return NULL;
+    memmove(e->sbuf + e->senc + n, e->sbuf + e->senc, e->slen - e->senc);
+    uint8_t *p = e->sbuf + e->senc;
+    e->senc += n;
+    e->slen += n;
+    return p;
+}
+
+/* ---- randomness and RSA ---- */
+
+static int get_random(pkm_engine_t *e, uint8_t *out, size_t n)
+{
+    if (e->random) return e->random(e->random_ctx, out, n) == 0 ? 0 : PKM_ERANDOM;
+    return RAND_bytes(out, (int)n) == 1 ? 0 : PKM_ERANDOM;
+}
+
+static EVP_PKEY_CTX *rsa_ctx(EVP_PKEY *pkey, int encrypt, int *err)
+{
+    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
+    if (!c) {
+        *err = PKM_ENOMEM;
+        return NULL;
+    }
+    if ((encrypt ? EVP_PKEY_encrypt_init(c) : EVP_PKEY_decrypt_init(c)) <= 0 ||
+        EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_PADDING) <= 0) {
+        EVP_PKEY_CTX_free(c);
+        *err = PKM_ECRYPTO;
+        return NULL;
+    }
+    return c;
+}
+
+/* RSAES-PKCS1-v1_5 encryption of one 128-byte half of M under the peer's public key. */
+static int rsa_encrypt_half(EVP_PKEY *peer, const uint8_t in[M_HALF], uint8_t out[RSA_CT])
+{
+    int err = 0;
+    EVP_PKEY_CTX *c = rsa_ctx(peer, 1, &err);
+    if (!c) return err;
+    size_t outlen = RSA_CT;
+    int ok = EVP_PKEY_encrypt(c, out, &outlen, in, M_HALF) > 0 && outlen == RSA_CT;
+    EVP_PKEY_CTX_free(c);
+    return ok ? 0 : PKM_ECRYPTO;
+}
+
+/* Decrypts one 256-byte ciphertext of the peer's KeyShare into a 128-byte half of M, with
+ * implicit rejection: when decryption fails or yields other than 128 bytes, `out` receives 128
+ * fresh random bytes instead, chosen by a constant-time mask, and nothing is reported, so the
+ * handshake goes on and fails at step 5 exactly as with a wrong key: no Bleichenbacher oracle.
+ * OpenSSL 3.0 has no built-in implicit rejection for PKCS#1 v1.5 (3.2 added one), hence this.
+ * The only errors returned are local ones that do not depend on the ciphertext. */
+static int rsa_decrypt_half(EVP_PKEY *own, const uint8_t in[RSA_CT], uint8_t out[M_HALF])
+{
+    uint8_t plain[RSA_CT];
+    uint8_t subst[M_HALF];
+    int err = 0;
+    memset(plain, 0, sizeof plain);
+    if (RAND_bytes(subst, sizeof subst) != 1) return PKM_ERANDOM;
+    EVP_PKEY_CTX *c = rsa_ctx(own, 0, &err);
+    if (!c) {
+        OPENSSL_cleanse(subst, sizeof subst);
+        return err;
+    }
+    size_t outlen = sizeof plain;
+    int ok = EVP_PKEY_decrypt(c, plain, &outlen, in, RSA_CT);
+    EVP_PKEY_CTX_free(c);
+    ERR_clear_error(); /* leave no trace of a padding failure in the error queue */
+    unsigned good = ct_eq((size_t)(unsigned)ok, 1) & ct_eq(outlen, M_HALF);
+    uint8_t mask = (uint8_t)(0u - good);
+    for (size_t i = 0; i < M_HALF; i++)
+        out[i] = (uint8_t)((plain[i] & mask) | (subst[i] & (uint8_t)~mask));
+    OPENSSL_cleanse(plain, sizeof plain);
+    OPENSSL_cleanse(subst, sizeof subst);
+    return 0;
+}
+
+/* ---- handshake messages ---- */
+
+/* ServerKey / ClientKey: Int n, then n bytes of DER SubjectPublicKeyInfo. */
+static int send_key_msg(pkm_engine_t *e, const pkm_key_t *key)
+{
+    size_t len = 0;
+    const uint8_t *der = pkm__key_der(key, &len);
+    if (!der || len < 1 || len > PKM_MAX_KEY_DER) return PKM_EINTERNAL;
+    uint8_t *p = send_insert(e, LEN_PREFIX + len);
+    if (!p) return PKM_ENOMEM;
+    p[0] = (uint8_t)(len >> 24);
+    p[1] = (uint8_t)(len >> 16);
+    p[2] = (uint8_t)(len >> 8);
+    p[3] = (uint8_t)len;
+    memcpy(p + LEN_PREFIX, der, len);
+    return 0;
+}
+
+/* Reads the peer's ServerKey / ClientKey. Returns 1 when accepted, 0 when more bytes are needed,
+ * or PKM_EKEYLEN (n outside 1..1024, seen as soon as the prefix is in: the body is never
+ * awaited), PKM_EKEY, PKM_EPIN. */
+static int read_key_msg(pkm_engine_t *e)
+{
+    size_t avail = e->rend - e->rpos;
+    if (avail < LEN_PREFIX) return 0;
+    int32_t n = (int32_t)be32(e->rbuf + e->rpos);
+    if (n < 1 || n > PKM_MAX_KEY_DER) return PKM_EKEYLEN;
+    if (avail < LEN_PREFIX + (size_t)n) return 0;
+    pkm_key_t *key = NULL;
+    PKM_GUARD(pkm_key_from_der(e->rbuf + e->rpos + LEN_PREFIX, (size_t)n, &key));
+    int r = pkm_key_fingerprint(key, e->peer_fp);
+    if (r == 0 && e->has_pin && !pkm_fingerprint_equal(e->peer_fp, e->pin)) r = PKM_EPIN;
+    if (r < 0) {
+        pkm_key_free(key);
+        memset(e->peer_fp, 0, sizeof e->peer_fp);
+        return r;
+    }
+    e->peer_key = key;
+    e->rpos += LEN_PREFIX + (size_t)n;
+    return 1;
+}
+
+/* KeyShare: fresh M (256 bytes) and IV (16 bytes); M's halves each encrypted under the peer's
+ * key, then the IV in the clear. M and IV stay in the engine until derivation. */
+static int send_keyshare(pkm_engine_t *e)
+{
+    PKM_GUARD(get_random(e, e->m_own, PKM__M_SIZE));
+    PKM_GUARD(get_random(e, e->iv_own, PKM__IV_SIZE));
+    uint8_t *p = send_insert(e, KEYSHARE_SIZE);
+    if (!p) return PKM_ENOMEM;
+    EVP_PKEY *peer = pkm__key_evp(e->peer_key);
+    PKM_GUARD(rsa_encrypt_half(peer, e->m_own, p));
+    PKM_GUARD(rsa_encrypt_half(peer, e->m_own + M_HALF, p + RSA_CT));
+    memcpy(p + 2 * RSA_CT, e->iv_own, PKM__IV_SIZE);
+    return 0;
+}
+
+/* Decrypts the peer's KeyShare (two RSA private operations), derives K and IV (step 4), starts
+ * both chains and wipes everything but the cipher contexts. */
+static int take_keyshare(pkm_engine_t *e)
+{
+    uint8_t m_peer[PKM__M_SIZE], m[PKM__M_SIZE], key[PKM__KEY_SIZE], iv[PKM__IV_SIZE];
+    EVP_PKEY *own = pkm__key_evp(e->client ? e->own_key : e->server_key);
+    int r = rsa_decrypt_half(own, e->share_in, m_peer);
+    if (r == 0) r = rsa_decrypt_half(own, e->share_in + RSA_CT, m_peer + M_HALF);
+    if (r == 0) {
+        for (size_t i = 0; i < PKM__M_SIZE; i++)
+            m[i] = e->m_own[i] ^ m_peer[i];
+        for (size_t i = 0; i < PKM__IV_SIZE; i++)
+            iv[i] = e->iv_own[i] ^ e->share_in[2 * RSA_CT + i];
+        r = pkm__derive_key(m, e->secret, e->secret_len, key);
+        if (r == 0 && e->keylog) e->keylog(e->keylog_ctx, key, iv);
+        if (r == 0) r = pkm__channel_start(&e->ch, key, iv);
+    }
+    OPENSSL_cleanse(m_peer, sizeof m_peer);
+    OPENSSL_cleanse(m, sizeof m);
+    OPENSSL_cleanse(key, sizeof key);
+    OPENSSL_cleanse(iv, sizeof iv);
+    wipe_handshake(e);
+    return r;
+}
+
+/* The encrypted 0xFF packet, inserted ahead of any held plaintext. */
+static int send_confirm(pkm_engine_t *e)
+{
+    uint8_t *p = send_insert(e, PKM__BLOCK_SIZE);
+    if (!p) return PKM_ENOMEM;
+    memcpy(p, confirm_block, PKM__BLOCK_SIZE);
+    return pkm__channel_encrypt(&e->ch, p, PKM__BLOCK_SIZE);
+}
+
+/* Decrypts and checks the peer's 0xFF packet: Id, Hash, Size, magic and padding are one 16-byte
+ * block, compared at once in constant time. */
+static int check_confirm(pkm_engine_t *e)
+{
+    uint8_t *p = e->rbuf + e->rpos;
+    PKM_GUARD(pkm__channel_decrypt(&e->ch, p, PKM__BLOCK_SIZE));
+    e->rpos += PKM__BLOCK_SIZE;
+    return CRYPTO_memcmp(p, confirm_block, PKM__BLOCK_SIZE) == 0 ? 0 : PKM_EHANDSHAKE;
+}
+
+static int acquire_own_key(pkm_engine_t *e)
+{
+    if (e->keypool) return pkm_keypool_take(e->keypool, &e->own_key);
+    return pkm_key_generate(&e->own_key);
+}
+
+/* Established (again): encrypt the packets held during a re-establishment, in one run that
+ * continues the chain after the 0xFF packet. */
+static int established(pkm_engine_t *e)
+{
+    e->hs = HS_DONE;
+    e->state = PKM_STATE_ESTABLISHED;
+    if (e->slen > e->senc) {
+        PKM_GUARD(pkm__channel_encrypt(&e->ch, e->sbuf + e->senc, e->slen - e->senc));
+        e->senc = e->slen;
+    }
+    return 0;
+}
+
+/* Bytes are missing: fine unless the peer has closed. */
+static int need_more(pkm_engine_t *e)
+{
+    return e->eof ? fail(e, PKM_EHANDSHAKE) : 0;
+}
+
+/* Runs the handshake as far as the buffered bytes (and the defer flag) allow. */
+static int advance(pkm_engine_t *e)
+{
+    for (;;) {
+        int r;
+        if (e->state == PKM_STATE_CLOSED) return e->err;
+        if (e->work_pending || e->hs == HS_DONE) return 0;
+        size_t avail = e->rend - e->rpos;
+        switch (e->hs) {
+        case HS_SERVERKEY:
+        case HS_CLIENTKEY:
+            r = read_key_msg(e);
+            if (r < 0) return fail(e, r);
+            if (r == 0) return need_more(e);
+            if (e->client) {
+                e->hs = HS_OWNKEY;
+            } else {
+                /* The server answers ClientKey with its KeyShare at once. */
+                if ((r = send_keyshare(e)) < 0) return fail(e, r);
+                e->hs = HS_KEYSHARE;
+            }
+            break;
+        case HS_OWNKEY:
+            if (!e->own_key) {
+                if (e->defer && !e->in_work) {
+                    e->work_pending = 1;
+                    return 0;
+                }
+                if ((r = acquire_own_key(e)) < 0) return fail(e, r);
+            }
+            /* ClientKey and KeyShare in one write. */
+            if ((r = send_key_msg(e, e->own_key)) < 0 || (r = send_keyshare(e)) < 0)
+                return fail(e, r);
+            e->hs = HS_KEYSHARE;
+            break;
+        case HS_KEYSHARE:
+            if (avail < KEYSHARE_SIZE) return need_more(e);
+            memcpy(e->share_in, e->rbuf + e->rpos, KEYSHARE_SIZE);
+            e->rpos += KEYSHARE_SIZE;
+            e->hs = HS_KEYSHARE_WORK;
+            break;
+        case HS_KEYSHARE_WORK:
+            if (e->defer && !e->in_work) {
+                e->work_pending = 1;
+                return 0;
+            }
+            if ((r = take_keyshare(e)) < 0) return fail(e, r);
+            /* Step 5: the client speaks first. */
+            if (e->client && (r = send_confirm(e)) < 0) return fail(e, r);
+            e->hs = HS_CONFIRM;
+            break;
+        case HS_CONFIRM:
+            if (avail < PKM__BLOCK_SIZE) return need_more(e);
+            if ((r = check_confirm(e)) < 0) return fail(e, r);
+            if (!e->client && (r = send_confirm(e)) < 0) return fail(e, r);
+            if ((r = established(e)) < 0) return fail(e, r);
+            return 0;
+        case HS_DONE: return 0;
+        }
+    }
+}
+
+static int process(pkm_engine_t *e)
+{
+    if (e->state == PKM_STATE_CLOSED) return e->err;
+    if (e->state == PKM_STATE_ESTABLISHED) return 0; /* packets are taken lazily */
+    return advance(e);
+}
+
+/* ---- configuration and lifetime ---- */
+
+void pkm_engine_config_init(pkm_engine_config_t *cfg, int role)
+{
+    if (!cfg) return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->role = role;
+    cfg->max_packet_size = PKM_DEFAULT_MAX_SIZE;
+    cfg->max_send_buffer = PKM_DEFAULT_MAX_SEND_BUFFER;
+}
+
+static int check_config(const pkm_engine_config_t *cfg)
+{
+    int client = cfg->role == PKM_ROLE_CLIENT;
+    if (!client && cfg->role != PKM_ROLE_SERVER) return PKM_EINVAL;
+    if (client) {
+        if (cfg->server_key) return PKM_EINVAL;
+        if (cfg->client_key && !pkm_key_is_private(cfg->client_key)) return PKM_EINVAL;
+    } else {
+        if (!cfg->server_key || !pkm_key_is_private(cfg->server_key)) return PKM_EINVAL;
+        if (cfg->client_key || cfg->keypool || cfg->pin_fingerprint) return PKM_EINVAL;
+    }
+    if (cfg->pin_fingerprint) {
+        const char *pin = cfg->pin_fingerprint;
+        if (memchr(pin, 0, PKM_FINGERPRINT_SIZE) != pin + PKM_FINGERPRINT_SIZE - 1 ||
+            strncmp(pin, "SHA256:", 7) != 0)
+            return PKM_EINVAL;
+    }
+    if (cfg->max_packet_size == 0 || cfg->max_packet_size > INT32_MAX) return PKM_EINVAL;
+    if (cfg->max_send_buffer == 0 || cfg->max_send_buffer > SIZE_MAX / 4) return PKM_EINVAL;
+    if (cfg->secret_len > PKM_MAX_SECRET || (cfg->secret_len && !cfg->secret)) return PKM_EINVAL;
+    return 0;
+}
+
+int pkm_engine_new(const pkm_engine_config_t *cfg, pkm_engine_t **out)
+{
+    if (out) *out = NULL;
+    if (!cfg || !out) return PKM_EINVAL;
+    pkm_key_t *client_key = cfg->client_key; /* ours from here on, whatever happens */
+    int r = check_config(cfg);
+    if (r < 0) {
+        pkm_key_free(client_key); /* ownership passed even on failure */
+        return r;
+    }
+    pkm_engine_t *e = pkm__calloc(1, sizeof *e);
+    if (!e) {
+        pkm_key_free(client_key);
+        return PKM_ENOMEM;
+    }
+    e->client = cfg->role == PKM_ROLE_CLIENT;
+    e->state = PKM_STATE_HANDSHAKE;
+    e->hs = e->client ? HS_SERVERKEY : HS_CLIENTKEY;
+    e->defer = cfg->defer_crypto != 0;
+    e->server_key = e->client ? NULL : cfg->server_key;
+    e->own_key = client_key;
+    e->keypool = e->client ? cfg->keypool : NULL;
+    if (cfg->pin_fingerprint) {
+        memcpy(e->pin, cfg->pin_fingerprint, PKM_FINGERPRINT_SIZE);
+        e->has_pin = 1;
+    }
+    e->max_packet = cfg->max_packet_size;
+    e->max_send = cfg->max_send_buffer;
+    e->verify = cfg->verify;
+    e->verify_ctx = cfg->verify_ctx;
+    e->random = cfg->random;
+    e->random_ctx = cfg->random_ctx;
+    if (cfg->secret_len) {
+        e->secret = pkm__malloc(cfg->secret_len);
+        if (!e->secret) {
+            pkm_engine_free(e);
+            return PKM_ENOMEM;
+        }
+        memcpy(e->secret, cfg->secret, cfg->secret_len);
+        e->secret_len = cfg->secret_len;
+    }
+    r = pkm__channel_init(&e->ch);
+    /* The server speaks first: ServerKey. */
+    if (r == 0 && !e->client) r = send_key_msg(e, e->server_key);
+    if (r < 0) {
+        pkm_engine_free(e);
+        return r;
+    }
+    *out = e;
+    return 0;
+}
+
+void pkm_engine_free(pkm_engine_t *e)
+{
+    if (!e) return;
+    wipe_handshake(e);
+    pkm__channel_free(&e->ch);
+    pkm_key_free(e->own_key);
+    pkm_key_free(e->peer_key);
+    wipe_free(e->rbuf, e->rcap);
+    wipe_free(e->sbuf, e->scap);
+    OPENSSL_cleanse(e, sizeof *e);
+    pkm__free(e);
+}
+
+/* ---- bytes in ---- */
+
+/* Makes room for n more bytes at rend, compacting first. */
+static int recv_reserve(pkm_engine_t *e, size_t n)
+{
+    if (e->rpos == e->rend) e->rpos = e->rend = 0; /* nothing buffered (pk_head implies bytes) */
+    if (e->rcap - e->rend >= n) return 0;
+    if (e->rpos > 0) {
+        memmove(e->rbuf, e->rbuf + e->rpos, e->rend - e->rpos);
+        e->rend -= e->rpos;
+        e->rpos = 0;
+        if (e->rcap - e->rend >= n) return 0;
+    }
+    if (n > SIZE_MAX - e->rend) return PKM_ENOMEM;
+    return buf_grow(&e->rbuf, &e->rcap, e->rend, e->rend + n);
+}
+
+/* How many unconsumed bytes the engine is willing to hold: one largest packet plus a chunk
+ * (ample for every handshake message too). */
+static size_t recv_limit(const pkm_engine_t *e)
+{
+    return pkm__padded_size(e->max_packet) + RECV_CHUNK;
+}
+
+uint8_t *pkm_engine_recv_buf(pkm_engine_t *e, size_t *cap)
+{
+    if (cap) *cap = 0;
+    if (!e || !cap || e->state == PKM_STATE_CLOSED) return NULL;
+    e->rgiven = 0;
+    size_t held = e->rend - e->rpos, limit = recv_limit(e);
+    if (held >= limit) return NULL;
+    size_t room = limit - held;
+    int r = recv_reserve(e, room < RECV_CHUNK ? room : RECV_CHUNK);
+    if (r < 0) {
+        fail(e, r);
+        return NULL;
+    }
+    size_t free_bytes = e->rcap - e->rend;
+    e->rgiven = free_bytes < room ? free_bytes : room;
+    *cap = e->rgiven;
+    return e->rbuf + e->rend;
+}
+
+int pkm_engine_recv_ack(pkm_engine_t *e, size_t n)
+{
+    if (!e) return PKM_EINVAL;
+    if (e->state == PKM_STATE_CLOSED) return e->err;
+    if (n > e->rgiven) return PKM_EINVAL;
+    e->rgiven = 0;
+    e->rend += n;
+    return process(e);
+}
+
+int pkm_engine_feed(pkm_engine_t *e, const uint8_t *p, size_t n)
+{
+    if (!e || (n && !p)) return PKM_EINVAL;
+    if (e->state == PKM_STATE_CLOSED) return e->err;
+    e->rgiven = 0;
+    if (n) {
+        int r = recv_reserve(e, n);
+        if (r < 0) return fail(e, r);
+        memcpy(e->rbuf + e->rend, p, n);
+        e->rend += n;
+    }
+    return process(e);
+}
+
+int pkm_engine_recv_eof(pkm_engine_t *e)
+{
+    if (!e) return PKM_EINVAL;
+    e->eof = 1;
+    return process(e);
+}
+
+/* ---- bytes out ---- */
+
+const uint8_t *pkm_engine_send_buf(pkm_engine_t *e, size_t *len)
+{
+    if (len) *len = 0;
+    if (!e || !len || e->state == PKM_STATE_CLOSED || e->senc == e->sstart) return NULL;
+    *len = e->senc - e->sstart;
+    return e->sbuf + e->sstart;
+}
+
+int pkm_engine_send_ack(pkm_engine_t *e, size_t n)
+{
+    if (!e || n > e->senc - e->sstart) return PKM_EINVAL;
+    e->sstart += n;
+    if (e->sstart == e->slen) e->sstart = e->senc = e->slen = 0;
+    return 0;
+}
+
+/* ---- application packets ---- */
+
+int pkm_engine_queue_packet(pkm_engine_t *e, uint8_t id, uint32_t hash, const uint8_t *content,
+                            size_t size)
+{
+    if (!e) return PKM_EINVAL;
+    if (e->state == PKM_STATE_CLOSED) return PKM_ECLOSED;
+    if (e->state == PKM_STATE_HANDSHAKE) return PKM_ESTATE;
+    if (id == PKM_HANDSHAKE_ID || (size && !content)) return PKM_EINVAL;
+    if (size > INT32_MAX) return PKM_ETOOBIG;
+    size_t total = pkm__padded_size(size);
+    if (total > e->max_send) return PKM_ETOOBIG;
+    if (e->slen - e->sstart > e->max_send - total) return PKM_EQUEUE;
+    PKM_GUARD(send_reserve(e, total));
+    uint8_t *p = e->sbuf + e->slen;
+    PKM_GUARD(pkm_packet_header_write(p, id, hash, size));
+    if (size) memcpy(p + PKM_HEADER_SIZE, content, size);
+    size_t pad = total - PKM_HEADER_SIZE - size; /* 1..16 */
+    memset(p + PKM_HEADER_SIZE + size, (int)pad, pad);
+    e->slen += total;
+    if (e->state == PKM_STATE_ESTABLISHED) {
+        /* Whole packet, one EVP call, in place. */
+        int r = pkm__channel_encrypt(&e->ch, p, total);
+        if (r < 0) return fail(e, r);
+        e->senc = e->slen;
+    } /* else REKEYING: held as plaintext until the new key is confirmed */
+    return 0;
+}
+
+/* The stream ended: cleanly between packets, or inside one. */
+static int recv_ended(pkm_engine_t *e)
+{
+    return fail(e, e->rend == e->rpos ? PKM_EEOF : PKM_EPROTO);
+}
+
+int pkm_engine_next_packet(pkm_engine_t *e, pkm_packet_t *out)
+{
+    int r;
+    if (!e || !out) return PKM_EINVAL;
+    if (e->state == PKM_STATE_CLOSED) return e->err;
+    if (e->state != PKM_STATE_ESTABLISHED) return 0;
+    size_t avail = e->rend - e->rpos;
+    uint8_t *p = e->rbuf + e->rpos;
+    if (!e->pk_head) {
+        if (avail < PKM__BLOCK_SIZE) return e->eof ? recv_ended(e) : 0;
+        /* The first block alone tells the packet's length. */
+        if ((r = pkm__channel_decrypt(&e->ch, p, PKM__BLOCK_SIZE)) < 0) return fail(e, r);
+        if ((r = pkm_packet_header_read(p, e->max_packet, &e->pk)) < 0) return fail(e, r);
+        e->pk_total = pkm__padded_size(e->pk.size);
+        e->pk_head = 1;
+    }
+    if (avail < e->pk_total) return e->eof ? recv_ended(e) : 0;
+    if ((r = pkm__channel_decrypt(&e->ch, p + PKM__BLOCK_SIZE, e->pk_total - PKM__BLOCK_SIZE)) < 0)
+        return fail(e, r);
+    /* PKCS#7: the pad length is fixed by Size, and every pad byte must equal it. */
+    size_t pad = e->pk_total - PKM_HEADER_SIZE - e->pk.size;
+    unsigned bad = 0;
+    for (size_t i = e->pk_total - pad; i < e->pk_total; i++)
+        bad |= p[i] ^ (unsigned)pad;
+    e->pk_head = 0;
+    if (bad) return fail(e, PKM_EPADDING);
+    if (e->pk.id == PKM_HANDSHAKE_ID) return fail(e, PKM_EPROTO);
+    *out = e->pk;
+    out->content = p + PKM_HEADER_SIZE;
+    e->rpos += e->pk_total;
+    if (e->verify) {
+        r = e->verify(e->verify_ctx, out);
+        if (r != 0) return fail(e, r < 0 ? r : PKM_EPROTO);
+    }
+    return 1;
+}
+
+/* ---- re-establishing the secret ---- */
+
+int pkm_engine_rekey(pkm_engine_t *e, const uint8_t *secret, size_t secret_len)
+{
+    if (!e) return PKM_EINVAL;
+    if (e->state == PKM_STATE_CLOSED) return PKM_ECLOSED;
+    if (e->state != PKM_STATE_ESTABLISHED) return PKM_ESTATE;
+    if (secret_len > PKM_MAX_SECRET || (secret_len && !secret)) return PKM_EINVAL;
+    uint8_t *copy = NULL;
+    if (secret_len) {
+        if (!(copy = pkm__malloc(secret_len))) return PKM_ENOMEM;
+        memcpy(copy, secret, secret_len);
+    }
+    wipe_handshake(e);
+    e->secret = copy;
+    e->secret_len = secret_len;
+    e->state = PKM_STATE_REKEYING;
+    e->hs = HS_KEYSHARE;
+    /* A packet half taken means packet bytes where the peer's KeyShare belongs: on a server, a
+     * client packet was in flight; on a client, next_packet was called after the trigger. */
+    if (e->pk_head) return fail(e, PKM_EHANDSHAKE);
+    int r = send_keyshare(e);
+    if (r < 0) return fail(e, r);
+    return advance(e);
+}
+
+/* ---- deferred crypto ---- */
+
+int pkm_engine_wants_work(const pkm_engine_t *e)
+{
+    return e && e->state != PKM_STATE_CLOSED && e->work_pending;
+}
+
+int pkm_engine_work(pkm_engine_t *e)
+{
+    if (!e) return PKM_EINVAL;
+    if (e->state == PKM_STATE_CLOSED) return e->err;
+    if (!e->work_pending) return 0;
+    e->work_pending = 0;
+    e->in_work = 1;
+    int r = advance(e);
+    e->in_work = 0;
+    return r;
+}
+
+/* ---- status ---- */
+
+int pkm_engine_state(const pkm_engine_t *e)
+{
+    return e ? e->state : PKM_STATE_CLOSED;
+}
+
+int pkm_engine_error(const pkm_engine_t *e)
+{
+    return e ? e->err : PKM_EINVAL;
+}
+
+const char *pkm_engine_fail_step(const pkm_engine_t *e)
+{
+    return e ? e->fail_step : NULL;
+}
+
+void pkm_engine_close(pkm_engine_t *e, int err)
+{
+    if (!e) return;
+    fail(e, err < 0 ? err : PKM_ECLOSED);
+}
+
+const pkm_key_t *pkm_engine_peer_key(const pkm_engine_t *e)
+{
+    return e ? e->peer_key : NULL;
+}
+
+const char *pkm_engine_peer_fingerprint(const pkm_engine_t *e)
+{
+    return e && e->peer_key ? e->peer_fp : NULL;
+}
+
+int pkm_engine_is_client(const pkm_engine_t *e)
+{
+    return e ? e->client : 0;
+}
+
+/* ---- test-only hooks (engine_internal.h) ---- */
+
+void pkm__engine_set_keylog(pkm_engine_t *e, pkm__keylog_fn fn, void *ctx)
+{
+    e->keylog = fn;
+    e->keylog_ctx = ctx;
+}
+
+int pkm__engine_queue_raw(pkm_engine_t *e, const uint8_t *plain, size_t n)
+{
+    if (e->state != PKM_STATE_ESTABLISHED) return PKM_ESTATE;
+    if (n == 0 || n % PKM__BLOCK_SIZE != 0) return PKM_EINVAL;
+    PKM_GUARD(send_reserve(e, n));
+    uint8_t *p = e->sbuf + e->slen;
+    memcpy(p, plain, n);
+    PKM_GUARD(pkm__channel_encrypt(&e->ch, p, n));
+    e->slen += n;
+    e->senc = e->slen;
+    return 0;
+}

@@ -1,0 +1,18 @@
+/* Test-only hooks into the engine (never in the public header): a key log for test vectors and
+ * a way to put crafted plaintext on an engine's encrypted send chain. Not installed. */
+#ifndef PKM_ENGINE_INTERNAL_H
+#define PKM_ENGINE_INTERNAL_H
+
+#include "pkmcom/engine.h"
+
+/* Called once per derivation (first handshake and each re-establishment) with K and IV, just
+ * before they are wiped. For test vectors only: a key log defeats the encryption. */
+typedef void (*pkm__keylog_fn)(void *ctx, const uint8_t key[32], const uint8_t iv[16]);
+void pkm__engine_set_keylog(pkm_engine_t *e, pkm__keylog_fn fn, void *ctx);
+
+/* Encrypts n bytes of caller-made plaintext (n a positive multiple of 16) on the engine's send
+ * chain and queues them, exactly as given: no header, no padding, no checks. The engine must be
+ * established (PKM_ESTATE otherwise). For crafting malformed packets in tests. */
+int pkm__engine_queue_raw(pkm_engine_t *e, const uint8_t *plain, size_t n);
+
+#endif
