@@ -727,7 +727,7 @@ int pkm_engine_rekey(pkm_engine_t *e, const uint8_t *secret, size_t secret_len)
 {
     if (!e) return PKM_EINVAL;
     if (e->state == PKM_STATE_CLOSED) return PKM_ECLOSED;
-    if (e->state != PKM_STATE_ESTABLISHED) return PKM_ESTATE;
+    if (e->state != PKM_STATE_ESTABLISHED || !e->peer_key) return PKM_ESTATE;
     if (secret_len > PKM_MAX_SECRET || (secret_len && !secret)) return PKM_EINVAL;
     uint8_t *copy = NULL;
     if (secret_len) {
@@ -823,4 +823,15 @@ int pkm__engine_queue_raw(pkm_engine_t *e, const uint8_t *plain, size_t n)
     e->slen += n;
     e->senc = e->slen;
     return 0;
+}
+
+int pkm__engine_test_start(pkm_engine_t *e, const uint8_t key[32], const uint8_t iv[16])
+{
+    if (e->state != PKM_STATE_HANDSHAKE || e->rend != 0 || e->peer_key ||
+        e->hs != (e->client ? HS_SERVERKEY : HS_CLIENTKEY))
+        return PKM_ESTATE;
+    PKM_GUARD(pkm__channel_start(&e->ch, key, iv));
+    wipe_handshake(e);
+    e->sstart = e->senc = e->slen = 0;
+    return established(e);
 }
