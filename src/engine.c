@@ -691,9 +691,10 @@ int pkm_engine_next_packet(pkm_engine_t *e, pkm_packet_t *out)
     if (e->state == PKM_STATE_CLOSED) return e->err;
     if (e->state != PKM_STATE_ESTABLISHED) return 0;
     size_t avail = e->rend - e->rpos;
+    if (!e->pk_head && avail < PKM__BLOCK_SIZE) return e->eof ? recv_ended(e) : 0;
+    /* Only now: rbuf is NULL until a first byte arrives, and NULL + 0 is undefined. */
     uint8_t *p = e->rbuf + e->rpos;
     if (!e->pk_head) {
-        if (avail < PKM__BLOCK_SIZE) return e->eof ? recv_ended(e) : 0;
         /* The first block alone tells the packet's length. */
         if ((r = pkm__channel_decrypt(&e->ch, p, PKM__BLOCK_SIZE)) < 0) return fail(e, r);
         if ((r = pkm_packet_header_read(p, e->max_packet, &e->pk)) < 0) return fail(e, r);
