@@ -130,8 +130,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const char *step = pkm_engine_fail_step(e);
         if (step) {
             FUZZ_CHECK(r == PKM_EKEYLEN || r == PKM_EKEY || r == PKM_EHANDSHAKE || r == PKM_EPIN);
-            /* The pin is checked on the ServerKey: only a wrong pin can fail with it. */
-            if (r == PKM_EPIN) FUZZ_CHECK(!(flags & 64) && (flags & 128));
+            /* Only a client with a pin can fail with PKM_EPIN (any other key than the pinned). */
+            if (r == PKM_EPIN) FUZZ_CHECK(flags & (64 | 128));
         } else {
             FUZZ_CHECK(r == PKM_EEOF || r == PKM_EPROTO || r == PKM_EPADDING || r == PKM_ETOOBIG ||
                        r == PKM_ENEGLEN);
