@@ -287,8 +287,9 @@ static inline int fuzz_run_stream(fuzz_side *sd, const uint8_t *stream, size_t n
     return 0;
 }
 
-/* Seed generator: moves bytes between a live client and server until nothing moves, recording
- * what the `rec` side receives into *log. Both are serviced as above. Returns when quiet. */
+/* Seed generator: moves bytes between a live client and server until nothing moves, appending
+ * what each side receives to to_client / to_server (either may be NULL). Both sides are serviced
+ * as above. Returns when quiet. */
 static inline void fuzz_pump(fuzz_side *c, fuzz_side *s, fuzz_log *to_client, fuzz_log *to_server)
 {
     for (int moved = 1; moved;) {
