@@ -692,8 +692,7 @@ int pkm_engine_next_packet(pkm_engine_t *e, pkm_packet_t *out)
     if (e->state != PKM_STATE_ESTABLISHED) return 0;
     size_t avail = e->rend - e->rpos;
     if (!e->pk_head && avail < PKM__BLOCK_SIZE) return e->eof ? recv_ended(e) : 0;
-    /* Only now: rbuf is NULL until a first byte arrives, and NULL + 0 is undefined. */
-    uint8_t *p = e->rbuf + e->rpos;
+    uint8_t *p = e->rbuf + e->rpos; /* at least one block is buffered: rbuf is not NULL */
     if (!e->pk_head) {
         /* The first block alone tells the packet's length. */
         if ((r = pkm__channel_decrypt(&e->ch, p, PKM__BLOCK_SIZE)) < 0) return fail(e, r);
@@ -767,6 +766,23 @@ int pkm_engine_work(pkm_engine_t *e)
     return r;
 }
 
+/* ---- memory ---- */
+
+void pkm_engine_trim(pkm_engine_t *e)
+{
+    if (!e) return;
+    if (e->rpos == e->rend && !e->pk_head) { /* a decrypted first block implies held bytes */
+        wipe_free(e->rbuf, e->rcap);
+        e->rbuf = NULL;
+        e->rcap = e->rpos = e->rend = e->rgiven = 0;
+    }
+    if (e->sstart == e->slen) {
+        wipe_free(e->sbuf, e->scap);
+        e->sbuf = NULL;
+        e->scap = e->sstart = e->senc = e->slen = 0;
+    }
+}
+
 /* ---- status ---- */
 
 int pkm_engine_state(const pkm_engine_t *e)
@@ -828,11 +844,9 @@ int pkm__engine_queue_raw(pkm_engine_t *e, const uint8_t *plain, size_t n)
 
 int pkm__engine_test_start(pkm_engine_t *e, const uint8_t key[32], const uint8_t iv[16])
 {
-    if (e->state != PKM_STATE_HANDSHAKE || e->rend != 0 || e->peer_key ||
-        e->hs != (e->client ? HS_SERVERKEY : HS_CLIENTKEY))
-        return PKM_ESTATE;
+    if (e->state != PKM_STATE_HANDSHAKE || e->rend != 0) return PKM_ESTATE;
     PKM_GUARD(pkm__channel_start(&e->ch, key, iv));
     wipe_handshake(e);
-    e->sstart = e->senc = e->slen = 0;
+    e->sstart = e->senc = e->slen = 0; /* a server's queued ServerKey */
     return established(e);
 }

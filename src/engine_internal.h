@@ -15,11 +15,9 @@ void pkm__engine_set_keylog(pkm_engine_t *e, pkm__keylog_fn fn, void *ctx);
  * established (PKM_ESTATE otherwise). For crafting malformed packets in tests. */
 int pkm__engine_queue_raw(pkm_engine_t *e, const uint8_t *plain, size_t n);
 
-/* Puts a fresh engine (no byte received yet) straight into the established state, both chains
- * started from (key, iv) as if a handshake had derived them, and drops the handshake bytes it had
- * queued (a server's ServerKey). There is no peer key, so pkm_engine_rekey() on it fails with
- * PKM_ESTATE. For fuzzing the encrypted channel without RSA work per input, and for tests.
- * PKM_ESTATE if the engine is not fresh. */
+/* Puts a fresh engine (state handshake, nothing received) straight into the established state
+ * with both chains started from (key, iv), skipping the handshake. For fuzzing the packet layer
+ * without RSA work per input. PKM_ESTATE if the engine is not fresh. */
 int pkm__engine_test_start(pkm_engine_t *e, const uint8_t key[32], const uint8_t iv[16]);
 
 #endif

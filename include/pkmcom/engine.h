@@ -215,6 +215,17 @@ PKM_API int pkm_engine_wants_work(const pkm_engine_t *e);
  * Returns 0 (also when there was nothing to do) or the error that closed the engine. */
 PKM_API int pkm_engine_work(pkm_engine_t *e);
 
+/* ---- memory ---- */
+
+/* Releases the receive buffer if it holds no unconsumed byte, and the send buffer if it holds no
+ * unsent byte (each wiped first), so that a quiet connection costs only the engine itself (about
+ * 5.6 KiB once established: the struct, the peer's public key, the two cipher contexts); they are
+ * allocated again when bytes next arrive or are queued. A partly received packet or unsent bytes
+ * keep their buffer. Meant for a server's idle sweep (connections quiet for a while), not after
+ * every packet: the next bytes then cost an allocation. Invalidates pointers from recv_buf /
+ * send_buf / next_packet. Not while pkm_engine_work() runs. NULL is allowed. */
+PKM_API void pkm_engine_trim(pkm_engine_t *e);
+
 /* ---- status ---- */
 
 /* PKM_STATE_HANDSHAKE, _ESTABLISHED, _REKEYING or _CLOSED. */

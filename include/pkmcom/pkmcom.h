@@ -8,5 +8,7 @@
 #include "pkmcom/apl.h"
 #include "pkmcom/schema.h"
 #include "pkmcom/engine.h"
+#include "pkmcom/conn.h"
+#include "pkmcom/server.h"
 
 #endif

@@ -1,0 +1,232 @@
+/* The blocking PkmCom/TCP API over sockets, for simple programs: connect, listen/accept, send and
+ * receive packets, re-establish the secret. Built on the sans-IO engine (engine.h). */
+#ifndef PKMCOM_CONN_H
+#define PKMCOM_CONN_H
+
+#include "pkmcom/common.h"
+#include "pkmcom/engine.h"
+#include "pkmcom/keys.h"
+#include "pkmcom/packet.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * A pkm_conn_t is one established PkmCom/TCP connection over a socket it owns. Every call blocks
+ * at most for the time it is given (timeout_ms: -1 = wait as long as it takes, 0 = do what can
+ * be done now without waiting, > 0 = milliseconds). Internally the socket is non-blocking and
+ * every wait is a poll() against a CLOCK_MONOTONIC deadline; EINTR is retried, short reads and
+ * writes are handled, SIGPIPE is never raised (MSG_NOSIGNAL), TCP_NODELAY is set.
+ *
+ * Failures. Every function returns 0 (or 1, see pkm_conn_recv) on success and a negative PKM_E*
+ * code on failure. A failure of the protocol or of the socket (anything but PKM_EAGAIN,
+ * PKM_EQUEUE, PKM_EINVAL, PKM_ETOOBIG, PKM_ESTATE, PKM_ENOMEM as documented per call) CLOSES the
+ * connection:
+ * the socket is closed at once with no message (WIRE-PROFILE section 3/4), pkm_conn_fd() becomes
+ * -1, every later call returns the same error, and pkm_conn_errmsg() gives a sentence saying what
+ * failed. Only pkm_conn_close() remains to be called.
+ *
+ * PKM_ETIMEOUT always means "closed because of a timeout" (handshake, re-establishment, idle);
+ * a call whose own timeout_ms runs out with the connection still usable returns PKM_EAGAIN.
+ *
+ * Threads: a connection or a listener is used by one thread at a time; different ones are
+ * independent. No signal handler is installed and no global state is kept.
+ */
+
+typedef struct pkm_conn pkm_conn_t;
+typedef struct pkm_listener pkm_listener_t;
+
+/* Recommended size of the error sentence buffer (pkm_conn_config_t.errbuf). */
+#define PKM_ERRMSG_SIZE 256
+
+/* Default bounds (pkm_conn_config_init). */
+#define PKM_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000
+#define PKM_DEFAULT_CONNECT_TIMEOUT_MS   10000
+
+/* Configuration of pkm_connect(), pkm_listen() and pkm_conn_from_fd(). The struct is read during
+ * the call and may be reused or freed afterwards, except for what it borrows (see each field).
+ * Always start from pkm_conn_config_init(). */
+typedef struct pkm_conn_config {
+    /* Server (pkm_listen, pkm_conn_from_fd with PKM_ROLE_SERVER), required: the long-term
+     * RSA-2048 key pair. BORROWED: it must outlive the listener and every connection made with
+     * it. Must be NULL for a client. */
+    const pkm_key_t *server_key;
+
+    /* Client only, optional: the ephemeral key pair. OWNERSHIP PASSES to the library when
+     * pkm_connect() or pkm_conn_from_fd() is called, whatever the result (it is freed, and so
+     * wiped, with the connection, or at once on failure; also when given to pkm_listen(), which
+     * frees it and fails with PKM_EINVAL). To reuse one key for several connections pass
+     * pkm_key_ref(key). NULL: a key is taken from `keypool`, or generated (~100 ms, counted in the
+     * handshake timeout). */
+    pkm_key_t *client_key;
+
+    /* Client only, optional: pool of ready ephemeral keys. BORROWED: must outlive the call. */
+    pkm_keypool_t *keypool;
+
+    /* Optional secret S for alternative handshaking (a password's UTF-8 bytes; at most
+     * PKM_MAX_SECRET). Copied: pkm_listen() keeps a copy for every accepted connection, wiped by
+     * pkm_listener_close(). NULL/0 = none. Both sides must agree. */
+    const uint8_t *secret;
+    size_t secret_len;
+
+    /* Client only, optional: the server's expected fingerprint "SHA256:..." (copied). Another key
+     * fails the handshake with PKM_EPIN. */
+    const char *pin_fingerprint;
+
+    /* Largest packet Size accepted (default PKM_DEFAULT_MAX_SIZE, 1 MiB) and bound on the bytes
+     * waiting to be written (default PKM_DEFAULT_MAX_SEND_BUFFER): see pkm_engine_config_t. */
+    size_t max_packet_size;
+    size_t max_send_buffer;
+
+    /* Optional check of every received packet (see pkm_engine_config_t.verify). ctx BORROWED:
+     * must outlive the connections (for a listener: every connection it accepts). */
+    int (*verify)(void *ctx, const pkm_packet_t *pkt);
+    void *verify_ctx;
+
+    /* Bound on the whole handshake, from the first byte to the confirmation (default 10000 ms;
+     * 0 = no bound). On expiry the handshake fails with PKM_ETIMEOUT. */
+    int handshake_timeout_ms;
+    /* Bound on pkm_connect's TCP connection, all resolved addresses together (default 10000 ms;
+     * 0 = only the operating system's own bound). Expiry: PKM_ECONNECT ("timed out"). */
+    int connect_timeout_ms;
+    /* Idle bound (default 0 = none): when pkm_conn_recv() waits and no byte at all has arrived
+     * from the peer for this long (counted from the last byte received, or from the end of the
+     * handshake), the connection is closed with PKM_ETIMEOUT. */
+    int idle_timeout_ms;
+
+    /* Optional: where pkm_connect(), pkm_conn_from_fd() and pkm_listen() write, on failure, a
+     * NUL-terminated sentence saying what failed (truncated to errbuf_size; PKM_ERRMSG_SIZE is
+     * ample), e.g. "connect to example.org:1234 failed: Connection refused". Set to "" on success.
+     * BORROWED for the duration of the call only; pkm_listen() does not keep it (accept failures
+     * are reported by pkm_listener_errmsg()). */
+    char *errbuf;
+    size_t errbuf_size;
+} pkm_conn_config_t;
+
+/* Fills *cfg with the defaults: everything NULL/0 except max_packet_size, max_send_buffer,
+ * handshake_timeout_ms and connect_timeout_ms. */
+PKM_API void pkm_conn_config_init(pkm_conn_config_t *cfg);
+
+/* ---- making connections ---- */
+
+/* Client: resolves host (getaddrinfo, IPv4 and IPv6; a name or a numeric address), connects to
+ * each address in turn until one accepts (within connect_timeout_ms in all), runs the client
+ * handshake (within handshake_timeout_ms) and returns an ESTABLISHED connection in *out, which is
+ * the caller's (pkm_conn_close). port: 1..65535.
+ * Errors (*out NULL; cfg->errbuf holds the sentence): PKM_EINVAL (NULL host/cfg/out, port out of
+ * range, inconsistent config), PKM_ERESOLVE, PKM_ECONNECT (refused, unreachable, timed out),
+ * PKM_ETIMEOUT (handshake too slow), PKM_EHANDSHAKE (wrong secret, or not the server you
+ * expected), PKM_EPIN, PKM_ECONNRESET, PKM_EIO, PKM_ENOMEM, or any handshake error of the engine
+ * (PKM_EKEY, PKM_EKEYLEN, ...). Ownership of cfg->client_key passes in every case. */
+PKM_API int pkm_connect(const char *host, int port, const pkm_conn_config_t *cfg, pkm_conn_t **out);
+
+/* Server: binds a TCP socket to host:port (host: a numeric IPv4 or IPv6 address or a name; NULL
+ * = every interface, IPv6 dual-stack when available, else IPv4; port 0 = an ephemeral port, see
+ * pkm_listener_port) with SO_REUSEADDR, and listens. cfg->server_key is required. The listener
+ * keeps what it needs of cfg (server_key and verify_ctx stay BORROWED). *out is the caller's
+ * (pkm_listener_close). Errors: PKM_EINVAL, PKM_ERESOLVE, PKM_EIO (bind/listen failed: see
+ * cfg->errbuf), PKM_ENOMEM. */
+PKM_API int pkm_listen(const char *host, int port, const pkm_conn_config_t *cfg,
+                       pkm_listener_t **out);
+
+/* The port the listener is bound to (useful after port 0); PKM_EINVAL for NULL. */
+PKM_API int pkm_listener_port(const pkm_listener_t *l);
+
+/* The listening socket, for the caller's own poll() (readable = a client is waiting). Stays owned
+ * by the listener. */
+PKM_API int pkm_listener_fd(const pkm_listener_t *l);
+
+/* Waits (without bound) for one TCP connection, accepts it and runs the server handshake within
+ * handshake_timeout_ms. Returns 0 with an ESTABLISHED connection in *out (the caller's:
+ * pkm_conn_close), or the error of the handshake (PKM_EHANDSHAKE, PKM_ETIMEOUT, PKM_ECONNRESET,
+ * ...; *out NULL; pkm_listener_errmsg says what failed and with whom). After a failed handshake
+ * the listener stays usable: call pkm_accept again for the next client. PKM_EIO if accept() itself
+ * fails (e.g. out of file descriptors). */
+PKM_API int pkm_accept(pkm_listener_t *l, pkm_conn_t **out);
+
+/* The sentence describing the last failed pkm_accept() on this listener ("" if none). Valid until
+ * the next pkm_accept or pkm_listener_close. */
+PKM_API const char *pkm_listener_errmsg(const pkm_listener_t *l);
+
+/* Closes the listening socket and frees the listener, wiping its copy of the secret. Connections
+ * already accepted are independent and stay open. NULL is allowed. */
+PKM_API void pkm_listener_close(pkm_listener_t *l);
+
+/* Runs the handshake as `role` (PKM_ROLE_CLIENT or PKM_ROLE_SERVER; cfg->server_key required for
+ * a server) over fd, an already connected stream socket (TCP, or a socketpair for tests).
+ * OWNERSHIP of fd PASSES to the library at the call, whatever the result: on success the
+ * connection owns it (it is made non-blocking and closed by pkm_conn_close); on failure it has
+ * been closed. Do not read, write or close fd yourself afterwards. Errors as pkm_connect (except
+ * resolving and connecting; cfg->errbuf holds the sentence). */
+PKM_API int pkm_conn_from_fd(int fd, int role, const pkm_conn_config_t *cfg, pkm_conn_t **out);
+
+/* ---- using a connection ---- */
+
+/* Sends one packet (raw path: id, hash and content as given; id 0xFF is reserved) and waits until
+ * all the bytes waiting to go out have been written to the socket. `content` is copied at once
+ * (it may be NULL when size is 0). Returns 0 when everything is written; PKM_EAGAIN when the
+ * timeout ran out first: the packet IS queued and its remaining bytes go out during the next
+ * pkm_conn_send, pkm_conn_flush or pkm_conn_recv; PKM_EQUEUE when the send buffer stayed too full
+ * to take the packet before the timeout ran out (the packet is NOT queued; the connection stays
+ * usable); PKM_EINVAL, PKM_ETOOBIG (bad argument: id 0xFF, content NULL with size > 0, a packet
+ * larger than max_send_buffer; nothing queued, connection still usable), PKM_ENOMEM (nothing
+ * queued, connection still usable); or an error that closed the connection. While waiting it also
+ * reads what the peer sends (buffered for pkm_conn_recv). */
+PKM_API int pkm_conn_send(pkm_conn_t *c, uint8_t id, uint32_t hash, const void *content,
+                          size_t size, int timeout_ms);
+
+/* Writes out the bytes still waiting to go (after a PKM_EAGAIN from pkm_conn_send). Returns 0
+ * when none are left, PKM_EAGAIN if the timeout ran out first, or an error that closed the
+ * connection. */
+PKM_API int pkm_conn_flush(pkm_conn_t *c, int timeout_ms);
+
+/* Receives one packet. Returns 1 with *out filled: out->content points into the connection's
+ * buffer and stays valid until the next call on this connection (copy what you keep). Returns
+ * PKM_EAGAIN when no complete packet arrived within timeout_ms (with timeout_ms 0: none is
+ * buffered or readable right now); the connection stays usable. Otherwise an error that closed
+ * the connection: PKM_EEOF (the peer closed between packets: the normal end), PKM_ETIMEOUT (idle
+ * timeout), PKM_ECONNRESET, PKM_EPADDING, PKM_ETOOBIG, PKM_EPROTO, the verify hook's error, ...
+ * Bytes waiting to be sent are written while waiting. */
+PKM_API int pkm_conn_recv(pkm_conn_t *c, pkm_packet_t *out, int timeout_ms);
+
+/* Re-establishes the secret (WIRE-PROFILE section 5) and runs the whole exchange to completion:
+ * returns 0 once established again under K', IV'. `secret` (copied, wiped once used; NULL/0 =
+ * none) must be the same on both sides. Which packet triggers it is the concrete protocol's:
+ * - server: call right after pkm_conn_send() of the trigger packet, with no other send between;
+ * - client: call right after pkm_conn_recv() returned the trigger packet (the packet's content is
+ *   no longer valid afterwards), before any other recv.
+ * Errors close the connection: PKM_EHANDSHAKE (e.g. different secrets), PKM_ETIMEOUT (not done
+ * within timeout_ms; -1 = no bound), ...; these do not close it: PKM_ESTATE (not established),
+ * PKM_EINVAL (secret longer than PKM_MAX_SECRET, or NULL with a length), PKM_ENOMEM. */
+PKM_API int pkm_conn_rekey(pkm_conn_t *c, const uint8_t *secret, size_t secret_len, int timeout_ms);
+
+/* The socket, for the caller's own poll(); -1 once the connection is closed. Owned by the
+ * connection: do not close it. Bytes may already be buffered inside the connection, so a
+ * readable-looking-idle socket does not mean pkm_conn_recv(c, &p, 0) has nothing. */
+PKM_API int pkm_conn_fd(const pkm_conn_t *c);
+
+/* The peer key's fingerprint "SHA256:..." (the server's, seen from a client; the client's
+ * ephemeral key's, seen from a server). Valid until pkm_conn_close. */
+PKM_API const char *pkm_conn_peer_fingerprint(const pkm_conn_t *c);
+
+/* The peer's address, "192.0.2.1:1234" or "[2001:db8::1]:1234" ("" when unknown, e.g. a
+ * socketpair). Valid until pkm_conn_close. */
+PKM_API const char *pkm_conn_peer_addr(const pkm_conn_t *c);
+
+/* The error that closed the connection, 0 while it is open. */
+PKM_API int pkm_conn_error(const pkm_conn_t *c);
+
+/* A sentence describing why the connection closed ("" while it is open). Valid until the next
+ * call on the connection. */
+PKM_API const char *pkm_conn_errmsg(const pkm_conn_t *c);
+
+/* Closes the socket (no message is sent; bytes not yet written are dropped: flush first) and
+ * frees the connection, wiping every secret (the engine's keys, buffers and chains). NULL is
+ * allowed. */
+PKM_API void pkm_conn_close(pkm_conn_t *c);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,266 @@
+/* The event-driven PkmCom/TCP server: one libuv loop for every connection, the handshake's RSA
+ * private-key work on libuv's thread pool, timeouts, bounded send queues and a connection cap. */
+#ifndef PKMCOM_SERVER_H
+#define PKMCOM_SERVER_H
+
+#include "pkmcom/common.h"
+#include "pkmcom/engine.h"
+#include "pkmcom/keys.h"
+#include "pkmcom/packet.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * Model. pkm_server_new() binds and listens (so the port is known, and clients may connect,
+ * before pkm_server_run()); pkm_server_run() runs the loop on the calling thread until
+ * pkm_server_stop(). Each accepted connection gets its own sans-IO engine (engine.h) with
+ * defer_crypto set. During a handshake (the first, or a re-establishment) the bytes read are
+ * processed on libuv's thread pool (uv_queue_work; its size is libuv's, UV_THREADPOOL_SIZE,
+ * default 4): the client key's parsing, the two RSA encryptions of the server's KeyShare and the
+ * two RSA private-key decryptions of the client's, so a handshake never stalls other
+ * connections. While a connection's engine is on the pool the loop does not read from it and
+ * makes no call on its engine. Established traffic (AES) is processed on the loop.
+ *
+ * Writes: everything queued for a connection during one loop turn goes out in one write, just
+ * before the loop next waits for events (uv_try_write; what the socket does not take is copied
+ * into a buffer of its own and written with uv_write). A connection whose unsent bytes would
+ * exceed max_send_queue (a client that does not read) is dropped: closed with PKM_EQUEUE.
+ *
+ * Memory: a connection that has read nothing for `trim_after_ms` gives its engine's buffers back
+ * (pkm_engine_trim); an idle established connection then costs about 5.3 KiB of heap (measured
+ * by tests/test_server_scale.c over 10,000 connections).
+ *
+ * Process-wide effects of pkm_server_new(): the soft RLIMIT_NOFILE is raised to the hard limit
+ * (config.raise_fd_limit), and SIGPIPE is set to SIG_IGN if it was SIG_DFL (a write to a socket
+ * the client closed must fail with EPIPE rather than kill the process).
+ *
+ * Threads: every function here except pkm_server_stop() and pkm_server_stats() must be called
+ * on the thread running pkm_server_run() (in practice: from the callbacks), or before run / after
+ * it returned. Callbacks run on that thread. Different servers are independent.
+ *
+ * Lifetimes: a pkm_server_conn_t is valid from its acceptance until on_close returns (the
+ * callbacks are the place to use it; do not keep the pointer beyond on_close). Every connection
+ * admitted gets exactly one on_close, whether or not its handshake completed.
+ */
+
+typedef struct pkm_server pkm_server_t;
+typedef struct pkm_server_conn pkm_server_conn_t;
+
+/* Log levels for on_log. */
+enum pkm_log_level {
+    PKM_LOG_ERROR = 1,
+    PKM_LOG_WARN = 2,
+    PKM_LOG_INFO = 3,
+    PKM_LOG_DEBUG = 4,
+};
+
+/* Defaults of pkm_server_config_init(). */
+#define PKM_SERVER_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000
+#define PKM_SERVER_DEFAULT_MAX_SEND_QUEUE       (1u << 20)
+#define PKM_SERVER_DEFAULT_TRIM_AFTER_MS        1000
+#define PKM_SERVER_DEFAULT_BACKLOG              511
+
+/* Room for pkm_server_conn_peer(): "[" + IPv6 text + "]:" + port + NUL. */
+#define PKM_SERVER_PEER_SIZE 64
+
+/* Configuration, read by pkm_server_new(); the struct may be reused or freed afterwards, except
+ * for what it borrows (see each field). Always start from pkm_server_config_init(). */
+typedef struct pkm_server_config {
+    /* Address to listen on: a numeric IPv4 or IPv6 address ("127.0.0.1", "::", "0.0.0.0"), or a
+     * host name resolved with getaddrinfo (the first address is used). NULL = "0.0.0.0".
+     * Copied. */
+    const char *host;
+    uint16_t port; /* 0 = an ephemeral port: read it with pkm_server_port() */
+    int backlog;   /* listen(2) backlog; default PKM_SERVER_DEFAULT_BACKLOG */
+
+    /* Required: the server's long-term RSA-2048 key pair. BORROWED: it must outlive the server. */
+    const pkm_key_t *server_key;
+
+    /* Optional secret S for alternative handshaking (a password's UTF-8 bytes); every client
+     * must use the same. Copied (and wiped by pkm_server_free). NULL/0 = none. */
+    const uint8_t *secret;
+    size_t secret_len;
+
+    /* Connection cap: at most max_conns connections (handshaking or established) at once.
+     * Beyond it a new TCP connection is accepted and closed at once, without a byte (the client
+     * sees the connection end rather than hang), counted in stats.rejected and logged at
+     * PKM_LOG_WARN (at most once a second); it gets no callback. 0 = no cap. */
+    size_t max_conns;
+
+    /* The whole handshake must complete within this many ms of the connection's acceptance,
+     * else the connection is closed with PKM_ETIMEOUT. Default 10000; 0 = no limit. */
+    uint64_t handshake_timeout_ms;
+
+    /* An established connection that sends nothing for this many ms is closed with
+     * PKM_ETIMEOUT. 0 (default) = never. */
+    uint64_t idle_timeout_ms;
+
+    /* Per connection: bound on the bytes queued and not yet written to the socket (engine
+     * output plus an unfinished write). A pkm_server_send() that would exceed it drops the
+     * connection (PKM_EQUEUE). Default PKM_SERVER_DEFAULT_MAX_SEND_QUEUE (1 MiB). */
+    size_t max_send_queue;
+
+    /* Largest packet Size accepted from a client (default PKM_DEFAULT_MAX_SIZE, 1 MiB); a larger
+     * one closes the connection with PKM_ETOOBIG. */
+    size_t max_packet_size;
+
+    /* An established connection that has read nothing for this many ms releases its engine's
+     * drained buffers (pkm_engine_trim). Default PKM_SERVER_DEFAULT_TRIM_AFTER_MS; 0 = at once,
+     * after every loop turn in which its buffers drained (least memory, one allocation per
+     * read). */
+    uint64_t trim_after_ms;
+
+    /* Nonzero (default): pkm_server_new() raises this process's soft RLIMIT_NOFILE to the hard
+     * limit, and warns (PKM_LOG_WARN) when even that is below what max_conns needs. */
+    int raise_fd_limit;
+
+    /* Optional check of each received packet, passed to every engine (engine.h's verify). ctx
+     * is borrowed and may be called concurrently by nobody else: only on the loop thread. */
+    int (*verify)(void *ctx, const pkm_packet_t *pkt);
+    void *verify_ctx;
+
+    /* Callbacks, all optional, all on the loop thread, all given `user` (borrowed). */
+
+    /* The handshake of `conn` completed: packets may be sent to it from now on. */
+    void (*on_connect)(void *user, pkm_server_conn_t *conn);
+
+    /* A packet arrived on `conn` (raw path: Id, Hash and content as received; the Hash is not
+     * checked unless `verify` does). pkt and its content are valid only during the call: copy
+     * what you keep. The callback may send (to this or any connection), close connections,
+     * start a re-establishment on this one, or stop the server. Echo is
+     * pkm_server_send(conn, pkt->id, pkt->hash, pkt->content, pkt->size). */
+    void (*on_packet)(void *user, pkm_server_conn_t *conn, const pkm_packet_t *pkt);
+
+    /* `conn` is closing: called exactly once per admitted connection, established or not.
+     * err: 0 when this side closed it (pkm_server_conn_close, pkm_server_stop); PKM_EEOF when
+     * the client closed it cleanly; PKM_ETIMEOUT (handshake or idle timeout); PKM_EQUEUE (send
+     * queue overflow); PKM_ECONNRESET / PKM_EIO (socket errors); or the engine's error.
+     * fail_step is non-NULL exactly when a handshake (the first, or a re-establishment) failed:
+     * the step it failed at, as pkm_engine_fail_step() names it ("ClientKey", "KeyShare",
+     * "confirmation (0xFF)"), for logs (it never contains secrets). Use
+     * pkm_server_conn_established() to tell whether on_connect was called. After this call the
+     * connection receives no more callbacks, sends are refused, and the pointer must not be
+     * used after the callback returns: free what set_data attached here. */
+    void (*on_close)(void *user, pkm_server_conn_t *conn, int err, const char *fail_step);
+
+    /* The server's own messages (fd limit, accept errors, rejections). NULL: PKM_LOG_WARN and
+     * PKM_LOG_ERROR go to stderr. msg is valid during the call. Never carries secrets. */
+    void (*on_log)(void *user, int level, const char *msg);
+
+    void *user;
+} pkm_server_config_t;
+
+/* Counters, read with pkm_server_stats(). */
+typedef struct pkm_server_stats {
+    uint64_t conns_open;        /* connections open now (handshaking or established) */
+    uint64_t conns_established; /* of which established */
+    uint64_t accepted;          /* connections admitted since start */
+    uint64_t rejected;          /* connections refused by max_conns */
+    uint64_t handshakes_ok;     /* first handshakes completed */
+    uint64_t handshakes_failed; /* handshakes (first or re-establishment) failed, timeouts too */
+    uint64_t timeouts;          /* connections closed by the handshake or idle timeout */
+    uint64_t dropped_queue;     /* connections dropped for send queue overflow */
+    uint64_t packets_in, packets_out; /* application packets received / queued */
+    uint64_t bytes_in, bytes_out;     /* bytes read from / written to sockets */
+} pkm_server_stats_t;
+
+/* Fills *cfg with the defaults (everything else NULL/0). */
+PKM_API void pkm_server_config_init(pkm_server_config_t *cfg);
+
+/* Makes a server: creates its loop, binds and listens (the port is known on return), raises the
+ * fd limit (raise_fd_limit). Errors: PKM_EINVAL (no server_key or not private, max_packet_size 0
+ * or above INT32_MAX, max_send_queue 0, secret too long), PKM_ERESOLVE (host), PKM_EIO (bind or
+ * listen failed, e.g. address in use; the reason is logged), PKM_ENOMEM. *out is the caller's:
+ * pkm_server_free(). */
+PKM_API int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out);
+
+/* Runs the loop on the calling thread until pkm_server_stop(): then stops accepting, closes every
+ * connection (on_close with err 0 for each), waits for work in flight on the thread pool, and
+ * returns 0. PKM_ESTATE if called twice or concurrently. If stop was requested before run, run
+ * returns at once after closing. */
+PKM_API int pkm_server_run(pkm_server_t *srv);
+
+/* Asks the server to stop. Safe from any thread and from a signal handler (it only sets a flag
+ * and calls uv_async_send, which is async-signal-safe), any number of times, between
+ * pkm_server_new() and pkm_server_free(). Returns at once; pkm_server_run() returns soon after. */
+PKM_API void pkm_server_stop(pkm_server_t *srv);
+
+/* Frees the server: closes whatever is still open (calling on_close), the listener and the loop.
+ * Not while pkm_server_run() is running. NULL is allowed. */
+PKM_API void pkm_server_free(pkm_server_t *srv);
+
+/* The port the server listens on (the ephemeral one when config.port was 0). */
+PKM_API uint16_t pkm_server_port(const pkm_server_t *srv);
+
+/* The config's `user`. */
+PKM_API void *pkm_server_user(const pkm_server_t *srv);
+
+/* A snapshot of the counters. Safe from any thread (each counter is read atomically; the set is
+ * not one instant). */
+PKM_API void pkm_server_stats(const pkm_server_t *srv, pkm_server_stats_t *out);
+
+/* Calls fn(ctx, conn) for every established connection (on_connect done, on_close not yet).
+ * fn may send and close connections (a closed one is skipped from then on). Returns the number
+ * of calls. */
+PKM_API size_t pkm_server_foreach(pkm_server_t *srv, void (*fn)(void *ctx, pkm_server_conn_t *c),
+                                  void *ctx);
+
+/* Sends one packet to every established connection except `except` (NULL: to all), as
+ * pkm_server_send() would (a connection that overflows is dropped). For relays. Returns the
+ * number of connections it was queued for. */
+PKM_API size_t pkm_server_broadcast(pkm_server_t *srv, const pkm_server_conn_t *except, uint8_t id,
+                                    uint32_t hash, const uint8_t *content, size_t size);
+
+/* ---- per connection (loop thread only) ---- */
+
+/* Queues one packet (raw path: engine.h's pkm_engine_queue_packet) on an established
+ * connection; `content` is copied (encrypted into the connection's send buffer) before the call
+ * returns. It is written before the loop next waits. Errors: PKM_EINVAL (id 0xFF, content NULL
+ * with size > 0), PKM_ESTATE (handshake not completed yet), PKM_ECLOSED (closing or closed),
+ * PKM_ETOOBIG (one packet larger than max_send_queue allows); PKM_EQUEUE: the bytes not yet
+ * written would exceed max_send_queue, and the connection has been DROPPED (on_close with
+ * PKM_EQUEUE has run by the time this returns). During a re-establishment the packet waits and
+ * goes out under the new key. */
+PKM_API int pkm_server_send(pkm_server_conn_t *conn, uint8_t id, uint32_t hash,
+                            const uint8_t *content, size_t size);
+
+/* Closes the connection: on_close (err 0) runs before this returns; bytes not yet written are
+ * dropped. No-op on a connection already closing. */
+PKM_API void pkm_server_conn_close(pkm_server_conn_t *conn);
+
+/* Server-initiated re-establishment of the secret (WIRE-PROFILE section 5): call right after
+ * pkm_server_send() of the packet that triggers it, with nothing sent to this connection in
+ * between. `secret` (copied; NULL/0 = none) is S for the new derivation. Packets sent meanwhile
+ * wait for the new key. A failure later closes the connection (on_close with fail_step set).
+ * Returns 0, PKM_ESTATE (not established), PKM_ECLOSED, PKM_EINVAL, or the engine's error (the
+ * connection is then closed). */
+PKM_API int pkm_server_conn_rekey(pkm_server_conn_t *conn, const uint8_t *secret,
+                                  size_t secret_len);
+
+/* An opaque pointer for the application, NULL at first. The server never touches it. */
+PKM_API void pkm_server_conn_set_data(pkm_server_conn_t *conn, void *data);
+PKM_API void *pkm_server_conn_get_data(const pkm_server_conn_t *conn);
+
+/* The client's key fingerprint "SHA256:..." once its ClientKey was accepted, else NULL. Valid
+ * until on_close returns. (An ephemeral key: it names the connection, not a user.) */
+PKM_API const char *pkm_server_conn_fingerprint(const pkm_server_conn_t *conn);
+
+/* A number for logs: 1, 2, 3... in order of acceptance, never reused by one server. */
+PKM_API uint64_t pkm_server_conn_id(const pkm_server_conn_t *conn);
+
+/* Writes the client's address, "1.2.3.4:5678" or "[::1]:5678", NUL-terminated, into buf
+ * (PKM_SERVER_PEER_SIZE is always enough). Returns its length, PKM_ENOSPC, or PKM_EINVAL. */
+PKM_API int pkm_server_conn_peer(const pkm_server_conn_t *conn, char *buf, size_t cap);
+
+/* 1 once on_connect was called for it (and stays 1 through on_close), else 0. */
+PKM_API int pkm_server_conn_established(const pkm_server_conn_t *conn);
+
+/* The server the connection belongs to. */
+PKM_API pkm_server_t *pkm_server_conn_server(const pkm_server_conn_t *conn);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

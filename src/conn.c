@@ -1,0 +1,790 @@
+/* The blocking API over sockets (conn.h): non-blocking sockets driven by poll() against
+ * CLOCK_MONOTONIC deadlines, moving bytes between the socket and the sans-IO engine. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <openssl/crypto.h>
+#include "pkmcom/conn.h"
+#include "conn_internal.h"
+#include "internal.h"
+
+#define ADDR_SIZE 96 /* "[" + numeric IPv6 with scope + "]:" + port */
+
+/* Where a connection stands, for the error sentences. */
+enum phase {
+    PHASE_HANDSHAKE,
+    PHASE_ESTABLISHED,
+    PHASE_REKEY,
+};
+
+/* What drive() runs until. */
+enum goal {
+    GOAL_HANDSHAKE, /* established, and every byte written (the server's 0xFF answer) */
+    GOAL_FLUSH,     /* every byte written */
+    GOAL_PACKET,    /* one packet taken */
+};
+
+struct pkm_conn {
+    int fd; /* -1 once closed */
+    pkm_engine_t *e;
+    const struct pkm__io *io;
+    int err;    /* the error that closed the connection, 0 while open */
+    int phase;  /* enum phase */
+    int rd_eof; /* the socket read returned 0 */
+    int idle_ms;
+    int hs_ms;       /* the first handshake's bound, for the sentence */
+    int limit_ms;    /* the re-establishment's bound, for the sentence */
+    int64_t last_rx; /* CLOCK_MONOTONIC ns of the last byte received */
+    char peer[ADDR_SIZE];
+    char msg[PKM_ERRMSG_SIZE];
+};
+
+struct pkm_listener {
+    int fd;
+    int port;
+    const pkm_key_t *server_key;
+    uint8_t *secret;
+    size_t secret_len;
+    size_t max_packet;
+    size_t max_send;
+    int (*verify)(void *ctx, const pkm_packet_t *pkt);
+    void *verify_ctx;
+    int hs_ms;
+    int idle_ms;
+    char msg[PKM_ERRMSG_SIZE];
+};
+
+/* ---- the default I/O table ---- */
+
+static ssize_t io_read(void *ctx, int fd, void *buf, size_t n)
+{
+    (void)ctx;
+    return recv(fd, buf, n, 0);
+}
+
+static ssize_t io_write(void *ctx, int fd, const void *buf, size_t n)
+{
+    (void)ctx;
+    return send(fd, buf, n, MSG_NOSIGNAL);
+}
+
+static int io_poll(void *ctx, struct pollfd *fds, nfds_t nfds, int timeout_ms)
+{
+    (void)ctx;
+    return poll(fds, nfds, timeout_ms);
+}
+
+const struct pkm__io pkm__io_default = {io_read, io_write, io_poll, NULL};
+
+/* ---- time ---- */
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* An absolute deadline timeout_ms from now; -1 (none) for a negative timeout. */
+static int64_t deadline_in(int timeout_ms)
+{
+    if (timeout_ms < 0) return -1;
+    return now_ns() + (int64_t)timeout_ms * 1000000;
+}
+
+/* Milliseconds left until `until` (rounded up, so that a wait never ends just short of it), for
+ * poll(); -1 for no deadline. */
+static int ms_left(int64_t until, int64_t now)
+{
+    if (until < 0) return -1;
+    if (until <= now) return 0;
+    int64_t ms = (until - now + 999999) / 1000000;
+    return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+/* ---- sentences ---- */
+
+static void errno_text(int errnum, char *out, size_t n)
+{
+    if (strerror_r(errnum, out, n) != 0) snprintf(out, n, "error %d", errnum);
+}
+
+static void put_msg(char *buf, size_t n, const char *msg)
+{
+    if (buf && n) snprintf(buf, n, "%s", msg);
+}
+
+static void format_addr(const struct sockaddr *sa, socklen_t len, char *out, size_t n)
+{
+    char host[NI_MAXHOST], serv[NI_MAXSERV];
+    out[0] = '\0';
+    if (sa->sa_family != AF_INET && sa->sa_family != AF_INET6) return;
+    if (getnameinfo(sa, len, host, sizeof host, serv, sizeof serv,
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+        return;
+    snprintf(out, n, sa->sa_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, serv);
+}
+
+/* ---- closing on failure ---- */
+
+/* Closes the connection with err (the first error wins): the engine is closed (unsent bytes are
+ * dropped), the socket closed at once with no message, and the sentence composed from `what`, the
+ * handshake step, whether the peer had closed, and the peer's address. Returns the error. */
+static int conn_fail(pkm_conn_t *c, int err, const char *what)
+{
+    if (c->err) return c->err;
+    if (pkm_engine_state(c->e) != PKM_STATE_CLOSED) pkm_engine_close(c->e, err);
+    const char *step = pkm_engine_fail_step(c->e);
+    c->err = err;
+    if (c->fd >= 0) close(c->fd);
+    c->fd = -1;
+
+    char parts[PKM_ERRMSG_SIZE];
+    size_t used = 0;
+    parts[0] = '\0';
+    if (step)
+        used += (size_t)snprintf(parts + used, sizeof parts - used, "at %s step %s",
+                                 c->phase == PHASE_REKEY ? "re-establishment" : "handshake", step);
+    if (step && c->rd_eof && used < sizeof parts)
+        used += (size_t)snprintf(parts + used, sizeof parts - used,
+                                 ", after the peer closed the connection");
+    if (c->peer[0] && used < sizeof parts)
+        used += (size_t)snprintf(parts + used, sizeof parts - used, "%speer %s", used ? "; " : "",
+                                 c->peer);
+    if (parts[0])
+        snprintf(c->msg, sizeof c->msg, "%s (%s)", what, parts);
+    else
+        snprintf(c->msg, sizeof c->msg, "%s", what);
+    return err;
+}
+
+/* The engine closed itself: say why. */
+static int engine_failed(pkm_conn_t *c)
+{
+    int err = pkm_engine_error(c->e);
+    if (err >= 0) err = PKM_EINTERNAL;
+    return conn_fail(c, err, pkm_strerror(err));
+}
+
+/* A socket call failed with errnum. */
+static int sock_failed(pkm_conn_t *c, int errnum, const char *call)
+{
+    char text[128], what[200];
+    errno_text(errnum, text, sizeof text);
+    snprintf(what, sizeof what, "%s failed: %s", call, text);
+    int err = (errnum == ECONNRESET || errnum == EPIPE) ? PKM_ECONNRESET : PKM_EIO;
+    return conn_fail(c, err, what);
+}
+
+/* ---- moving bytes ---- */
+
+/* Writes what the engine has to send, until done or the socket would block. */
+static int write_some(pkm_conn_t *c, int *progress)
+{
+    for (;;) {
+        size_t len = 0;
+        const uint8_t *p = pkm_engine_send_buf(c->e, &len);
+        if (!p || len == 0) return 0;
+        ssize_t n = c->io->write(c->io->ctx, c->fd, p, len);
+        if (n > 0) {
+            if ((size_t)n > len) return conn_fail(c, PKM_EINTERNAL, "send wrote too much");
+            pkm_engine_send_ack(c->e, (size_t)n);
+            *progress = 1;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n == 0 || errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+        return sock_failed(c, errno, "send");
+    }
+}
+
+/* Reads once what the socket has, straight into the engine's buffer. */
+static int read_some(pkm_conn_t *c, int *progress)
+{
+    if (c->rd_eof) return 0;
+    size_t cap = 0;
+    uint8_t *p = pkm_engine_recv_buf(c->e, &cap);
+    if (!p || cap == 0) {
+        /* Full (a packet waits to be taken) or closed. */
+        return pkm_engine_state(c->e) == PKM_STATE_CLOSED ? engine_failed(c) : 0;
+    }
+    for (;;) {
+        ssize_t n = c->io->read(c->io->ctx, c->fd, p, cap);
+        if (n > 0) {
+            if ((size_t)n > cap) return conn_fail(c, PKM_EINTERNAL, "recv read too much");
+            c->last_rx = now_ns();
+            *progress = 1;
+            return pkm_engine_recv_ack(c->e, (size_t)n) < 0 ? engine_failed(c) : 0;
+        }
+        if (n == 0) {
+            c->rd_eof = 1;
+            *progress = 1;
+            return pkm_engine_recv_eof(c->e) < 0 ? engine_failed(c) : 0;
+        }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+        return sock_failed(c, errno, "recv");
+    }
+}
+
+/* The deadline of a drive() ran out. */
+static int expired(pkm_conn_t *c, enum goal g, int idle)
+{
+    char what[128];
+    if (g == GOAL_HANDSHAKE) {
+        int rekey = c->phase == PHASE_REKEY;
+        snprintf(what, sizeof what, "%s did not finish within %d ms",
+                 rekey ? "re-establishment" : "handshake", rekey ? c->limit_ms : c->hs_ms);
+        return conn_fail(c, PKM_ETIMEOUT, what);
+    }
+    if (idle) {
+        snprintf(what, sizeof what, "no byte received for %d ms (idle timeout)", c->idle_ms);
+        return conn_fail(c, PKM_ETIMEOUT, what);
+    }
+    return PKM_EAGAIN;
+}
+
+/* The loop of every blocking call: writes what is waiting, reads what arrives, waits in poll()
+ * when neither can move, until the goal is reached (returns 0, or 1 with *pkt for GOAL_PACKET),
+ * the deadline passes (expired()), or the connection fails. */
+static int drive(pkm_conn_t *c, int64_t deadline, enum goal g, pkm_packet_t *pkt)
+{
+    for (;;) {
+        int progress = 0, r;
+        if (c->err) return c->err;
+        if ((r = write_some(c, &progress)) < 0) return r;
+        int st = pkm_engine_state(c->e);
+        if (st == PKM_STATE_CLOSED) return engine_failed(c);
+        size_t pending = 0;
+        pkm_engine_send_buf(c->e, &pending);
+        if (g == GOAL_PACKET) {
+            r = pkm_engine_next_packet(c->e, pkt);
+            if (r < 0) return engine_failed(c);
+            if (r == 1) return 1;
+        } else if (pending == 0 && (g == GOAL_FLUSH || st == PKM_STATE_ESTABLISHED)) {
+            return 0;
+        }
+        if ((r = read_some(c, &progress)) < 0) return r;
+        if (progress) continue;
+
+        /* Nothing can move now: wait for the socket, the deadline or the idle bound. */
+        int64_t now = now_ns(), until = deadline;
+        int idle = 0;
+        if (g == GOAL_PACKET && c->idle_ms > 0) {
+            int64_t idle_end = c->last_rx + (int64_t)c->idle_ms * 1000000;
+            if (until < 0 || idle_end <= until) {
+                until = idle_end;
+                idle = 1;
+            }
+        }
+        if (until >= 0 && now >= until) return expired(c, g, idle);
+        struct pollfd pfd = {.fd = c->fd, .events = 0, .revents = 0};
+        size_t room = 0;
+        if (!c->rd_eof && pkm_engine_recv_buf(c->e, &room) && room) pfd.events |= POLLIN;
+        if (pending) pfd.events |= POLLOUT;
+        if (pfd.events == 0) return conn_fail(c, PKM_EINTERNAL, "nothing to wait for");
+        r = c->io->poll(c->io->ctx, &pfd, 1, ms_left(until, now));
+        if (r < 0 && errno != EINTR && errno != EAGAIN) return sock_failed(c, errno, "poll");
+    }
+}
+
+/* ---- configuration ---- */
+
+void pkm_conn_config_init(pkm_conn_config_t *cfg)
+{
+    if (!cfg) return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->max_packet_size = PKM_DEFAULT_MAX_SIZE;
+    cfg->max_send_buffer = PKM_DEFAULT_MAX_SEND_BUFFER;
+    cfg->handshake_timeout_ms = PKM_DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    cfg->connect_timeout_ms = PKM_DEFAULT_CONNECT_TIMEOUT_MS;
+}
+
+static int check_timeouts(const pkm_conn_config_t *cfg)
+{
+    return cfg->handshake_timeout_ms >= 0 && cfg->connect_timeout_ms >= 0 &&
+                   cfg->idle_timeout_ms >= 0
+               ? 0
+               : PKM_EINVAL;
+}
+
+static void engine_config(const pkm_conn_config_t *cfg, int role, pkm_engine_config_t *ec)
+{
+    pkm_engine_config_init(ec, role);
+    ec->server_key = cfg->server_key;
+    ec->client_key = cfg->client_key;
+    ec->keypool = cfg->keypool;
+    ec->secret = cfg->secret;
+    ec->secret_len = cfg->secret_len;
+    ec->pin_fingerprint = cfg->pin_fingerprint;
+    ec->max_packet_size = cfg->max_packet_size;
+    ec->max_send_buffer = cfg->max_send_buffer;
+    ec->verify = cfg->verify;
+    ec->verify_ctx = cfg->verify_ctx;
+}
+
+/* ---- making connections ---- */
+
+/* Runs the handshake over fd, which it owns from here on (closed on failure), as does the engine
+ * config's client_key. On failure the sentence goes to msg. */
+static int conn_start(int fd, const pkm_engine_config_t *ec, int hs_ms, int idle_ms,
+                      const struct pkm__io *io, char *msg, size_t msg_size, pkm_conn_t **out)
+{
+    char text[128];
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+        int errnum = errno;
+        close(fd);
+        pkm_key_free(ec->client_key);
+        errno_text(errnum, text, sizeof text);
+        char what[200];
+        snprintf(what, sizeof what, "cannot make the socket non-blocking: %s", text);
+        put_msg(msg, msg_size, what);
+        return errnum == EBADF ? PKM_EINVAL : PKM_EIO;
+    }
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* not for AF_UNIX */
+
+    pkm_conn_t *c = pkm__calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        pkm_key_free(ec->client_key);
+        put_msg(msg, msg_size, pkm_strerror(PKM_ENOMEM));
+        return PKM_ENOMEM;
+    }
+    c->fd = fd;
+    c->io = io ? io : &pkm__io_default;
+    c->idle_ms = idle_ms;
+    c->hs_ms = hs_ms;
+    c->phase = PHASE_HANDSHAKE;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+        format_addr((struct sockaddr *)&ss, sl, c->peer, sizeof c->peer);
+
+    int r = pkm_engine_new(ec, &c->e); /* takes client_key, whatever happens */
+    if (r < 0) {
+        char what[200];
+        snprintf(what, sizeof what, "%s%s", r == PKM_EINVAL ? "invalid configuration: " : "",
+                 pkm_strerror(r));
+        put_msg(msg, msg_size, what);
+        close(fd);
+        pkm__free(c);
+        return r;
+    }
+    r = drive(c, hs_ms > 0 ? deadline_in(hs_ms) : -1, GOAL_HANDSHAKE, NULL);
+    if (r < 0) {
+        put_msg(msg, msg_size, c->msg);
+        pkm_conn_close(c);
+        return r;
+    }
+    c->phase = PHASE_ESTABLISHED;
+    c->last_rx = now_ns();
+    put_msg(msg, msg_size, "");
+    *out = c;
+    return 0;
+}
+
+int pkm__conn_from_fd_io(int fd, int role, const pkm_conn_config_t *cfg, const struct pkm__io *io,
+                         pkm_conn_t **out)
+{
+    if (out) *out = NULL;
+    char *eb = cfg ? cfg->errbuf : NULL;
+    size_t ebn = cfg ? cfg->errbuf_size : 0;
+    if (!cfg || !out || fd < 0 || (role != PKM_ROLE_CLIENT && role != PKM_ROLE_SERVER) ||
+        check_timeouts(cfg) < 0) {
+        if (fd >= 0) close(fd);
+        if (cfg) pkm_key_free(cfg->client_key);
+        put_msg(eb, ebn, "invalid argument to pkm_conn_from_fd");
+        return PKM_EINVAL;
+    }
+    pkm_engine_config_t ec;
+    engine_config(cfg, role, &ec);
+    return conn_start(fd, &ec, cfg->handshake_timeout_ms, cfg->idle_timeout_ms, io, eb, ebn, out);
+}
+
+int pkm_conn_from_fd(int fd, int role, const pkm_conn_config_t *cfg, pkm_conn_t **out)
+{
+    return pkm__conn_from_fd_io(fd, role, cfg, NULL, out);
+}
+
+/* Waits for a non-blocking connect() on fd to finish by `deadline`. Returns 0 when connected, or
+ * an errno value (ETIMEDOUT when the deadline passed). */
+static int connect_wait(int fd, int64_t deadline, const struct pkm__io *io)
+{
+    for (;;) {
+        int64_t now = now_ns();
+        if (deadline >= 0 && now >= deadline) return ETIMEDOUT;
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT, .revents = 0};
+        int r = io->poll(io->ctx, &pfd, 1, ms_left(deadline, now));
+        if (r < 0) {
+            if (errno == EINTR || errno == EAGAIN) continue;
+            return errno;
+        }
+        if (r == 0) continue; /* the deadline check above ends it */
+        int soerr = 0;
+        socklen_t sl = sizeof soerr;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0) return errno;
+        return soerr;
+    }
+}
+
+int pkm__connect_io(const char *host, int port, const pkm_conn_config_t *cfg,
+                    const struct pkm__io *io, pkm_conn_t **out)
+{
+    char what[PKM_ERRMSG_SIZE], text[128];
+    if (out) *out = NULL;
+    char *eb = cfg ? cfg->errbuf : NULL;
+    size_t ebn = cfg ? cfg->errbuf_size : 0;
+    if (!host || !cfg || !out || port < 1 || port > 65535 || check_timeouts(cfg) < 0 ||
+        cfg->server_key) {
+        if (cfg) pkm_key_free(cfg->client_key);
+        put_msg(eb, ebn, "invalid argument to pkm_connect");
+        return PKM_EINVAL;
+    }
+    if (!io) io = &pkm__io_default;
+
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    char portstr[8];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    int g = getaddrinfo(host, portstr, &hints, &res);
+    if (g != 0) {
+        if (g == EAI_SYSTEM)
+            errno_text(errno, text, sizeof text);
+        else
+            snprintf(text, sizeof text, "%s", gai_strerror(g));
+        snprintf(what, sizeof what, "cannot resolve %s: %s", host, text);
+        put_msg(eb, ebn, what);
+        pkm_key_free(cfg->client_key);
+        return g == EAI_MEMORY ? PKM_ENOMEM : PKM_ERESOLVE;
+    }
+
+    int64_t deadline = cfg->connect_timeout_ms > 0 ? deadline_in(cfg->connect_timeout_ms) : -1;
+    int fd = -1, last = ECONNREFUSED, tried = 0;
+    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
+        int s =
+            socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+        if (s < 0) {
+            last = errno;
+            continue;
+        }
+        tried++;
+        int r = connect(s, ai->ai_addr, ai->ai_addrlen) == 0 ? 0 : errno;
+        if (r == EINPROGRESS || r == EINTR) r = connect_wait(s, deadline, io);
+        if (r == 0) {
+            fd = s;
+        } else {
+            close(s);
+            last = r;
+            if (r == ETIMEDOUT && deadline >= 0 && now_ns() >= deadline) break;
+        }
+    }
+    freeaddrinfo(res);
+    if (fd < 0) {
+        if (last == ETIMEDOUT && cfg->connect_timeout_ms > 0)
+            snprintf(text, sizeof text, "timed out after %d ms", cfg->connect_timeout_ms);
+        else
+            errno_text(last, text, sizeof text);
+        snprintf(what, sizeof what, "connect to %s:%d failed: %s%s", host, port, text,
+                 tried > 1 ? " (every address tried)" : "");
+        put_msg(eb, ebn, what);
+        pkm_key_free(cfg->client_key);
+        return PKM_ECONNECT;
+    }
+    pkm_engine_config_t ec;
+    engine_config(cfg, PKM_ROLE_CLIENT, &ec);
+    return conn_start(fd, &ec, cfg->handshake_timeout_ms, cfg->idle_timeout_ms, io, eb, ebn, out);
+}
+
+int pkm_connect(const char *host, int port, const pkm_conn_config_t *cfg, pkm_conn_t **out)
+{
+    return pkm__connect_io(host, port, cfg, NULL, out);
+}
+
+/* ---- listening ---- */
+
+static void listener_free(pkm_listener_t *l)
+{
+    if (l->secret) {
+        OPENSSL_cleanse(l->secret, l->secret_len);
+        pkm__free(l->secret);
+    }
+    OPENSSL_cleanse(l, sizeof *l);
+    pkm__free(l);
+}
+
+/* Binds and listens on one address; returns the socket or -1 with errno set. */
+static int bind_one(const struct addrinfo *ai, int dual_stack)
+{
+    int s = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+    if (s < 0) return -1;
+    int one = 1, zero = 0;
+    if (setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 &&
+        (!dual_stack || ai->ai_family != AF_INET6 ||
+         setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero) == 0) &&
+        bind(s, ai->ai_addr, ai->ai_addrlen) == 0 && listen(s, SOMAXCONN) == 0)
+        return s;
+    int errnum = errno;
+    close(s);
+    errno = errnum;
+    return -1;
+}
+
+int pkm_listen(const char *host, int port, const pkm_conn_config_t *cfg, pkm_listener_t **out)
+{
+    char what[PKM_ERRMSG_SIZE], text[128];
+    if (out) *out = NULL;
+    char *eb = cfg ? cfg->errbuf : NULL;
+    size_t ebn = cfg ? cfg->errbuf_size : 0;
+    if (!cfg || !out || port < 0 || port > 65535 || check_timeouts(cfg) < 0 || !cfg->server_key ||
+        !pkm_key_is_private(cfg->server_key) || cfg->client_key || cfg->keypool ||
+        cfg->pin_fingerprint || cfg->secret_len > PKM_MAX_SECRET ||
+        (cfg->secret_len && !cfg->secret) || cfg->max_packet_size == 0 ||
+        cfg->max_packet_size > INT32_MAX || cfg->max_send_buffer == 0) {
+        if (cfg) pkm_key_free(cfg->client_key);
+        put_msg(eb, ebn,
+                "invalid argument to pkm_listen (a server needs server_key, and no "
+                "client_key, keypool or pin_fingerprint)");
+        return PKM_EINVAL;
+    }
+    pkm_listener_t *l = pkm__calloc(1, sizeof *l);
+    if (!l) {
+        put_msg(eb, ebn, pkm_strerror(PKM_ENOMEM));
+        return PKM_ENOMEM;
+    }
+    l->fd = -1;
+    if (cfg->secret_len) {
+        if (!(l->secret = pkm__malloc(cfg->secret_len))) {
+            listener_free(l);
+            put_msg(eb, ebn, pkm_strerror(PKM_ENOMEM));
+            return PKM_ENOMEM;
+        }
+        memcpy(l->secret, cfg->secret, cfg->secret_len);
+        l->secret_len = cfg->secret_len;
+    }
+    l->server_key = cfg->server_key;
+    l->max_packet = cfg->max_packet_size;
+    l->max_send = cfg->max_send_buffer;
+    l->verify = cfg->verify;
+    l->verify_ctx = cfg->verify_ctx;
+    l->hs_ms = cfg->handshake_timeout_ms;
+    l->idle_ms = cfg->idle_timeout_ms;
+
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    char portstr[8];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    int g = getaddrinfo(host, portstr, &hints, &res);
+    if (g != 0) {
+        if (g == EAI_SYSTEM)
+            errno_text(errno, text, sizeof text);
+        else
+            snprintf(text, sizeof text, "%s", gai_strerror(g));
+        snprintf(what, sizeof what, "cannot resolve %s: %s", host ? host : "(any)", text);
+        put_msg(eb, ebn, what);
+        listener_free(l);
+        return g == EAI_MEMORY ? PKM_ENOMEM : PKM_ERESOLVE;
+    }
+    int last = EADDRNOTAVAIL;
+    /* No host: the IPv6 wildcard first (dual-stack, so it takes IPv4 too), then IPv4. */
+    for (int pass = host ? 1 : 0; pass < 2 && l->fd < 0; pass++) {
+        for (struct addrinfo *ai = res; ai && l->fd < 0; ai = ai->ai_next) {
+            if (pass == 0 && ai->ai_family != AF_INET6) continue;
+            l->fd = bind_one(ai, !host);
+            if (l->fd < 0) last = errno;
+        }
+    }
+    freeaddrinfo(res);
+    if (l->fd < 0) {
+        errno_text(last, text, sizeof text);
+        snprintf(what, sizeof what, "cannot listen on %s:%d: %s", host ? host : "(any)", port,
+                 text);
+        put_msg(eb, ebn, what);
+        listener_free(l);
+        return PKM_EIO;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(l->fd, (struct sockaddr *)&ss, &sl) == 0)
+        l->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                 : ((struct sockaddr_in *)&ss)->sin_port);
+    put_msg(eb, ebn, "");
+    *out = l;
+    return 0;
+}
+
+int pkm_listener_port(const pkm_listener_t *l)
+{
+    return l ? l->port : PKM_EINVAL;
+}
+
+int pkm_listener_fd(const pkm_listener_t *l)
+{
+    return l ? l->fd : -1;
+}
+
+const char *pkm_listener_errmsg(const pkm_listener_t *l)
+{
+    return l ? l->msg : "";
+}
+
+int pkm__accept_io(pkm_listener_t *l, const struct pkm__io *io, pkm_conn_t **out)
+{
+    char what[PKM_ERRMSG_SIZE], text[128];
+    if (out) *out = NULL;
+    if (!l || !out) return PKM_EINVAL;
+    if (!io) io = &pkm__io_default;
+    l->msg[0] = '\0';
+    int fd;
+    for (;;) {
+        fd = accept(l->fd, NULL, NULL);
+        if (fd >= 0) break;
+        int errnum = errno;
+        if (errnum == EAGAIN || errnum == EWOULDBLOCK) {
+            struct pollfd pfd = {.fd = l->fd, .events = POLLIN, .revents = 0};
+            if (io->poll(io->ctx, &pfd, 1, -1) < 0 && errno != EINTR && errno != EAGAIN) {
+                errnum = errno;
+            } else {
+                continue;
+            }
+        }
+        /* A client that gave up before we took it, or a signal: wait for the next. */
+        if (errnum == EINTR || errnum == ECONNABORTED || errnum == EPROTO) continue;
+        errno_text(errnum, text, sizeof text);
+        snprintf(what, sizeof what, "accept failed: %s", text);
+        snprintf(l->msg, sizeof l->msg, "%s", what);
+        return PKM_EIO;
+    }
+    (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+    pkm_engine_config_t ec;
+    pkm_engine_config_init(&ec, PKM_ROLE_SERVER);
+    ec.server_key = l->server_key;
+    ec.secret = l->secret;
+    ec.secret_len = l->secret_len;
+    ec.max_packet_size = l->max_packet;
+    ec.max_send_buffer = l->max_send;
+    ec.verify = l->verify;
+    ec.verify_ctx = l->verify_ctx;
+    return conn_start(fd, &ec, l->hs_ms, l->idle_ms, io, l->msg, sizeof l->msg, out);
+}
+
+int pkm_accept(pkm_listener_t *l, pkm_conn_t **out)
+{
+    return pkm__accept_io(l, NULL, out);
+}
+
+void pkm_listener_close(pkm_listener_t *l)
+{
+    if (!l) return;
+    if (l->fd >= 0) close(l->fd);
+    listener_free(l);
+}
+
+/* ---- using a connection ---- */
+
+int pkm_conn_send(pkm_conn_t *c, uint8_t id, uint32_t hash, const void *content, size_t size,
+                  int timeout_ms)
+{
+    if (!c) return PKM_EINVAL;
+    if (c->err) return c->err;
+    int64_t deadline = deadline_in(timeout_ms);
+    for (;;) {
+        int r = pkm_engine_queue_packet(c->e, id, hash, content, size);
+        if (r == 0) break;
+        if (pkm_engine_state(c->e) == PKM_STATE_CLOSED) return engine_failed(c);
+        if (r != PKM_EQUEUE) return r; /* PKM_EINVAL, PKM_ETOOBIG, PKM_ESTATE: nothing queued */
+        /* The send buffer is full: write it out, then the packet fits (it alone is below the
+         * bound, else PKM_ETOOBIG). */
+        r = drive(c, deadline, GOAL_FLUSH, NULL);
+        if (r == PKM_EAGAIN) return PKM_EQUEUE;
+        if (r < 0) return r;
+    }
+    return drive(c, deadline, GOAL_FLUSH, NULL);
+}
+
+int pkm_conn_flush(pkm_conn_t *c, int timeout_ms)
+{
+    if (!c) return PKM_EINVAL;
+    return drive(c, deadline_in(timeout_ms), GOAL_FLUSH, NULL);
+}
+
+int pkm_conn_recv(pkm_conn_t *c, pkm_packet_t *out, int timeout_ms)
+{
+    if (!c || !out) return PKM_EINVAL;
+    return drive(c, deadline_in(timeout_ms), GOAL_PACKET, out);
+}
+
+int pkm_conn_rekey(pkm_conn_t *c, const uint8_t *secret, size_t secret_len, int timeout_ms)
+{
+    if (!c) return PKM_EINVAL;
+    if (c->err) return c->err;
+    int64_t deadline = deadline_in(timeout_ms);
+    int r = pkm_engine_rekey(c->e, secret, secret_len);
+    c->phase = PHASE_REKEY;
+    c->limit_ms = timeout_ms;
+    if (r < 0) {
+        if (pkm_engine_state(c->e) == PKM_STATE_CLOSED) return engine_failed(c);
+        c->phase = PHASE_ESTABLISHED;
+        return r; /* PKM_EINVAL, PKM_ENOMEM, PKM_ESTATE: nothing changed */
+    }
+    r = drive(c, deadline, GOAL_HANDSHAKE, NULL);
+    if (r < 0) return r;
+    c->phase = PHASE_ESTABLISHED;
+    c->last_rx = now_ns();
+    return 0;
+}
+
+void pkm__conn_set_io(pkm_conn_t *c, const struct pkm__io *io)
+{
+    if (c) c->io = io ? io : &pkm__io_default;
+}
+
+int pkm_conn_fd(const pkm_conn_t *c)
+{
+    return c ? c->fd : -1;
+}
+
+const char *pkm_conn_peer_fingerprint(const pkm_conn_t *c)
+{
+    return c ? pkm_engine_peer_fingerprint(c->e) : NULL;
+}
+
+const char *pkm_conn_peer_addr(const pkm_conn_t *c)
+{
+    return c ? c->peer : "";
+}
+
+int pkm_conn_error(const pkm_conn_t *c)
+{
+    return c ? c->err : PKM_EINVAL;
+}
+
+const char *pkm_conn_errmsg(const pkm_conn_t *c)
+{
+    return c ? c->msg : "";
+}
+
+void pkm_conn_close(pkm_conn_t *c)
+{
+    if (!c) return;
+    if (c->fd >= 0) close(c->fd);
+    pkm_engine_free(c->e);
+    pkm__free(c);
+}

@@ -1,0 +1,708 @@
+#!/usr/bin/python3
+# pkmpeer.py: an independent PkmCom/TCP peer, written from WIRE-PROFILE.md and spec/TCP.md only
+# (never from libpkmcom's sources), used by tests/test_interop.c to prove the two interoperate.
+"""PkmCom/TCP test peer (WIRE-PROFILE version 1).
+
+  pkmpeer.py server --port P [--key PEM] [--secret S] [--count N]
+                    [--rekey-after N --rekey-secret S2 --trigger-id ID]
+  pkmpeer.py client --port P [--key PEM] [--secret S] [--count N] [--size B[,B...]]
+                    [--expect-rekey --trigger-id ID --rekey-secret S2]
+  pkmpeer.py selftest
+  pkmpeer.py check-vectors FILE
+
+Exit status 0 only on full success; any failure prints one line on stderr and exits 1.
+Test convention: application packets carry Byte-Array-like content, so Hash = Id*31 +
+hashsum(content bytes); the server checks that on every packet it echoes, the client on every
+echo it receives. Only the standard library and `cryptography` are used.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+M32 = 0xFFFFFFFF
+HEADER = 9  # Id (Byte) | Hash (Unsigned Int) | Size (Int)
+BLOCK = 16
+MAGIC = 0x504B4D00
+HS_ID = 0xFF
+HS_HASH = (HS_ID * 31 + MAGIC) & M32  # 0x504B6BE1 (WIRE-PROFILE section 2)
+HALF = 128  # each half of M
+RSA_BYTES = 256  # one RSA-2048 ciphertext
+KEYSHARE_LEN = 2 * RSA_BYTES + BLOCK  # 528
+MAX_KEY_LEN = 1024
+DEFAULT_MAX_SIZE = 1 << 20
+DEFAULT_TIMEOUT = 10.0
+
+
+class PeerError(Exception):
+    """Any failure: the connection is closed with no message (section 3 step 5, section 4)."""
+
+
+# ---------------------------------------------------------------- APL hash, packet framing
+
+
+def hashsum_bytes(data):
+    """hashsum() of n unsigned Bytes: 0 for n = 0, else the fold h = h*31 + b from the first."""
+    h = 0
+    for b in data:  # 0*31 + b0 == b0, so starting from 0 gives the same left fold
+        h = (h * 31 + b) & M32
+    return h
+
+
+def packet_hash(pid, content):
+    return (pid * 31 + hashsum_bytes(content)) & M32
+
+
+def frame(pid, phash, content):
+    """Plaintext of one packet: 9-byte header, content, PKCS#7 padding (1..16 bytes)."""
+    body = struct.pack(">BIi", pid, phash, len(content)) + bytes(content)
+    pad = BLOCK - len(body) % BLOCK  # equals ((9+Size)/16+1)*16 - (9+Size): 1..16
+    return body + bytes([pad]) * pad
+
+
+def wire_length(size):
+    return ((HEADER + size) // BLOCK + 1) * BLOCK
+
+
+HS_PLAIN = struct.pack(">BIiI", HS_ID, HS_HASH, 4, MAGIC)  # the 13 plaintext bytes
+
+
+# ---------------------------------------------------------------- stream and channel
+
+
+class Stream:
+    """Exact reads and full writes on a socket that has a timeout. With dribble, every write goes
+    out in 1..7-byte pieces (TCP_NODELAY), to exercise the peer's reassembly."""
+
+    def __init__(self, sock, dribble=False):
+        self.sock = sock
+        self.timeout = sock.gettimeout()
+        self.deadline = None  # set while a handshake runs: it bounds the handshake as a whole
+        self.dribble = dribble
+        if dribble:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def send(self, data):
+        try:
+            if not self.dribble:
+                self.sock.sendall(data)
+            i = 0
+            while self.dribble and i < len(data):
+                n = 1 + os.urandom(1)[0] % 7
+                self.sock.sendall(data[i : i + n])
+                i += n
+        except OSError as e:
+            raise PeerError(f"send failed: {e}") from None
+
+    def recv_exact(self, n, what, eof_ok=False):
+        """n bytes, or None if eof_ok and the peer closed before the first byte."""
+        buf = bytearray()
+        while len(buf) < n:
+            try:
+                if self.deadline is not None:
+                    left = self.deadline - time.monotonic()
+                    if left <= 0:
+                        raise socket.timeout
+                    self.sock.settimeout(min(self.timeout, left))
+                chunk = self.sock.recv(n - len(buf))
+            except socket.timeout:
+                raise PeerError(f"timed out reading {what}") from None
+            except OSError as e:
+                raise PeerError(f"reading {what}: {e}") from None
+            if not chunk:
+                if eof_ok and not buf:
+                    return None
+                raise PeerError(f"peer closed the connection while we read {what}")
+            buf += chunk
+        return bytes(buf)
+
+
+class Channel:
+    """AES-256-CBC, one chain per direction, both started from (K, IV) (section 4). The
+    encryptor/decryptor objects are kept, so each update() continues its direction's chain."""
+
+    def __init__(self, key, iv, max_size=DEFAULT_MAX_SIZE):
+        self.enc = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+        self.dec = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+        self.max_size = max_size
+
+    def seal(self, pid, phash, content):
+        return self.enc.update(frame(pid, phash, content))
+
+    def send(self, stream, pid, phash, content):
+        stream.send(self.seal(pid, phash, content))
+
+    def recv(self, stream, eof_ok=False):
+        """One packet (id, hash, content), or None on a clean EOF between packets if eof_ok."""
+        first = stream.recv_exact(BLOCK, "a packet", eof_ok)
+        if first is None:
+            return None
+        plain = self.dec.update(first)
+        pid, phash, size = struct.unpack(">BIi", plain[:HEADER])
+        if size < 0:
+            raise PeerError(f"negative packet Size {size}")
+        if size > self.max_size:
+            raise PeerError(f"packet Size {size} above the maximum {self.max_size}")
+        total = wire_length(size)
+        if total > BLOCK:
+            plain += self.dec.update(stream.recv_exact(total - BLOCK, "a packet's rest"))
+        pad = total - HEADER - size
+        if plain[-pad:] != bytes([pad]) * pad:
+            raise PeerError("bad PKCS#7 padding")
+        return pid, phash, plain[HEADER : HEADER + size]
+
+    def send_confirm(self, stream):
+        self.send(stream, HS_ID, HS_HASH, struct.pack(">I", MAGIC))
+
+    def recv_confirm(self, stream):
+        """The 0xFF packet is exactly one block (13 bytes + 3 pad bytes): read that block only,
+        never more on the word of a header that may be garbage under a wrong key."""
+        block = self.dec.update(stream.recv_exact(BLOCK, "the 0xFF confirmation"))
+        if block != HS_PLAIN + b"\x03" * 3:
+            raise PeerError("handshake failed: the 0xFF confirmation did not decrypt correctly")
+
+
+# ---------------------------------------------------------------- keys and KeyShare
+
+
+def new_key():
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def key_message(private_key):
+    """ServerKey / ClientKey: Int n, then the DER SubjectPublicKeyInfo."""
+    der = private_key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return struct.pack(">i", len(der)) + der
+
+
+def der_header(der, at=0):
+    """(header length, content length) of the DER SEQUENCE at der[at:]."""
+    if len(der) < at + 2 or der[at] != 0x30:
+        raise ValueError("not a DER SEQUENCE")
+    if der[at + 1] < 0x80:
+        return 2, der[at + 1]
+    k = der[at + 1] & 0x7F
+    if not 1 <= k <= 2 or len(der) < at + 2 + k:
+        raise ValueError("bad DER length")
+    return 2 + k, int.from_bytes(der[at + 2 : at + 2 + k], "big")
+
+
+def der_length(der):
+    """Total length of the DER SEQUENCE at the start of der (tag, length octets, contents)."""
+    return sum(der_header(der))
+
+
+RSA_ENCRYPTION_OID = bytes.fromhex("06092a864886f70d010101")  # 1.2.840.113549.1.1.1
+
+
+def is_rsa_encryption(der):
+    """The AlgorithmIdentifier's OID is rsaEncryption (cryptography also loads RSA-PSS keys, whose
+    OID restricts them to PSS signatures, as RSAPublicKey)."""
+    outer, _ = der_header(der)
+    inner, _ = der_header(der, outer)
+    return der[outer + inner : outer + inner + len(RSA_ENCRYPTION_OID)] == RSA_ENCRYPTION_OID
+
+
+def read_key(stream, what):
+    (n,) = struct.unpack(">i", stream.recv_exact(4, what + " length"))
+    if not 1 <= n <= MAX_KEY_LEN:
+        raise PeerError(f"{what}: length {n} outside 1..{MAX_KEY_LEN}")
+    der = stream.recv_exact(n, what)
+    try:
+        if der_length(der) != n:  # the n bytes must be exactly one DER value
+            raise ValueError("bytes after the SubjectPublicKeyInfo")
+        key = serialization.load_der_public_key(der)
+    except Exception:
+        raise PeerError(f"{what}: DER SubjectPublicKeyInfo does not parse") from None
+    if not isinstance(key, rsa.RSAPublicKey) or not is_rsa_encryption(der):
+        raise PeerError(f"{what}: not an rsaEncryption key")
+    nums = key.public_numbers()
+    if nums.n.bit_length() != 2048:
+        raise PeerError(f"{what}: modulus of {nums.n.bit_length()} bits, not 2048")
+    if nums.e < 3 or nums.e % 2 == 0:
+        raise PeerError(f"{what}: public exponent {nums.e} is even or below 3")
+    return key
+
+
+def make_keyshare(peer_public, corrupt=False):
+    """(528-byte KeyShare, M, IV): two PKCS#1 v1.5 ciphertexts of M's halves, then the IV.
+    corrupt (a test of the peer's implicit rejection) flips one bit of the first ciphertext."""
+    m, iv = os.urandom(2 * HALF), os.urandom(BLOCK)
+    cts = [peer_public.encrypt(m[i : i + HALF], padding.PKCS1v15()) for i in (0, HALF)]
+    assert all(len(c) == RSA_BYTES for c in cts)
+    share = bytearray(cts[0] + cts[1] + iv)
+    if corrupt:
+        share[100] ^= 0x01
+    return bytes(share), m, iv
+
+
+def open_keyshare(private_key, share):
+    """(M, IV) from a received KeyShare. A half that fails to decrypt or is not 128 bytes is
+    replaced by 128 random bytes, silently (implicit rejection): the handshake then fails at the
+    0xFF step like a wrong key would. (Python cannot promise constant time; this is a test peer.)"""
+    halves = []
+    for i in (0, RSA_BYTES):
+        try:
+            half = private_key.decrypt(share[i : i + RSA_BYTES], padding.PKCS1v15())
+        except ValueError:
+            half = b""
+        halves.append(half if len(half) == HALF else os.urandom(HALF))
+    return halves[0] + halves[1], share[2 * RSA_BYTES :]
+
+
+def xor(a, b):
+    assert len(a) == len(b)
+    return bytes(x ^ y for x, y in zip(a, b))
+
+
+def derive(m_client, m_server, iv_client, iv_server, secret=b""):
+    """K = SHA-256(Mc XOR Ms [|| S]), IV = IVc XOR IVs (section 3 step 4)."""
+    m = xor(m_client, m_server)
+    return hashlib.sha256(m + secret).digest(), xor(iv_client, iv_server)
+
+
+# ---------------------------------------------------------------- one connection, either role
+
+
+class Peer:
+    """One connection. Test behaviours: late = read the peer's KeyShare before sending ours (checks
+    that the peer sends its own without waiting); corrupt = send a KeyShare whose first ciphertext
+    does not decrypt; stray = (client) send a packet right after reading the trigger, before the
+    new KeyShare, which section 5 says must make the re-establishment fail."""
+
+    def __init__(self, sock, role, own_key, secret=b"", max_size=DEFAULT_MAX_SIZE,
+                 late=False, corrupt=False, stray=False, dribble=False):
+        self.stream = Stream(sock, dribble)
+        self.late, self.corrupt, self.stray = late, corrupt, stray
+        self.role = role
+        self.own_key = own_key  # server: long-term key; client: this connection's ephemeral key
+        self.peer_key = None
+        self.secret = secret
+        self.max_size = max_size
+        self.chan = None
+
+    def _keyshares(self, secret):
+        """Step 3-4 with both keys known: exchange KeyShares in this role's order, derive K, IV."""
+        mine, m_own, iv_own = make_keyshare(self.peer_key, self.corrupt)
+        if not self.late:
+            self.stream.send(mine)  # both roles send theirs without waiting for the peer's
+        theirs = self.stream.recv_exact(KEYSHARE_LEN, "the peer's KeyShare")
+        if self.late:
+            self.stream.send(mine)
+        m_peer, iv_peer = open_keyshare(self.own_key, theirs)
+        if self.role == "client":
+            k, iv = derive(m_own, m_peer, iv_own, iv_peer, secret)
+        else:
+            k, iv = derive(m_peer, m_own, iv_peer, iv_own, secret)
+        self.chan = Channel(k, iv, self.max_size)
+
+    def _confirm(self):
+        """Step 5: the client sends 0xFF and checks the answer; the server checks and answers."""
+        if self.role == "client":
+            self.chan.send_confirm(self.stream)
+            self.chan.recv_confirm(self.stream)
+        else:
+            self.chan.recv_confirm(self.stream)
+            self.chan.send_confirm(self.stream)
+
+    def _bounded(self, steps):
+        """Runs a handshake under one deadline of the socket's timeout (section 3 step 5)."""
+        self.stream.deadline = time.monotonic() + self.stream.timeout
+        try:
+            steps()
+        finally:
+            self.stream.deadline = None
+            self.stream.sock.settimeout(self.stream.timeout)
+
+    def handshake(self):
+        self._bounded(self._handshake)
+
+    def _handshake(self):
+        if self.role == "server":
+            self.stream.send(key_message(self.own_key))
+            self.peer_key = read_key(self.stream, "ClientKey")
+        else:
+            self.peer_key = read_key(self.stream, "ServerKey")
+            self.stream.send(key_message(self.own_key))
+        self._keyshares(self.secret)
+        self._confirm()
+
+    def send(self, pid, phash, content):
+        if pid == HS_ID:
+            raise PeerError("Id 0xFF is the handshake packet")
+        self.chan.send(self.stream, pid, phash, content)
+
+    def recv(self, eof_ok=False):
+        pkt = self.chan.recv(self.stream, eof_ok)
+        if pkt is not None and pkt[0] == HS_ID:
+            raise PeerError("an 0xFF packet outside the handshake")
+        return pkt
+
+    def rekey_server(self, trigger_id, secret):
+        """Section 5, server: the trigger packet, then at once our new KeyShare in the clear."""
+        self.send(trigger_id, trigger_id * 31 & M32, b"")
+        self._bounded(lambda: (self._keyshares(secret), self._confirm()))
+
+    def rekey_client(self, secret):
+        """Section 5, client, called once the trigger packet was read: our new KeyShare first."""
+        if self.stray:
+            self.send(0x42, 0x42 * 31 & M32, b"")
+        self._bounded(lambda: (self._keyshares(secret), self._confirm()))
+
+    def close(self):
+        try:
+            self.stream.sock.close()
+        except OSError:
+            pass
+
+
+# ---------------------------------------------------------------- the two CLI roles
+
+
+def listen(port):
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", port))
+    srv.listen(1)
+    return srv
+
+
+def run_server(srv, args, key, out=sys.stdout):
+    """Accepts one connection on the listening socket srv, handshakes, echoes packets."""
+    srv.settimeout(args.timeout)
+    try:
+        sock, _ = srv.accept()
+    except socket.timeout:
+        raise PeerError("no client connected before the timeout") from None
+    finally:
+        srv.close()
+    sock.settimeout(args.timeout)
+    peer = Peer(sock, "server", key, args.secret, late=args.late_keyshare,
+                corrupt=args.corrupt_keyshare, dribble=args.dribble)
+    try:
+        peer.handshake()
+        echoed, rekeyed = 0, False
+        while args.count is None or echoed < args.count:
+            if args.rekey_after is not None and echoed == args.rekey_after and not rekeyed:
+                peer.rekey_server(args.trigger_id, args.rekey_secret)
+                rekeyed = True
+                continue
+            pkt = peer.recv(eof_ok=True)
+            if pkt is None:
+                break
+            pid, phash, content = pkt
+            if phash != packet_hash(pid, content):
+                raise PeerError(f"packet {echoed}: Hash {phash:#x} is not Id*31+hashsum(content)")
+            peer.send(pid, phash, content)
+            echoed += 1
+        if args.count is not None and echoed < args.count:
+            raise PeerError(f"client closed after {echoed} of {args.count} packets")
+        if args.rekey_after is not None and not rekeyed:
+            raise PeerError(f"client closed after {echoed} packets, before re-establishment")
+    finally:
+        peer.close()
+    print(f"OK server echoed {echoed} packets" + (", re-established" if rekeyed else ""), file=out)
+
+
+def run_client(args, out=sys.stdout):
+    try:
+        sock = socket.create_connection(("127.0.0.1", args.port), timeout=args.timeout)
+    except OSError as e:
+        raise PeerError(f"connect to 127.0.0.1:{args.port}: {e}") from None
+    sock.settimeout(args.timeout)
+    peer = Peer(sock, "client", args.key or new_key(), args.secret, late=args.late_keyshare,
+                corrupt=args.corrupt_keyshare, stray=args.stray_before_rekey, dribble=args.dribble)
+    sizes = [int(s) for s in str(args.size).split(",")]
+    ids = [i for i in range(0xFF) if i != args.trigger_id]
+    sent = 0
+
+    def exchange(n):
+        nonlocal sent
+        for _ in range(n):
+            pid, content = ids[sent % len(ids)], os.urandom(sizes[sent % len(sizes)])
+            phash = packet_hash(pid, content)
+            peer.send(pid, phash, content)
+            echo = peer.recv()
+            if echo != (pid, phash, content):
+                raise PeerError(f"packet {sent} (Id {pid}, {len(content)} bytes): bad echo")
+            sent += 1
+
+    try:
+        peer.handshake()
+        exchange(args.count)
+        if args.expect_rekey:
+            pid, phash, content = peer.recv()
+            if (pid, phash, content) != (args.trigger_id, args.trigger_id * 31 & M32, b""):
+                raise PeerError(f"expected the trigger packet {args.trigger_id}, got Id {pid}")
+            peer.rekey_client(args.rekey_secret)
+            exchange(args.count)
+    finally:
+        peer.close()
+    print(f"OK client exchanged {sent} packets" + (", re-established" if args.expect_rekey else ""),
+          file=out)
+
+
+# ---------------------------------------------------------------- selftest
+
+
+class _Bytes:
+    """A Stream stand-in over fixed bytes, for the key checks."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def recv_exact(self, n, what, eof_ok=False):
+        if len(self.data) < n:
+            raise PeerError(f"short {what}")
+        out, self.data = self.data[:n], self.data[n:]
+        return out
+
+
+def selftest_key_checks(key):
+    """ServerKey/ClientKey receiver checks (section 3): one accepted key, then refusals."""
+    good = key_message(key)
+    assert read_key(_Bytes(good), "key").key_size == 2048
+    data = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data")
+    files = {}
+    for name in ("rsa2048_e3", "rsa1024", "rsa4096", "rsa_pss2048", "ec_p256"):
+        path = os.path.join(data, name + ".pub.der")
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                files[name] = struct.pack(">i", os.path.getsize(path)) + f.read()
+    if "rsa2048_e3" in files:  # e = 3 is odd and >= 3: accepted
+        assert read_key(_Bytes(files.pop("rsa2048_e3")), "key").public_numbers().e == 3
+    bad = [struct.pack(">i", 0), struct.pack(">i", -1), struct.pack(">i", 1025) + bytes(1025),
+           struct.pack(">i", len(good) - 3) + good[4:] + b"\0",  # a byte after the DER
+           good[:-1] + b"\x00"]  # e = 65537 -> 65536: even
+    for msg in bad + list(files.values()):
+        try:
+            read_key(_Bytes(msg), "key")
+        except PeerError:
+            continue
+        raise AssertionError(f"key message accepted: {msg[:12].hex()}...")
+
+
+def selftest():
+    assert HS_PLAIN == bytes.fromhex("FF504B6BE10000000450 4B4D00".replace(" ", "")), HS_PLAIN.hex()
+    assert frame(HS_ID, HS_HASH, struct.pack(">I", MAGIC)) == HS_PLAIN + b"\x03" * 3
+    assert hashsum_bytes(b"") == 0 and hashsum_bytes(b"\x07") == 7
+    assert hashsum_bytes(b"ab") == 97 * 31 + 98
+    assert [wire_length(s) for s in (0, 6, 7, 22, 23)] == [16, 16, 32, 32, 48]
+    server_key, client_key = new_key(), new_key()
+    selftest_key_checks(server_key)
+
+    def pair(sv, cl):
+        """Runs server args sv against client args cl in two threads; returns (srv_err, cli_err)."""
+        srv = listen(0)
+        base = dict(port=srv.getsockname()[1], timeout=10.0, count=None, secret=b"",
+                    trigger_id=0x05, rekey_secret=b"", rekey_after=None, expect_rekey=False,
+                    size="0,1,15,16,17,1000,65536", key=client_key, late_keyshare=False,
+                    corrupt_keyshare=False, stray_before_rekey=False, dribble=False)
+        errs = {}
+        sink = open(os.devnull, "w")
+
+        def run(name, fn, *a):
+            try:
+                fn(*a, out=sink)
+            except PeerError as e:
+                errs[name] = str(e)
+
+        t = threading.Thread(target=run, args=("server", run_server, srv,
+                                               argparse.Namespace(**{**base, **sv}), server_key))
+        t.start()
+        run("client", run_client, argparse.Namespace(**{**base, **cl}))
+        t.join(30)
+        sink.close()
+        return errs.get("server"), errs.get("client")
+
+    cases = [
+        ("plain", {}, {"count": 7, "key": None}, True),  # this one generates its own key
+        ("secret", {"secret": b"hunter2"}, {"count": 7, "secret": b"hunter2"}, True),
+        ("wrong secret", {"secret": b"a"}, {"count": 1, "secret": b"b"}, False),
+        ("rekey", {"rekey_after": 3}, {"count": 3, "expect_rekey": True}, True),
+        ("rekey new secret", {"secret": b"s", "rekey_after": 2, "rekey_secret": b"t"},
+         {"count": 2, "secret": b"s", "expect_rekey": True, "rekey_secret": b"t"}, True),
+        ("rekey wrong secret", {"rekey_after": 1, "rekey_secret": b"x"},
+         {"count": 1, "expect_rekey": True, "rekey_secret": b"y"}, False),
+        ("late client, dribbling server", {"rekey_after": 1, "dribble": True},
+         {"count": 1, "expect_rekey": True, "late_keyshare": True}, True),
+        ("late server, dribbling client", {"late_keyshare": True, "rekey_after": 1},
+         {"count": 1, "expect_rekey": True, "dribble": True, "size": "300"}, True),
+        ("corrupt KeyShare", {}, {"count": 1, "corrupt_keyshare": True}, False),
+        ("stray packet before the new KeyShare", {"rekey_after": 1},
+         {"count": 1, "expect_rekey": True, "stray_before_rekey": True}, False),
+    ]
+    for name, sv, cl, ok in cases:
+        se, ce = pair(sv, cl)
+        if ok and (se or ce):
+            raise PeerError(f"selftest {name}: server: {se}; client: {ce}")
+        if not ok and not (se and ce):
+            raise PeerError(f"selftest {name}: should fail on both sides (server: {se}; client: {ce})")
+    print(f"OK selftest: {len(cases)} connection cases")
+
+
+# ---------------------------------------------------------------- test vectors
+#
+# Provisional JSON format (the final one is fixed in docs/PROTOCOL.md; extend CHECKERS):
+#   {"kdf": [{"m": hex256, "secret": hex (optional), "k": hex32}],
+#    "keyshare": [{"private_key_pem": PEM (or "private_key_file": path relative to the JSON),
+#                  "keyshare": hex528, "m": hex256, "iv": hex16}],
+#    "handshake": [{"server_key_pem"|"server_key_file", "client_key_pem"|"client_key_file",
+#                   "client_keyshare": hex528, "server_keyshare": hex528, "secret": hex (optional),
+#                   "m": hex256, "k": hex32, "iv": hex16}],
+#    "channel": [{"k": hex32, "iv": hex16,
+#                 "packets": [{"id": int, "hash": int (default Id*31+hashsum), "content": hex}
+#                             or a hex string of one packet's unpadded plaintext (header+content)],
+#                 "ciphertext": hex of the whole stream, packet after packet}]}
+# Hex strings may contain spaces. Every entry of every known section is checked.
+
+
+def unhex(s):
+    return bytes.fromhex("".join(s.split()))
+
+
+def _private_key(entry, prefix, base):
+    if prefix + "_pem" in entry:
+        pem = entry[prefix + "_pem"].encode()
+    else:
+        with open(os.path.join(base, entry[prefix + "_file"]), "rb") as f:
+            pem = f.read()
+    return serialization.load_pem_private_key(pem, password=None)
+
+
+def _expect(what, got, want):
+    if got != want:
+        raise PeerError(f"{what}: got {got.hex()}, expected {want.hex()}")
+
+
+def check_kdf(entry, base):
+    k = hashlib.sha256(unhex(entry["m"]) + unhex(entry.get("secret", ""))).digest()
+    _expect("K", k, unhex(entry["k"]))
+
+
+def check_keyshare(entry, base):
+    share = unhex(entry["keyshare"])
+    if len(share) != KEYSHARE_LEN:
+        raise PeerError(f"KeyShare of {len(share)} bytes, not {KEYSHARE_LEN}")
+    m, iv = open_keyshare(_private_key(entry, "private_key", base), share)
+    _expect("M (decrypted halves)", m, unhex(entry["m"]))
+    _expect("IV", iv, unhex(entry["iv"]))
+
+
+def check_handshake(entry, base):
+    mc, ivc = open_keyshare(_private_key(entry, "server_key", base), unhex(entry["client_keyshare"]))
+    ms, ivs = open_keyshare(_private_key(entry, "client_key", base), unhex(entry["server_keyshare"]))
+    k, iv = derive(mc, ms, ivc, ivs, unhex(entry.get("secret", "")))
+    _expect("M", xor(mc, ms), unhex(entry["m"]))
+    _expect("K", k, unhex(entry["k"]))
+    _expect("IV", iv, unhex(entry["iv"]))
+
+
+def check_channel(entry, base):
+    chan = Channel(unhex(entry["k"]), unhex(entry["iv"]))
+    stream = b""
+    for p in entry["packets"]:
+        if isinstance(p, str):  # unpadded plaintext: header + content
+            raw = unhex(p)
+            pid, phash, size = struct.unpack(">BIi", raw[:HEADER])
+            if size != len(raw) - HEADER:
+                raise PeerError(f"plaintext packet with Size {size} but {len(raw) - HEADER} bytes")
+            stream += chan.seal(pid, phash, raw[HEADER:])
+        else:
+            content = unhex(p.get("content", ""))
+            stream += chan.seal(p["id"], p.get("hash", packet_hash(p["id"], content)), content)
+    _expect("ciphertext stream", stream, unhex(entry["ciphertext"]))
+
+
+CHECKERS = {"kdf": check_kdf, "keyshare": check_keyshare, "handshake": check_handshake,
+            "channel": check_channel}
+
+
+def check_vectors(path):
+    with open(path) as f:
+        doc = json.load(f)
+    base, done = os.path.dirname(os.path.abspath(path)), 0
+    for section, entries in doc.items():
+        if section not in CHECKERS:
+            print(f"skipped section {section!r} (no checker)")
+            continue
+        for i, entry in enumerate(entries):
+            try:
+                CHECKERS[section](entry, base)
+            except PeerError as e:
+                raise PeerError(f"{section}[{i}]: {e}") from None
+            except (KeyError, ValueError, TypeError, struct.error) as e:
+                raise PeerError(f"{section}[{i}]: malformed entry: {e!r}") from None
+            done += 1
+    if done == 0:
+        raise PeerError(f"{path}: no vector checked")
+    print(f"OK {done} vectors")
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="mode", required=True)
+    secret = lambda s: s.encode("utf-8")  # noqa: E731  (a password's UTF-8 bytes)
+    for name in ("server", "client"):
+        p = sub.add_parser(name)
+        p.add_argument("--port", type=int, required=True)
+        p.add_argument("--secret", type=secret, default=b"")
+        p.add_argument("--count", type=int, default=None if name == "server" else 5)
+        p.add_argument("--trigger-id", type=lambda s: int(s, 0), default=0x05)
+        p.add_argument("--rekey-secret", type=secret, default=b"")
+        p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
+        p.add_argument("--late-keyshare", action="store_true",
+                       help="read the peer's KeyShare before sending ours")
+        p.add_argument("--corrupt-keyshare", action="store_true",
+                       help="send a KeyShare whose first ciphertext does not decrypt")
+        p.add_argument("--dribble", action="store_true", help="write in 1..7-byte pieces")
+        p.add_argument("--key", help="PEM private key (default: a fresh RSA-2048 key; a client's "
+                       "key should be fresh per connection, a file only saves test time)")
+    srv = sub.choices["server"]
+    srv.add_argument("--rekey-after", type=int, default=None)
+    cli = sub.choices["client"]
+    cli.add_argument("--size", default="16", help="content size, or a comma list to cycle")
+    cli.add_argument("--expect-rekey", action="store_true")
+    cli.add_argument("--stray-before-rekey", action="store_true",
+                     help="send a packet after the trigger, before the new KeyShare")
+    sub.add_parser("selftest")
+    sub.add_parser("check-vectors").add_argument("file")
+    args = ap.parse_args(argv)
+    try:
+        if args.mode in ("server", "client") and args.key:
+            with open(args.key, "rb") as f:
+                args.key = serialization.load_pem_private_key(f.read(), password=None)
+        if args.mode == "server":
+            s = listen(args.port)
+            if args.port == 0:
+                print(f"PORT {s.getsockname()[1]}", flush=True)
+            run_server(s, args, args.key or new_key())
+        elif args.mode == "client":
+            run_client(args)
+        elif args.mode == "selftest":
+            selftest()
+        else:
+            check_vectors(args.file)
+    except (PeerError, OSError, AssertionError) as e:
+        print(f"pkmpeer {args.mode}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
