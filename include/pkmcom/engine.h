@@ -83,7 +83,10 @@ typedef struct pkm_engine_config {
     size_t secret_len;
 
     /* Client only, optional: the expected server fingerprint "SHA256:..." (pkm_key_fingerprint).
-     * Copied. When set, a ServerKey with another fingerprint fails with PKM_EPIN. */
+     * Copied. When set, a ServerKey with another fingerprint fails with PKM_EPIN. Caveat: under
+     * the wire profile a party holding only the server's PUBLIC key can reflect the client's 0xFF
+     * confirmation, so the pin proves which key the server claimed, not that it answered; such a
+     * party still learns nothing and can forge nothing new (docs/PROTOCOL.md section 8). */
     const char *pin_fingerprint;
 
     /* Largest packet Size accepted from the peer (default PKM_DEFAULT_MAX_SIZE, 1 MiB; at most
