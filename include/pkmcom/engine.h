@@ -204,7 +204,10 @@ PKM_API int pkm_engine_next_packet(pkm_engine_t *e, pkm_packet_t *out);
  * taken from the client are read as that KeyShare), then the encrypted 0xFF, and answers it.
  * Client: call after pkm_engine_next_packet() returned the trigger packet: the engine sends its
  * new KeyShare (nothing else before it), reads the server's KeyShare that follows the trigger,
- * sends the 0xFF packet and checks the answer.
+ * sends the 0xFF packet and checks the answer. Queue nothing between taking the trigger and this
+ * call: the engine cannot tell which packet is a trigger (that belongs to the concrete
+ * protocol), so such a packet would leave before the KeyShare and the server would read it as
+ * one, failing the re-establishment.
  * The state is PKM_STATE_REKEYING until PKM_STATE_ESTABLISHED again; packets queued meanwhile
  * wait (see pkm_engine_queue_packet). Returns 0 or the error that closed the engine. */
 PKM_API int pkm_engine_rekey(pkm_engine_t *e, const uint8_t *secret, size_t secret_len);
