@@ -16,8 +16,8 @@
 #include "../tests/support/clients.c"
 
 #define NKEYS          4   /* pre-generated client key pairs, reused round robin */
-#define ENGINE_ROUNDS  5   /* rounds of the in-memory measurement, the best kept */
-#define ENGINE_HS      60  /* handshakes per round */
+#define ENGINE_ROUNDS  8   /* rounds of the in-memory measurement, the best kept */
+#define ENGINE_HS      40  /* handshakes per round */
 #define SERVER_WARMUP  16  /* handshakes before the libuv measurement starts */
 #define SERVER_CLIENTS 600 /* clients of the libuv measurement */
 #define SERVER_PENDING 128 /* of which connecting or handshaking at once */
