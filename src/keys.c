@@ -42,8 +42,8 @@ struct pkm_key {
 /* ------------------------------------------------------------------------------------------ */
 /* Construction and checks                                                                    */
 
-/* 0 if pkey is an RSA key (not RSA-PSS, not anything else) with a modulus of exactly 2048 bits
- * and an odd public exponent in 3..n-1; PKM_EKEY otherwise. */
+/* 0 if pkey is an RSA key (not RSA-PSS, not anything else) with an odd modulus of exactly 2048
+ * bits and an odd public exponent in 3..n-1; PKM_EKEY otherwise. */
 static int check_rsa2048(EVP_PKEY *pkey)
 {
     if (EVP_PKEY_get_base_id(pkey) != EVP_PKEY_RSA || !EVP_PKEY_is_a(pkey, "RSA")) return PKM_EKEY;
@@ -51,7 +51,9 @@ static int check_rsa2048(EVP_PKEY *pkey)
     int rc = PKM_EKEY;
     if (EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_N, &n) != 1) goto out;
     if (EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_E, &e) != 1) goto out;
-    if (BN_is_negative(n) || BN_num_bits(n) != 2048) goto out;
+    /* An RSA modulus is a product of odd primes: an even one is no key (and OpenSSL's
+     * Montgomery arithmetic refuses it at the first encryption, as PKM_ECRYPTO). */
+    if (BN_is_negative(n) || BN_num_bits(n) != 2048 || !BN_is_odd(n)) goto out;
     if (BN_is_negative(e) || !BN_is_odd(e) || BN_num_bits(e) < 2) goto out; /* odd, >= 3 */
     /* e <= n - 1 (RFC 8017 section 3.1), which also bounds the DER of a key read from PEM, so
      * that any accepted key fits a ServerKey/ClientKey message (PKM_MAX_KEY_DER). */

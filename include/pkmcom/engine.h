@@ -101,10 +101,12 @@ typedef struct pkm_engine_config {
      * thread. Zero (default): the work is done inline. */
     int defer_crypto;
 
-    /* Optional check of each received application packet, e.g. pkm_registry_verify (schema.h)
-     * with its registry as ctx. Returns 0 to accept, a negative PKM_E* to reject: the engine then
-     * closes with that error. Called from pkm_engine_next_packet(), with the packet about to be
-     * returned. ctx is borrowed. */
+    /* Optional check of each received application packet (never the handshake's 0xFF), e.g. a
+     * two-line wrapper calling pkm_registry_verify(ctx, pkt) (schema.h) with the registry as ctx
+     * (call through a wrapper: casting a function pointer to another type is undefined).
+     * Returns 0 to accept, a negative PKM_E* to reject (PKM_EUNKNOWNID, PKM_EHASH, ...): the
+     * engine then closes with that error (a positive return counts as PKM_EPROTO). Called from
+     * pkm_engine_next_packet() with the packet about to be returned. ctx is borrowed. */
     int (*verify)(void *ctx, const pkm_packet_t *pkt);
     void *verify_ctx;
 
