@@ -129,7 +129,7 @@ int pkm_key_generate(pkm_key_t **out)
  *     30 0D 06 09 2A 86 48 86 F7 0D 01 01 01 05 00   AlgorithmIdentifier: rsaEncryption, NULL
  *     03 L 00  BIT STRING, no unused bits, holding the DER RSAPublicKey:
  *       30 L  SEQUENCE
- *         02 82 01 01 00 <256 bytes, the first >= 0x80>   INTEGER n: positive, exactly 2048 bits
+ *         02 82 01 01 00 <256 bytes, the first >= 0x80>   INTEGER n: positive, 2048 bits, odd
  *         02 L <e>                                        INTEGER e: minimal, positive
  *
  * with every length in its shortest form and nothing after the outer SEQUENCE. This accepts
@@ -167,7 +167,7 @@ static int der_header(const uint8_t **p, const uint8_t *end, uint8_t tag, int wh
     return 0;
 }
 
-/* Finds n (256 bytes, top bit set) and e (minimal big-endian magnitude, no leading zero) in a
+/* Finds n (256 bytes, top bit set, odd) and e (minimal big-endian magnitude, no leading zero) in a
  * canonical SPKI, and checks e: odd, >= 3, below n. PKM_EKEY otherwise. */
 static int spki_parse(const uint8_t *der, size_t len, const uint8_t **n, const uint8_t **e,
                       size_t *elen)
@@ -184,6 +184,7 @@ static int spki_parse(const uint8_t *der, size_t len, const uint8_t **n, const u
     PKM_GUARD(der_header(&p, end, 0x30, 1, &l));
     PKM_GUARD(der_header(&p, end, 0x02, 0, &l));
     if (l != 257 || p[0] != 0x00 || p[1] < 0x80) return PKM_EKEY; /* exactly 2048 bits */
+    if (!(p[256] & 1)) return PKM_EKEY; /* even: no RSA modulus (see check_rsa2048) */
     *n = p + 1;
     p += l;
     PKM_GUARD(der_header(&p, end, 0x02, 1, &l));

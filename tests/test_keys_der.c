@@ -1,5 +1,5 @@
 /* Differential test of pkm_key_from_der against an oracle built from OpenSSL's own decoder: the
- * rule of WIRE-PROFILE section 3 (d2i_PUBKEY parses it all, rsaEncryption, 2048-bit n, odd e in
+ * rule of WIRE-PROFILE section 3 (d2i_PUBKEY parses it all, rsaEncryption, odd 2048-bit n, odd e in
  * 3..n-1, and i2d_PUBKEY gives back the very bytes) on thousands of mutated encodings. */
 #include "support.h"
 #include <stdio.h>
@@ -26,8 +26,8 @@ static int oracle(const uint8_t *der, size_t len, EVP_PKEY **out)
     if (ok)
         ok = EVP_PKEY_get_bn_param(k, OSSL_PKEY_PARAM_RSA_N, &n) == 1 &&
              EVP_PKEY_get_bn_param(k, OSSL_PKEY_PARAM_RSA_E, &e) == 1 && !BN_is_negative(n) &&
-             BN_num_bits(n) == 2048 && !BN_is_negative(e) && BN_is_odd(e) && BN_num_bits(e) >= 2 &&
-             BN_cmp(e, n) < 0;
+             BN_num_bits(n) == 2048 && BN_is_odd(n) && !BN_is_negative(e) && BN_is_odd(e) &&
+             BN_num_bits(e) >= 2 && BN_cmp(e, n) < 0;
     if (ok) {
         unsigned char re[PKM_MAX_KEY_DER + 64], *q = re;
         int rl = i2d_PUBKEY(k, NULL);
@@ -175,6 +175,10 @@ static void moduli(void **state)
         assert_int_equal(BN_rand(n, bits[i], BN_RAND_TOP_ONE, BN_RAND_BOTTOM_ODD), 1);
         agree(der, spki(n, e, der, sizeof der));
     }
+    /* 2048 bits, even */
+    assert_int_equal(BN_rand(n, 2048, BN_RAND_TOP_ONE, BN_RAND_BOTTOM_ANY), 1);
+    assert_int_equal(BN_clear_bit(n, 0), 1);
+    agree(der, spki(n, e, der, sizeof der));
     /* 2048 bits with only the top bit and the bottom bit set; and all ones */
     BN_zero(n);
     assert_int_equal(BN_set_bit(n, 2047), 1);
