@@ -272,7 +272,7 @@ set grid
 set key bottom right
 plot "{dat}" using 1:3 with linespoints lw 2 pt 6 title "openssl speed -evp aes-256-cbc (cipher limit)", \\
      "{dat}" using 1:($3*0.85) with lines dt 2 lw 1 title "85 % of the cipher limit (goal from 16 KiB)", \\
-     "{dat}" using 1:2 with linespoints lw 2 pt 7 title "PkmCom channel, content delivered"
+     "{dat}" using 1:2 with linespoints lw 2 pt 7 title "PkmCom channel, content per CPU second of the busier side"
 """
     r = subprocess.run(["gnuplot"], input=script, text=True, capture_output=True)
     if r.returncode != 0:
