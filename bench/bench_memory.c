@@ -25,54 +25,11 @@ static void die(const char *what, int err)
     exit(1);
 }
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* Heap in use: glibc's count of allocated bytes in every arena plus mmapped chunks. */
-static size_t heap_in_use(void)
-{
-    struct mallinfo2 m = mallinfo2();
-    return m.uordblks + m.hblkhd;
-}
-
-/* VmRSS from /proc/self/status, in bytes. */
-static size_t rss_bytes(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    size_t kb = 0;
-    if (!f) return 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %zu kB", &kb) == 1) break;
-    fclose(f);
-    return kb * 1024;
-}
-
-static int read_byte(int fd, int timeout_ms)
-{
-    struct pollfd p = {fd, POLLIN, 0};
-    if (poll(&p, 1, timeout_ms) != 1) return -1;
-    char b;
-    return read(fd, &b, 1) == 1 ? (unsigned char)b : -1;
-}
-
-static void raise_nofile(void)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
-}
-
 /* The child: a warm-up round, then CONNS clients held open (each after one 64-byte echo) until
  * the parent closes its pipe. */
 static int child_main(int from_parent, int to_parent, pkm_key_t **keys)
 {
-    raise_nofile();
+    tcl_raise_nofile();
     uint8_t pb[2];
     if (read(from_parent, pb, 2) != 2) return 10;
     tcl_opts_t o;
@@ -88,7 +45,7 @@ static int child_main(int from_parent, int to_parent, pkm_key_t **keys)
     tcl_result_t r;
     if (tcl_run(&o, &r) != 0 || r.echoed != WARMUP) return 11;
     if (write(to_parent, "w", 1) != 1) return 12;
-    if (read_byte(from_parent, 60000) != 'g') return 13;
+    if (tcl_read_byte(from_parent, 60000) != 'g') return 13;
     o.nclients = CONNS;
     o.ready_fd = to_parent;
     o.release_fd = from_parent;
@@ -137,7 +94,7 @@ static void bare_engines(const pkm_key_t *server_key, pkm_key_t *client_key, dou
 {
     static pkm_engine_t *eng[ENGINES];
     uint8_t msg[64] = {0};
-    size_t h0 = heap_in_use(), r0 = rss_bytes();
+    size_t h0 = tcl_heap_in_use(), r0 = tcl_rss_bytes();
     for (int i = 0; i < ENGINES; i++) {
         pkm_engine_config_t sc, cc;
         pkm_engine_t *c = NULL;
@@ -159,7 +116,7 @@ static void bare_engines(const pkm_key_t *server_key, pkm_key_t *client_key, dou
         pkm_engine_free(c);
         pkm_engine_trim(eng[i]);
     }
-    size_t h1 = heap_in_use(), r1 = rss_bytes();
+    size_t h1 = tcl_heap_in_use(), r1 = tcl_rss_bytes();
     for (int i = 0; i < ENGINES; i++)
         pkm_engine_free(eng[i]);
     *heap = (double)(h1 - h0) / ENGINES;
@@ -231,23 +188,23 @@ int main(void)
         die("server start", 0);
 
     /* Baseline once the warm-up round is over (thread pool started, OpenSSL initialised). */
-    if (read_byte(c2p[0], 60000) != 'w') die("warm-up round", 0);
+    if (tcl_read_byte(c2p[0], 60000) != 'w') die("warm-up round", 0);
     pkm_server_stats_t s;
     for (int i = 0; i < 2000; i++) {
         pkm_server_stats(srv, &s);
         if (s.conns_open == 0 && s.accepted == WARMUP) break;
-        sleep_ms(5);
+        tcl_sleep_ms(5);
     }
     if (s.conns_open != 0) die("warm-up connections still open", 0);
-    size_t heap0 = heap_in_use(), rss0 = rss_bytes();
+    size_t heap0 = tcl_heap_in_use(), rss0 = tcl_rss_bytes();
     double t0 = bench_now();
     if (write(p2c[1], "g", 1) != 1) die("go", 0);
-    if (read_byte(c2p[0], 150000) != 'k') die("clients", 0);
+    if (tcl_read_byte(c2p[0], 150000) != 'k') die("clients", 0);
     double t1 = bench_now();
-    sleep_ms(1000); /* idle: the sweep trims every connection (trim_after_ms 200) */
+    tcl_sleep_ms(1000); /* idle: the sweep trims every connection (trim_after_ms 200) */
     pkm_server_stats(srv, &s);
     if (s.conns_established != CONNS) die("not every connection is established", 0);
-    size_t heap1 = heap_in_use(), rss1 = rss_bytes();
+    size_t heap1 = tcl_heap_in_use(), rss1 = tcl_rss_bytes();
     fprintf(stderr,
             "bench_memory: %d connections established in %.1f s; heap %zu -> %zu, RSS %zu -> %zu\n",
             CONNS, t1 - t0, heap0, heap1, rss0, rss1);
