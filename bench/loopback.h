@@ -98,12 +98,23 @@ struct bench_proto {
 };
 
 /* One timed run: messages delivered, content bytes, and seconds from the end of the client's
- * handshake to the server having processed the last byte. */
+ * handshake to the server having processed the last byte; and the CPU time (user + system,
+ * CLOCK_THREAD_CPUTIME_ID) each side's thread spent over that span, handshakes excluded. On a
+ * shared machine the wall-clock time includes waiting for a core; the CPU times do not. */
 struct bench_run {
     uint64_t msgs;
     uint64_t bytes;
     double seconds;
+    double client_cpu;
+    double server_cpu;
 };
+
+static inline double bench_thread_cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 static inline int bench_write_all(int fd, const uint8_t *p, size_t n)
 {
@@ -158,6 +169,7 @@ struct bench_server_arg {
     int fd;
     struct bench_sink sink;
     double t_end;
+    double cpu; /* thread CPU time from the end of the handshake to the end of the stream */
     int failed;
 };
 
@@ -168,6 +180,7 @@ static inline void *bench_server_main(void *argp)
     void *s = buf ? a->proto->server_open(a->cfg, a->fd) : NULL;
     a->failed = 1;
     if (s) {
+        double cpu0 = bench_thread_cpu_now();
         for (;;) {
             ssize_t r = read(a->fd, buf, BENCH_READ);
             if (r < 0 && errno == EINTR) continue;
@@ -177,6 +190,7 @@ static inline void *bench_server_main(void *argp)
             }
             if (r == 0) {
                 a->t_end = bench_now();
+                a->cpu = bench_thread_cpu_now() - cpu0;
                 a->failed = 0;
                 break;
             }
@@ -227,7 +241,7 @@ static inline int bench_pipeline(const struct bench_proto *p, void *cfg, size_t 
     }
     void *c = p->client_open(cfg, cfd);
     uint64_t seq = 0;
-    double t0 = bench_now(), deadline = t0 + seconds;
+    double t0 = bench_now(), deadline = t0 + seconds, cpu0 = bench_thread_cpu_now();
     int ok = c != NULL;
     while (ok) {
         bench_put_seq(msg, seq);
@@ -244,6 +258,7 @@ static inline int bench_pipeline(const struct bench_proto *p, void *cfg, size_t 
         }
     }
     if (ok && bench_client_flush(p, c, cfd) != 0) ok = 0;
+    double client_cpu = bench_thread_cpu_now() - cpu0;
     shutdown(cfd, SHUT_WR);
     pthread_join(th, NULL);
     if (c) p->client_close(c);
@@ -259,6 +274,8 @@ static inline int bench_pipeline(const struct bench_proto *p, void *cfg, size_t 
             out->msgs = sa.sink.msgs;
             out->bytes = sa.sink.bytes;
             out->seconds = sa.t_end - t0;
+            out->client_cpu = client_cpu;
+            out->server_cpu = sa.cpu;
             rc = 0;
         }
     }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (clang, ASan+UBSan) and runs each for N seconds (default 30),
 # starting from its seed corpus in fuzz/corpus/<target>/. Fails on the first crash.
+# Prints one summary line per target: executions, exec/s, coverage (cov: edges, ft: features).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-30}"
@@ -23,6 +24,9 @@ for bin in "$build"/fuzz_*; do
     tail -40 "$build/$name.log" >&2
     status=1
   fi
-  grep -E "stat::number_of_executed_units|cov:" "$build/$name.log" | tail -2 | sed "s/^/  $name: /"
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$build/$name.log" | tail -1)
+  rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$build/$name.log" | tail -1)
+  cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+' "$build/$name.log" | tail -1)
+  echo "  $name: ${execs:-?} execs, ${rate:-?} exec/s, ${cov:-no coverage line}"
 done
 exit $status

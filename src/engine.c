@@ -355,7 +355,13 @@ static int send_confirm(pkm_engine_t *e)
 }
 
 /* Decrypts and checks the peer's 0xFF packet: Id, Hash, Size, magic and padding are one 16-byte
- * block, compared at once in constant time. */
+ * block, compared at once in constant time.
+ * Note (a property of the wire profile, not fixable here): both directions start from the same
+ * (K, IV), so the server's answer is byte for byte the client's own 0xFF ciphertext, and any
+ * later client ciphertext reflected back decrypts on the client's receive chain. A relay that
+ * echoes the client's bytes therefore passes this check without knowing K; it learns nothing
+ * (confidentiality rests on M_client, encrypted to the pinned key), but the answer alone does
+ * not prove the server is there. */
 static int check_confirm(pkm_engine_t *e)
 {
     uint8_t *p = e->rbuf + e->rpos;

@@ -16,6 +16,7 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
@@ -41,8 +42,8 @@ struct pkm_key {
 /* ------------------------------------------------------------------------------------------ */
 /* Construction and checks                                                                    */
 
-/* 0 if pkey is an RSA key (not RSA-PSS, not anything else) with a modulus of exactly 2048 bits
- * and an odd public exponent in 3..n-1; PKM_EKEY otherwise. */
+/* 0 if pkey is an RSA key (not RSA-PSS, not anything else) with an odd modulus of exactly 2048
+ * bits and an odd public exponent in 3..n-1; PKM_EKEY otherwise. */
 static int check_rsa2048(EVP_PKEY *pkey)
 {
     if (EVP_PKEY_get_base_id(pkey) != EVP_PKEY_RSA || !EVP_PKEY_is_a(pkey, "RSA")) return PKM_EKEY;
@@ -50,7 +51,9 @@ static int check_rsa2048(EVP_PKEY *pkey)
     int rc = PKM_EKEY;
     if (EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_N, &n) != 1) goto out;
     if (EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_E, &e) != 1) goto out;
-    if (BN_is_negative(n) || BN_num_bits(n) != 2048) goto out;
+    /* An RSA modulus is a product of odd primes: an even one is no key (and OpenSSL's
+     * Montgomery arithmetic refuses it at the first encryption, as PKM_ECRYPTO). */
+    if (BN_is_negative(n) || BN_num_bits(n) != 2048 || !BN_is_odd(n)) goto out;
     if (BN_is_negative(e) || !BN_is_odd(e) || BN_num_bits(e) < 2) goto out; /* odd, >= 3 */
     /* e <= n - 1 (RFC 8017 section 3.1), which also bounds the DER of a key read from PEM, so
      * that any accepted key fits a ServerKey/ClientKey message (PKM_MAX_KEY_DER). */
@@ -116,33 +119,138 @@ int pkm_key_generate(pkm_key_t **out)
     return key_wrap(pkey, 1, out);
 }
 
+/* ---- pkm_key_from_der: the canonical SubjectPublicKeyInfo, checked by hand ----------------
+ * OpenSSL 3's generic decoder (d2i_PUBKEY) costs about as much as one RSA-2048 private-key
+ * operation, and the server runs it once per handshake. Since only one encoding of a key is
+ * accepted (the canonical DER, exactly as i2d_PUBKEY writes it), the bytes are matched against
+ * that layout directly, and the key is built from (n, e) with EVP_PKEY_fromdata:
+ *
+ *   30 L  SEQUENCE
+ *     30 0D 06 09 2A 86 48 86 F7 0D 01 01 01 05 00   AlgorithmIdentifier: rsaEncryption, NULL
+ *     03 L 00  BIT STRING, no unused bits, holding the DER RSAPublicKey:
+ *       30 L  SEQUENCE
+ *         02 82 01 01 00 <256 bytes, the first >= 0x80>   INTEGER n: positive, 2048 bits, odd
+ *         02 L <e>                                        INTEGER e: minimal, positive
+ *
+ * with every length in its shortest form and nothing after the outer SEQUENCE. This accepts
+ * exactly the inputs that the former d2i_PUBKEY + checks + re-encoding comparison accepted: an
+ * input parses and re-encodes to itself if and only if it is this canonical layout. */
+
+static const uint8_t rsa_alg_id[] = {0x30, 0x0D, 0x06, 0x09, 0x2A, 0x86, 0x48, 0x86,
+                                     0xF7, 0x0D, 0x01, 0x01, 0x01, 0x05, 0x00};
+
+/* Reads the tag `tag` and a DER length in its shortest form whose content fills exactly the
+ * rest of [*p, end) when `whole` is set, or fits in it otherwise. Advances *p past the header;
+ * the content length goes to *len. */
+static int der_header(const uint8_t **p, const uint8_t *end, uint8_t tag, int whole, size_t *len)
+{
+    const uint8_t *q = *p;
+    size_t n;
+    if (end - q < 2 || q[0] != tag) return PKM_EKEY;
+    if (q[1] < 0x80) {
+        n = q[1];
+        q += 2;
+    } else if (q[1] == 0x81) {
+        if (end - q < 3 || q[2] < 0x80) return PKM_EKEY; /* would fit the short form */
+        n = q[2];
+        q += 3;
+    } else if (q[1] == 0x82) {
+        if (end - q < 4 || q[2] == 0) return PKM_EKEY; /* would fit one length byte */
+        n = (size_t)q[2] << 8 | q[3];
+        q += 4;
+    } else {
+        return PKM_EKEY; /* longer forms cannot describe anything within 1024 bytes */
+    }
+    if ((size_t)(end - q) < n || (whole && (size_t)(end - q) != n)) return PKM_EKEY;
+    *p = q;
+    *len = n;
+    return 0;
+}
+
+/* Finds n (256 bytes, top bit set, odd) and e (minimal big-endian magnitude, no leading zero) in a
+ * canonical SPKI, and checks e: odd, >= 3, below n. PKM_EKEY otherwise. */
+static int spki_parse(const uint8_t *der, size_t len, const uint8_t **n, const uint8_t **e,
+                      size_t *elen)
+{
+    const uint8_t *p = der, *end = der + len;
+    size_t l;
+    PKM_GUARD(der_header(&p, end, 0x30, 1, &l));
+    if ((size_t)(end - p) < sizeof rsa_alg_id || memcmp(p, rsa_alg_id, sizeof rsa_alg_id) != 0)
+        return PKM_EKEY;
+    p += sizeof rsa_alg_id;
+    PKM_GUARD(der_header(&p, end, 0x03, 1, &l));
+    if (l < 1 || *p != 0x00) return PKM_EKEY; /* unused bits */
+    p++;
+    PKM_GUARD(der_header(&p, end, 0x30, 1, &l));
+    PKM_GUARD(der_header(&p, end, 0x02, 0, &l));
+    if (l != 257 || p[0] != 0x00 || p[1] < 0x80) return PKM_EKEY; /* exactly 2048 bits */
+    if (!(p[256] & 1)) return PKM_EKEY; /* even: no RSA modulus (see check_rsa2048) */
+    *n = p + 1;
+    p += l;
+    PKM_GUARD(der_header(&p, end, 0x02, 1, &l));
+    if (l < 1 || (p[0] & 0x80)) return PKM_EKEY; /* empty, or negative */
+    if (l > 1 && p[0] == 0x00) {
+        if (!(p[1] & 0x80)) return PKM_EKEY; /* a leading zero that is not needed */
+        p++;
+        l--;
+    }
+    /* p[0..l) is e's magnitude without leading zero (or the single byte of e = 0). */
+    if (!(p[l - 1] & 1) || (l == 1 && p[0] < 3)) return PKM_EKEY;          /* even, or 1 */
+    if (l > 256 || (l == 256 && memcmp(p, *n, 256) >= 0)) return PKM_EKEY; /* e >= n */
+    *e = p;
+    *elen = l;
+    return 0;
+}
+
+/* An RSA public key from the magnitudes of n and e, through the provider (no decoder). */
+static EVP_PKEY *rsa_from_ne(const uint8_t *n, size_t nlen, const uint8_t *e, size_t elen)
+{
+    EVP_PKEY *pkey = NULL;
+    OSSL_PARAM *params = NULL;
+    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    BIGNUM *bn = BN_bin2bn(n, (int)nlen, NULL), *be = BN_bin2bn(e, (int)elen, NULL);
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+    int ok = bld && bn && be && ctx &&
+             OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn) == 1 &&
+             OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, be) == 1 &&
+             (params = OSSL_PARAM_BLD_to_param(bld)) != NULL && EVP_PKEY_fromdata_init(ctx) == 1 &&
+             EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) == 1;
+    if (!ok) {
+        EVP_PKEY_free(pkey);
+        pkey = NULL;
+    }
+    EVP_PKEY_CTX_free(ctx);
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    BN_free(bn);
+    BN_free(be);
+    ERR_clear_error();
+    return pkey;
+}
+
 int pkm_key_from_der(const uint8_t *der, size_t len, pkm_key_t **out)
 {
     PKM_ENSURE(out != NULL, PKM_EINVAL);
     *out = NULL;
     PKM_ENSURE(len >= 1 && len <= PKM_MAX_KEY_DER, PKM_EKEYLEN);
     PKM_ENSURE(der != NULL, PKM_EINVAL);
-    const unsigned char *p = der;
-    EVP_PKEY *pkey = d2i_PUBKEY(NULL, &p, (long)len);
-    if (pkey == NULL || p != der + len) { /* does not parse, or trailing bytes */
-        EVP_PKEY_free(pkey);
-        ERR_clear_error();
-        return PKM_EKEY;
-    }
-    int rc = check_rsa2048(pkey);
-    if (rc < 0) {
-        EVP_PKEY_free(pkey);
-        return rc;
-    }
-    pkm_key_t *k = NULL;
-    PKM_GUARD(key_wrap(pkey, 0, &k));
-    /* Only the canonical DER is accepted: the re-encoding must give back the very bytes received.
-     * One key then has one encoding, and so one fingerprint, whichever bytes a peer hashes. This
-     * refuses BER forms (long-form short lengths, padded INTEGERs) and AlgorithmIdentifier
-     * parameters other than NULL, which d2i_PUBKEY would otherwise accept and ignore. */
-    if (k->der_len != len || memcmp(k->der, der, len) != 0) {
+    const uint8_t *n = NULL, *e = NULL;
+    size_t elen = 0;
+    PKM_GUARD(spki_parse(der, len, &n, &e, &elen));
+    pkm_key_t *k = pkm__calloc(1, sizeof *k);
+    if (k == NULL) return PKM_ENOMEM;
+    atomic_init(&k->refs, 1);
+    k->der = pkm__malloc(len);
+    if (k->der == NULL) {
         pkm_key_free(k);
-        return PKM_EKEY;
+        return PKM_ENOMEM;
+    }
+    memcpy(k->der, der, len); /* canonical: these are the bytes i2d_PUBKEY would write */
+    k->der_len = len;
+    k->pkey = rsa_from_ne(n, 256, e, elen);
+    if (k->pkey == NULL) {
+        pkm_key_free(k);
+        return PKM_ECRYPTO;
     }
     *out = k;
     return 0;

@@ -64,6 +64,8 @@ typedef struct {
 } t_opts;
 pkm_engine_t *t_client(const t_keys *k, const t_opts *o); /* o may be NULL */
 pkm_engine_t *t_server(const t_keys *k, const t_opts *o);
+/* 1 when the suite runs under valgrind (PKM_VALGRIND=1): heavy loops may then sample. */
+int t_under_valgrind(void);
 /* Pumps a fresh pair to the end of the handshake and asserts both are established. */
 void t_handshake(pkm_engine_t *c, pkm_engine_t *s, size_t chunk);
 

@@ -61,6 +61,7 @@ static void sizes_both_ways(size_t chunk, int use_feed)
     t_rng rng;
     t_rng_seed(&rng, 42);
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        if (sizes[i] > 1000 && chunk < 100 && t_under_valgrind()) continue; /* too slow there */
         t_rng_bytes(&rng, buf, sizes[i]);
         roundtrip(c, s, c, s, (uint8_t)(i + 1), buf, sizes[i], chunk);
         t_rng_bytes(&rng, buf, sizes[i]);
@@ -419,7 +420,7 @@ static void deterministic_vector(void **state)
     assert_int_equal(t_unhex(confirm_hex, plain, 16), 16);
     aes_cbc(key, iv, plain, 16, ct, 1);
     assert_memory_equal(u + 298 + 528, ct, 16);
-    assert_memory_equal(w + 298 + 528, ct, 16);
+    assert_memory_equal(w + 298 + 528, ct, 16); /* the answer is the same 16 bytes */
 
     /* The first application packet continues the chain: its IV is the 0xFF's ciphertext. It is
      * the standard PKCS#7-padded CBC of header + content, here checked with OpenSSL's own
@@ -727,6 +728,11 @@ static void cut_everywhere(void **state)
     for (int client = 0; client < 2; client++) {
         const uint8_t *t = client ? p.log_ba : p.log_ab;
         for (size_t cut = 0; cut <= 842; cut++) {
+            /* Under valgrind: every byte of the first message, around each boundary, and the
+             * end; elsewhere every 29th. */
+            if (t_under_valgrind() && cut > 300 && (cut < 822 || cut > 830) && cut < 838 &&
+                cut % 29 != 0)
+                continue;
             t_rng_seed(&rc, 5);
             t_rng_seed(&rs, 6);
             pkm_engine_t *e = client ? t_client(&K, &oc) : t_server(&K, &os);

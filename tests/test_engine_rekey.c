@@ -76,6 +76,7 @@ static void traffic(pkm_engine_t *c, pkm_engine_t *s, size_t chunk)
 {
     static const size_t sizes[] = {0, 7, 16, 1000, 70000};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        if (sizes[i] > 1000 && chunk && chunk < 100 && t_under_valgrind()) continue;
         roundtrip(c, s, c, s, (uint8_t)(0x10 + i), sizes[i], chunk);
         roundtrip(s, c, c, s, (uint8_t)(0x20 + i), sizes[i], chunk);
     }

@@ -30,54 +30,10 @@
 
 #define WARMUP_CONNS 16
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* Heap in use: glibc's count of allocated bytes in every arena plus mmapped chunks. */
-static size_t heap_in_use(void)
-{
-    struct mallinfo2 m = mallinfo2();
-    return m.uordblks + m.hblkhd;
-}
-
-/* VmRSS from /proc/self/status, in bytes. */
-static size_t rss_bytes(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    size_t kb = 0;
-    if (!f) return 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %zu kB", &kb) == 1) break;
-    fclose(f);
-    return kb * 1024;
-}
-
-static void raise_nofile(void)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
-}
-
-/* Reads one byte within timeout_ms; the byte, or -1. */
-static int read_byte(int fd, int timeout_ms)
-{
-    struct pollfd p = {fd, POLLIN, 0};
-    if (poll(&p, 1, timeout_ms) != 1) return -1;
-    char b;
-    return read(fd, &b, 1) == 1 ? (unsigned char)b : -1;
-}
-
 /* The child: a warm-up round, then n clients held open until the parent says so. */
 static int child_main(int from_parent, int to_parent, pkm_key_t **keys, size_t n)
 {
-    raise_nofile();
+    tcl_raise_nofile();
     uint8_t pb[2];
     if (read(from_parent, pb, 2) != 2) return 10;
     tcl_opts_t o;
@@ -93,7 +49,7 @@ static int child_main(int from_parent, int to_parent, pkm_key_t **keys, size_t n
     tcl_result_t r;
     if (tcl_run(&o, &r) != 0 || r.echoed != WARMUP_CONNS) return 11;
     if (write(to_parent, "w", 1) != 1) return 12;
-    if (read_byte(from_parent, 60000) != 'g') return 13;
+    if (tcl_read_byte(from_parent, 60000) != 'g') return 13;
     o.nclients = n;
     o.ready_fd = to_parent;
     o.release_fd = from_parent;
@@ -181,25 +137,25 @@ static void test_10k_idle_connections(void **state)
     assert_int_equal(pthread_create(&th, NULL, server_thread, srv), 0);
 
     /* Baseline once the warm-up round (thread pool started, OpenSSL initialised) is over. */
-    assert_int_equal(read_byte(c2p[0], 60000), 'w');
+    assert_int_equal(tcl_read_byte(c2p[0], 60000), 'w');
     pkm_server_stats_t s;
     for (int i = 0; i < 2000; i++) {
         pkm_server_stats(srv, &s);
         if (s.conns_open == 0 && s.accepted == WARMUP_CONNS) break;
-        sleep_ms(5);
+        tcl_sleep_ms(5);
     }
     assert_int_equal(s.conns_open, 0);
-    size_t heap0 = heap_in_use(), rss0 = rss_bytes();
+    size_t heap0 = tcl_heap_in_use(), rss0 = tcl_rss_bytes();
 
     assert_int_equal(write(p2c[1], "g", 1), 1);
-    int ready = read_byte(c2p[0], 600000);
+    int ready = tcl_read_byte(c2p[0], 600000);
     assert_int_equal(ready, 'k');
     pkm_server_stats(srv, &s);
     assert_int_equal(s.conns_established, n);
     assert_int_equal(s.conns_open, n);
     /* Idle: let the sweep trim every connection (trim_after 200 ms). */
-    sleep_ms(1000);
-    size_t heap1 = heap_in_use(), rss1 = rss_bytes();
+    tcl_sleep_ms(1000);
+    size_t heap1 = tcl_heap_in_use(), rss1 = tcl_rss_bytes();
     pkm_server_stats(srv, &s);
     assert_int_equal(s.conns_established, n);
     size_t heap_per = (heap1 - heap0) / n;
@@ -219,7 +175,7 @@ static void test_10k_idle_connections(void **state)
     for (int i = 0; i < 6000; i++) {
         pkm_server_stats(srv, &s);
         if (s.conns_open == 0) break;
-        sleep_ms(5);
+        tcl_sleep_ms(5);
     }
     assert_int_equal(s.conns_open, 0);
     assert_int_equal(s.handshakes_ok, n + WARMUP_CONNS);

@@ -81,30 +81,9 @@ static int parse_int(const char *s, int64_t min, int64_t max, int64_t *out)
         neg = 1;
         s++;
     }
-    int base = 10;
-    if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
-        base = 16;
-        s += 2;
-    }
-    if (!*s) return -1;
-    uint64_t mag = 0;
-    int overflow = 0;
-    for (; *s; s++) {
-        int d;
-        if (*s >= '0' && *s <= '9')
-            d = *s - '0';
-        else if (base == 16 && *s >= 'a' && *s <= 'f')
-            d = *s - 'a' + 10;
-        else if (base == 16 && *s >= 'A' && *s <= 'F')
-            d = *s - 'A' + 10;
-        else
-            return -1;
-        if (mag > (UINT64_MAX - (uint64_t)d) / (uint64_t)base)
-            overflow = 1;
-        else
-            mag = mag * (uint64_t)base + (uint64_t)d;
-    }
-    if (overflow) return -2;
+    uint64_t mag;
+    int r = tool_parse_magnitude(s, &mag);
+    if (r < 0) return r;
     int64_t v;
     if (neg) {
         if (mag > (uint64_t)INT64_MAX + 1) return -2;

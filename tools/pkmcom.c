@@ -89,7 +89,7 @@ int tool_opt(const char *cmd, int argc, char **argv, int *i, const char *name, c
     return 1;
 }
 
-int tool_parse_u64(const char *s, uint64_t max, uint64_t *out)
+int tool_parse_magnitude(const char *s, uint64_t *out)
 {
     int base = 10;
     if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
@@ -98,6 +98,7 @@ int tool_parse_u64(const char *s, uint64_t max, uint64_t *out)
     }
     if (!*s) return -1;
     uint64_t v = 0;
+    int overflow = 0;
     for (; *s; s++) {
         int d;
         if (*s >= '0' && *s <= '9')
@@ -108,10 +109,20 @@ int tool_parse_u64(const char *s, uint64_t max, uint64_t *out)
             d = *s - 'A' + 10;
         else
             return -1;
-        if (v > (UINT64_MAX - (uint64_t)d) / (uint64_t)base) return -1;
-        v = v * (uint64_t)base + (uint64_t)d;
+        if (v > (UINT64_MAX - (uint64_t)d) / (uint64_t)base)
+            overflow = 1;
+        else
+            v = v * (uint64_t)base + (uint64_t)d;
     }
-    if (v > max) return -1;
+    if (overflow) return -2;
+    *out = v;
+    return 0;
+}
+
+int tool_parse_u64(const char *s, uint64_t max, uint64_t *out)
+{
+    uint64_t v;
+    if (tool_parse_magnitude(s, &v) < 0 || v > max) return -1;
     *out = v;
     return 0;
 }

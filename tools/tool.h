@@ -47,6 +47,10 @@ int tool_is_help(const char *arg);
  * error is printed). */
 int tool_opt(const char *cmd, int argc, char **argv, int *i, const char *name, char shortc,
              const char **val);
+/* Parses an unsigned number in decimal or 0x-hex (no sign) into *out. Returns 0, -1 (not a
+ * number) or -2 (more than 64 bits). */
+int tool_parse_magnitude(const char *s, uint64_t *out);
+
 /* A number in decimal or 0x-hex (no sign, no space), at most max. 0 or -1. */
 int tool_parse_u64(const char *s, uint64_t max, uint64_t *out);
 

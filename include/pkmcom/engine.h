@@ -83,7 +83,10 @@ typedef struct pkm_engine_config {
     size_t secret_len;
 
     /* Client only, optional: the expected server fingerprint "SHA256:..." (pkm_key_fingerprint).
-     * Copied. When set, a ServerKey with another fingerprint fails with PKM_EPIN. */
+     * Copied. When set, a ServerKey with another fingerprint fails with PKM_EPIN. Caveat: under
+     * the wire profile a party holding only the server's PUBLIC key can reflect the client's 0xFF
+     * confirmation, so the pin proves which key the server claimed, not that it answered; such a
+     * party still learns nothing and can forge nothing new (docs/PROTOCOL.md section 8). */
     const char *pin_fingerprint;
 
     /* Largest packet Size accepted from the peer (default PKM_DEFAULT_MAX_SIZE, 1 MiB; at most
@@ -101,10 +104,12 @@ typedef struct pkm_engine_config {
      * thread. Zero (default): the work is done inline. */
     int defer_crypto;
 
-    /* Optional check of each received application packet, e.g. pkm_registry_verify (schema.h)
-     * with its registry as ctx. Returns 0 to accept, a negative PKM_E* to reject: the engine then
-     * closes with that error. Called from pkm_engine_next_packet(), with the packet about to be
-     * returned. ctx is borrowed. */
+    /* Optional check of each received application packet (never the handshake's 0xFF), e.g. a
+     * two-line wrapper calling pkm_registry_verify(ctx, pkt) (schema.h) with the registry as ctx
+     * (call through a wrapper: casting a function pointer to another type is undefined).
+     * Returns 0 to accept, a negative PKM_E* to reject (PKM_EUNKNOWNID, PKM_EHASH, ...): the
+     * engine then closes with that error (a positive return counts as PKM_EPROTO). Called from
+     * pkm_engine_next_packet() with the packet about to be returned. ctx is borrowed. */
     int (*verify)(void *ctx, const pkm_packet_t *pkt);
     void *verify_ctx;
 
@@ -199,7 +204,10 @@ PKM_API int pkm_engine_next_packet(pkm_engine_t *e, pkm_packet_t *out);
  * taken from the client are read as that KeyShare), then the encrypted 0xFF, and answers it.
  * Client: call after pkm_engine_next_packet() returned the trigger packet: the engine sends its
  * new KeyShare (nothing else before it), reads the server's KeyShare that follows the trigger,
- * sends the 0xFF packet and checks the answer.
+ * sends the 0xFF packet and checks the answer. Queue nothing between taking the trigger and this
+ * call: the engine cannot tell which packet is a trigger (that belongs to the concrete
+ * protocol), so such a packet would leave before the KeyShare and the server would read it as
+ * one, failing the re-establishment.
  * The state is PKM_STATE_REKEYING until PKM_STATE_ESTABLISHED again; packets queued meanwhile
  * wait (see pkm_engine_queue_packet). Returns 0 or the error that closed the engine. */
 PKM_API int pkm_engine_rekey(pkm_engine_t *e, const uint8_t *secret, size_t secret_len);

@@ -1,6 +1,11 @@
 /* Test helper: many PkmCom/TCP clients on one libuv loop, for the server tests (clients.h).
  * Each client checks every echo reply against what it sent (expected values are its own). */
+#include <malloc.h>
+#include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
+#include <sys/resource.h>
 #include <string.h>
 #include <unistd.h>
 #include <uv.h>
@@ -379,4 +384,50 @@ void tcl_pool_thread_cleanup(void)
     uv_barrier_destroy(&barrier);
     uv_loop_close(&loop);
     free(w);
+}
+
+/* ---- measurement helpers shared by the scale test and the memory benchmark ---- */
+
+void tcl_sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Heap in use: glibc's count of allocated bytes in every arena plus mmapped chunks. */
+size_t tcl_heap_in_use(void)
+{
+    struct mallinfo2 m = mallinfo2();
+    return m.uordblks + m.hblkhd;
+}
+
+/* VmRSS from /proc/self/status, in bytes. */
+size_t tcl_rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    size_t kb = 0;
+    if (!f) return 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %zu kB", &kb) == 1) break;
+    fclose(f);
+    return kb * 1024;
+}
+
+/* Reads one byte within timeout_ms; the byte, or -1. */
+int tcl_read_byte(int fd, int timeout_ms)
+{
+    struct pollfd p = {fd, POLLIN, 0};
+    if (poll(&p, 1, timeout_ms) != 1) return -1;
+    char b;
+    return read(fd, &b, 1) == 1 ? (unsigned char)b : -1;
+}
+
+void tcl_raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
 }

@@ -43,4 +43,15 @@ int tcl_run(const tcl_opts_t *opts, tcl_result_t *res);
  * reports it as lost. Call at the end of a test program that used the pool. */
 void tcl_pool_thread_cleanup(void);
 
+/* Measurement helpers shared by tests/test_server_scale.c and bench/bench_memory.c. */
+void tcl_sleep_ms(long ms);
+/* Heap in use: glibc's count of allocated bytes in every arena plus mmapped chunks. */
+size_t tcl_heap_in_use(void);
+/* VmRSS from /proc/self/status, in bytes (0 if unreadable). */
+size_t tcl_rss_bytes(void);
+/* Reads one byte within timeout_ms; the byte, or -1. */
+int tcl_read_byte(int fd, int timeout_ms);
+/* Raises the soft open-file limit to the hard limit. */
+void tcl_raise_nofile(void);
+
 #endif

@@ -34,6 +34,12 @@ pkm_key_t *t_client_key(const t_keys *k)
     return c;
 }
 
+int t_under_valgrind(void)
+{
+    const char *v = getenv("PKM_VALGRIND");
+    return v && strcmp(v, "1") == 0;
+}
+
 int t_det_random(void *ctx, uint8_t *out, size_t n)
 {
     t_rng_bytes(ctx, out, n);
