@@ -942,6 +942,7 @@ static void pool_after_fork(void **state)
                  pkm_key_fingerprint(k, fp) == 0;
         pkm_key_free(k);
         pkm_keypool_free(pool);
+        fp[PKM_FINGERPRINT_SIZE - 1] = ok ? 'Y' : 'N'; /* the verdict, in place of the NUL */
         ssize_t w = write(fds[1], fp, sizeof fp);
         _exit(ok && w == (ssize_t)sizeof fp ? 0 : 1);
     }
@@ -958,7 +959,14 @@ static void pool_after_fork(void **state)
     int status = 0;
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(child_fp[PKM_FINGERPRINT_SIZE - 1], 'Y');
+    child_fp[PKM_FINGERPRINT_SIZE - 1] = '\0';
+    /* Under valgrind a forked child always ends with valgrind's error status (99, the suite's
+     * --error-exitcode): its leak check counts as lost the parent's pool thread's OpenSSL state,
+     * reachable only from a thread the child does not have. Its verdict came through the pipe. */
+    const char *vg = getenv("PKM_VALGRIND");
+    if (!(vg && strcmp(vg, "1") == 0 && WEXITSTATUS(status) == 99))
+        assert_int_equal(WEXITSTATUS(status), 0);
     assert_int_equal(strlen(child_fp), PKM_FINGERPRINT_SIZE - 1);
     /* The parent still holds both ready keys, and neither is the child's. */
     assert_int_equal(pkm_keypool_ready(pool), 2);
