@@ -1386,13 +1386,18 @@ static void bc_reset(bc_t *c)
 
 /* ---- allocation failures on the server ---- */
 
-/* The victim's whole life: handshake, two echoes, a server-initiated re-establishment (Id 0x05),
- * an echo under the new key. */
+/* The victim's whole life: handshake, three echoes (the 600,000-byte one is more than the
+ * server's socket takes at once: the rest goes out through an allocated write request), a
+ * server-initiated re-establishment (Id 0x05), an echo under the new key. */
 static int victim_life(uint16_t port, bc_t *v)
 {
+    static uint8_t big[600000];
+    for (size_t i = 0; i < sizeof big; i++)
+        big[i] = (uint8_t)(i * 13 + 5);
     int r = bc_connect(port, 0, v);
     if (r == 0) r = bc_echo(v, 0x10, g_data, 5);
     if (r == 0) r = bc_echo(v, 0x11, g_data, 3000);
+    if (r == 0) r = bc_echo(v, 0x13, big, sizeof big);
     pkm_packet_t pk;
     if (r == 0) r = bc_send(v, 0x05, g_data, 1);
     if (r == 0) r = bc_recv(v, &pk);
