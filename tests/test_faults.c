@@ -1,8 +1,5 @@
-/* Fault injection (issue 6, part 3): allocation failure at every allocation of the engine, the
- * codec, the blocking conn API and the libuv server (through pkm_set_allocator); I/O faults (short
- * counts, EINTR, EAGAIN, ECONNRESET) at every I/O call of the established channel and of a
- * re-establishment (through the conn_internal.h seam); misbehaving clients against the server.
- * Each fault must end in a clean error that costs only its own connection and leaks nothing. */
+/* Fault injection: allocation failure at every allocation (engine, codec, conn API, libuv server),
+ * I/O faults at every call of the channel and of re-establishments, misbehaving clients. */
 #include "support.h"
 #include "support/clients.h"
 #include <errno.h>
