@@ -38,16 +38,17 @@ int pkm__channel_start(pkm__channel_t *ch, const uint8_t key[PKM__KEY_SIZE],
 
 /* EVP takes int lengths: anything up to 1 GiB goes in one call (every packet of a normal size),
  * a larger run in 1 GiB pieces, which continue the same chain. */
-static int cbc_update(EVP_CIPHER_CTX *ctx, uint8_t *p, size_t n, int enc)
+static int cbc_update(EVP_CIPHER_CTX *ctx, uint8_t *out, const uint8_t *in, size_t n, int enc)
 {
     const size_t piece = (size_t)1 << 30;
     if (n % PKM__BLOCK_SIZE != 0) return PKM_EINTERNAL;
     while (n > 0) {
         int len = (int)(n < piece ? n : piece), outl = 0;
-        int ok = enc ? EVP_EncryptUpdate(ctx, p, &outl, p, len)
-                     : EVP_DecryptUpdate(ctx, p, &outl, p, len);
+        int ok = enc ? EVP_EncryptUpdate(ctx, out, &outl, in, len)
+                     : EVP_DecryptUpdate(ctx, out, &outl, in, len);
         if (ok != 1 || outl != len) return PKM_ECRYPTO;
-        p += len;
+        out += len;
+        in += len;
         n -= (size_t)len;
     }
     return 0;
@@ -55,12 +56,17 @@ static int cbc_update(EVP_CIPHER_CTX *ctx, uint8_t *p, size_t n, int enc)
 
 int pkm__channel_encrypt(pkm__channel_t *ch, uint8_t *p, size_t n)
 {
-    return cbc_update(ch->enc, p, n, 1);
+    return cbc_update(ch->enc, p, p, n, 1);
+}
+
+int pkm__channel_encrypt_from(pkm__channel_t *ch, uint8_t *out, const uint8_t *in, size_t n)
+{
+    return cbc_update(ch->enc, out, in, n, 1);
 }
 
 int pkm__channel_decrypt(pkm__channel_t *ch, uint8_t *p, size_t n)
 {
-    return cbc_update(ch->dec, p, n, 0);
+    return cbc_update(ch->dec, p, p, n, 0);
 }
 
 int pkm__derive_key(const uint8_t m[PKM__M_SIZE], const uint8_t *s, size_t slen,

@@ -33,6 +33,9 @@ int pkm__channel_start(pkm__channel_t *ch, const uint8_t key[PKM__KEY_SIZE],
 
 /* Encrypts / decrypts n bytes (a multiple of 16) in place, continuing the chain. */
 int pkm__channel_encrypt(pkm__channel_t *ch, uint8_t *p, size_t n);
+/* The same, continuing the same chain, from `in` into `out` (n a multiple of 16; the two must
+ * not overlap): lets a large packet's content be encrypted where it lies, without a copy. */
+int pkm__channel_encrypt_from(pkm__channel_t *ch, uint8_t *out, const uint8_t *in, size_t n);
 int pkm__channel_decrypt(pkm__channel_t *ch, uint8_t *p, size_t n);
 
 /* K = SHA-256(M || S) (S may be empty). PKM_ECRYPTO on failure. */
