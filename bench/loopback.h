@@ -26,7 +26,7 @@
  * Each message is msg_len bytes of content (msg_len >= 8) whose first 8 bytes are its sequence
  * number, little-endian, from 0; the sink checks every one, so a lost, repeated, reordered or
  * corrupted message fails the run. */
-#define BENCH_BATCH (64u * 1024u)
+#define BENCH_BATCH (256u * 1024u)
 #define BENCH_READ  (256u * 1024u)
 
 /* Receives the content stream and cuts it into messages (zero-copy: only the 8-byte header of
