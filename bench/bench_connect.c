@@ -11,7 +11,7 @@
 #define WITHOUT_POOL 9  /* connects without it (each generates an RSA-2048 key) */
 #define POOL_SIZE    4
 
-static void die(const char *what, int err)
+static _Noreturn void die(const char *what, int err)
 {
     fprintf(stderr, "bench_connect: %s: %s\n", what, err ? pkm_errname(err) : "failed");
     exit(1);

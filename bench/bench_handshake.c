@@ -37,7 +37,7 @@ static double process_cpu(void)
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
 }
 
-static void die(const char *what, int err)
+static _Noreturn void die(const char *what, int err)
 {
     fprintf(stderr, "bench_handshake: %s: %s\n", what, err ? pkm_errname(err) : "failed");
     exit(1);

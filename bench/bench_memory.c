@@ -19,7 +19,7 @@
 #define ENGINES 500 /* bare engines of the anchor */
 #define NKEYS   2
 
-static void die(const char *what, int err)
+static _Noreturn void die(const char *what, int err)
 {
     fprintf(stderr, "bench_memory: %s: %s\n", what, err ? pkm_errname(err) : "failed");
     exit(1);

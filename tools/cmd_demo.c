@@ -166,6 +166,7 @@ struct demo {
 
 #define WHO_W 7
 
+TOOL_PRINTF(3, 0)
 static void vsay(struct demo *d, const char *who, const char *fmt, va_list ap)
 {
     pthread_mutex_lock(&d->lock);

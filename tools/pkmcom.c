@@ -19,7 +19,7 @@
 
 /* ---- messages ---- */
 
-static void vline(const char *fmt, va_list ap)
+TOOL_PRINTF(1, 0) static void vline(const char *fmt, va_list ap)
 {
     char buf[2048];
     vsnprintf(buf, sizeof buf, fmt, ap);
