@@ -124,6 +124,28 @@ static void put_msg(char *buf, size_t n, const char *msg)
     if (buf && n) snprintf(buf, n, "%s", msg);
 }
 
+/* getaddrinfo for a TCP host and port (passive: for bind, NULL host = any). Returns 0 with *res,
+ * or PKM_ERESOLVE / PKM_ENOMEM with the sentence "cannot resolve HOST: why" in what. */
+static int resolve(const char *host, int port, int passive, struct addrinfo **res, char *what,
+                   size_t what_n)
+{
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+    char portstr[8], text[128];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    int g = getaddrinfo(host, portstr, &hints, res);
+    if (g == 0) return 0;
+    if (g == EAI_SYSTEM)
+        errno_text(errno, text, sizeof text);
+    else
+        snprintf(text, sizeof text, "%s", gai_strerror(g));
+    snprintf(what, what_n, "cannot resolve %s: %s", host ? host : "(any)", text);
+    return g == EAI_MEMORY ? PKM_ENOMEM : PKM_ERESOLVE;
+}
+
 static void format_addr(const struct sockaddr *sa, socklen_t len, char *out, size_t n)
 {
     char host[NI_MAXHOST], serv[NI_MAXSERV];
@@ -454,23 +476,12 @@ int pkm__connect_io(const char *host, int port, const pkm_conn_config_t *cfg,
     }
     if (!io) io = &pkm__io_default;
 
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV;
-    char portstr[8];
-    snprintf(portstr, sizeof portstr, "%d", port);
-    int g = getaddrinfo(host, portstr, &hints, &res);
-    if (g != 0) {
-        if (g == EAI_SYSTEM)
-            errno_text(errno, text, sizeof text);
-        else
-            snprintf(text, sizeof text, "%s", gai_strerror(g));
-        snprintf(what, sizeof what, "cannot resolve %s: %s", host, text);
+    struct addrinfo *res = NULL;
+    int g = resolve(host, port, 0, &res, what, sizeof what);
+    if (g < 0) {
         put_msg(eb, ebn, what);
         pkm_key_free(cfg->client_key);
-        return g == EAI_MEMORY ? PKM_ENOMEM : PKM_ERESOLVE;
+        return g;
     }
 
     int64_t deadline = cfg->connect_timeout_ms > 0 ? deadline_in(cfg->connect_timeout_ms) : -1;
@@ -584,23 +595,12 @@ int pkm_listen(const char *host, int port, const pkm_conn_config_t *cfg, pkm_lis
     l->hs_ms = cfg->handshake_timeout_ms;
     l->idle_ms = cfg->idle_timeout_ms;
 
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    char portstr[8];
-    snprintf(portstr, sizeof portstr, "%d", port);
-    int g = getaddrinfo(host, portstr, &hints, &res);
-    if (g != 0) {
-        if (g == EAI_SYSTEM)
-            errno_text(errno, text, sizeof text);
-        else
-            snprintf(text, sizeof text, "%s", gai_strerror(g));
-        snprintf(what, sizeof what, "cannot resolve %s: %s", host ? host : "(any)", text);
+    struct addrinfo *res = NULL;
+    int g = resolve(host, port, 1, &res, what, sizeof what);
+    if (g < 0) {
         put_msg(eb, ebn, what);
         listener_free(l);
-        return g == EAI_MEMORY ? PKM_ENOMEM : PKM_ERESOLVE;
+        return g;
     }
     int last = EADDRNOTAVAIL;
     /* No host: the IPv6 wildcard first (dual-stack, so it takes IPv4 too), then IPv4. */
