@@ -657,9 +657,44 @@ int pkm_engine_send_ack(pkm_engine_t *e, size_t n)
 
 /* ---- application packets ---- */
 
-/* From this content size on, queue_packet encrypts the content where it lies instead of copying
- * it into the send buffer first (below it, the copy is cheaper than two more EVP calls). */
+/* From this content size on, a packet's content is encrypted where it lies instead of being
+ * copied next to its header first (below it, the copy is cheaper than two more EVP calls). */
 #define ENCRYPT_IN_PLACE_BELOW 4096
+
+size_t pkm_engine_wire_size(size_t size)
+{
+    return size > INT32_MAX ? 0 : pkm__padded_size(size);
+}
+
+/* Writes the packet (header, content, PKCS#7 padding: `total` bytes) at p, encrypted on the send
+ * chain when `encrypt` is set, as plaintext otherwise (held during a re-establishment). */
+static int seal(pkm_engine_t *e, uint8_t *p, size_t total, uint8_t id, uint32_t hash,
+                const uint8_t *content, size_t size, int encrypt)
+{
+    PKM_GUARD(pkm_packet_header_write(p, id, hash, size));
+    size_t pad = total - PKM_HEADER_SIZE - size; /* 1..16 */
+    if (encrypt && size >= ENCRYPT_IN_PLACE_BELOW) {
+        /* A large packet is encrypted from where its content lies, without copying it first:
+         * the first block (header + 7 content bytes) and the last (the content's tail + padding)
+         * are assembled at p, the full blocks between go straight from `content`. Three EVP
+         * calls on the same chain; the bytes are the same as the one-call path's. */
+        const size_t head = PKM__BLOCK_SIZE - PKM_HEADER_SIZE; /* 7 content bytes */
+        size_t mid = (size - head) / PKM__BLOCK_SIZE * PKM__BLOCK_SIZE;
+        size_t tail = size - head - mid; /* 0..15, then pad = 16 - tail */
+        memcpy(p + PKM_HEADER_SIZE, content, head);
+        uint8_t *last = p + PKM__BLOCK_SIZE + mid;
+        memcpy(last, content + head + mid, tail);
+        memset(last + tail, (int)pad, pad);
+        int r = pkm__channel_encrypt(&e->ch, p, PKM__BLOCK_SIZE);
+        if (r == 0) r = pkm__channel_encrypt_from(&e->ch, p + PKM__BLOCK_SIZE, content + head, mid);
+        if (r == 0) r = pkm__channel_encrypt(&e->ch, last, PKM__BLOCK_SIZE);
+        return r;
+    }
+    if (size) memcpy(p + PKM_HEADER_SIZE, content, size);
+    memset(p + PKM_HEADER_SIZE + size, (int)pad, pad);
+    /* Whole packet, one EVP call, in place. */
+    return encrypt ? pkm__channel_encrypt(&e->ch, p, total) : 0;
+}
 
 int pkm_engine_queue_packet(pkm_engine_t *e, uint8_t id, uint32_t hash, const uint8_t *content,
                             size_t size)
@@ -673,38 +708,36 @@ int pkm_engine_queue_packet(pkm_engine_t *e, uint8_t id, uint32_t hash, const ui
     if (total > e->max_send) return PKM_ETOOBIG;
     if (e->slen - e->sstart > e->max_send - total) return PKM_EQUEUE;
     PKM_GUARD(send_reserve(e, total));
-    uint8_t *p = e->sbuf + e->slen;
-    PKM_GUARD(pkm_packet_header_write(p, id, hash, size));
-    size_t pad = total - PKM_HEADER_SIZE - size; /* 1..16 */
-    if (e->state == PKM_STATE_ESTABLISHED && size >= ENCRYPT_IN_PLACE_BELOW) {
-        /* A large packet is encrypted from where its content lies, without copying it first:
-         * the first block (header + 7 content bytes) and the last (the content's tail + padding)
-         * are assembled here, the full blocks between go straight from `content`. Three EVP
-         * calls on the same chain; the bytes are the same as the one-call path's. */
-        const size_t head = PKM__BLOCK_SIZE - PKM_HEADER_SIZE; /* 7 content bytes */
-        size_t mid = (size - head) / PKM__BLOCK_SIZE * PKM__BLOCK_SIZE;
-        size_t tail = size - head - mid; /* 0..15, then pad = 16 - tail */
-        memcpy(p + PKM_HEADER_SIZE, content, head);
-        uint8_t *last = p + PKM__BLOCK_SIZE + mid;
-        memcpy(last, content + head + mid, tail);
-        memset(last + tail, (int)pad, pad);
-        int r = pkm__channel_encrypt(&e->ch, p, PKM__BLOCK_SIZE);
-        if (r == 0) r = pkm__channel_encrypt_from(&e->ch, p + PKM__BLOCK_SIZE, content + head, mid);
-        if (r == 0) r = pkm__channel_encrypt(&e->ch, last, PKM__BLOCK_SIZE);
-        if (r < 0) return fail(e, r);
-        e->slen += total;
-        e->senc = e->slen;
-        return 0;
-    }
-    if (size) memcpy(p + PKM_HEADER_SIZE, content, size);
-    memset(p + PKM_HEADER_SIZE + size, (int)pad, pad);
+    int established = e->state == PKM_STATE_ESTABLISHED;
+    int r = seal(e, e->sbuf + e->slen, total, id, hash, content, size, established);
+    if (r < 0) return fail(e, r); /* the send chain is in an unknown state */
     e->slen += total;
-    if (e->state == PKM_STATE_ESTABLISHED) {
-        /* Whole packet, one EVP call, in place. */
-        int r = pkm__channel_encrypt(&e->ch, p, total);
-        if (r < 0) return fail(e, r);
-        e->senc = e->slen;
-    } /* else REKEYING: held as plaintext until the new key is confirmed */
+    if (established) e->senc = e->slen;
+    /* else REKEYING: held as plaintext until the new key is confirmed */
+    return 0;
+}
+
+int pkm_engine_seal_packet(pkm_engine_t *e, uint8_t id, uint32_t hash, const uint8_t *content,
+                           size_t size, uint8_t *out, size_t out_cap, size_t *out_len)
+{
+    if (out_len) *out_len = 0;
+    if (!e || !out || !out_len) return PKM_EINVAL;
+    if (e->state == PKM_STATE_CLOSED) return PKM_ECLOSED;
+    /* Sealed bytes are written after the send buffer's: so only when it is empty, and never
+     * while a re-establishment holds packets back. */
+    if (e->state != PKM_STATE_ESTABLISHED || e->slen != 0) return PKM_ESTATE;
+    if (id == PKM_HANDSHAKE_ID || (size && !content)) return PKM_EINVAL;
+    if (size > INT32_MAX) return PKM_ETOOBIG;
+    size_t total = pkm__padded_size(size);
+    if (out_cap < total) return PKM_ENOSPC;
+    uintptr_t c0 = (uintptr_t)content, o0 = (uintptr_t)out; /* not overlapping */
+    if (size && c0 < o0 + total && o0 < c0 + size) return PKM_EINVAL;
+    int r = seal(e, out, total, id, hash, content, size, 1);
+    if (r < 0) {
+        OPENSSL_cleanse(out, total); /* no half-encrypted plaintext left behind */
+        return fail(e, r);
+    }
+    *out_len = total;
     return 0;
 }
 

@@ -17,6 +17,7 @@ extern "C" {
  *   network -> pkm_engine_recv_buf() / pkm_engine_recv_ack()  (or pkm_engine_feed())
  *   network <- pkm_engine_send_buf() / pkm_engine_send_ack()
  *   app     -> pkm_engine_queue_packet()      app <- pkm_engine_next_packet()
+ *   app     -> pkm_engine_seal_packet() -> the caller's own buffer -> network   (optional)
  *
  * Handshake messages are processed as their bytes are acknowledged (recv_ack / feed), so the
  * caller's loop is: read what the socket has into recv_buf, ack it, write out what send_buf
@@ -182,6 +183,28 @@ PKM_API int pkm_engine_send_ack(pkm_engine_t *e, size_t n);
  * PKM_EQUEUE (max_send_buffer would be exceeded: write out bytes and retry), PKM_ECLOSED. */
 PKM_API int pkm_engine_queue_packet(pkm_engine_t *e, uint8_t id, uint32_t hash,
                                     const uint8_t *content, size_t size);
+
+/* The bytes a packet of `size` content bytes takes on the wire: the 9-byte header, the content and
+ * 1..16 bytes of PKCS#7 padding, a multiple of 16. 0 when size exceeds INT32_MAX. */
+PKM_API size_t pkm_engine_wire_size(size_t size);
+
+/* Encrypts one packet into the caller's memory rather than the engine's send buffer: the very
+ * bytes pkm_engine_queue_packet() would have queued, on the same chain. For callers that write
+ * from buffers of their own, such as a writer thread sending one buffer while this thread seals
+ * the next, without copying bytes out of the engine.
+ * The caller must put these bytes on the wire in the order it sealed them, after everything
+ * the engine queued before and before anything it queues after. Hence sealing is allowed only in
+ * PKM_STATE_ESTABLISHED while pkm_engine_send_buf() is empty: otherwise PKM_ESTATE, nothing done
+ * (during a re-establishment, use pkm_engine_queue_packet(), which holds packets back).
+ * `out` receives pkm_engine_wire_size(size) bytes, stored in *out_len; `content` (not kept) and
+ * `out` must not overlap. Returns 0, or: PKM_EINVAL (NULL e, out or out_len; id 0xFF; content
+ * NULL with size > 0; content overlapping out), PKM_ETOOBIG (size above INT32_MAX), PKM_ENOSPC
+ * (out_cap below the wire size), PKM_ESTATE, PKM_ECLOSED: nothing done, the engine unchanged. A
+ * failure of the cipher (PKM_ECRYPTO) closes the engine and wipes what was written at out.
+ * Unlike queue_packet, max_send_buffer does not apply: the engine holds none of these bytes. */
+PKM_API int pkm_engine_seal_packet(pkm_engine_t *e, uint8_t id, uint32_t hash,
+                                   const uint8_t *content, size_t size, uint8_t *out,
+                                   size_t out_cap, size_t *out_len);
 
 /* Takes the next received packet. Returns 1 with *out filled; out->content points into the
  * engine's receive buffer and stays valid until the next call of pkm_engine_recv_buf, _recv_ack,
