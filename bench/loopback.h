@@ -18,9 +18,15 @@
 #include "bench_common.h"
 
 /* How the harness moves bytes, identical for every protocol:
- * - the client queues messages into the protocol, and writes the wire bytes queued so far to the
- *   socket with one send(2) (looping only on short sends) whenever they reach BENCH_BATCH bytes,
- *   and once more at the end; so every protocol pays the same syscalls per byte;
+ * - one-thread mode (BENCH_ONE_THREAD): the client queues messages into the protocol, and writes
+ *   the wire bytes queued so far to the socket with one send(2) (looping only on short sends)
+ *   whenever they reach BENCH_BATCH bytes, and once more at the end; so every protocol pays the
+ *   same syscalls per byte;
+ * - writer-thread mode (BENCH_WRITER_THREAD, for protocols with client_seal): the client thread
+ *   seals messages straight into one of BENCH_WBUFS buffers of its own and hands each buffer, once
+ *   it holds BENCH_BATCH bytes, to a writer thread that send(2)s it as above, while the client
+ *   seals the next: the sender's cipher work and its kernel work run on two cores, as a sender
+ *   built for throughput would run them. Same batches, same syscalls, no extra copy;
  * - the server read(2)s up to BENCH_READ bytes at a time and hands them to the protocol, which
  *   passes the content it decrypts to a struct bench_sink.
  * Each message is msg_len bytes of content (msg_len >= 8) whose first 8 bytes are its sequence
@@ -28,6 +34,8 @@
  * corrupted message fails the run. */
 #define BENCH_BATCH (256u * 1024u)
 #define BENCH_READ  (256u * 1024u)
+#define BENCH_WBUFS 3
+enum { BENCH_ONE_THREAD = 0, BENCH_WRITER_THREAD = 1 };
 
 /* Receives the content stream and cuts it into messages (zero-copy: only the 8-byte header of
  * each message is looked at). Content may arrive in any split. */
@@ -95,17 +103,24 @@ struct bench_proto {
     int (*server_feed)(void *s, const uint8_t *wire, size_t n, struct bench_sink *sink);
     void (*client_close)(void *c);
     void (*server_close)(void *s);
+    /* Optional (writer-thread mode): encrypt one message straight into out, which has cap bytes
+     * of room (always at least len + 64), instead of queueing it. Returns the wire bytes
+     * written, or -1 on failure. */
+    long (*client_seal)(void *c, const uint8_t *msg, size_t len, uint8_t *out, size_t cap);
 };
 
 /* One timed run: messages delivered, content bytes, and seconds from the end of the client's
  * handshake to the server having processed the last byte; and the CPU time (user + system,
- * CLOCK_THREAD_CPUTIME_ID) each side's thread spent over that span, handshakes excluded. On a
- * shared machine the wall-clock time includes waiting for a core; the CPU times do not. */
+ * CLOCK_THREAD_CPUTIME_ID) each thread spent over that span, handshakes excluded: the client's
+ * (queueing or sealing, and in one-thread mode its writes), the writer's (writer-thread mode
+ * only, else 0) and the server's. On a shared machine the wall-clock time includes waiting for a
+ * core; the CPU times do not. */
 struct bench_run {
     uint64_t msgs;
     uint64_t bytes;
     double seconds;
     double client_cpu;
+    double writer_cpu;
     double server_cpu;
 };
 
@@ -217,14 +232,128 @@ static inline int bench_client_flush(const struct bench_proto *p, void *c, int f
     return 0;
 }
 
+/* The writer thread of writer-thread mode: buffer k (of BENCH_WBUFS, in turn) is the client's to
+ * fill while k >= written, and the writer's to send while written <= k < filled. */
+struct bench_writer {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int fd;
+    uint8_t *buf[BENCH_WBUFS];
+    size_t len[BENCH_WBUFS];
+    uint64_t filled, written;
+    int done, failed;
+    double cpu;
+};
+
+static inline void *bench_writer_main(void *argp)
+{
+    struct bench_writer *w = argp;
+    double cpu0 = bench_thread_cpu_now();
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (w->written == w->filled && !w->done)
+            pthread_cond_wait(&w->cv, &w->mu);
+        if (w->written == w->filled) break; /* done, all sent */
+        unsigned k = (unsigned)(w->written % BENCH_WBUFS);
+        pthread_mutex_unlock(&w->mu);
+        int rc = bench_write_all(w->fd, w->buf[k], w->len[k]);
+        pthread_mutex_lock(&w->mu);
+        if (rc != 0) {
+            w->failed = 1;
+            pthread_cond_broadcast(&w->cv);
+            break;
+        }
+        w->written++;
+        pthread_cond_broadcast(&w->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    w->cpu = bench_thread_cpu_now() - cpu0;
+    return NULL;
+}
+
+/* The client's side of writer-thread mode: seals messages until the deadline; 0, or -1. */
+static inline int bench_client_sealing(const struct bench_proto *p, void *c, int fd, uint8_t *msg,
+                                       size_t msg_len, double deadline, uint64_t *seq,
+                                       double *writer_cpu)
+{
+    struct bench_writer w;
+    size_t cap = BENCH_BATCH + msg_len + 64;
+    int ok = 1;
+    memset(&w, 0, sizeof w);
+    w.fd = fd;
+    for (int k = 0; k < BENCH_WBUFS; k++)
+        if (!(w.buf[k] = malloc(cap))) ok = 0;
+    pthread_t th;
+    if (!ok || pthread_mutex_init(&w.mu, NULL) != 0) goto out;
+    if (pthread_cond_init(&w.cv, NULL) != 0) {
+        pthread_mutex_destroy(&w.mu);
+        ok = 0;
+        goto out;
+    }
+    if (pthread_create(&th, NULL, bench_writer_main, &w) != 0) {
+        ok = 0;
+        goto destroy;
+    }
+    for (int more = 1; more && ok;) {
+        /* Wait for a free buffer. */
+        pthread_mutex_lock(&w.mu);
+        while (w.filled - w.written >= BENCH_WBUFS && !w.failed)
+            pthread_cond_wait(&w.cv, &w.mu);
+        if (w.failed) ok = 0;
+        unsigned k = (unsigned)(w.filled % BENCH_WBUFS);
+        pthread_mutex_unlock(&w.mu);
+        if (!ok) break;
+        size_t fill = 0;
+        while (fill < BENCH_BATCH) {
+            bench_put_seq(msg, *seq);
+            long n = p->client_seal(c, msg, msg_len, w.buf[k] + fill, cap - fill);
+            if (n <= 0) {
+                fprintf(stderr, "loopback: %s client failed to seal\n", p->name);
+                ok = 0;
+                break;
+            }
+            fill += (size_t)n;
+            (*seq)++;
+        }
+        more = bench_now() < deadline;
+        pthread_mutex_lock(&w.mu);
+        w.len[k] = fill;
+        if (ok) w.filled++;
+        if (!more || !ok) w.done = 1;
+        pthread_cond_broadcast(&w.cv);
+        pthread_mutex_unlock(&w.mu);
+    }
+    if (!ok) { /* let the writer end even if the loop stopped early */
+        pthread_mutex_lock(&w.mu);
+        w.done = 1;
+        pthread_cond_broadcast(&w.cv);
+        pthread_mutex_unlock(&w.mu);
+    }
+    pthread_join(th, NULL);
+    if (w.failed) ok = 0;
+    *writer_cpu = w.cpu;
+destroy:
+    pthread_cond_destroy(&w.cv);
+    pthread_mutex_destroy(&w.mu);
+out:
+    for (int k = 0; k < BENCH_WBUFS; k++)
+        free(w.buf[k]);
+    return ok ? 0 : -1;
+}
+
 /* Opens a connection, runs the protocol's handshake on both sides, pipelines msg_len-byte
- * messages for about `seconds`, and checks every one arrived in order. 0, or -1 (said on
- * stderr). */
+ * messages for about `seconds` in `mode` (BENCH_ONE_THREAD, or BENCH_WRITER_THREAD when the
+ * protocol has client_seal), and checks every one arrived in order. 0, or -1 (said on stderr). */
 static inline int bench_pipeline(const struct bench_proto *p, void *cfg, size_t msg_len,
-                                 double seconds, struct bench_run *out)
+                                 double seconds, int mode, struct bench_run *out)
 {
     int cfd, sfd, rc = -1;
     uint8_t *msg = calloc(1, msg_len);
+    if (mode == BENCH_WRITER_THREAD && !p->client_seal) {
+        fprintf(stderr, "loopback: %s has no writer-thread mode\n", p->name);
+        free(msg);
+        return -1;
+    }
     if (!msg || msg_len < 8 || bench_tcp_pair(&cfd, &sfd) != 0) {
         free(msg);
         return -1;
@@ -242,22 +371,27 @@ static inline int bench_pipeline(const struct bench_proto *p, void *cfg, size_t 
     void *c = p->client_open(cfg, cfd);
     uint64_t seq = 0;
     double t0 = bench_now(), deadline = t0 + seconds, cpu0 = bench_thread_cpu_now();
+    double writer_cpu = 0;
     int ok = c != NULL;
-    while (ok) {
-        bench_put_seq(msg, seq);
-        if (p->client_send(c, msg, msg_len) != 0) {
-            fprintf(stderr, "loopback: %s client failed to send\n", p->name);
-            ok = 0;
-            break;
+    if (ok && mode == BENCH_WRITER_THREAD) {
+        ok = bench_client_sealing(p, c, cfd, msg, msg_len, deadline, &seq, &writer_cpu) == 0;
+    } else {
+        while (ok) {
+            bench_put_seq(msg, seq);
+            if (p->client_send(c, msg, msg_len) != 0) {
+                fprintf(stderr, "loopback: %s client failed to send\n", p->name);
+                ok = 0;
+                break;
+            }
+            seq++;
+            const uint8_t *wire;
+            if (p->client_pending(c, &wire) >= BENCH_BATCH) {
+                if (bench_client_flush(p, c, cfd) != 0) ok = 0;
+                if (bench_now() >= deadline) break;
+            }
         }
-        seq++;
-        const uint8_t *wire;
-        if (p->client_pending(c, &wire) >= BENCH_BATCH) {
-            if (bench_client_flush(p, c, cfd) != 0) ok = 0;
-            if (bench_now() >= deadline) break;
-        }
+        if (ok && bench_client_flush(p, c, cfd) != 0) ok = 0;
     }
-    if (ok && bench_client_flush(p, c, cfd) != 0) ok = 0;
     double client_cpu = bench_thread_cpu_now() - cpu0;
     shutdown(cfd, SHUT_WR);
     pthread_join(th, NULL);
@@ -275,6 +409,7 @@ static inline int bench_pipeline(const struct bench_proto *p, void *cfg, size_t 
             out->bytes = sa.sink.bytes;
             out->seconds = sa.t_end - t0;
             out->client_cpu = client_cpu;
+            out->writer_cpu = writer_cpu;
             out->server_cpu = sa.cpu;
             rc = 0;
         }
@@ -338,9 +473,11 @@ static inline void bench_plain_close(void *p)
 }
 
 static const struct bench_proto bench_plain_proto = {
-    "plain TCP",      bench_plain_open,    bench_plain_open,
-    bench_plain_send, bench_plain_pending, bench_plain_written,
-    bench_plain_feed, bench_plain_close,   bench_plain_close,
+    "plain TCP",         bench_plain_open,
+    bench_plain_open,    bench_plain_send,
+    bench_plain_pending, bench_plain_written,
+    bench_plain_feed,    bench_plain_close,
+    bench_plain_close,   NULL, /* no writer-thread mode */
 };
 
 #endif

@@ -25,12 +25,13 @@ OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b,
 PRETTY_OP = {">=": "≥", "<=": "≤", ">": ">", "<": "<"}
 # Figure 1's naming convention (see bench/run.sh): the plot is drawn from these.
 THROUGHPUT = re.compile(r"^throughput (\d+) B$")
+THROUGHPUT_ONE = re.compile(r"^throughput (\d+) B, one thread$")
 
 # The six figures of the benchmark issue, for the status table. The goals are checked per figure
 # line (its "goal"); this text only describes them.
 FIGURES = [
     (1, "Channel throughput, one connection, 64 B to 1 MiB of content (per CPU second of the "
-        "busier side, as `openssl speed` counts)",
+        "busiest thread, as `openssl speed` counts; the sender seals, a writer thread sends)",
      "`openssl speed -evp aes-256-cbc`, nearest block size",
      "≥ 85 % of the anchor for packets of 16 KiB and more"),
     (2, "Small packets: 32-byte-content packets per second, pipelined (per CPU second of the "
@@ -237,19 +238,22 @@ def results_md(figures):
 
 def plot(figures, png, workdir):
     """Channel throughput by content size beside the anchor; False when there is nothing."""
-    pts = []
+    pts, one = [], {}
     for f in figures:
         m = THROUGHPUT.match(f["name"])
         if m:
             pts.append((int(m.group(1)), f["value"], f["anchor_value"]))
+        m = THROUGHPUT_ONE.match(f["name"])
+        if m:
+            one[int(m.group(1))] = f["value"]
     if not pts:
         return False
     pts.sort()
     dat = os.path.join(workdir, "throughput.dat")
     with open(dat, "w") as fh:
-        fh.write("# content_bytes channel_MB/s aes256cbc_MB/s\n")
+        fh.write("# content_bytes channel_MB/s aes256cbc_MB/s one_thread_MB/s (NaN: not measured)\n")
         for size, v, a in pts:
-            fh.write(f"{size} {v} {a}\n")
+            fh.write(f"{size} {v} {a} {one.get(size, 'NaN')}\n")
     ymax = max(max(v, a) for _, v, a in pts) * 1.15
 
     def label(n):
@@ -257,6 +261,8 @@ def plot(figures, png, workdir):
             if n >= size and n % size == 0:
                 return f"{n // size} {unit}"
         return f"{n} B"
+    one_plot = (f', \\\n     "{dat}" using 1:4 with linespoints lw 1 pt 4 '
+                f'title "PkmCom channel, queueing and sending in one thread (no goal)"' if one else "")
     xtics = ", ".join(f'"{label(size)}" {size}' for size, _, _ in pts)
     script = f"""
 set terminal pngcairo size 900,540 font ",11"
@@ -272,7 +278,7 @@ set grid
 set key bottom right
 plot "{dat}" using 1:3 with linespoints lw 2 pt 6 title "openssl speed -evp aes-256-cbc (cipher limit)", \\
      "{dat}" using 1:($3*0.85) with lines dt 2 lw 1 title "85 % of the cipher limit (goal from 16 KiB)", \\
-     "{dat}" using 1:2 with linespoints lw 2 pt 7 title "PkmCom channel, content per CPU second of the busier side"
+     "{dat}" using 1:2 with linespoints lw 2 pt 7 title "PkmCom channel (writer thread), content per CPU second of the busiest thread"{one_plot}
 """
     r = subprocess.run(["gnuplot"], input=script, text=True, capture_output=True)
     if r.returncode != 0:

@@ -24,7 +24,9 @@
 #   figure 1: "throughput <N> B", N the content bytes per packet (64 ... 1048576), unit "MB/s"
 #             (10^6 bytes of content delivered per second), anchor
 #             "openssl speed -evp aes-256-cbc <M> B", M the anchored block size nearest to N;
-#             goal "ratio >= 0.85" from N = 16384. These, and only these, make the plot.
+#             goal "ratio >= 0.85" from N = 16384; "throughput <N> B, one thread" (same unit and
+#             anchor, no goal) is the same sender without its writer thread. These, and only
+#             these, make the plot.
 #   figure 2: "pipelined 32 B packets" (packets/s, anchor: the TLS 1.3 peer from tls_peer.h
 #             run in the same process); the peer itself is "TLS 1.3 pipelined 32 B messages".
 set -euo pipefail

@@ -183,6 +183,7 @@ static const struct bench_proto bench_tls_proto = {
     "TLS 1.3",      bench_tls_client_open, bench_tls_server_open,
     bench_tls_send, bench_tls_pending,     bench_tls_written,
     bench_tls_feed, bench_tls_close,       bench_tls_close,
+    NULL, /* one-thread mode only */
 };
 
 #endif
