@@ -134,12 +134,12 @@ static void sealed_packets_arrive(void **state)
     size_t cap = 0;
     for (size_t k = 0; k < NSIZES; k++)
         cap += pkm_engine_wire_size(sizes[k]);
-    uint8_t *content = malloc(MAXSZ), *batch = malloc(cap);
+    uint8_t *content = malloc(MAXSZ + NSIZES), *batch = malloc(cap);
     assert_non_null(content);
     assert_non_null(batch);
     t_rng r;
     t_rng_seed(&r, 12);
-    t_rng_bytes(&r, content, MAXSZ);
+    t_rng_bytes(&r, content, MAXSZ + NSIZES); /* packet k starts at content + k */
     pkm_engine_t *pairs[2][2] = {{c, s}, {s, c}};
     for (int d = 0; d < 2; d++) {
         pkm_engine_t *from = pairs[d][0], *to = pairs[d][1];
