@@ -201,7 +201,12 @@ PKM_API size_t pkm_engine_wire_size(size_t size);
  * NULL with size > 0; content overlapping out), PKM_ETOOBIG (size above INT32_MAX), PKM_ENOSPC
  * (out_cap below the wire size), PKM_ESTATE, PKM_ECLOSED: nothing done, the engine unchanged. A
  * failure of the cipher (PKM_ECRYPTO) closes the engine and wipes what was written at out.
- * Unlike queue_packet, max_send_buffer does not apply: the engine holds none of these bytes. */
+ * Unlike queue_packet, max_send_buffer does not apply: the engine holds none of these bytes.
+ * A writer thread, in outline (bench/loopback.h's writer-thread mode does this with 3 buffers):
+ *   this thread:   while a free buffer b exists: seal packets into b until it holds ~256 KiB,
+ *                  hand b to the writer (mutex + condition variable), take the next free one;
+ *   writer thread: send(2) each buffer handed over, in order, then give it back as free.
+ * The engine itself is touched by this thread only; the writer only reads finished buffers. */
 PKM_API int pkm_engine_seal_packet(pkm_engine_t *e, uint8_t id, uint32_t hash,
                                    const uint8_t *content, size_t size, uint8_t *out,
                                    size_t out_cap, size_t *out_len);
