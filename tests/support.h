@@ -49,6 +49,11 @@ typedef struct {
 } t_keys;
 void t_keys_init(t_keys *k);
 void t_keys_free(t_keys *k);
+/* The keys of a program whose cases share one set: made by t_keys_setup and freed by
+ * t_keys_teardown, given to cmocka_run_group_tests as its group setup and teardown. */
+extern t_keys t_shared_keys;
+int t_keys_setup(void **state);
+int t_keys_teardown(void **state);
 pkm_key_t *t_client_key(const t_keys *k); /* a fresh copy of the client key pair */
 /* A pkm_engine_config_t.random hook drawing from a t_rng (ctx). */
 int t_det_random(void *ctx, uint8_t *out, size_t n);

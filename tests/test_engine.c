@@ -10,22 +10,6 @@
 #include "engine_internal.h"
 #include "keys_internal.h"
 
-static t_keys K;
-
-static int setup(void **state)
-{
-    (void)state;
-    t_keys_init(&K);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    t_keys_free(&K);
-    return 0;
-}
-
 /* ---- helpers ---- */
 
 /* Sends one packet from `from` to `to` through a pump and checks it arrives exactly. */
@@ -49,7 +33,7 @@ static void roundtrip(pkm_engine_t *from, pkm_engine_t *to, pkm_engine_t *c, pkm
 static void sizes_both_ways(size_t chunk, int use_feed)
 {
     static const size_t sizes[] = {0, 1, 6, 7, 8, 15, 16, 17, 1000, 100000};
-    pkm_engine_t *c = t_client(&K, NULL), *s = t_server(&K, NULL);
+    pkm_engine_t *c = t_client(&t_shared_keys, NULL), *s = t_server(&t_shared_keys, NULL);
     t_pump p;
     t_pump_init(&p, c, s, chunk);
     p.use_feed = use_feed;
@@ -142,7 +126,7 @@ static const char confirm_hex[] = "FF 504B6BE1 00000004 504B4D00 030303";
 static void handshake_plain(void **state)
 {
     (void)state;
-    pkm_engine_t *c = t_client(&K, NULL), *s = t_server(&K, NULL);
+    pkm_engine_t *c = t_client(&t_shared_keys, NULL), *s = t_server(&t_shared_keys, NULL);
     assert_int_equal(pkm_engine_state(c), PKM_STATE_HANDSHAKE);
     assert_int_equal(pkm_engine_is_client(c), 1);
     assert_int_equal(pkm_engine_is_client(s), 0);
@@ -159,8 +143,8 @@ static void handshake_plain(void **state)
     assert_null(pkm_engine_send_buf(c, &len));
     assert_int_equal(len, 0);
     t_handshake(c, s, 0);
-    assert_string_equal(pkm_engine_peer_fingerprint(c), K.server_fp);
-    assert_string_equal(pkm_engine_peer_fingerprint(s), K.client_fp);
+    assert_string_equal(pkm_engine_peer_fingerprint(c), t_shared_keys.server_fp);
+    assert_string_equal(pkm_engine_peer_fingerprint(s), t_shared_keys.client_fp);
     assert_non_null(pkm_engine_peer_key(c));
     assert_int_equal(pkm_key_is_private(pkm_engine_peer_key(c)), 0);
     assert_null(pkm_engine_fail_step(c));
@@ -176,7 +160,7 @@ static void handshake_secret(void **state)
 {
     (void)state;
     t_opts o = {.secret = "correct horse battery staple"};
-    pkm_engine_t *c = t_client(&K, &o), *s = t_server(&K, &o);
+    pkm_engine_t *c = t_client(&t_shared_keys, &o), *s = t_server(&t_shared_keys, &o);
     t_handshake(c, s, 0);
     uint8_t msg[5] = {'h', 'e', 'l', 'l', 'o'};
     roundtrip(c, s, c, s, 3, msg, 5, 0);
@@ -188,7 +172,7 @@ static void handshake_secret(void **state)
 static void wrong_secret_pair(const char *cs, const char *ss)
 {
     t_opts oc = {.secret = cs}, os = {.secret = ss};
-    pkm_engine_t *c = t_client(&K, &oc), *s = t_server(&K, &os);
+    pkm_engine_t *c = t_client(&t_shared_keys, &oc), *s = t_server(&t_shared_keys, &os);
     t_pump p;
     t_pump_init(&p, c, s, 0);
     t_pump_run(&p);
@@ -212,15 +196,15 @@ static void wrong_secret(void **state)
 static void pinning(void **state)
 {
     (void)state;
-    t_opts o = {.pin = K.server_fp};
-    pkm_engine_t *c = t_client(&K, &o), *s = t_server(&K, NULL);
+    t_opts o = {.pin = t_shared_keys.server_fp};
+    pkm_engine_t *c = t_client(&t_shared_keys, &o), *s = t_server(&t_shared_keys, NULL);
     t_handshake(c, s, 0);
     pkm_engine_free(c);
     pkm_engine_free(s);
 
-    o.pin = K.client_fp; /* a well-formed fingerprint of another key */
-    c = t_client(&K, &o);
-    s = t_server(&K, NULL);
+    o.pin = t_shared_keys.client_fp; /* a well-formed fingerprint of another key */
+    c = t_client(&t_shared_keys, &o);
+    s = t_server(&t_shared_keys, NULL);
     t_pump p;
     t_pump_init(&p, c, s, 0);
     t_pump_run(&p);
@@ -242,8 +226,9 @@ static void config_errors(void **state)
     assert_int_equal(cfg.max_send_buffer, PKM_DEFAULT_MAX_SEND_BUFFER);
     assert_int_equal(pkm_engine_new(&cfg, &e), PKM_EINVAL); /* server without a key */
     assert_null(e);
-    cfg.server_key = K.server_key;
-    cfg.client_key = t_client_key(&K); /* ownership passes even on failure: ASan checks */
+    cfg.server_key = t_shared_keys.server_key;
+    cfg.client_key =
+        t_client_key(&t_shared_keys); /* ownership passes even on failure: ASan checks */
     assert_int_equal(pkm_engine_new(&cfg, &e), PKM_EINVAL);
     cfg.client_key = NULL;
     cfg.max_packet_size = (size_t)INT32_MAX + 1;
@@ -259,7 +244,7 @@ static void config_errors(void **state)
     /* A public-only server key. */
     pkm_key_t *pub = NULL;
     size_t dlen = 0;
-    const uint8_t *der = pkm__key_der(K.server_key, &dlen);
+    const uint8_t *der = pkm__key_der(t_shared_keys.server_key, &dlen);
     assert_int_equal(pkm_key_from_der(der, dlen, &pub), 0);
     cfg.server_key = pub;
     assert_int_equal(pkm_engine_new(&cfg, &e), PKM_EINVAL);
@@ -269,7 +254,7 @@ static void config_errors(void **state)
     cfg.pin_fingerprint = "SHA256:short";
     assert_int_equal(pkm_engine_new(&cfg, &e), PKM_EINVAL);
     cfg.pin_fingerprint = NULL;
-    cfg.server_key = K.server_key;
+    cfg.server_key = t_shared_keys.server_key;
     assert_int_equal(pkm_engine_new(&cfg, &e), PKM_EINVAL);
     pkm_engine_config_init(&cfg, 7);
     assert_int_equal(pkm_engine_new(&cfg, &e), PKM_EINVAL);
@@ -307,7 +292,7 @@ static void packets_odd_chunks(void **state)
 static void many_packets_one_buffer(void **state)
 {
     (void)state;
-    pkm_engine_t *c = t_client(&K, NULL), *s = t_server(&K, NULL);
+    pkm_engine_t *c = t_client(&t_shared_keys, NULL), *s = t_server(&t_shared_keys, NULL);
     t_handshake(c, s, 0);
     uint8_t content[300];
     for (size_t i = 0; i < sizeof content; i++)
@@ -349,7 +334,7 @@ static void deterministic_vector(void **state)
     t_rng_seed(&es, 2002);
     const char *secret = "pw";
     t_opts oc = {.rng = &rc, .secret = secret}, os = {.rng = &rs, .secret = secret};
-    pkm_engine_t *c = t_client(&K, &oc), *s = t_server(&K, &os);
+    pkm_engine_t *c = t_client(&t_shared_keys, &oc), *s = t_server(&t_shared_keys, &os);
     keylog_t kc = {0}, ks = {0};
     pkm__engine_set_keylog(c, keylog_cb, &kc);
     pkm__engine_set_keylog(s, keylog_cb, &ks);
@@ -385,7 +370,7 @@ static void deterministic_vector(void **state)
 
     /* Server -> client: 00 00 01 26 + DER (294 bytes), KeyShare (528), answer (16). */
     size_t dlen = 0;
-    const uint8_t *sder = pkm__key_der(K.server_key, &dlen);
+    const uint8_t *sder = pkm__key_der(t_shared_keys.server_key, &dlen);
     assert_int_equal(dlen, 294);
     assert_int_equal(p.log_ba_len, 4 + 294 + 528 + 16);
     const uint8_t *w = p.log_ba;
@@ -403,7 +388,7 @@ static void deterministic_vector(void **state)
      * directly, to the client's M; then its IV in the clear. */
     const uint8_t *share = u + 298;
     for (int h = 0; h < 2; h++) {
-        EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new(pkm__key_evp(K.server_key), NULL);
+        EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new(pkm__key_evp(t_shared_keys.server_key), NULL);
         uint8_t out[256];
         size_t ol = sizeof out;
         assert_int_equal(EVP_PKEY_decrypt_init(pc), 1);
@@ -475,7 +460,7 @@ static void bad_confirm_one(const char *hex, int expect_ok)
     keylog_t kl = {0};
 
     /* To the server, in place of the client's 0xFF. */
-    pkm_engine_t *c = t_client(&K, NULL), *s = t_server(&K, NULL);
+    pkm_engine_t *c = t_client(&t_shared_keys, NULL), *s = t_server(&t_shared_keys, NULL);
     until_confirm(c, s, &kl);
     size_t len = 0;
     free(take_all(c, &len)); /* drop the real one */
@@ -493,8 +478,8 @@ static void bad_confirm_one(const char *hex, int expect_ok)
 
     /* To the client, in place of the server's answer. */
     memset(&kl, 0, sizeof kl);
-    c = t_client(&K, NULL);
-    s = t_server(&K, NULL);
+    c = t_client(&t_shared_keys, NULL);
+    s = t_server(&t_shared_keys, NULL);
     until_confirm(c, s, &kl);
     assert_int_equal(move_all(c, s), 16);
     assert_int_equal(pkm_engine_state(s), PKM_STATE_ESTABLISHED);
@@ -546,7 +531,7 @@ static uint8_t *read_fixture(const char *name, size_t *len)
 /* Feeds `msg` as the peer's key message to a fresh engine of `role`; checks the error. */
 static void bad_key_msg(int client, const uint8_t *msg, size_t len, int err)
 {
-    pkm_engine_t *e = client ? t_client(&K, NULL) : t_server(&K, NULL);
+    pkm_engine_t *e = client ? t_client(&t_shared_keys, NULL) : t_server(&t_shared_keys, NULL);
     size_t l = 0;
     if (!client) free(take_all(e, &l)); /* the server's own ServerKey */
     assert_int_equal(pkm_engine_feed(e, msg, len), err);
@@ -599,9 +584,9 @@ static void malformed_key_messages(void **state)
     bad_der("rsa_pss2048.pub.der"); /* RSA-PSS, not rsaEncryption */
 
     /* Control: the server's real key message is accepted. */
-    pkm_engine_t *c = t_client(&K, NULL);
+    pkm_engine_t *c = t_client(&t_shared_keys, NULL);
     size_t dlen = 0;
-    const uint8_t *der = pkm__key_der(K.server_key, &dlen);
+    const uint8_t *der = pkm__key_der(t_shared_keys.server_key, &dlen);
     uint8_t msg[4 + 294];
     msg[0] = 0;
     msg[1] = 0;
@@ -609,7 +594,7 @@ static void malformed_key_messages(void **state)
     msg[3] = 0x26;
     memcpy(msg + 4, der, dlen);
     /* Length 1024 with only 298 bytes: waits for more, no error. */
-    pkm_engine_t *e = t_client(&K, NULL);
+    pkm_engine_t *e = t_client(&t_shared_keys, NULL);
     assert_int_equal(pkm_engine_feed(e, (const uint8_t *)"\x00\x00\x04\x00", 4), 0);
     assert_int_equal(pkm_engine_feed(e, der, dlen), 0);
     assert_int_equal(pkm_engine_state(e), PKM_STATE_HANDSHAKE);
@@ -617,7 +602,7 @@ static void malformed_key_messages(void **state)
     assert_closed(e, PKM_EHANDSHAKE, "ServerKey");
     pkm_engine_free(e);
     assert_int_equal(pkm_engine_feed(c, msg, sizeof msg), 0);
-    assert_string_equal(pkm_engine_peer_fingerprint(c), K.server_fp);
+    assert_string_equal(pkm_engine_peer_fingerprint(c), t_shared_keys.server_fp);
     pkm_engine_free(c);
 }
 
@@ -627,7 +612,7 @@ static void malformed_key_messages(void **state)
  * the client; checks that the receiver reports nothing until step 5, which fails. */
 static void keyshare_case(int to_server, void (*mangle)(uint8_t share[528]))
 {
-    pkm_engine_t *c = t_client(&K, NULL), *s = t_server(&K, NULL);
+    pkm_engine_t *c = t_client(&t_shared_keys, NULL), *s = t_server(&t_shared_keys, NULL);
     size_t len = 0;
     assert_true(move_all(s, c) > 0); /* ServerKey */
     uint8_t *hello = take_all(c, &len);
@@ -688,7 +673,7 @@ static void short_plaintext(uint8_t share[528], const pkm_key_t *key)
 
 static void mangle_short_to_server(uint8_t share[528])
 {
-    short_plaintext(share, K.server_key);
+    short_plaintext(share, t_shared_keys.server_key);
 }
 
 static void garbage_keyshare(void **state)
@@ -711,7 +696,7 @@ static void cut_everywhere(void **state)
     t_rng_seed(&rc, 5);
     t_rng_seed(&rs, 6);
     t_opts oc = {.rng = &rc}, os = {.rng = &rs};
-    pkm_engine_t *c = t_client(&K, &oc), *s = t_server(&K, &os);
+    pkm_engine_t *c = t_client(&t_shared_keys, &oc), *s = t_server(&t_shared_keys, &os);
     t_pump p;
     t_pump_init(&p, c, s, 0);
     p.record = 1;
@@ -735,7 +720,8 @@ static void cut_everywhere(void **state)
                 continue;
             t_rng_seed(&rc, 5);
             t_rng_seed(&rs, 6);
-            pkm_engine_t *e = client ? t_client(&K, &oc) : t_server(&K, &os);
+            pkm_engine_t *e =
+                client ? t_client(&t_shared_keys, &oc) : t_server(&t_shared_keys, &os);
             assert_int_equal(pkm_engine_feed(e, t, cut), 0);
             if (cut == 842) {
                 assert_int_equal(pkm_engine_state(e), PKM_STATE_ESTABLISHED);
@@ -756,7 +742,7 @@ static void cut_everywhere(void **state)
 static void craft_to_server(const char *hex, size_t max_packet, int err)
 {
     t_opts os = {.max_packet = max_packet};
-    pkm_engine_t *c = t_client(&K, NULL), *s = t_server(&K, &os);
+    pkm_engine_t *c = t_client(&t_shared_keys, NULL), *s = t_server(&t_shared_keys, &os);
     t_handshake(c, s, 0);
     uint8_t raw[64];
     int n = t_unhex(hex, raw, sizeof raw);
@@ -801,7 +787,7 @@ static void bad_packets(void **state)
 
     /* Size exactly the maximum is fine. */
     t_opts os = {.max_packet = 1000};
-    pkm_engine_t *c = t_client(&K, NULL), *s = t_server(&K, &os);
+    pkm_engine_t *c = t_client(&t_shared_keys, NULL), *s = t_server(&t_shared_keys, &os);
     t_handshake(c, s, 0);
     uint8_t big[1001];
     memset(big, 0x33, sizeof big);
@@ -823,7 +809,7 @@ static void flipped_bit(void **state)
 {
     (void)state;
     for (int where = 0; where < 2; where++) {
-        pkm_engine_t *c = t_client(&K, NULL), *s = t_server(&K, NULL);
+        pkm_engine_t *c = t_client(&t_shared_keys, NULL), *s = t_server(&t_shared_keys, NULL);
         t_handshake(c, s, 0);
         uint8_t content[16];
         memset(content, 0x11, sizeof content);
@@ -863,10 +849,10 @@ static void verify_hook(void **state)
 {
     (void)state;
     int calls = 0;
-    pkm_engine_t *c = t_client(&K, NULL), *s = NULL;
+    pkm_engine_t *c = t_client(&t_shared_keys, NULL), *s = NULL;
     pkm_engine_config_t cfg;
     pkm_engine_config_init(&cfg, PKM_ROLE_SERVER);
-    cfg.server_key = K.server_key;
+    cfg.server_key = t_shared_keys.server_key;
     cfg.verify = reject_id7;
     cfg.verify_ctx = &calls;
     assert_int_equal(pkm_engine_new(&cfg, &s), 0);
@@ -890,7 +876,7 @@ static void send_buffer_bound(void **state)
 {
     (void)state;
     t_opts o = {.max_send = 1000};
-    pkm_engine_t *c = t_client(&K, &o), *s = t_server(&K, NULL);
+    pkm_engine_t *c = t_client(&t_shared_keys, &o), *s = t_server(&t_shared_keys, NULL);
     t_handshake(c, s, 0);
     uint8_t content[1000];
     memset(content, 0x77, sizeof content);
@@ -925,7 +911,7 @@ static void recv_api(void **state)
 {
     (void)state;
     t_opts os = {.max_packet = 100};
-    pkm_engine_t *c = t_client(&K, NULL), *s = t_server(&K, &os);
+    pkm_engine_t *c = t_client(&t_shared_keys, NULL), *s = t_server(&t_shared_keys, &os);
     t_handshake(c, s, 0);
     size_t cap = 0;
     uint8_t *buf = pkm_engine_recv_buf(s, &cap);
@@ -964,8 +950,8 @@ static void recv_api(void **state)
     pkm_engine_free(s);
 
     /* EOF inside a packet: PKM_EPROTO, after the complete packets before it. */
-    c = t_client(&K, NULL);
-    s = t_server(&K, NULL);
+    c = t_client(&t_shared_keys, NULL);
+    s = t_server(&t_shared_keys, NULL);
     t_handshake(c, s, 0);
     assert_int_equal(pkm_engine_queue_packet(c, 1, 0, content, 10), 0);
     assert_int_equal(pkm_engine_queue_packet(c, 1, 0, content, 50), 0);
@@ -981,65 +967,6 @@ static void recv_api(void **state)
     assert_closed(c, PKM_ETIMEOUT, NULL);
     pkm_engine_free(c);
     pkm_engine_free(s);
-}
-
-/* Every packet size, whichever way queue_packet assembles it (a copy into the send buffer for small
- * content, encryption straight from the caller's memory for large), gives the bytes of one
- * AES-256-CBC pass over header + content + PKCS#7 padding continuing the chain: checked against
- * EVP directly, for sizes around the switch-over and the block boundaries, two packets a size. */
-static void encryption_paths_agree_with_evp(void **state)
-{
-    (void)state;
-    static const uint8_t key[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16,
-                                    17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
-    static const uint8_t iv[16] = {0xA0, 0xA1, 0xA2, 0xA3, 0xA4, 0xA5, 0xA6, 0xA7,
-                                   0xA8, 0xA9, 0xAA, 0xAB, 0xAC, 0xAD, 0xAE, 0xAF};
-    static const size_t sizes[] = {0,    1,    6,    7,    8,    4088, 4089, 4095, 4096,  4097,
-                                   4102, 4103, 4104, 4105, 4111, 4112, 4113, 5000, 65536, 65543};
-    t_rng r;
-    t_rng_seed(&r, 7);
-    uint8_t *content = malloc(70000), *plain = malloc(2 * 70100), *want = malloc(2 * 70100);
-    assert_non_null(content);
-    assert_non_null(plain);
-    assert_non_null(want);
-    t_rng_bytes(&r, content, 70000);
-    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
-        size_t n = sizes[k];
-        pkm_engine_config_t cfg;
-        pkm_engine_config_init(&cfg, PKM_ROLE_SERVER);
-        cfg.server_key = K.server_key;
-        pkm_engine_t *e = NULL;
-        assert_int_equal(pkm_engine_new(&cfg, &e), 0);
-        assert_int_equal(pkm__engine_test_start(e, key, iv), 0);
-        /* Two packets: the second continues the chain from the first's last block. */
-        size_t len = 0;
-        for (int j = 0; j < 2; j++) {
-            const uint8_t *c = content + j * 3;
-            uint32_t hash = pkm_packet_hash(0x20, pkm_hashsum_bytes(c, n));
-            assert_int_equal(pkm_engine_queue_packet(e, 0x20, hash, n ? c : NULL, n), 0);
-            size_t total = ((9 + n) / 16 + 1) * 16;
-            assert_int_equal(pkm_packet_header_write(plain + len, 0x20, hash, n), 0);
-            memcpy(plain + len + 9, c, n);
-            memset(plain + len + 9 + n, (int)(total - 9 - n), total - 9 - n);
-            len += total;
-        }
-        EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-        int outl = 0;
-        assert_non_null(ctx);
-        assert_int_equal(EVP_EncryptInit_ex(ctx, EVP_aes_256_cbc(), NULL, key, iv), 1);
-        assert_int_equal(EVP_CIPHER_CTX_set_padding(ctx, 0), 1);
-        assert_int_equal(EVP_EncryptUpdate(ctx, want, &outl, plain, (int)len), 1);
-        assert_int_equal((size_t)outl, len);
-        EVP_CIPHER_CTX_free(ctx);
-        size_t have = 0;
-        const uint8_t *out = pkm_engine_send_buf(e, &have);
-        assert_int_equal(have, len);
-        assert_memory_equal(out, want, len);
-        pkm_engine_free(e);
-    }
-    free(content);
-    free(plain);
-    free(want);
 }
 
 int main(void)
@@ -1065,7 +992,6 @@ int main(void)
         cmocka_unit_test(verify_hook),
         cmocka_unit_test(send_buffer_bound),
         cmocka_unit_test(recv_api),
-        cmocka_unit_test(encryption_paths_agree_with_evp),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, t_keys_setup, t_keys_teardown);
 }

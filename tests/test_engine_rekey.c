@@ -7,22 +7,6 @@
 
 #define TRIGGER 0x05 /* the Complete Definition's "Re-establish Secret" */
 
-static t_keys K;
-
-static int setup(void **state)
-{
-    (void)state;
-    t_keys_init(&K);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    t_keys_free(&K);
-    return 0;
-}
-
 typedef struct {
     uint8_t key[32], iv[16];
     int n;
@@ -106,7 +90,7 @@ static void client_take_trigger(pkm_engine_t *c, const char *secret)
 static void rekey_run(const char *first, const char *second, size_t chunk)
 {
     t_opts o = {.secret = first};
-    pkm_engine_t *c = t_client(&K, &o), *s = t_server(&K, &o);
+    pkm_engine_t *c = t_client(&t_shared_keys, &o), *s = t_server(&t_shared_keys, &o);
     keylog_t kc = {0}, ks = {0};
     pkm__engine_set_keylog(c, keylog_cb, &kc);
     pkm__engine_set_keylog(s, keylog_cb, &ks);
@@ -173,7 +157,7 @@ static void rekey_fragmented(void **state)
 static void rekey_wrong_secret(void **state)
 {
     (void)state;
-    pkm_engine_t *c = t_client(&K, NULL), *s = t_server(&K, NULL);
+    pkm_engine_t *c = t_client(&t_shared_keys, NULL), *s = t_server(&t_shared_keys, NULL);
     t_handshake(c, s, 0);
     server_trigger(s, "right");
     pump(c, s, 0);
@@ -194,7 +178,7 @@ static void rekey_wrong_secret(void **state)
 static void rekey_held_packets(void **state)
 {
     (void)state;
-    pkm_engine_t *c = t_client(&K, NULL), *s = t_server(&K, NULL);
+    pkm_engine_t *c = t_client(&t_shared_keys, NULL), *s = t_server(&t_shared_keys, NULL);
     t_handshake(c, s, 0);
     server_trigger(s, NULL);
     uint8_t data[40];
@@ -249,7 +233,7 @@ static void rekey_stray_packet(void **state)
     /* Buffered whole, not taken, and exactly KeyShare-sized (510 bytes of content take
      * ((9 + 510) / 16 + 1) * 16 = 528): read as the KeyShare without a word (implicit
      * rejection), and the handshake fails at step 5. */
-    pkm_engine_t *c = t_client(&K, NULL), *s = t_server(&K, NULL);
+    pkm_engine_t *c = t_client(&t_shared_keys, NULL), *s = t_server(&t_shared_keys, NULL);
     t_handshake(c, s, 0);
     assert_int_equal(pkm_engine_queue_packet(c, 0x50, 0, data, 510), 0);
     assert_int_equal(move_all(c, s), 528);
@@ -264,8 +248,8 @@ static void rekey_stray_packet(void **state)
     pkm_engine_free(s);
 
     /* Half taken (its header decrypted, the rest not there): rekey fails at once. */
-    c = t_client(&K, NULL);
-    s = t_server(&K, NULL);
+    c = t_client(&t_shared_keys, NULL);
+    s = t_server(&t_shared_keys, NULL);
     t_handshake(c, s, 0);
     assert_int_equal(pkm_engine_queue_packet(c, 0x50, 0, data, sizeof data), 0);
     size_t len = 0;
@@ -287,7 +271,7 @@ static void rekey_stray_packet(void **state)
 static void rekey_eof(void **state)
 {
     (void)state;
-    pkm_engine_t *c = t_client(&K, NULL), *s = t_server(&K, NULL);
+    pkm_engine_t *c = t_client(&t_shared_keys, NULL), *s = t_server(&t_shared_keys, NULL);
     t_handshake(c, s, 0);
     server_trigger(s, NULL);
     assert_int_equal(pkm_engine_recv_eof(s), PKM_EHANDSHAKE);
@@ -302,7 +286,7 @@ static void deferred_handshake(void **state)
 {
     (void)state;
     t_opts o = {.defer = 1, .generate_key = 1};
-    pkm_engine_t *c = t_client(&K, &o), *s = t_server(&K, &o);
+    pkm_engine_t *c = t_client(&t_shared_keys, &o), *s = t_server(&t_shared_keys, &o);
     size_t len = 0;
     assert_int_equal(pkm_engine_wants_work(c), 0);
     assert_true(move_all(s, c) > 0); /* ServerKey */
@@ -328,7 +312,7 @@ static void deferred_handshake(void **state)
     assert_int_equal(pkm_engine_wants_work(s), 0);
     assert_int_equal(move_all(s, c), 16);
     assert_int_equal(pkm_engine_state(c), PKM_STATE_ESTABLISHED);
-    assert_string_equal(pkm_engine_peer_fingerprint(c), K.server_fp);
+    assert_string_equal(pkm_engine_peer_fingerprint(c), t_shared_keys.server_fp);
     assert_int_equal(pkm_engine_work(c), 0); /* nothing to do */
     traffic(c, s, 0);
 
@@ -350,7 +334,7 @@ static void deferred_eof(void **state)
 {
     (void)state;
     t_opts o = {.defer = 1};
-    pkm_engine_t *c = t_client(&K, &o), *s = t_server(&K, &o);
+    pkm_engine_t *c = t_client(&t_shared_keys, &o), *s = t_server(&t_shared_keys, &o);
     move_all(s, c);
     move_all(c, s);
     assert_int_equal(pkm_engine_wants_work(s), 1);
@@ -370,12 +354,12 @@ static void keypool_client(void **state)
     pkm_engine_config_t cfg;
     pkm_engine_config_init(&cfg, PKM_ROLE_CLIENT);
     cfg.keypool = pool;
-    pkm_engine_t *c = NULL, *s = t_server(&K, NULL);
+    pkm_engine_t *c = NULL, *s = t_server(&t_shared_keys, NULL);
     assert_int_equal(pkm_engine_new(&cfg, &c), 0);
     t_handshake(c, s, 0);
-    assert_string_equal(pkm_engine_peer_fingerprint(c), K.server_fp);
+    assert_string_equal(pkm_engine_peer_fingerprint(c), t_shared_keys.server_fp);
     /* The server saw a key that is not the fixture's client key. */
-    assert_string_not_equal(pkm_engine_peer_fingerprint(s), K.client_fp);
+    assert_string_not_equal(pkm_engine_peer_fingerprint(s), t_shared_keys.client_fp);
     traffic(c, s, 0);
     pkm_engine_free(c);
     pkm_engine_free(s);
@@ -391,5 +375,5 @@ int main(void)
         cmocka_unit_test(rekey_eof),          cmocka_unit_test(deferred_handshake),
         cmocka_unit_test(deferred_eof),       cmocka_unit_test(keypool_client),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, t_keys_setup, t_keys_teardown);
 }

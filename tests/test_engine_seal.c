@@ -1,6 +1,7 @@
-/* Tests of pkm_engine_seal_packet(): packets encrypted into the caller's memory are the bytes
- * queue_packet would have queued (checked against one EVP pass), mix with queued packets on one
- * chain, reach a real peer, and every refusal leaves the engine and its chain untouched. */
+/* Tests of the engine's two send paths, pkm_engine_queue_packet() and pkm_engine_seal_packet():
+ * whichever way a packet is assembled and wherever it is written, the bytes are one EVP pass over
+ * the chain; sealed packets mix with queued ones, reach a real peer, and every refusal to seal
+ * leaves the engine and its chain untouched. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,27 +9,11 @@
 #include "support.h"
 #include "engine_internal.h"
 
-static t_keys K;
-
-static int setup(void **state)
-{
-    (void)state;
-    t_keys_init(&K);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    t_keys_free(&K);
-    return 0;
-}
-
 enum { QUEUE, SEAL };
 
 /* Around the copy/in-place switch-over (4096) and the block boundaries. */
-static const size_t sizes[] = {0,    1,    6,    7,    8,    15,   16,   4088,  4089,
-                               4095, 4096, 4097, 4103, 4104, 4111, 4112, 65536, 65543};
+static const size_t sizes[] = {0,    1,    6,    7,    8,    15,   16,   4088, 4089, 4095,  4096,
+                               4097, 4102, 4103, 4104, 4105, 4111, 4112, 4113, 5000, 65536, 65543};
 #define NSIZES (sizeof sizes / sizeof sizes[0])
 #define MAXSZ  65543
 
@@ -55,16 +40,19 @@ static void send_one(pkm_engine_t *e, int how, const uint8_t *content, size_t n,
     *len += got;
 }
 
-/* Every size, every order of the two ways (queue then seal, seal then queue, seal twice) gives
- * the bytes of one AES-256-CBC pass over header + content + PKCS#7 padding on one chain. */
-static void sealed_bytes_match_evp(void **state)
+/* Every size, whichever way the engine assembles the packet (queue_packet copies small content
+ * into its send buffer and encrypts large content where it lies; seal does the same into the
+ * caller's memory), in every order of the two calls over two packets (the second continuing the
+ * first's chain), gives the bytes of one AES-256-CBC pass over header + content + PKCS#7
+ * padding, computed here with EVP directly. */
+static void send_paths_match_evp(void **state)
 {
     (void)state;
     static const uint8_t key[32] = {9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4, 5, 6,
                                     7, 8, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4};
     static const uint8_t iv[16] = {0x5A, 0x5B, 0x5C, 0x5D, 0x5E, 0x5F, 0x60, 0x61,
                                    0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69};
-    static const int orders[][2] = {{QUEUE, SEAL}, {SEAL, QUEUE}, {SEAL, SEAL}};
+    static const int orders[][2] = {{QUEUE, QUEUE}, {QUEUE, SEAL}, {SEAL, QUEUE}, {SEAL, SEAL}};
     const size_t cap = 2 * (MAXSZ + 32);
     uint8_t *content = malloc(MAXSZ + 3), *plain = malloc(cap), *want = malloc(cap),
             *wire = malloc(cap);
@@ -80,14 +68,14 @@ static void sealed_bytes_match_evp(void **state)
             size_t n = sizes[k], len = 0, plen = 0;
             pkm_engine_config_t cfg;
             pkm_engine_config_init(&cfg, PKM_ROLE_SERVER);
-            cfg.server_key = K.server_key;
+            cfg.server_key = t_shared_keys.server_key;
             pkm_engine_t *e = NULL;
             assert_int_equal(pkm_engine_new(&cfg, &e), 0);
             assert_int_equal(pkm__engine_test_start(e, key, iv), 0);
             for (int j = 0; j < 2; j++) {
                 const uint8_t *c = content + j * 3;
                 send_one(e, orders[o][j], c, n, wire, &len);
-                size_t total = pkm_engine_wire_size(n);
+                size_t total = ((9 + n) / 16 + 1) * 16; /* header, content, 1..16 of padding */
                 uint32_t hash = pkm_packet_hash(0x21, pkm_hashsum_bytes(c, n));
                 assert_int_equal(pkm_packet_header_write(plain + plen, 0x21, hash, n), 0);
                 memcpy(plain + plen + 9, c, n);
@@ -129,7 +117,7 @@ static void expect_packet(pkm_engine_t *e, uint8_t id, const uint8_t *content, s
 static void sealed_packets_arrive(void **state)
 {
     (void)state;
-    pkm_engine_t *c = t_client(&K, NULL), *s = t_server(&K, NULL);
+    pkm_engine_t *c = t_client(&t_shared_keys, NULL), *s = t_server(&t_shared_keys, NULL);
     t_handshake(c, s, 0);
     size_t cap = 0;
     for (size_t k = 0; k < NSIZES; k++)
@@ -195,7 +183,7 @@ static void seal_refusals(void **state)
                      PKM_EINVAL);
     assert_int_equal(got, 0);
 
-    pkm_engine_t *c = t_client(&K, NULL), *s = t_server(&K, NULL);
+    pkm_engine_t *c = t_client(&t_shared_keys, NULL), *s = t_server(&t_shared_keys, NULL);
     /* During the handshake. */
     got = 99;
     assert_int_equal(pkm_engine_seal_packet(c, 1, 0, content, 1, out, sizeof out, &got),
@@ -249,9 +237,9 @@ static void seal_refusals(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(sealed_bytes_match_evp),
+        cmocka_unit_test(send_paths_match_evp),
         cmocka_unit_test(sealed_packets_arrive),
         cmocka_unit_test(seal_refusals),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, t_keys_setup, t_keys_teardown);
 }

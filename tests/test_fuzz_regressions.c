@@ -6,30 +6,15 @@
 #include "support.h"
 #include "engine_internal.h"
 
-static t_keys K;
 static const uint8_t KEY[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16,
                                 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
 static const uint8_t IV[16] = {0xA0, 0xA1, 0xA2, 0xA3, 0xA4, 0xA5, 0xA6, 0xA7,
                                0xA8, 0xA9, 0xAA, 0xAB, 0xAC, 0xAD, 0xAE, 0xAF};
 
-static int setup(void **state)
-{
-    (void)state;
-    t_keys_init(&K);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    t_keys_free(&K);
-    return 0;
-}
-
 /* An established server engine that has not received a single byte. */
 static pkm_engine_t *fresh_established(void)
 {
-    pkm_engine_t *s = t_server(&K, NULL);
+    pkm_engine_t *s = t_server(&t_shared_keys, NULL);
     assert_int_equal(pkm__engine_test_start(s, KEY, IV), 0);
     assert_int_equal(pkm_engine_state(s), PKM_STATE_ESTABLISHED);
     return s;
@@ -83,7 +68,7 @@ static void even_modulus_key_refused(void **state)
     assert_int_equal(pkm_key_from_der(der, n, &k), PKM_EKEY);
     assert_null(k);
 
-    pkm_engine_t *s = t_server(&K, NULL);
+    pkm_engine_t *s = t_server(&t_shared_keys, NULL);
     uint8_t msg[4 + 512] = {0, 0, 0x01, 0x26};
     memcpy(msg + 4, der, n);
     assert_int_equal(pkm_engine_feed(s, msg, 4 + n), PKM_EKEY);
@@ -92,7 +77,7 @@ static void even_modulus_key_refused(void **state)
     pkm_engine_free(s);
 
     /* The same as a ServerKey, to a client. */
-    pkm_engine_t *c = t_client(&K, NULL);
+    pkm_engine_t *c = t_client(&t_shared_keys, NULL);
     assert_int_equal(pkm_engine_feed(c, msg, 4 + n), PKM_EKEY);
     assert_string_equal(pkm_engine_fail_step(c), "ServerKey");
     pkm_engine_free(c);
@@ -104,5 +89,5 @@ int main(void)
         cmocka_unit_test(next_packet_before_any_byte),
         cmocka_unit_test(even_modulus_key_refused),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, t_keys_setup, t_keys_teardown);
 }

@@ -27,6 +27,22 @@ void t_keys_free(t_keys *k)
     memset(k, 0, sizeof *k);
 }
 
+t_keys t_shared_keys;
+
+int t_keys_setup(void **state)
+{
+    (void)state;
+    t_keys_init(&t_shared_keys);
+    return 0;
+}
+
+int t_keys_teardown(void **state)
+{
+    (void)state;
+    t_keys_free(&t_shared_keys);
+    return 0;
+}
+
 pkm_key_t *t_client_key(const t_keys *k)
 {
     pkm_key_t *c = NULL;
