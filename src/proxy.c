@@ -249,9 +249,16 @@ static int parse_v1(const uint8_t *p, size_t len, pkm__proxy_info *out, size_t *
     size_t k = len < sizeof v1_sig ? len : sizeof v1_sig;
     if (memcmp(p, v1_sig, k) != 0) return fail(out, PKM__PROXY_ESIG);
     size_t lim = len < PKM__PROXY_V1_MAX ? len : PKM__PROXY_V1_MAX;
+    /* Errors are reported in the order of their position, so that a prefix is refused for the
+     * same reason as the whole: first the protocol's letters before any CR or LF (they already
+     * tell a line that cannot be valid), then how the line ends. */
+    size_t pend = sizeof v1_sig;
+    while (pend < lim && p[pend] != '\r' && p[pend] != '\n')
+        pend++;
+    if (pend > 6 && !v1_protocol_prefix_ok(p + 6, pend - 6)) return fail(out, PKM__PROXY_EFAMILY);
     size_t eol = 0;
     int found = 0;
-    for (size_t i = 0; i < lim && !found; i++) {
+    for (size_t i = pend; i < lim && !found; i++) {
         if (p[i] == '\n') return fail(out, PKM__PROXY_ELINE); /* a CR before it ended the line */
         if (p[i] != '\r') continue;
         if (i + 2 > PKM__PROXY_V1_MAX) return fail(out, PKM__PROXY_ELINE);
@@ -261,9 +268,6 @@ static int parse_v1(const uint8_t *p, size_t len, pkm__proxy_info *out, size_t *
             found = 1;
         }
     }
-    /* The protocol's first letters already tell a line that cannot be valid. */
-    size_t pend = found ? eol : len > 0 && p[len - 1] == '\r' ? len - 1 : len;
-    if (pend > 6 && !v1_protocol_prefix_ok(p + 6, pend - 6)) return fail(out, PKM__PROXY_EFAMILY);
     if (!found) {
         size_t n = len > 0 && p[len - 1] == '\r' ? 1 : 2;
         if (len < PKM__PROXY_MIN && PKM__PROXY_MIN - len > n) n = PKM__PROXY_MIN - len;

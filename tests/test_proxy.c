@@ -205,6 +205,8 @@ static const bad_case bad_cases[] = {
     {"v1 UNKNOWNX", "PROXY UNKNOWNX\r\n", 0, PKM__PROXY_EFAMILY},
     {"v1 tcp4 lower case", "PROXY tcp4 1.2.3.4 5.6.7.8 1 2\r\n", 0, PKM__PROXY_EFAMILY},
     {"v1 no protocol", "PROXY \r\n", 0, PKM__PROXY_ETOKEN},
+    /* found by fuzz_proxy: the whole line was refused for its LF, its prefixes for "T\xdf" */
+    {"v1 bad protocol, then a lone LF", "PROXY T\xdf\xdf\n\n", 0, PKM__PROXY_EFAMILY},
     /* v2 lengths */
     {"v2 length 2049", "0d0a0d0a000d0a515549540a21110801", 1, PKM__PROXY_ELENGTH},
     {"v2 length 65535", "0d0a0d0a000d0a515549540a2000ffff", 1, PKM__PROXY_ELENGTH},
