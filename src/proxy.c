@@ -382,6 +382,14 @@ int pkm__proxy_acc_feed(pkm__proxy_acc *a, const uint8_t *p, size_t n, pkm__prox
     return rc;
 }
 
+const struct sockaddr *pkm__proxy_source(const pkm__proxy_info *in, const struct sockaddr *peer)
+{
+    if (in->command == PKM__PROXY_CMD_PROXY &&
+        (in->family == PKM__PROXY_TCP4 || in->family == PKM__PROXY_TCP6))
+        return (const struct sockaddr *)&in->src;
+    return peer;
+}
+
 const char *pkm__proxy_reason_str(pkm__proxy_reason r)
 {
     switch (r) {

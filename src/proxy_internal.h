@@ -76,6 +76,10 @@ typedef struct pkm__proxy_info {
  * out is always written (zeroed first). */
 int pkm__proxy_parse(const uint8_t *p, size_t len, pkm__proxy_info *out, size_t *need);
 
+/* The address that stands for the client: the header's source for TCP4/TCP6, else (LOCAL,
+ * UNSPEC, UNKNOWN) the connection's own peer, as the specification says. */
+const struct sockaddr *pkm__proxy_source(const pkm__proxy_info *in, const struct sockaddr *peer);
+
 /* An accumulator for a listener that gets bytes in chunks it does not choose (libuv): holds the
  * header's bytes until it is complete. Zero it (or pkm__proxy_acc_init) per connection. */
 typedef struct pkm__proxy_acc {

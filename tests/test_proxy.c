@@ -717,6 +717,27 @@ static void header_source_is_the_key(void **state)
     pkm__cidr_list_free(&l);
 }
 
+/* Which address stands for the client: the header's source, or the peer when it has none. */
+static void source_address_choice(void **state)
+{
+    (void)state;
+    struct sockaddr_storage peer;
+    const struct sockaddr *p = sa_of("10.0.0.5", &peer); /* the proxy itself */
+    for (size_t i = 0; i < sizeof captures / sizeof captures[0]; i++) {
+        uint8_t b[256];
+        size_t n = unhex(captures[i].hex, b, sizeof b);
+        pkm__proxy_info in;
+        assert_true(pkm__proxy_parse(b, n, &in, NULL) > 0);
+        const struct sockaddr *s = pkm__proxy_source(&in, p);
+        if (captures[i].src) {
+            assert_ptr_equal(s, (const struct sockaddr *)&in.src);
+            check_addr(&in.src, captures[i].src, captures[i].sport);
+        } else {
+            assert_ptr_equal(s, p); /* LOCAL, UNKNOWN: the connection's own peer */
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -733,6 +754,7 @@ int main(void)
         cmocka_unit_test(cidr_list_refuses_bad_entries),
         cmocka_unit_test(source_keys),
         cmocka_unit_test(header_source_is_the_key),
+        cmocka_unit_test(source_address_choice),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
