@@ -198,6 +198,38 @@ void tool_secret_free(char *s)
     free(s);
 }
 
+/* A copy of s in a new buffer (tool_secret_free), and s itself wiped in place. */
+static int take_secret(char *s, char **out)
+{
+    size_t n = strlen(s);
+    char *c = malloc(n + 1);
+    if (c) memcpy(c, s, n + 1);
+    OPENSSL_cleanse(s, n);
+    if (!c) return tool_fail(TOOL_EXIT_FAIL, "out of memory");
+    *out = c;
+    return 0;
+}
+
+int tool_get_password(const char *cmd, char *arg, const char *file, char **out)
+{
+    *out = NULL;
+    if (arg && file) return tool_usage_error(cmd, "give --password or --password-file, not both");
+    if (file) return tool_read_password_file(file, out);
+    if (arg) {
+        tool_log("warning: --password puts the password where other users of this machine can "
+                 "see it (the process list, shell history); use --password-file FILE or the "
+                 "environment variable " TOOL_PASSWORD_ENV);
+        return take_secret(arg, out);
+    }
+    char *env = getenv(TOOL_PASSWORD_ENV);
+    if (!env || !*env) return 0;
+    /* Wiped and removed from our environment: /proc/PID/environ and child processes no longer
+     * show it. */
+    int st = take_secret(env, out);
+    unsetenv(TOOL_PASSWORD_ENV);
+    return st;
+}
+
 /* ---- output ---- */
 
 void tool_hex(const uint8_t *p, size_t n, char *out)
