@@ -481,12 +481,17 @@ static int run_send(const struct send_opts *o, const char *password, uint32_t ha
     cfg.errbuf_size = sizeof err;
     pkm_conn_t *c = NULL;
     int rc = pkm_conn_from_fd(fd, PKM_ROLE_CLIENT, &cfg, &c);
-    if (rc == PKM_EHANDSHAKE)
+    /* Step 5 failed: the answer did not decrypt (PKM_ENOPROOF), or the server closed instead
+     * of answering (what a real server does on a wrong password). */
+    if (rc == PKM_ENOPROOF || (rc == PKM_EHANDSHAKE && strstr(err, "confirmation")))
         return tool_fail(TOOL_EXIT_FAIL,
-                         "%s: the server could not prove it holds the key %s (%s), at the "
-                         "handshake's confirmation: a wrong password, or an impostor showing "
-                         "that server's public key; %s",
-                         o->hostport, fp, o->pin ? "pinned" : "from known_hosts", err);
+                         "%s: the server could not prove it holds the key %s (%s): the "
+                         "handshake failed at its confirmation (0xFF)%s: a wrong password, an "
+                         "impostor showing that server's public key, or a server that speaks "
+                         "only wire profile 1",
+                         o->hostport, fp, o->pin ? "pinned" : "from known_hosts",
+                         rc == PKM_EHANDSHAKE ? ", the server closed the connection"
+                                              : ", its answer did not decrypt");
     if (rc < 0) return tool_fail(TOOL_EXIT_FAIL, "%s: %s", o->hostport, err);
 
     if (first_contact) {
