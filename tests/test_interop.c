@@ -579,6 +579,22 @@ static void impostor_case(void **state, const char *secret)
     assert_int_equal(child_status(f), 0); /* it did echo, and saw the client leave */
 }
 
+/* A valid, encrypted 0xFF packet from the Python server right after the handshake: a protocol
+ * error (WIRE-PROFILE section 3 step 5: "A 0xFF packet is valid only here"). */
+static void test_c_client_stray_ff(void **state)
+{
+    fix_t *f = *state;
+    need_python(f);
+    const char *extra[] = {"--stray-ff", NULL};
+    c_client_to_py_server(f, NULL, extra);
+    assert_int_equal(until_established(f), 0);
+    pkm_packet_t p;
+    assert_int_equal(next_packet(f, &p), PKM_EPROTO);
+    close(f->fd);
+    f->fd = -1;
+    assert_int_equal(child_status(f), 0);
+}
+
 static void test_c_client_impostor(void **state)
 {
     impostor_case(state, NULL);
@@ -654,6 +670,21 @@ static void test_c_server_v1_client(void **state)
     const char *extra[] = {"--count", "1", "--v1-keys", NULL};
     py_client_to_c_server(f, NULL, extra);
     fails_at_confirmation(f);
+}
+
+/* The same from the Python client: the C server closes, sending nothing. */
+static void test_c_server_stray_ff(void **state)
+{
+    fix_t *f = *state;
+    need_python(f);
+    const char *extra[] = {"--stray-ff", NULL};
+    py_client_to_c_server(f, NULL, extra);
+    assert_int_equal(until_established(f), 0);
+    pkm_packet_t p;
+    assert_int_equal(next_packet(f, &p), PKM_EPROTO);
+    close(f->fd);
+    f->fd = -1;
+    assert_int_equal(child_status(f), 0); /* the Python client saw the close, and no byte */
 }
 
 /* The server's own 0xFF answer sent back to it (the version-1 reflection, the other way) is
@@ -828,6 +859,7 @@ int main(void)
         T(test_c_client_late_dribble),
         T(test_c_client_corrupt_keyshare),
         T(test_c_client_v1_server),
+        T(test_c_client_stray_ff),
         T(test_c_client_impostor),
         T(test_c_client_impostor_secret),
         T(test_c_server_plain),
@@ -837,6 +869,7 @@ int main(void)
         T(test_c_server_corrupt_keyshare),
         T(test_c_server_v1_client),
         T(test_c_server_reflected_answer),
+        T(test_c_server_stray_ff),
         T(test_rekey_c_server),
         T(test_rekey_c_server_new_secret),
         T(test_rekey_c_server_wrong_secret),

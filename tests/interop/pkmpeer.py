@@ -4,10 +4,10 @@
 """PkmCom/TCP test peer (WIRE-PROFILE version 2).
 
   pkmpeer.py server --port P [--key PEM] [--secret S] [--count N]
-                    [--rekey-after N --rekey-secret S2 --trigger-id ID] [--v1-keys]
+                    [--rekey-after N --rekey-secret S2 --trigger-id ID] [--v1-keys] [--stray-ff]
   pkmpeer.py client --port P [--key PEM] [--secret S] [--count N] [--size B[,B...]]
                     [--expect-rekey --trigger-id ID --rekey-secret S2] [--v1-keys]
-                    [--reflect-confirm]
+                    [--reflect-confirm] [--stray-ff]
   pkmpeer.py selftest
   pkmpeer.py check-vectors FILE
 
@@ -20,7 +20,9 @@ Version 2 (WIRE-PROFILE section 7): one AES key per direction, K_cs = SHA-256(M 
 K_sc = SHA-256(M || S || 'S'), both chains from IV; a ServerKey/ClientKey must have the public
 exponent 65537 and be the canonical DER; a 0xFF packet outside step 5 is a protocol error.
 --v1-keys (a test of the other side only) derives version 1's single K = SHA-256(M || S) for
-both directions: such a peer must fail at step 5 against a version-2 one.
+both directions: such a peer must fail at step 5 against a version-2 one. --stray-ff (test
+only) sends one more, valid, encrypted 0xFF packet right after the handshake: the other side must
+close the connection (a 0xFF packet outside step 5 is a protocol error).
 """
 
 import argparse
@@ -383,6 +385,10 @@ class Peer:
             raise PeerError("Id 0xFF is the handshake packet")
         self.chan.send(self.stream, pid, phash, content)
 
+    def send_stray_ff(self):
+        """Test only: a correctly encrypted 0xFF packet outside step 5, which is a protocol error."""
+        self.chan.send_confirm(self.stream)
+
     def recv(self, eof_ok=False):
         pkt = self.chan.recv(self.stream, eof_ok)
         if pkt is not None and pkt[0] == HS_ID:
@@ -432,6 +438,8 @@ def run_server(srv, args, key, out=sys.stdout):
                 corrupt=args.corrupt_keyshare, dribble=args.dribble, v1=args.v1_keys)
     try:
         peer.handshake()
+        if args.stray_ff:
+            peer.send_stray_ff()
         echoed, rekeyed = 0, False
         while args.count is None or echoed < args.count:
             if args.rekey_after is not None and echoed == args.rekey_after and not rekeyed:
@@ -455,16 +463,20 @@ def run_server(srv, args, key, out=sys.stdout):
     print(f"OK server echoed {echoed} packets" + (", re-established" if rekeyed else ""), file=out)
 
 
-def reflect(peer, out):
-    """Sends the server's own 0xFF answer back to it (what a version-1 reflection would do) and
-    half-closes: under version 2 the server decrypts it under K_cs, where it is garbage, and must
-    close the connection without sending anything."""
-    peer.stream.send(peer.last_confirm)
+def expect_close(peer, what, out):
+    """Half-closes and expects the server to close without sending a byte."""
     peer.stream.sock.shutdown(socket.SHUT_WR)
-    got = peer.stream.recv_exact(1, "the server's answer to its reflected 0xFF", eof_ok=True)
-    if got is not None:
-        raise PeerError("the server answered its own reflected 0xFF packet")
-    print("OK client: the server closed the connection on its reflected 0xFF answer", file=out)
+    if peer.stream.recv_exact(1, f"the server's answer to {what}", eof_ok=True) is not None:
+        raise PeerError(f"the server answered {what} instead of closing")
+    print(f"OK client: the server closed the connection on {what}", file=out)
+
+
+def reflect(peer, out):
+    """Sends the server's own 0xFF answer back to it (what a version-1 reflection would do):
+    under version 2 the server decrypts it under K_cs, where it is garbage, and must close the
+    connection without sending anything."""
+    peer.stream.send(peer.last_confirm)
+    expect_close(peer, "its reflected 0xFF answer", out)
 
 
 def run_client(args, out=sys.stdout):
@@ -495,6 +507,10 @@ def run_client(args, out=sys.stdout):
         peer.handshake()
         if args.reflect_confirm:
             reflect(peer, out)
+            return
+        if args.stray_ff:
+            peer.send_stray_ff()
+            expect_close(peer, "a 0xFF packet after the handshake", out)
             return
         exchange(args.count)
         if args.expect_rekey:
@@ -592,7 +608,7 @@ def selftest():
                     trigger_id=0x05, rekey_secret=b"", rekey_after=None, expect_rekey=False,
                     size="0,1,15,16,17,1000,65536", key=client_key, late_keyshare=False,
                     corrupt_keyshare=False, stray_before_rekey=False, dribble=False,
-                    v1_keys=False, reflect_confirm=False)
+                    v1_keys=False, reflect_confirm=False, stray_ff=False)
         errs = {}
         sink = open(os.devnull, "w")
 
@@ -631,13 +647,15 @@ def selftest():
         ("both version 1 (the derivation switch works)", {"v1_keys": True},
          {"count": 3, "v1_keys": True}, True),
         ("server's answer reflected", {}, {"reflect_confirm": True}, "server"),
+        ("0xFF from the client after the handshake", {}, {"stray_ff": True}, "server"),
+        ("0xFF from the server after the handshake", {"stray_ff": True}, {"count": 1}, "client"),
     ]
     for name, sv, cl, ok in cases:
         se, ce = pair(sv, cl)
-        if ok == "server":  # only the server must fail
-            if not se or ce:
-                raise PeerError(f"selftest {name}: server must fail, client succeed (server: "
-                                f"{se}; client: {ce})")
+        if ok in ("server", "client"):  # only that side must fail
+            if not (se if ok == "server" else ce) or (ce if ok == "server" else se):
+                raise PeerError(f"selftest {name}: only the {ok} must fail (server: {se}; "
+                                f"client: {ce})")
             continue
         if ok and (se or ce):
             raise PeerError(f"selftest {name}: server: {se}; client: {ce}")
@@ -769,6 +787,8 @@ def main(argv):
         p.add_argument("--dribble", action="store_true", help="write in 1..7-byte pieces")
         p.add_argument("--v1-keys", action="store_true",
                        help="test only: one key K = SHA-256(M || S) both ways, as version 1")
+        p.add_argument("--stray-ff", action="store_true",
+                       help="test only: send a 0xFF packet right after the handshake")
         p.add_argument("--key", help="PEM private key (default: a fresh RSA-2048 key; a client's "
                        "key should be fresh per connection, a file only saves test time)")
     srv = sub.choices["server"]
