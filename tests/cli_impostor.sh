@@ -43,7 +43,8 @@ expect_rc pinned 1
 expect_one_error pinned "the server could not prove it holds its key"
 grep -qF "confirmation (0xFF)" "$T/pinned.err" || fail "pinned: step not named: $(cat "$T/pinned.err")"
 ok
-run pinned_pw send "127.0.0.1:$PORT" --id 16 byte:1 --pin "$FP" --password sesame
+# The password from the environment (--password would add a warning line on stderr).
+PKMCOM_PASSWORD=sesame run pinned_pw send "127.0.0.1:$PORT" --id 16 byte:1 --pin "$FP"
 expect_rc pinned_pw 1
 expect_one_error pinned_pw "the server could not prove it holds its key"
 stop_impostor imp

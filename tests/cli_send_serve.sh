@@ -136,18 +136,27 @@ expect_out pw_ok "$L1"
 ok
 grep -q sesame "$T/pw_ok.err" && fail "the warning shows the password"
 ok
+# A pipe works as the file (the password never touches the disk); an empty file is refused.
+run pw_pipe send "127.0.0.1:$PORT" --id 16 byte:1 string:hi bool:true \
+    --password-file <(printf 'sesame\r\n') --pin "$FP1"
+expect_rc pw_pipe 0
+expect_out pw_pipe "$L1"
+: >"$T/pwempty"
+run pw_empty send "127.0.0.1:$PORT" --id 16 --password-file "$T/pwempty" --pin "$FP1"
+expect_rc pw_empty 1
+expect_one_error pw_empty "$T/pwempty: the password file is empty"
 run pw_both send "127.0.0.1:$PORT" --id 16 --password sesame --password-file "$T/pwfile"
 expect_rc pw_both 2
 expect_one_error pw_both "not both"
 run pw_bad send "127.0.0.1:$PORT" --id 16 byte:1 --password-file "$T/pwbad" --pin "$FP1"
 expect_rc pw_bad 1
-expect_one_error pw_bad "the server could not prove it holds the key $FP1"
+expect_one_error pw_bad "the server could not prove it holds its key $FP1"
 PKMCOM_PASSWORD=hunter2 run pw_bad_env send "127.0.0.1:$PORT" --id 16 byte:1 --pin "$FP1"
 expect_rc pw_bad_env 1
-expect_one_error pw_bad_env "could not prove it holds the key"
+expect_one_error pw_bad_env "could not prove it holds its key"
 run pw_none send "127.0.0.1:$PORT" --id 16 byte:1 --pin "$FP1"
 expect_rc pw_none 1
-expect_one_error pw_none "could not prove it holds the key"
+expect_one_error pw_none "could not prove it holds its key"
 # The server logs the failures with the step, never the password.
 wait_for_line "$T/pw.err" 'handshake failed at step confirmation \(0xFF\)'
 for _ in $(seq 50); do [ "$(grep -c 'handshake failed' "$T/pw.err")" -ge 3 ] && break; sleep 0.1; done

@@ -99,7 +99,7 @@ impostor_done() {
 start_impostor imp1
 run imp_pin send "127.0.0.1:$IPORT" --id 16 byte:1 --pin "$FP" --timeout 5
 expect_rc imp_pin 1
-expect_one_error imp_pin "the server could not prove it holds the key $FP (pinned)"
+expect_one_error imp_pin "the server could not prove it holds its key $FP (pinned)"
 impostor_done imp1
 # Unpinned, with known_hosts recording the real server's key for that address.
 start_impostor imp2
@@ -107,15 +107,23 @@ printf '127.0.0.1:%s %s\n' "$IPORT" "$FP" >"$T/imp.kh"
 cp "$T/imp.kh" "$T/imp.kh.orig"
 run imp_kh send "127.0.0.1:$IPORT" --id 16 byte:1 --known-hosts "$T/imp.kh" --timeout 5
 expect_rc imp_kh 1
-expect_one_error imp_kh "the server could not prove it holds the key $FP (from known_hosts)"
+expect_one_error imp_kh "the server could not prove it holds its key $FP (as known_hosts records)"
 cmp -s "$T/imp.kh" "$T/imp.kh.orig" || fail "known_hosts changed after the impostor"
 ok
 impostor_done imp2
+# First contact (no known_hosts entry) with the impostor: refused the same way, nothing recorded.
+start_impostor imp4
+run imp_first send "127.0.0.1:$IPORT" --id 16 byte:1 --known-hosts "$T/first.kh" --timeout 5
+expect_rc imp_first 1
+expect_one_error imp_first "could not prove it holds its key $FP (first contact: not recorded)"
+[ ! -e "$T/first.kh" ] || fail "first contact with the impostor was recorded: $(cat "$T/first.kh")"
+ok
+impostor_done imp4
 # With a password too: it changes nothing for the impostor.
 start_impostor imp3
 PKMCOM_PASSWORD=sesame run imp_pw send "127.0.0.1:$IPORT" --id 16 byte:1 --pin "$FP" --timeout 5
 expect_rc imp_pw 1
-expect_one_error imp_pw "could not prove it holds the key"
+expect_one_error imp_pw "could not prove it holds its key"
 impostor_done imp3
 
 echo "cli_trust: $CHECKS checks passed"

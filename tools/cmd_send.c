@@ -485,11 +485,14 @@ static int run_send(const struct send_opts *o, const char *password, uint32_t ha
      * of answering (what a real server does on a wrong password). */
     if (rc == PKM_ENOPROOF || (rc == PKM_EHANDSHAKE && strstr(err, "confirmation")))
         return tool_fail(TOOL_EXIT_FAIL,
-                         "%s: the server could not prove it holds the key %s (%s): the "
+                         "%s: the server could not prove it holds its key %s (%s): the "
                          "handshake failed at its confirmation (0xFF)%s: a wrong password, an "
                          "impostor showing that server's public key, or a server that speaks "
                          "only wire profile 1",
-                         o->hostport, fp, o->pin ? "pinned" : "from known_hosts",
+                         o->hostport, fp,
+                         o->pin          ? "pinned"
+                         : first_contact ? "first contact: not recorded"
+                                         : "as known_hosts records",
                          rc == PKM_EHANDSHAKE ? ", the server closed the connection"
                                               : ", its answer did not decrypt");
     if (rc < 0) return tool_fail(TOOL_EXIT_FAIL, "%s: %s", o->hostport, err);
