@@ -605,6 +605,41 @@ static void test_c_client_impostor_secret(void **state)
     impostor_case(state, "hunter2");
 }
 
+/* What pkmpeer.py --bad-key offers: its modulus with exponent 3, n-2 and 2^16+3, and its key
+ * without the NULL parameters or with a long-form length (not canonical DER). */
+static const char *const bad_keys[] = {"e3", "n-2", "65539", "no-null", "long-len"};
+#define NBAD (sizeof bad_keys / sizeof bad_keys[0])
+
+/* Closes the fixture's connection, engine and child, so that one test can run several cases. */
+static void reset(fix_t *f)
+{
+    if (f->fd >= 0) close(f->fd);
+    if (f->lfd >= 0) close(f->lfd);
+    f->fd = f->lfd = -1;
+    f->eof = 0;
+    pkm_engine_free(f->e);
+    f->e = NULL;
+}
+
+/* A refused ServerKey: the C client fails at that step and closes without sending a byte (no
+ * ClientKey, no KeyShare encrypted under it): the Python server checks that it got nothing. */
+static void test_c_client_refuses_bad_server_keys(void **state)
+{
+    fix_t *f = *state;
+    need_python(f);
+    for (size_t i = 0; i < NBAD; i++) {
+        const char *extra[] = {"--bad-key", bad_keys[i], NULL};
+        c_client_to_py_server(f, NULL, extra);
+        int r = until_established(f);
+        if (r >= 0) fail_msg("ServerKey %s accepted", bad_keys[i]);
+        assert_step(f, "ServerKey");
+        close(f->fd);
+        f->fd = -1;
+        if (child_status(f) != 0) fail_msg("ServerKey %s: the client sent bytes", bad_keys[i]);
+        reset(f);
+    }
+}
+
 /* ---- Python client, libpkmcom server ---- */
 
 static void c_server_case(void **state, const char *secret, const char *const flags[])
@@ -685,6 +720,25 @@ static void test_c_server_stray_ff(void **state)
     close(f->fd);
     f->fd = -1;
     assert_int_equal(child_status(f), 0); /* the Python client saw the close, and no byte */
+}
+
+/* A refused ClientKey: the C server fails at that step and sends nothing more, in particular no
+ * KeyShare (so no public-key operation under that key); the Python client checks that. */
+static void test_c_server_refuses_bad_client_keys(void **state)
+{
+    fix_t *f = *state;
+    need_python(f);
+    for (size_t i = 0; i < NBAD; i++) {
+        const char *extra[] = {"--bad-key", bad_keys[i], NULL};
+        py_client_to_c_server(f, NULL, extra);
+        int r = until_established(f);
+        if (r >= 0) fail_msg("ClientKey %s accepted", bad_keys[i]);
+        assert_step(f, "ClientKey");
+        close(f->fd);
+        f->fd = -1;
+        if (child_status(f) != 0) fail_msg("ClientKey %s: the server answered it", bad_keys[i]);
+        reset(f);
+    }
 }
 
 /* The server's own 0xFF answer sent back to it (the version-1 reflection, the other way) is
@@ -860,6 +914,7 @@ int main(void)
         T(test_c_client_corrupt_keyshare),
         T(test_c_client_v1_server),
         T(test_c_client_stray_ff),
+        T(test_c_client_refuses_bad_server_keys),
         T(test_c_client_impostor),
         T(test_c_client_impostor_secret),
         T(test_c_server_plain),
@@ -870,6 +925,7 @@ int main(void)
         T(test_c_server_v1_client),
         T(test_c_server_reflected_answer),
         T(test_c_server_stray_ff),
+        T(test_c_server_refuses_bad_client_keys),
         T(test_rekey_c_server),
         T(test_rekey_c_server_new_secret),
         T(test_rekey_c_server_wrong_secret),

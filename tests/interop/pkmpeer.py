@@ -5,9 +5,10 @@
 
   pkmpeer.py server --port P [--key PEM] [--secret S] [--count N]
                     [--rekey-after N --rekey-secret S2 --trigger-id ID] [--v1-keys] [--stray-ff]
+                    [--bad-key KIND]
   pkmpeer.py client --port P [--key PEM] [--secret S] [--count N] [--size B[,B...]]
                     [--expect-rekey --trigger-id ID --rekey-secret S2] [--v1-keys]
-                    [--reflect-confirm] [--stray-ff]
+                    [--reflect-confirm] [--stray-ff] [--bad-key KIND]
   pkmpeer.py selftest
   pkmpeer.py check-vectors FILE
 
@@ -22,7 +23,10 @@ exponent 65537 and be the canonical DER; a 0xFF packet outside step 5 is a proto
 --v1-keys (a test of the other side only) derives version 1's single K = SHA-256(M || S) for
 both directions: such a peer must fail at step 5 against a version-2 one. --stray-ff (test
 only) sends one more, valid, encrypted 0xFF packet right after the handshake: the other side must
-close the connection (a 0xFF packet outside step 5 is a protocol error).
+close the connection (a 0xFF packet outside step 5 is a protocol error). --bad-key KIND (test
+only) sends, as ServerKey or ClientKey, our modulus with a refused exponent (e3, n-2, 65539) or a
+non-canonical encoding of our key (no-null, long-len), and then requires the peer to close
+without sending one more byte: no KeyShare, so no RSA operation was spent on the key.
 """
 
 import argparse
@@ -380,6 +384,23 @@ class Peer:
         self._keyshares(self.secret)
         self._confirm()
 
+    def bad_key_handshake(self, kind):
+        """Test only: offers a refused key (BAD_KEYS[kind]) in this role's key message, then
+        requires the peer to close with nothing more sent: a peer that checks the key before
+        using it sends no KeyShare (server) and no ClientKey (client) for it."""
+        n = self.own_key.public_key().public_numbers().n
+        der = BAD_KEYS[kind](n)
+        bad = struct.pack(">i", len(der)) + der
+        if self.role == "server":
+            self.stream.send(bad)
+        else:
+            read_key(self.stream, "ServerKey")
+            self.stream.send(bad)
+        what = "ServerKey" if self.role == "server" else "ClientKey"
+        got = self.stream.recv_exact(1, f"the peer's answer to a refused {what}", eof_ok=True)
+        if got is not None:
+            raise PeerError(f"the peer answered a {what} with {kind} instead of closing")
+
     def send(self, pid, phash, content):
         if pid == HS_ID:
             raise PeerError("Id 0xFF is the handshake packet")
@@ -437,6 +458,10 @@ def run_server(srv, args, key, out=sys.stdout):
     peer = Peer(sock, "server", key, args.secret, late=args.late_keyshare,
                 corrupt=args.corrupt_keyshare, dribble=args.dribble, v1=args.v1_keys)
     try:
+        if args.bad_key:
+            peer.bad_key_handshake(args.bad_key)
+            print(f"OK server: the client closed on a ServerKey with {args.bad_key}", file=out)
+            return
         peer.handshake()
         if args.stray_ff:
             peer.send_stray_ff()
@@ -504,6 +529,10 @@ def run_client(args, out=sys.stdout):
             sent += 1
 
     try:
+        if args.bad_key:
+            peer.bad_key_handshake(args.bad_key)
+            print(f"OK client: the server closed on a ClientKey with {args.bad_key}", file=out)
+            return
         peer.handshake()
         if args.reflect_confirm:
             reflect(peer, out)
@@ -564,6 +593,16 @@ def spki(n, e, null_params=True, long_form=False):
     return der_tlv(0x30, alg + der_tlv(0x03, b"\x00" + rsakey))
 
 
+# Refused keys for --bad-key, from our own modulus n (section 3 step 2).
+BAD_KEYS = {
+    "e3": lambda n: spki(n, 3),
+    "n-2": lambda n: spki(n, n - 2),
+    "65539": lambda n: spki(n, 2**16 + 3),
+    "no-null": lambda n: spki(n, 65537, null_params=False),
+    "long-len": lambda n: spki(n, 65537, long_form=True),
+}
+
+
 def selftest_key_checks(key):
     """ServerKey/ClientKey receiver checks (section 3): one accepted key, then refusals."""
     good = key_message(key)
@@ -608,7 +647,7 @@ def selftest():
                     trigger_id=0x05, rekey_secret=b"", rekey_after=None, expect_rekey=False,
                     size="0,1,15,16,17,1000,65536", key=client_key, late_keyshare=False,
                     corrupt_keyshare=False, stray_before_rekey=False, dribble=False,
-                    v1_keys=False, reflect_confirm=False, stray_ff=False)
+                    v1_keys=False, reflect_confirm=False, stray_ff=False, bad_key=None)
         errs = {}
         sink = open(os.devnull, "w")
 
@@ -649,7 +688,8 @@ def selftest():
         ("server's answer reflected", {}, {"reflect_confirm": True}, "server"),
         ("0xFF from the client after the handshake", {}, {"stray_ff": True}, "server"),
         ("0xFF from the server after the handshake", {"stray_ff": True}, {"count": 1}, "client"),
-    ]
+    ] + [(f"ClientKey {k}", {}, {"bad_key": k}, "server") for k in BAD_KEYS] + [
+        (f"ServerKey {k}", {"bad_key": k}, {}, "client") for k in BAD_KEYS]
     for name, sv, cl, ok in cases:
         se, ce = pair(sv, cl)
         if ok in ("server", "client"):  # only that side must fail
@@ -789,6 +829,8 @@ def main(argv):
                        help="test only: one key K = SHA-256(M || S) both ways, as version 1")
         p.add_argument("--stray-ff", action="store_true",
                        help="test only: send a 0xFF packet right after the handshake")
+        p.add_argument("--bad-key", choices=sorted(BAD_KEYS),
+                       help="test only: offer a refused key and require the peer to close")
         p.add_argument("--key", help="PEM private key (default: a fresh RSA-2048 key; a client's "
                        "key should be fresh per connection, a file only saves test time)")
     srv = sub.choices["server"]
