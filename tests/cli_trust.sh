@@ -72,6 +72,21 @@ expect_rc changed 1
 expect_one_error changed "THE SERVER KEY OF $HP HAS CHANGED: $T/changed.kh line 2 records $OTHER but the server now offers $FP"
 stop_server real
 
+# A password at first contact: it works (trust on first use stays automatic), with a warning
+# that the password went to a server not verified yet; a known server gets no warning.
+printf 'sesame\n' >"$T/pw"
+start_server realpw --listen 127.0.0.1:0 --key "$T/real.pem" --password-file "$T/pw"
+run pw_first send "127.0.0.1:$PORT" --id 1 --known-hosts "$T/pw.kh" --password-file "$T/pw"
+expect_rc pw_first 0
+grep -qF "warning: first contact with 127.0.0.1:$PORT: the password goes to a server whose key $FP nothing has verified yet" \
+    "$T/pw_first.err" || fail "no first-contact password warning: $(cat "$T/pw_first.err")"
+ok
+run pw_known send "127.0.0.1:$PORT" --id 1 --known-hosts "$T/pw.kh" --password-file "$T/pw"
+expect_rc pw_known 0
+[ ! -s "$T/pw_known.err" ] || fail "known server with a password: $(cat "$T/pw_known.err")"
+ok
+stop_server realpw
+
 # ---- the echoing impostor: the real server's public key, random KeyShare, echoes all ----
 # start_impostor NAME: sets IPORT and IMP_PID.
 start_impostor() {

@@ -468,6 +468,15 @@ static int run_send(const struct send_opts *o, const char *password, uint32_t ha
         first_contact = r == 0;
     }
 
+    /* WIRE-PROFILE section 6: the password is not a PAKE; a server not verified yet that gets
+     * the password-derived 0xFF can guess the password offline. Trust on first use stays
+     * automatic, but not silent about that. */
+    if (first_contact && password && *password)
+        tool_log("warning: first contact with %s: the password goes to a server whose key %s "
+                 "nothing has verified yet, and a false server could guess it offline; check "
+                 "that fingerprint out of band, or pin it (--pin)",
+                 o->hostport, fp);
+
     /* The key seen is now trusted: pin it, so the handshake runs with exactly that key. */
     pkm_conn_config_t cfg;
     pkm_conn_config_init(&cfg);
