@@ -18,6 +18,7 @@
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
@@ -43,7 +44,8 @@ struct pkm_key {
 /* Construction and checks                                                                    */
 
 /* 0 if pkey is an RSA key (not RSA-PSS, not anything else) with an odd modulus of exactly 2048
- * bits and an odd public exponent in 3..n-1; PKM_EKEY otherwise. */
+ * bits and the public exponent 65537 (WIRE-PROFILE section 3 step 2: a peer refuses any other,
+ * so a key with another exponent is of no use to PkmCom); PKM_EKEY otherwise. */
 static int check_rsa2048(EVP_PKEY *pkey)
 {
     if (EVP_PKEY_get_base_id(pkey) != EVP_PKEY_RSA || !EVP_PKEY_is_a(pkey, "RSA")) return PKM_EKEY;
@@ -54,10 +56,7 @@ static int check_rsa2048(EVP_PKEY *pkey)
     /* An RSA modulus is a product of odd primes: an even one is no key (and OpenSSL's
      * Montgomery arithmetic refuses it at the first encryption, as PKM_ECRYPTO). */
     if (BN_is_negative(n) || BN_num_bits(n) != 2048 || !BN_is_odd(n)) goto out;
-    if (BN_is_negative(e) || !BN_is_odd(e) || BN_num_bits(e) < 2) goto out; /* odd, >= 3 */
-    /* e <= n - 1 (RFC 8017 section 3.1), which also bounds the DER of a key read from PEM, so
-     * that any accepted key fits a ServerKey/ClientKey message (PKM_MAX_KEY_DER). */
-    if (BN_cmp(e, n) >= 0) goto out;
+    if (BN_is_negative(e) || !BN_is_word(e, RSA_F4)) goto out; /* exactly 65537 */
     rc = 0;
 out:
     BN_free(n);
@@ -130,11 +129,15 @@ int pkm_key_generate(pkm_key_t **out)
  *     03 L 00  BIT STRING, no unused bits, holding the DER RSAPublicKey:
  *       30 L  SEQUENCE
  *         02 82 01 01 00 <256 bytes, the first >= 0x80>   INTEGER n: positive, 2048 bits, odd
- *         02 L <e>                                        INTEGER e: minimal, positive
+ *         02 03 01 00 01                                  INTEGER e = 65537
  *
  * with every length in its shortest form and nothing after the outer SEQUENCE. This accepts
- * exactly the inputs that the former d2i_PUBKEY + checks + re-encoding comparison accepted: an
- * input parses and re-encodes to itself if and only if it is this canonical layout. */
+ * exactly the inputs that d2i_PUBKEY + checks + a re-encoding comparison accept: an input parses
+ * and re-encodes to itself if and only if it is this canonical layout (tests/test_keys_der.c
+ * checks the two against each other). The exponent is matched as bytes before anything is built,
+ * so a refused key costs no RSA work and no bignum arithmetic (WIRE-PROFILE section 3 step 2). */
+
+static const uint8_t e65537[] = {0x01, 0x00, 0x01};
 
 static const uint8_t rsa_alg_id[] = {0x30, 0x0D, 0x06, 0x09, 0x2A, 0x86, 0x48, 0x86,
                                      0xF7, 0x0D, 0x01, 0x01, 0x01, 0x05, 0x00};
@@ -167,8 +170,8 @@ static int der_header(const uint8_t **p, const uint8_t *end, uint8_t tag, int wh
     return 0;
 }
 
-/* Finds n (256 bytes, top bit set, odd) and e (minimal big-endian magnitude, no leading zero) in a
- * canonical SPKI, and checks e: odd, >= 3, below n. PKM_EKEY otherwise. */
+/* Finds n (256 bytes, top bit set, odd) and e (which must be 65537, encoded minimally: 02 03 01 00
+ * 01) in a canonical SPKI. PKM_EKEY otherwise. */
 static int spki_parse(const uint8_t *der, size_t len, const uint8_t **n, const uint8_t **e,
                       size_t *elen)
 {
@@ -188,15 +191,8 @@ static int spki_parse(const uint8_t *der, size_t len, const uint8_t **n, const u
     *n = p + 1;
     p += l;
     PKM_GUARD(der_header(&p, end, 0x02, 1, &l));
-    if (l < 1 || (p[0] & 0x80)) return PKM_EKEY; /* empty, or negative */
-    if (l > 1 && p[0] == 0x00) {
-        if (!(p[1] & 0x80)) return PKM_EKEY; /* a leading zero that is not needed */
-        p++;
-        l--;
-    }
-    /* p[0..l) is e's magnitude without leading zero (or the single byte of e = 0). */
-    if (!(p[l - 1] & 1) || (l == 1 && p[0] < 3)) return PKM_EKEY;          /* even, or 1 */
-    if (l > 256 || (l == 256 && memcmp(p, *n, 256) >= 0)) return PKM_EKEY; /* e >= n */
+    /* 65537 and nothing else, in its one minimal encoding (a leading zero is not canonical). */
+    if (l != sizeof e65537 || memcmp(p, e65537, sizeof e65537) != 0) return PKM_EKEY;
     *e = p;
     *elen = l;
     return 0;
@@ -428,59 +424,165 @@ out:
     return rc;
 }
 
-/* Writes the PEM that `write` puts into a memory BIO to `path`, created or truncated with exactly
- * `mode`. The memory BIO is wiped before it is freed (it may hold a private key). */
-static int save_pem(const pkm_key_t *key, const char *path, mode_t mode, int private_half)
+/* Checks what is at `path` before a key is written there: 0 if nothing is (ENOENT) or, unless
+ * noreplace, a regular file with one link; otherwise -1 with errno: EEXIST (noreplace and
+ * something is there), ELOOP (a symbolic link), EISDIR (a directory), EINVAL (not a regular
+ * file), EMLINK (a regular file with more than one hard link), or lstat's own error. */
+static int check_target(const char *path, int noreplace)
 {
-    PKM_ENSURE(key != NULL && path != NULL, PKM_EINVAL);
+    struct stat st;
+    if (lstat(path, &st) != 0) return errno == ENOENT ? 0 : -1;
+    if (S_ISLNK(st.st_mode))
+        errno = ELOOP;
+    else if (noreplace)
+        errno = EEXIST;
+    else if (S_ISDIR(st.st_mode))
+        errno = EISDIR;
+    else if (!S_ISREG(st.st_mode))
+        errno = EINVAL;
+    else if (st.st_nlink > 1)
+        errno = EMLINK;
+    else
+        return 0;
+    return -1;
+}
+
+/* The directory part of path ("." for none) into dir. 0, or -1 (ENAMETOOLONG). */
+static int dir_of(const char *path, char *dir, size_t cap)
+{
+    const char *slash = strrchr(path, '/');
+    size_t n = slash == NULL ? 1 : slash == path ? 1 : (size_t)(slash - path);
+    if (n + 1 > cap) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(dir, slash == NULL ? "." : path, n);
+    dir[n] = '\0';
+    return 0;
+}
+
+/* Creates a new file next to path, "<path>.tmp-<16 hex digits>", with O_EXCL (never an existing
+ * file, never through a link) and mode 0600. Returns the descriptor with its name in tmp, or -1. */
+static int create_temp(const char *path, char *tmp, size_t cap)
+{
+    for (int attempt = 0; attempt < 16; attempt++) {
+        uint8_t r[8];
+        if (RAND_bytes(r, sizeof r) != 1) {
+            errno = EIO;
+            return -1;
+        }
+        int n = snprintf(tmp, cap, "%s.tmp-%02x%02x%02x%02x%02x%02x%02x%02x", path, r[0], r[1],
+                         r[2], r[3], r[4], r[5], r[6], r[7]);
+        if (n < 0 || (size_t)n >= cap) {
+            errno = ENAMETOOLONG;
+            return -1;
+        }
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0600);
+        if (fd >= 0 || errno != EEXIST) return fd;
+    }
+    return -1;
+}
+
+/* Writes the PEM of the key (private_half: PKCS#8 private key; else SubjectPublicKeyInfo) to
+ * `path` atomically, with exactly `mode`: a new temporary file in the same directory (O_EXCL,
+ * 0600), written, fchmod'ed, fsync'ed, then linked (noreplace: fails if path exists) or renamed
+ * over path, and the directory fsync'ed. Readers see the old file or the whole new one, never a
+ * part. The memory BIO is wiped before it is freed (it may hold a private key). On PKM_EKEYFILE
+ * errno says why; the temporary file is removed on every failure. */
+static int save_pem(const pkm_key_t *key, const char *path, mode_t mode, int private_half,
+                    unsigned flags)
+{
+    PKM_ENSURE(key != NULL && path != NULL && *path != '\0', PKM_EINVAL);
+    PKM_ENSURE((flags & ~(unsigned)PKM_KEY_SAVE_NOREPLACE) == 0, PKM_EINVAL);
+    int noreplace = (flags & PKM_KEY_SAVE_NOREPLACE) != 0;
     BIO *bio = BIO_new(BIO_s_secmem());
     if (bio == NULL) return PKM_ENOMEM;
     int ok = private_half
                  ? PEM_write_bio_PrivateKey(bio, key->pkey, NULL, NULL, 0, no_passphrase, NULL)
                  : PEM_write_bio_PUBKEY(bio, key->pkey);
     BUF_MEM *mem = NULL;
-    int rc = 0;
+    int rc = 0, err = 0, fd = -1;
+    char tmp[4096 + 32], dir[4096];
+    tmp[0] = '\0';
     if (ok != 1 || BIO_get_mem_ptr(bio, &mem) != 1 || mem == NULL) {
         rc = PKM_ECRYPTO;
         goto out;
     }
-    /* O_NOFOLLOW: never write through a symbolic link. O_NONBLOCK: never hang on a FIFO. */
-    int fd = open(
-        path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, mode);
-    if (fd < 0) {
+    /* Refused before anything is created: a link, a non-regular file, a file with other hard
+     * links (its other names would keep the old key), or any existing file under noreplace. */
+    if (check_target(path, noreplace) != 0 || dir_of(path, dir, sizeof dir) != 0 ||
+        (fd = create_temp(path, tmp, sizeof tmp)) < 0) {
+        err = errno;
         rc = PKM_EKEYFILE;
         goto out;
     }
-    struct stat st;
-    /* An existing file keeps its mode through open(): set it before any byte is written. */
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || fchmod(fd, mode) != 0) rc = PKM_EKEYFILE;
     size_t off = 0;
-    while (rc == 0 && off < mem->length) {
+    while (off < mem->length) {
         ssize_t w = write(fd, mem->data + off, mem->length - off);
         if (w < 0 && errno == EINTR) continue;
-        if (w <= 0)
+        if (w <= 0) {
+            err = w < 0 ? errno : EIO;
             rc = PKM_EKEYFILE;
-        else
-            off += (size_t)w;
+            goto out;
+        }
+        off += (size_t)w;
     }
-    if (rc == 0 && fsync(fd) != 0) rc = PKM_EKEYFILE;
-    if (close(fd) != 0 && rc == 0) rc = PKM_EKEYFILE;
+    /* fchmod: the exact mode whatever the umask (0644 for a public key). */
+    if (fchmod(fd, mode) != 0 || fsync(fd) != 0) {
+        err = errno;
+        rc = PKM_EKEYFILE;
+        goto out;
+    }
+    int c = close(fd);
+    fd = -1;
+    if (c != 0) {
+        err = errno;
+        rc = PKM_EKEYFILE;
+        goto out;
+    }
+    /* link() fails with EEXIST if path appeared meanwhile: no existing file is ever replaced. */
+    if (noreplace ? link(tmp, path) != 0 : rename(tmp, path) != 0) {
+        err = errno;
+        rc = PKM_EKEYFILE;
+        goto out;
+    }
+    if (noreplace) unlink(tmp);
+    tmp[0] = '\0'; /* the new file is in place under path */
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || fsync(dfd) != 0) {
+        err = errno;
+        rc = PKM_EKEYFILE; /* the file is in place, but its name may not survive a crash */
+    }
+    if (dfd >= 0) close(dfd);
 out:
+    if (fd >= 0) close(fd);
+    if (tmp[0] != '\0') unlink(tmp);
     if (mem != NULL && mem->data != NULL) OPENSSL_cleanse(mem->data, mem->max);
     BIO_free(bio);
     ERR_clear_error();
+    if (rc == PKM_EKEYFILE) errno = err;
     return rc;
+}
+
+int pkm_key_save_pem_flags(const pkm_key_t *key, const char *path, unsigned flags)
+{
+    PKM_ENSURE(key != NULL && key->is_private, PKM_EINVAL);
+    return save_pem(key, path, 0600, 1, flags);
+}
+
+int pkm_key_save_public_pem_flags(const pkm_key_t *key, const char *path, unsigned flags)
+{
+    return save_pem(key, path, 0644, 0, flags);
 }
 
 int pkm_key_save_pem(const pkm_key_t *key, const char *path)
 {
-    PKM_ENSURE(key != NULL && key->is_private, PKM_EINVAL);
-    return save_pem(key, path, 0600, 1);
+    return pkm_key_save_pem_flags(key, path, 0);
 }
 
 int pkm_key_save_public_pem(const pkm_key_t *key, const char *path)
 {
-    return save_pem(key, path, 0644, 0);
+    return pkm_key_save_public_pem_flags(key, path, 0);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -80,17 +80,63 @@ ok
 [ "$(cat "$T/keygen2.out")" != "$FP" ] || fail "two keygens gave the same key"
 ok
 
-# keygen does not overwrite without --force; with it, a new key.
+# keygen does not overwrite without --force (the error names the file, which is untouched: same
+# bytes, same inode, same mtime); with it, a new key in a new file put in place by rename.
+INODE=$(stat -c %i "$T/k.pem")
+STAMP=$(stat -c %Y.%i.%s "$T/k.pem")
 run keygen_exists keygen -o "$T/k.pem"
 expect_rc keygen_exists 1
-expect_one_error keygen_exists "already exists"
+expect_one_error keygen_exists "$T/k.pem already exists (use --force to replace it)"
 [ "$(openssl_fp "$T/k.pem")" = "$FP" ] || fail "keygen without --force changed the file"
 ok
+[ "$(stat -c %Y.%i.%s "$T/k.pem")" = "$STAMP" ] || fail "keygen without --force touched the file"
+ok
+# The same for the --public file: refused before any key is written.
+echo "public" >"$T/pub-exists.pem"
+run keygen_pub_exists keygen -o "$T/new-priv.pem" --public "$T/pub-exists.pem"
+expect_rc keygen_pub_exists 1
+expect_one_error keygen_pub_exists "$T/pub-exists.pem already exists"
+[ ! -e "$T/new-priv.pem" ] || fail "keygen wrote the private key although --public exists"
+ok
+[ "$(cat "$T/pub-exists.pem")" = public ] || fail "keygen touched the existing --public file"
+ok
+chmod 644 "$T/k.pem" # --force also replaces a file with a lax mode: the new one is 0600
 run keygen_force keygen -o "$T/k.pem" --force
 expect_rc keygen_force 0
 [ "$(cat "$T/keygen_force.out")" = "$(openssl_fp "$T/k.pem")" ] || fail "keygen --force: fingerprint"
 ok
 [ "$(cat "$T/keygen_force.out")" != "$FP" ] || fail "keygen --force kept the old key"
+ok
+[ "$(stat -c %i "$T/k.pem")" != "$INODE" ] || fail "keygen --force wrote in place, not by rename"
+ok
+[ "$(stat -c %a "$T/k.pem")" = 600 ] || fail "keygen --force: mode $(stat -c %a "$T/k.pem")"
+ok
+FP=$(cat "$T/keygen_force.out")
+
+# Even with --force: a symbolic link is neither followed nor replaced, a file with a second hard
+# link is not replaced; both refused with a sentence naming the file.
+ln -s "$T/k.pem" "$T/link.pem"
+run keygen_symlink keygen -o "$T/link.pem" --force
+expect_rc keygen_symlink 1
+expect_one_error keygen_symlink "$T/link.pem is a symbolic link"
+[ -L "$T/link.pem" ] && [ "$(openssl_fp "$T/k.pem")" = "$FP" ] || fail "keygen --force on a link"
+ok
+run keygen_symlink2 keygen -o "$T/link.pem"
+expect_rc keygen_symlink2 1
+expect_one_error keygen_symlink2 "already exists"
+ln "$T/k.pem" "$T/hard.pem"
+run keygen_hardlink keygen -o "$T/k.pem" --force
+expect_rc keygen_hardlink 1
+expect_one_error keygen_hardlink "$T/k.pem has more than one hard link"
+[ "$(openssl_fp "$T/k.pem")" = "$FP" ] && [ "$(openssl_fp "$T/hard.pem")" = "$FP" ] ||
+    fail "keygen --force changed a hard-linked key"
+ok
+rm "$T/hard.pem" "$T/link.pem"
+run keygen_same keygen -o "$T/same.pem" --public "$T/same.pem"
+expect_rc keygen_same 2
+expect_one_error keygen_same "same file"
+# No temporary file is left behind by any of these.
+ls "$T" | grep -q '\.tmp-' && fail "temporary files left: $(ls "$T" | grep '\.tmp-')"
 ok
 
 # Errors: one line on stderr, exit 1 (runtime) or 2 (usage).

@@ -105,29 +105,86 @@ wait_for_line "$T/impostor.err" 'handshake failed at step ClientKey'
 ok
 stop_server impostor
 
-# ---- passwords ----
-start_server pw --listen 127.0.0.1:0 --key "$T/k1.pem" --password sesame
-run pw_ok send "127.0.0.1:$PORT" --id 16 byte:1 string:hi bool:true --password sesame --pin "$FP1"
-expect_rc pw_ok 0
-expect_out pw_ok "$L1"
+# ---- passwords: --password-file, $PKMCOM_PASSWORD, --password (works, but warns) ----
 printf 'sesame\n' >"$T/pwfile"
+printf 'hunter2\n' >"$T/pwbad"
+start_server pw --listen 127.0.0.1:0 --key "$T/k1.pem" --password-file "$T/pwfile"
+grep -q 'warning' "$T/pw.err" && fail "serve --password-file warned: $(cat "$T/pw.err")"
+ok
 run pw_file send "127.0.0.1:$PORT" --id 16 byte:1 string:hi bool:true --password-file "$T/pwfile" \
     --pin "$FP1"
 expect_rc pw_file 0
 expect_out pw_file "$L1"
-run pw_bad send "127.0.0.1:$PORT" --id 16 byte:1 --password hunter2 --pin "$FP1"
+[ ! -s "$T/pw_file.err" ] || fail "send --password-file wrote to stderr: $(cat "$T/pw_file.err")"
+ok
+PKMCOM_PASSWORD=sesame run pw_env send "127.0.0.1:$PORT" --id 16 byte:1 string:hi bool:true \
+    --pin "$FP1"
+expect_rc pw_env 0
+expect_out pw_env "$L1"
+[ ! -s "$T/pw_env.err" ] || fail "send with PKMCOM_PASSWORD wrote to stderr: $(cat "$T/pw_env.err")"
+ok
+# An option wins over the environment.
+PKMCOM_PASSWORD=wrong run pw_prec send "127.0.0.1:$PORT" --id 16 byte:1 string:hi bool:true \
+    --password-file "$T/pwfile" --pin "$FP1"
+expect_rc pw_prec 0
+expect_out pw_prec "$L1"
+run pw_ok send "127.0.0.1:$PORT" --id 16 byte:1 string:hi bool:true --password sesame --pin "$FP1"
+expect_rc pw_ok 0
+expect_out pw_ok "$L1"
+[ "$(wc -l <"$T/pw_ok.err")" -eq 1 ] && grep -q '^pkmcom: warning: --password puts the password' \
+    "$T/pw_ok.err" || fail "send --password: no warning: $(cat "$T/pw_ok.err")"
+ok
+grep -q sesame "$T/pw_ok.err" && fail "the warning shows the password"
+ok
+# A pipe works as the file (the password never touches the disk); an empty file is refused.
+run pw_pipe send "127.0.0.1:$PORT" --id 16 byte:1 string:hi bool:true \
+    --password-file <(printf 'sesame\r\n') --pin "$FP1"
+expect_rc pw_pipe 0
+expect_out pw_pipe "$L1"
+: >"$T/pwempty"
+run pw_empty send "127.0.0.1:$PORT" --id 16 --password-file "$T/pwempty" --pin "$FP1"
+expect_rc pw_empty 1
+expect_one_error pw_empty "$T/pwempty: the password file is empty"
+run pw_both send "127.0.0.1:$PORT" --id 16 --password sesame --password-file "$T/pwfile"
+expect_rc pw_both 2
+expect_one_error pw_both "not both"
+run pw_bad send "127.0.0.1:$PORT" --id 16 byte:1 --password-file "$T/pwbad" --pin "$FP1"
 expect_rc pw_bad 1
-expect_one_error pw_bad "handshake failed: wrong secret, or not the server you expected"
+expect_one_error pw_bad "the server could not prove it holds its key $FP1"
+PKMCOM_PASSWORD=hunter2 run pw_bad_env send "127.0.0.1:$PORT" --id 16 byte:1 --pin "$FP1"
+expect_rc pw_bad_env 1
+expect_one_error pw_bad_env "could not prove it holds its key"
 run pw_none send "127.0.0.1:$PORT" --id 16 byte:1 --pin "$FP1"
 expect_rc pw_none 1
-expect_one_error pw_none "handshake failed"
+expect_one_error pw_none "could not prove it holds its key"
 # The server logs the failures with the step, never the password.
 wait_for_line "$T/pw.err" 'handshake failed at step confirmation \(0xFF\)'
-[ "$(grep -c 'handshake failed' "$T/pw.err")" -eq 2 ] || fail "server: expected 2 handshake failures"
+for _ in $(seq 50); do [ "$(grep -c 'handshake failed' "$T/pw.err")" -ge 3 ] && break; sleep 0.1; done
+[ "$(grep -c 'handshake failed' "$T/pw.err")" -eq 3 ] || fail "server: expected 3 handshake failures"
 ok
 grep -qE 'sesame|hunter2' "$T/pw.err" && fail "the server log holds a password"
 ok
 stop_server pw
+# serve takes the password from the environment, and wipes it there: /proc/PID/environ no longer
+# shows it. With --password it warns, and wipes its argument: /proc/PID/cmdline no longer shows it.
+PKMCOM_PASSWORD=sesame start_server pwenv --listen 127.0.0.1:0 --key "$T/k1.pem"
+grep -qF 'password required' "$T/pwenv.err" || fail "serve did not take PKMCOM_PASSWORD"
+ok
+tr '\0' '\n' <"/proc/$SERVER_PID/environ" | grep -q sesame && fail "serve: password in its environ"
+ok
+run pwenv_ok send "127.0.0.1:$PORT" --id 16 byte:1 string:hi bool:true --password-file "$T/pwfile" \
+    --pin "$FP1"
+expect_rc pwenv_ok 0
+stop_server pwenv
+start_server pwarg --listen 127.0.0.1:0 --key "$T/k1.pem" --password sesame
+grep -q '^pkmcom: warning: --password puts the password' "$T/pwarg.err" || fail "serve --password: no warning"
+ok
+tr '\0' ' ' <"/proc/$SERVER_PID/cmdline" | grep -q sesame && fail "serve: password in its cmdline"
+ok
+run pwarg_ok send "127.0.0.1:$PORT" --id 16 byte:1 string:hi bool:true --password-file "$T/pwfile" \
+    --pin "$FP1"
+expect_rc pwarg_ok 0
+stop_server pwarg
 
 # ---- relay: a packet goes to every other client, not back ----
 start_server relay --listen 127.0.0.1:0 --key "$T/k1.pem" --relay

@@ -1,5 +1,6 @@
 /* Interoperability: libpkmcom's engine over real loopback sockets against tests/interop/pkmpeer.py,
- * a Python peer written independently from WIRE-PROFILE.md, in both roles, with re-establishment.
+ * a Python peer written independently from WIRE-PROFILE.md (version 2), in both roles, with
+ * re-establishment; and against tests/interop/impostor.py and a version-1 peer, which must fail.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +36,8 @@ typedef struct {
     int have_python;           /* /usr/bin/python3 can import cryptography */
     int timeout_s;             /* each side's I/O bound; longer under valgrind */
     char peer[PATH_CAP];       /* tests/interop/pkmpeer.py */
+    char impostor[PATH_CAP];   /* tests/interop/impostor.py */
+    char server_pub[PATH_CAP]; /* tests/data/server_key.pub.pem: all the impostor has */
     char vectors[PATH_CAP];    /* tests/interop/sample-vectors.json */
     char server_pem[PATH_CAP]; /* tests/data/server_key.pem: the Python server's long-term key */
     char server_fp[PKM_FINGERPRINT_SIZE]; /* its fingerprint, pinned by the C client */
@@ -256,6 +259,8 @@ static int group_setup(void **state)
     const char *src = getenv("PKM_SOURCE_DIR");
     assert_non_null(src); /* set by ctest */
     snprintf(g->peer, sizeof g->peer, "%s/tests/interop/pkmpeer.py", src);
+    snprintf(g->impostor, sizeof g->impostor, "%s/tests/interop/impostor.py", src);
+    snprintf(g->server_pub, sizeof g->server_pub, "%s/tests/data/server_key.pub.pem", src);
     snprintf(g->vectors, sizeof g->vectors, "%s/tests/interop/sample-vectors.json", src);
     snprintf(g->server_pem, sizeof g->server_pem, "%s/tests/data/server_key.pem", src);
     const char *vg = getenv("PKM_VALGRIND");
@@ -331,18 +336,10 @@ static void need_python(fix_t *f)
 
 /* ---- the two roles of the C side ---- */
 
-/* Spawns `pkmpeer.py server --port 0 --key tests/data/server_key.pem ARGS...` and connects a C
- * client engine (pinning that key's fingerprint) with the given secret. */
-static void c_client_to_py_server(fix_t *f, const char *secret, const char *const extra[])
+/* Spawns argv (a Python server that prints "PORT <n>") and connects a C client engine (pinning
+ * tests/data/server_key.pem's fingerprint) with the given secret. */
+static void c_client_to(fix_t *f, char *argv[], const char *secret)
 {
-    char timeout[16];
-    snprintf(timeout, sizeof timeout, "%d", f->g->timeout_s);
-    char *argv[24] = {PYTHON,  f->g->peer,       "server",    "--port", "0",
-                      "--key", f->g->server_pem, "--timeout", timeout};
-    size_t n = 9;
-    for (size_t i = 0; extra && extra[i]; i++)
-        argv[n++] = (char *)extra[i];
-    argv[n] = NULL;
     f->child = spawn(argv, &f->child_out);
     assert_true(f->child > 0);
     int port = read_port(f);
@@ -356,6 +353,20 @@ static void c_client_to_py_server(fix_t *f, const char *secret, const char *cons
     assert_int_equal(nonblocking(f->fd), 0);
     t_opts o = {.secret = secret, .pin = f->g->server_fp};
     f->e = t_client(&f->g->keys, &o);
+}
+
+/* `pkmpeer.py server --port 0 --key tests/data/server_key.pem ARGS...` and a C client. */
+static void c_client_to_py_server(fix_t *f, const char *secret, const char *const extra[])
+{
+    char timeout[16];
+    snprintf(timeout, sizeof timeout, "%d", f->g->timeout_s);
+    char *argv[24] = {PYTHON,  f->g->peer,       "server",    "--port", "0",
+                      "--key", f->g->server_pem, "--timeout", timeout};
+    size_t n = 9;
+    for (size_t i = 0; extra && extra[i]; i++)
+        argv[n++] = (char *)extra[i];
+    argv[n] = NULL;
+    c_client_to(f, argv, secret);
 }
 
 /* Listens on an ephemeral loopback port, spawns `pkmpeer.py client --port P ARGS...` and accepts
@@ -536,6 +547,99 @@ static void test_c_client_wrong_secret(void **state)
     fails_at_confirmation(f);
 }
 
+/* A version-1 server (one key K = SHA-256(M || S) both ways) fails at step 5: WIRE-PROFILE
+ * section 7, "a version-1 peer fails against a version-2 one at step 5, never silently". */
+static void test_c_client_v1_server(void **state)
+{
+    fix_t *f = *state;
+    need_python(f);
+    const char *extra[] = {"--v1-keys", NULL};
+    c_client_to_py_server(f, NULL, extra);
+    fails_at_confirmation(f);
+}
+
+/* The echoing impostor (the real server's public key, a random KeyShare, every byte echoed):
+ * under version 1 the echoed 0xFF was a valid answer; now the pinned client must refuse it at
+ * the confirmation, though the key shown is the pinned one. */
+static void impostor_case(void **state, const char *secret)
+{
+    fix_t *f = *state;
+    need_python(f);
+    char timeout[16];
+    snprintf(timeout, sizeof timeout, "%d", f->g->timeout_s);
+    char *argv[] = {PYTHON,           f->g->impostor, "--port", "0", "--key",
+                    f->g->server_pub, "--timeout",    timeout,  NULL};
+    c_client_to(f, argv, secret);
+    /* The answer arrived and did not decrypt: not a close, a failed proof. */
+    assert_int_equal(until_established(f), PKM_ENOPROOF);
+    assert_step(f, "confirmation (0xFF)");
+    assert_string_equal(pkm_engine_peer_fingerprint(f->e), f->g->server_fp);
+    close(f->fd);
+    f->fd = -1;
+    assert_int_equal(child_status(f), 0); /* it did echo, and saw the client leave */
+}
+
+/* A valid, encrypted 0xFF packet from the Python server right after the handshake: a protocol
+ * error (WIRE-PROFILE section 3 step 5: "A 0xFF packet is valid only here"). */
+static void test_c_client_stray_ff(void **state)
+{
+    fix_t *f = *state;
+    need_python(f);
+    const char *extra[] = {"--stray-ff", NULL};
+    c_client_to_py_server(f, NULL, extra);
+    assert_int_equal(until_established(f), 0);
+    pkm_packet_t p;
+    assert_int_equal(next_packet(f, &p), PKM_EPROTO);
+    close(f->fd);
+    f->fd = -1;
+    assert_int_equal(child_status(f), 0);
+}
+
+static void test_c_client_impostor(void **state)
+{
+    impostor_case(state, NULL);
+}
+
+static void test_c_client_impostor_secret(void **state)
+{
+    impostor_case(state, "hunter2");
+}
+
+/* What pkmpeer.py --bad-key offers: its modulus with exponent 3, n-2 and 2^16+3, and its key
+ * without the NULL parameters or with a long-form length (not canonical DER). */
+static const char *const bad_keys[] = {"e3", "n-2", "65539", "no-null", "long-len"};
+#define NBAD (sizeof bad_keys / sizeof bad_keys[0])
+
+/* Closes the fixture's connection, engine and child, so that one test can run several cases. */
+static void reset(fix_t *f)
+{
+    if (f->fd >= 0) close(f->fd);
+    if (f->lfd >= 0) close(f->lfd);
+    f->fd = f->lfd = -1;
+    f->eof = 0;
+    pkm_engine_free(f->e);
+    f->e = NULL;
+}
+
+/* A refused ServerKey: the C client fails at that step and closes without sending a byte (no
+ * ClientKey, no KeyShare encrypted under it): the Python server checks that it got nothing. */
+static void test_c_client_refuses_bad_server_keys(void **state)
+{
+    fix_t *f = *state;
+    need_python(f);
+    for (size_t i = 0; i < NBAD; i++) {
+        const char *extra[] = {"--bad-key", bad_keys[i], NULL};
+        c_client_to_py_server(f, NULL, extra);
+        int r = until_established(f);
+        if (r >= 0) fail_msg("ServerKey %s accepted", bad_keys[i]);
+        assert_step(f, "ServerKey");
+        close(f->fd);
+        f->fd = -1;
+        if (child_status(f) != 0) fail_msg("ServerKey %s: the client sent bytes", bad_keys[i]);
+        reset(f);
+    }
+}
+
 /* ---- Python client, libpkmcom server ---- */
 
 static void c_server_case(void **state, const char *secret, const char *const flags[])
@@ -592,6 +696,68 @@ static void test_c_server_wrong_secret(void **state)
     const char *extra[] = {"--count", "1", "--secret", "one", NULL};
     py_client_to_c_server(f, "two", extra);
     fails_at_confirmation(f);
+}
+
+static void test_c_server_v1_client(void **state)
+{
+    fix_t *f = *state;
+    need_python(f);
+    const char *extra[] = {"--count", "1", "--v1-keys", NULL};
+    py_client_to_c_server(f, NULL, extra);
+    fails_at_confirmation(f);
+}
+
+/* The same from the Python client: the C server closes, sending nothing. */
+static void test_c_server_stray_ff(void **state)
+{
+    fix_t *f = *state;
+    need_python(f);
+    const char *extra[] = {"--stray-ff", NULL};
+    py_client_to_c_server(f, NULL, extra);
+    assert_int_equal(until_established(f), 0);
+    pkm_packet_t p;
+    assert_int_equal(next_packet(f, &p), PKM_EPROTO);
+    close(f->fd);
+    f->fd = -1;
+    assert_int_equal(child_status(f), 0); /* the Python client saw the close, and no byte */
+}
+
+/* A refused ClientKey: the C server fails at that step and sends nothing more, in particular no
+ * KeyShare (so no public-key operation under that key); the Python client checks that. */
+static void test_c_server_refuses_bad_client_keys(void **state)
+{
+    fix_t *f = *state;
+    need_python(f);
+    for (size_t i = 0; i < NBAD; i++) {
+        const char *extra[] = {"--bad-key", bad_keys[i], NULL};
+        py_client_to_c_server(f, NULL, extra);
+        int r = until_established(f);
+        if (r >= 0) fail_msg("ClientKey %s accepted", bad_keys[i]);
+        assert_step(f, "ClientKey");
+        close(f->fd);
+        f->fd = -1;
+        if (child_status(f) != 0) fail_msg("ClientKey %s: the server answered it", bad_keys[i]);
+        reset(f);
+    }
+}
+
+/* The server's own 0xFF answer sent back to it (the version-1 reflection, the other way) is
+ * garbage under K_cs: the server closes the connection with an error, sending nothing. */
+static void test_c_server_reflected_answer(void **state)
+{
+    fix_t *f = *state;
+    need_python(f);
+    const char *extra[] = {"--reflect-confirm", NULL};
+    py_client_to_c_server(f, NULL, extra);
+    assert_int_equal(until_established(f), 0);
+    pkm_packet_t p;
+    int r = next_packet(f, &p);
+    assert_true(r < 0);
+    assert_int_not_equal(r, PKM_EEOF); /* not a clean end between packets */
+    assert_int_equal(pkm_engine_state(f->e), PKM_STATE_CLOSED);
+    close(f->fd);
+    f->fd = -1;
+    assert_int_equal(child_status(f), 0); /* the Python client saw the close, and no byte */
 }
 
 /* ---- re-establishing the secret (WIRE-PROFILE section 5) ---- */
@@ -746,11 +912,20 @@ int main(void)
         T(test_c_client_wrong_secret),
         T(test_c_client_late_dribble),
         T(test_c_client_corrupt_keyshare),
+        T(test_c_client_v1_server),
+        T(test_c_client_stray_ff),
+        T(test_c_client_refuses_bad_server_keys),
+        T(test_c_client_impostor),
+        T(test_c_client_impostor_secret),
         T(test_c_server_plain),
         T(test_c_server_secret),
         T(test_c_server_wrong_secret),
         T(test_c_server_late_dribble),
         T(test_c_server_corrupt_keyshare),
+        T(test_c_server_v1_client),
+        T(test_c_server_reflected_answer),
+        T(test_c_server_stray_ff),
+        T(test_c_server_refuses_bad_client_keys),
         T(test_rekey_c_server),
         T(test_rekey_c_server_new_secret),
         T(test_rekey_c_server_wrong_secret),

@@ -12,10 +12,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
 #include <openssl/x509.h>
 
 #include "support.h"
@@ -381,6 +384,134 @@ static void save_refuses_symlink_and_bad_paths(void **state)
     assert_int_equal(pkm_key_save_pem(g_key, NULL), PKM_EINVAL);
 }
 
+/* No "<name>.tmp-..." file is left in the scratch directory. */
+static void assert_no_temp_files(void)
+{
+    DIR *d = opendir(g_dir);
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strstr(e->d_name, ".tmp-") != NULL) fail_msg("temporary file left: %s", e->d_name);
+    }
+    closedir(d);
+}
+
+/* The write is a rename of a new file: a descriptor open on the old file still reads the old
+ * bytes (an in-place write would have changed them), the inode is new, and no temporary file is
+ * left; the new file has exactly mode 0600 even under a umask that would allow more. */
+static void save_replaces_atomically(void **state)
+{
+    (void)state;
+    char p[512];
+    tpath(p, sizeof p, "atomic.pem");
+    write_file(p, "old key bytes", 13, 0600);
+    struct stat before, after;
+    assert_int_equal(stat(p, &before), 0);
+    int old = open(p, O_RDONLY);
+    assert_true(old >= 0);
+    mode_t um = umask(0);
+    int rc = pkm_key_save_pem(g_key, p);
+    umask(um);
+    assert_int_equal(rc, 0);
+    char buf[32] = {0};
+    assert_int_equal(pread(old, buf, sizeof buf, 0), 13);
+    assert_memory_equal(buf, "old key bytes", 13);
+    close(old);
+    assert_int_equal(stat(p, &after), 0);
+    assert_true(after.st_ino != before.st_ino);
+    assert_int_equal(file_mode(p), 0600);
+    pkm_key_t *k = NULL;
+    assert_int_equal(pkm_key_load_pem(p, &k), 0);
+    pkm_key_free(k);
+    assert_no_temp_files();
+}
+
+/* PKM_KEY_SAVE_NOREPLACE: an existing file is never touched (EEXIST), a new one is created. */
+static void save_noreplace(void **state)
+{
+    (void)state;
+    char p[512];
+    tpath(p, sizeof p, "noreplace.pem");
+    write_file(p, "keep", 4, 0644);
+    errno = 0;
+    assert_int_equal(pkm_key_save_pem_flags(g_key, p, PKM_KEY_SAVE_NOREPLACE), PKM_EKEYFILE);
+    assert_int_equal(errno, EEXIST);
+    errno = 0;
+    assert_int_equal(pkm_key_save_public_pem_flags(g_key, p, PKM_KEY_SAVE_NOREPLACE), PKM_EKEYFILE);
+    assert_int_equal(errno, EEXIST);
+    size_t len;
+    uint8_t *text = slurp(p, &len);
+    assert_int_equal(len, 4);
+    assert_memory_equal(text, "keep", 4);
+    free(text);
+    assert_int_equal(file_mode(p), 0644);
+    /* a path where nothing is: written */
+    assert_int_equal(
+        pkm_key_save_pem_flags(g_key, tpath(p, sizeof p, "fresh.pem"), PKM_KEY_SAVE_NOREPLACE), 0);
+    assert_int_equal(file_mode(p), 0600);
+    assert_int_equal(pkm_key_save_public_pem_flags(g_key, tpath(p, sizeof p, "fresh.pub.pem"),
+                                                   PKM_KEY_SAVE_NOREPLACE),
+                     0);
+    assert_int_equal(file_mode(p), 0644);
+    /* unknown flags */
+    assert_int_equal(pkm_key_save_pem_flags(g_key, tpath(p, sizeof p, "flags.pem"), 0x80),
+                     PKM_EINVAL);
+    assert_int_equal(access(p, F_OK), -1);
+    assert_no_temp_files();
+}
+
+/* A key file with a second hard link is not replaced (EMLINK): both names keep their bytes. A
+ * symbolic link is refused with ELOOP, a directory with EISDIR, a FIFO with EINVAL. */
+static void save_refuses_links_with_errno(void **state)
+{
+    (void)state;
+    char p[512], q[512];
+    tpath(p, sizeof p, "linked.pem");
+    tpath(q, sizeof q, "linked2.pem");
+    write_file(p, "keep", 4, 0600);
+    assert_int_equal(link(p, q), 0);
+    errno = 0;
+    assert_int_equal(pkm_key_save_pem(g_key, p), PKM_EKEYFILE);
+    assert_int_equal(errno, EMLINK);
+    errno = 0;
+    assert_int_equal(pkm_key_save_public_pem(g_key, q), PKM_EKEYFILE);
+    assert_int_equal(errno, EMLINK);
+    for (int i = 0; i < 2; i++) {
+        size_t len;
+        uint8_t *text = slurp(i ? q : p, &len);
+        assert_int_equal(len, 4);
+        assert_memory_equal(text, "keep", 4);
+        free(text);
+    }
+    /* once the second name is gone, the file is replaced */
+    assert_int_equal(unlink(q), 0);
+    assert_int_equal(pkm_key_save_pem(g_key, p), 0);
+
+    tpath(q, sizeof q, "sym.pem");
+    assert_int_equal(symlink(p, q), 0);
+    errno = 0;
+    assert_int_equal(pkm_key_save_pem(g_key, q), PKM_EKEYFILE);
+    assert_int_equal(errno, ELOOP);
+    errno = 0;
+    assert_int_equal(pkm_key_save_pem_flags(g_key, q, PKM_KEY_SAVE_NOREPLACE), PKM_EKEYFILE);
+    assert_int_equal(errno, ELOOP);
+    struct stat st;
+    assert_int_equal(lstat(q, &st), 0);
+    assert_true(S_ISLNK(st.st_mode)); /* the link itself is not replaced either */
+    errno = 0;
+    assert_int_equal(pkm_key_save_pem(g_key, g_dir), PKM_EKEYFILE);
+    assert_int_equal(errno, EISDIR);
+    assert_int_equal(mkfifo(tpath(q, sizeof q, "fifo2.pem"), 0600), 0);
+    errno = 0;
+    assert_int_equal(pkm_key_save_pem(g_key, q), PKM_EKEYFILE);
+    assert_int_equal(errno, EINVAL);
+    /* a missing directory: the system's reason, and nothing left behind */
+    errno = 0;
+    assert_int_equal(pkm_key_save_pem(g_key, tpath(q, sizeof q, "none/k.pem")), PKM_EKEYFILE);
+    assert_int_equal(errno, ENOENT);
+    assert_no_temp_files();
+}
+
 static void load_permissions(void **state)
 {
     (void)state;
@@ -444,6 +575,38 @@ static void load_errors(void **state)
     /* a valid RSA-1024 private key, and an EC key */
     copy_data(p, sizeof p, "rsa1024_key.pem", "rsa1024.pem", 0600);
     assert_int_equal(pkm_key_load_pem(p, &k), PKM_EKEY);
+    /* RSA-2048 private keys (mode 0600) and public keys with e = 3 and e = 2^16 + 3: they parse,
+     * but no PkmCom peer would accept them (wire profile 2), so they are refused here */
+    static const unsigned long bad_e[] = {3, 65539};
+    for (size_t i = 0; i < 2; i++) {
+        EVP_PKEY *pk = NULL;
+        BIGNUM *e = BN_new();
+        EVP_PKEY_CTX *kc = EVP_PKEY_CTX_new_id(EVP_PKEY_RSA, NULL);
+        assert_non_null(e);
+        assert_non_null(kc);
+        assert_int_equal(BN_set_word(e, bad_e[i]), 1);
+        assert_int_equal(EVP_PKEY_keygen_init(kc), 1);
+        assert_int_equal(EVP_PKEY_CTX_set_rsa_keygen_bits(kc, 2048), 1);
+        assert_int_equal(EVP_PKEY_CTX_set1_rsa_keygen_pubexp(kc, e), 1);
+        assert_int_equal(EVP_PKEY_keygen(kc, &pk), 1);
+        for (int pub = 0; pub < 2; pub++) {
+            BIO *mem = BIO_new(BIO_s_mem());
+            assert_non_null(mem);
+            assert_int_equal(pub ? PEM_write_bio_PUBKEY(mem, pk)
+                                 : PEM_write_bio_PrivateKey(mem, pk, NULL, NULL, 0, NULL, NULL),
+                             1);
+            char *text = NULL;
+            long tl = BIO_get_mem_data(mem, &text);
+            assert_true(tl > 0);
+            write_file(tpath(p, sizeof p, "odd_e.pem"), text, (size_t)tl, 0600);
+            BIO_free(mem);
+            assert_int_equal(pkm_key_load_pem(p, &k), PKM_EKEY);
+            assert_null(k);
+        }
+        EVP_PKEY_free(pk);
+        EVP_PKEY_CTX_free(kc);
+        BN_free(e);
+    }
     /* over 64 KiB: refused without parsing */
     char *big = malloc(70000);
     assert_non_null(big);
@@ -547,9 +710,10 @@ static void der_wrong_key_types(void **state)
         size_t len;
         int want;
     } cases[] = {
-        {"ec_p256.pub.der", 91, PKM_EKEY},  {"rsa_pss2048.pub.der", 292, PKM_EKEY},
-        {"rsa1024.pub.der", 162, PKM_EKEY}, {"rsa4096.pub.der", 550, PKM_EKEY},
-        {"rsa2048_e3.pub.der", 292, 0},     {"server_key.pub.der", 294, 0},
+        {"ec_p256.pub.der", 91, PKM_EKEY},     {"rsa_pss2048.pub.der", 292, PKM_EKEY},
+        {"rsa1024.pub.der", 162, PKM_EKEY},    {"rsa4096.pub.der", 550, PKM_EKEY},
+        {"rsa2048_e3.pub.der", 292, PKM_EKEY}, /* e = 3: wire profile 2 wants 65537 */
+        {"server_key.pub.der", 294, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char p[512];
@@ -576,18 +740,22 @@ static void der_exponents_and_sizes(void **state)
     (void)state;
     BIGNUM *n = g_modulus();
     expect_ne("RSA", n, 65537, 0);
-    expect_ne("RSA", n, 3, 0);
-    expect_ne("RSA", n, 5, 0);
+    /* Wire profile 2: 65537 and no other exponent, odd or not */
+    expect_ne("RSA", n, 3, PKM_EKEY);
+    expect_ne("RSA", n, 5, PKM_EKEY);
+    expect_ne("RSA", n, 65535, PKM_EKEY);
+    expect_ne("RSA", n, 65539, PKM_EKEY); /* 2^16 + 3 */
+    expect_ne("RSA", n, 0x1000001, PKM_EKEY);
     expect_ne("RSA", n, 65536, PKM_EKEY); /* even */
     expect_ne("RSA", n, 4, PKM_EKEY);
     expect_ne("RSA", n, 2, PKM_EKEY);
     expect_ne("RSA", n, 1, PKM_EKEY); /* odd but < 3 */
     expect_ne("RSA-PSS", n, 65537, PKM_EKEY);
-    /* e must be below n (RFC 8017): n - 2 (odd, as n is) passes, n and n + 2 do not */
+    /* n - 2 (odd, as n is, and below n) is refused like n and n + 2 */
     BIGNUM *e = BN_dup(n);
     assert_non_null(e);
     assert_int_equal(BN_sub_word(e, 2), 1);
-    expect_ne_bn("RSA", n, e, 0);
+    expect_ne_bn("RSA", n, e, PKM_EKEY);
     expect_ne_bn("RSA", n, n, PKM_EKEY);
     assert_int_equal(BN_add_word(e, 4), 1);
     expect_ne_bn("RSA", n, e, PKM_EKEY);
@@ -1009,6 +1177,9 @@ int main(void)
         cmocka_unit_test(save_load_round_trip),
         cmocka_unit_test(save_tightens_existing_file),
         cmocka_unit_test(save_refuses_symlink_and_bad_paths),
+        cmocka_unit_test(save_replaces_atomically),
+        cmocka_unit_test(save_noreplace),
+        cmocka_unit_test(save_refuses_links_with_errno),
         cmocka_unit_test(load_permissions),
         cmocka_unit_test(load_errors),
         cmocka_unit_test(fifo_is_not_a_key_file),

@@ -12,9 +12,39 @@ static const char keygen_help[] =
     "unencrypted PKCS#8 PEM with mode 0600. Prints the key's fingerprint on stdout.\n"
     "\n"
     "  -o, --output FILE   where to write the private key (required)\n"
-    "  --force             overwrite FILE if it exists\n"
+    "  --force             replace FILE (and the --public FILE) if it exists\n"
     "  --public FILE       also write the public key (SubjectPublicKeyInfo PEM, mode 0644)\n"
-    "  -h, --help          this help\n";
+    "  -h, --help          this help\n"
+    "\n"
+    "Files are written atomically: a new temporary file (created exclusively, mode\n"
+    "0600) in the same directory, synced to disk, then renamed into place, so FILE is\n"
+    "always either the old key or the whole new one. Without --force an existing FILE\n"
+    "is never touched. Even with --force, a symbolic link is not followed nor replaced,\n"
+    "and a file with more than one hard link is not replaced (its other names would\n"
+    "keep the old key): both are refused.\n";
+
+int tool_key_save_error(const char *path, const char *what, int rc, int err)
+{
+    if (rc != PKM_EKEYFILE || err == 0)
+        return tool_fail(TOOL_EXIT_FAIL, "%s: cannot write the %s: %s", path, what,
+                         pkm_strerror(rc));
+    switch (err) {
+    case EEXIST:
+        return tool_fail(TOOL_EXIT_FAIL, "%s already exists (use --force to replace it)", path);
+    case ELOOP:
+        return tool_fail(TOOL_EXIT_FAIL,
+                         "%s is a symbolic link: refusing to write the %s through it or to "
+                         "replace it (give the real file's path)",
+                         path, what);
+    case EMLINK:
+        return tool_fail(TOOL_EXIT_FAIL,
+                         "%s has more than one hard link: refusing to replace it, its other names "
+                         "would keep the old key",
+                         path);
+    default:
+        return tool_fail(TOOL_EXIT_FAIL, "%s: cannot write the %s: %s", path, what, strerror(err));
+    }
+}
 
 int cmd_keygen(int argc, char **argv)
 {
@@ -41,28 +71,32 @@ int cmd_keygen(int argc, char **argv)
     }
     if (!out || !*out) return tool_usage_error("keygen", "missing -o FILE");
     struct stat st;
+    /* Early refusals, before the key is generated; the writes below check again, race-free. */
     if (!force && lstat(out, &st) == 0)
-        return tool_fail(TOOL_EXIT_FAIL, "%s already exists (use --force to overwrite it)", out);
+        return tool_fail(TOOL_EXIT_FAIL, "%s already exists (use --force to replace it)", out);
     if (pub && !force && lstat(pub, &st) == 0)
-        return tool_fail(TOOL_EXIT_FAIL, "%s already exists (use --force to overwrite it)", pub);
+        return tool_fail(TOOL_EXIT_FAIL, "%s already exists (use --force to replace it)", pub);
+    if (pub && strcmp(pub, out) == 0)
+        return tool_usage_error("keygen", "--public names the same file as -o");
+    unsigned flags = force ? 0 : PKM_KEY_SAVE_NOREPLACE;
 
     pkm_key_t *key = NULL;
     int rc = pkm_key_generate(&key);
     if (rc < 0) return tool_fail(TOOL_EXIT_FAIL, "key generation failed: %s", pkm_strerror(rc));
-    rc = pkm_key_save_pem(key, out);
+    errno = 0;
+    rc = pkm_key_save_pem_flags(key, out, flags);
     if (rc < 0) {
         int err = errno;
         pkm_key_free(key);
-        return tool_fail(TOOL_EXIT_FAIL, "%s: cannot write the key: %s", out,
-                         rc == PKM_EKEYFILE && err ? strerror(err) : pkm_strerror(rc));
+        return tool_key_save_error(out, "key", rc, err);
     }
     if (pub) {
-        rc = pkm_key_save_public_pem(key, pub);
+        errno = 0;
+        rc = pkm_key_save_public_pem_flags(key, pub, flags);
         if (rc < 0) {
             int err = errno;
             pkm_key_free(key);
-            return tool_fail(TOOL_EXIT_FAIL, "%s: cannot write the public key: %s", pub,
-                             rc == PKM_EKEYFILE && err ? strerror(err) : pkm_strerror(rc));
+            return tool_key_save_error(pub, "public key", rc, err);
         }
     }
     char fp[PKM_FINGERPRINT_SIZE];

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <openssl/crypto.h>
 #include "tool.h"
 
 static const char send_help[] =
@@ -20,11 +21,14 @@ static const char send_help[] =
     "and exits 0 once the expected number of replies has arrived.\n"
     "\n"
     "  --id ID              packet id, 0..254 (decimal or 0x-hex; 255 is the handshake's)\n"
-    "  --password PW        the server's password (alternative handshaking)\n"
-    "  --password-file F    read the password from the first line of F instead\n"
+    "  --password-file F    the server's password (alternative handshaking): the first\n"
+    "                       line of F. Default: $PKMCOM_PASSWORD, if set\n"
+    "  --password PW        the password on the command line: works, with a warning\n"
+    "                       (other users can see a command line)\n"
     "  --pin FP             trust only the server key with this fingerprint (SHA256:...)\n"
     "  --known-hosts FILE   trust-on-first-use file (default: known_hosts in the\n"
     "                       configuration directory); not used with --pin\n"
+    "  --strict             refuse a server that is not in known_hosts (no first use)\n"
     "  --count N            send the packet N times (default 1)\n"
     "  --expect N           replies to wait for (default: N of --count)\n"
     "  --timeout SECONDS    bound on connecting + handshake, and on waiting for the\n"
@@ -46,9 +50,15 @@ static const char send_help[] =
     "  instant duration                        SECONDS,NANOS (or SECONDS)\n"
     "  bytes                                   a Byte Array, as hex (even length)\n"
     "\n"
-    "Trust: with --pin the server's key must have that fingerprint. Otherwise the first\n"
-    "contact with HOST:PORT records its fingerprint in known_hosts, and a later different\n"
-    "key is refused, naming both fingerprints.\n";
+    "Trust: with --pin the server's key must have that fingerprint. Otherwise known_hosts\n"
+    "decides: by default the first contact with HOST:PORT records its fingerprint there\n"
+    "(trust on first use, said on stderr); --strict refuses a HOST:PORT it does not list.\n"
+    "A later different key is refused, naming both fingerprints and the line to edit; a\n"
+    "malformed line for HOST:PORT is an error, never a first contact. Either way the\n"
+    "handshake then makes the server prove it holds the private key of that fingerprint:\n"
+    "a server that cannot (an impostor replaying the real server's public key) fails at\n"
+    "the confirmation step, exit 1. A password should only be sent to a pinned or\n"
+    "known server: it is not a password-authenticated exchange.\n";
 
 /* ---- FIELD parsing ---- */
 
@@ -394,9 +404,10 @@ struct send_opts {
     int port;
     char hostport[TOOL_HOSTPORT_MAX];
     int id;
-    const char *password, *password_file, *pin, *known_hosts;
+    char *password; /* --password's argv string (wiped once copied) */
+    const char *password_file, *pin, *known_hosts;
     uint64_t count, expect, timeout_s;
-    int expect_set, verbose, dry_run;
+    int expect_set, verbose, dry_run, strict;
 };
 
 static int run_send(const struct send_opts *o, const char *password, uint32_t hash,
@@ -446,8 +457,25 @@ static int run_send(const struct send_opts *o, const char *password, uint32_t ha
                              "line (or pass --pin %s)",
                              o->hostport, khfile, khline, known, fp, fp);
         }
+        if (r == 0 && o->strict) {
+            close(fd);
+            return tool_fail(TOOL_EXIT_FAIL,
+                             "%s is not in %s and --strict refuses unknown servers; the server "
+                             "offers the key %s: if that is its key (check out of band), connect "
+                             "once with --pin %s, or add the line \"%s %s\" to %s",
+                             o->hostport, khfile, fp, fp, o->hostport, fp, khfile);
+        }
         first_contact = r == 0;
     }
+
+    /* WIRE-PROFILE section 6: the password is not a PAKE; a server not verified yet that gets
+     * the password-derived 0xFF can guess the password offline. Trust on first use stays
+     * automatic, but not silent about that. */
+    if (first_contact && password && *password)
+        tool_log("warning: first contact with %s: the password goes to a server whose key %s "
+                 "nothing has verified yet, and a false server could guess it offline; check "
+                 "that fingerprint out of band, or pin it (--pin)",
+                 o->hostport, fp);
 
     /* The key seen is now trusted: pin it, so the handshake runs with exactly that key. */
     pkm_conn_config_t cfg;
@@ -462,6 +490,20 @@ static int run_send(const struct send_opts *o, const char *password, uint32_t ha
     cfg.errbuf_size = sizeof err;
     pkm_conn_t *c = NULL;
     int rc = pkm_conn_from_fd(fd, PKM_ROLE_CLIENT, &cfg, &c);
+    /* Step 5 failed: the answer did not decrypt (PKM_ENOPROOF), or the server closed instead
+     * of answering (what a real server does on a wrong password). */
+    if (rc == PKM_ENOPROOF || (rc == PKM_EHANDSHAKE && strstr(err, "confirmation")))
+        return tool_fail(TOOL_EXIT_FAIL,
+                         "%s: the server could not prove it holds its key %s (%s): the "
+                         "handshake failed at its confirmation (0xFF)%s: a wrong password, an "
+                         "impostor showing that server's public key, or a server that speaks "
+                         "only wire profile 1",
+                         o->hostport, fp,
+                         o->pin          ? "pinned"
+                         : first_contact ? "first contact: not recorded"
+                                         : "as known_hosts records",
+                         rc == PKM_EHANDSHAKE ? ", the server closed the connection"
+                                              : ", its answer did not decrypt");
     if (rc < 0) return tool_fail(TOOL_EXIT_FAIL, "%s: %s", o->hostport, err);
 
     if (first_contact) {
@@ -590,6 +632,10 @@ int cmd_send(int argc, char **argv)
             o.dry_run = 1;
             continue;
         }
+        if (strcmp(a, "--strict") == 0) {
+            o.strict = 1;
+            continue;
+        }
         uint64_t n;
         if ((r = tool_opt("send", argc, argv, &i, "id", 0, &v)) > 0) {
             if (tool_parse_u64(v, 255, &n) < 0)
@@ -598,7 +644,7 @@ int cmd_send(int argc, char **argv)
                 status = tool_usage_error("send", "--id: 255 (0xFF) is the handshake packet");
             o.id = (int)n;
         } else if (r == 0 && (r = tool_opt("send", argc, argv, &i, "password", 0, &v)) > 0) {
-            o.password = v;
+            o.password = (char *)v; /* argv strings are writable: wiped once copied */
         } else if (r == 0 && (r = tool_opt("send", argc, argv, &i, "password-file", 0, &v)) > 0) {
             o.password_file = v;
         } else if (r == 0 && (r = tool_opt("send", argc, argv, &i, "pin", 0, &v)) > 0) {
@@ -636,10 +682,10 @@ int cmd_send(int argc, char **argv)
         status =
             tool_usage_error("send", "bad address '%s': expected HOST:PORT or [IPV6]:PORT", target);
     if (status == TOOL_EXIT_OK && o.id < 0) status = tool_usage_error("send", "missing --id ID");
-    if (status == TOOL_EXIT_OK && o.password && o.password_file)
-        status = tool_usage_error("send", "give --password or --password-file, not both");
     if (status == TOOL_EXIT_OK && o.pin && o.known_hosts)
         status = tool_usage_error("send", "--known-hosts is not used with --pin");
+    if (status == TOOL_EXIT_OK && o.pin && o.strict)
+        status = tool_usage_error("send", "--strict is about known_hosts, not used with --pin");
     if (!o.expect_set) o.expect = o.count;
 
     struct field *fields = NULL;
@@ -674,15 +720,16 @@ int cmd_send(int argc, char **argv)
     }
 
     char *pwbuf = NULL;
-    if (status == TOOL_EXIT_OK && o.password_file && !o.dry_run)
-        status = tool_read_password_file(o.password_file, &pwbuf);
+    if (status == TOOL_EXIT_OK && !o.dry_run)
+        status = tool_get_password("send", o.password, o.password_file, &pwbuf);
+    else if (o.password)
+        OPENSSL_cleanse(o.password, strlen(o.password));
     if (status == TOOL_EXIT_OK && o.dry_run) {
         pkm_packet_t pkt = {(uint8_t)o.id, pkm_packet_hash((uint8_t)o.id, chash), content, size};
         tool_print_packet(stdout, &pkt);
     } else if (status == TOOL_EXIT_OK) {
         tool_format_hostport(o.host, o.port, o.hostport);
-        status = run_send(&o, pwbuf ? pwbuf : o.password, pkm_packet_hash((uint8_t)o.id, chash),
-                          content, size);
+        status = run_send(&o, pwbuf, pkm_packet_hash((uint8_t)o.id, chash), content, size);
     }
     tool_secret_free(pwbuf);
     pkm_bytes_free(content);

@@ -19,8 +19,10 @@ static const char serve_help[] =
     "                       \"listening on HOST:PORT\" gives it); [::1]:PORT for IPv6\n"
     "  --key FILE           the server's private key (PEM). Default: server_key.pem in the\n"
     "                       configuration directory, created (mode 0600) on first use\n"
-    "  --password PW        require this password (alternative handshaking)\n"
-    "  --password-file F    read the password from the first line of F instead\n"
+    "  --password-file F    require a password (alternative handshaking): the first\n"
+    "                       line of F. Default: $PKMCOM_PASSWORD, if set\n"
+    "  --password PW        the password on the command line: works, with a warning\n"
+    "                       (other users can see a command line)\n"
     "  --relay              send each packet to every other client (a lobby), not back\n"
     "  --print              write each packet received to stdout as one JSON line\n"
     "                       {\"id\":16,\"hash\":123,\"size\":5,\"content\":\"<hex>\"}\n"
@@ -121,12 +123,14 @@ static int load_server_key(const char *path, pkm_key_t **key, char *where, size_
             int rc = pkm_key_generate(key);
             if (rc < 0)
                 return tool_fail(TOOL_EXIT_FAIL, "key generation failed: %s", pkm_strerror(rc));
-            rc = pkm_key_save_pem(*key, def);
+            /* NOREPLACE: if another process made the file meanwhile, it is not replaced. */
+            errno = 0;
+            rc = pkm_key_save_pem_flags(*key, def, PKM_KEY_SAVE_NOREPLACE);
             if (rc < 0) {
+                int err = errno;
                 pkm_key_free(*key);
                 *key = NULL;
-                return tool_fail(TOOL_EXIT_FAIL, "%s: cannot write the server key: %s", def,
-                                 pkm_strerror(rc));
+                return tool_key_save_error(def, "server key", rc, err);
             }
             char fp[PKM_FINGERPRINT_SIZE];
             pkm_key_fingerprint(*key, fp);
@@ -150,7 +154,8 @@ static int load_server_key(const char *path, pkm_key_t **key, char *where, size_
 
 int cmd_serve(int argc, char **argv)
 {
-    const char *listen = NULL, *keyfile = NULL, *password = NULL, *password_file = NULL;
+    const char *listen = NULL, *keyfile = NULL, *password_file = NULL;
+    char *password = NULL; /* --password's argv string, wiped once copied */
     uint64_t max_conns = 0;
     struct serve s;
     memset(&s, 0, sizeof s);
@@ -169,7 +174,7 @@ int cmd_serve(int argc, char **argv)
             keyfile = v;
         } else if ((r = tool_opt("serve", argc, argv, &i, "password", 0, &v)) != 0) {
             if (r < 0) return TOOL_EXIT_USAGE;
-            password = v;
+            password = (char *)v; /* argv strings are writable */
         } else if ((r = tool_opt("serve", argc, argv, &i, "password-file", 0, &v)) != 0) {
             if (r < 0) return TOOL_EXIT_USAGE;
             password_file = v;
@@ -193,8 +198,6 @@ int cmd_serve(int argc, char **argv)
     if (tool_parse_hostport(listen, 1, host, &port) < 0)
         return tool_usage_error("serve", "bad address '%s': expected HOST:PORT or [IPV6]:PORT",
                                 listen);
-    if (password && password_file)
-        return tool_usage_error("serve", "give --password or --password-file, not both");
 
     /* Signals first: one arriving while the key is made still stops the server cleanly. */
     struct sigaction sa;
@@ -207,11 +210,9 @@ int cmd_serve(int argc, char **argv)
     sigaction(SIGPIPE, &sa, NULL);
 
     char *pwbuf = NULL;
-    if (password_file) {
-        int st = tool_read_password_file(password_file, &pwbuf);
-        if (st) return st;
-        password = pwbuf;
-    }
+    int pst = tool_get_password("serve", password, password_file, &pwbuf);
+    if (pst) return pst;
+    password = pwbuf;
     pkm_key_t *key = NULL;
     char where[TOOL_PATH_MAX];
     int status = load_server_key(keyfile, &key, where, sizeof where);

@@ -1,5 +1,5 @@
-/* pkmcom's known_hosts file: trust on first use, as ssh does. One server per line,
- * "host:port SHA256:...", '#' comments and blank lines allowed. */
+/* pkmcom's known_hosts file: trust on first use, as ssh does, failing closed on a damaged entry.
+ * One server per line, "host:port SHA256:...", '#' comments and blank lines allowed. */
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -24,6 +24,14 @@ int tool_fp_wellformed(const char *s)
     return s && fp_wellformed(s, strlen(s));
 }
 
+/* 1 if the line (already trimmed of leading blanks) starts with the field hostport, followed by
+ * a blank or the end. */
+static int names_host(const char *p, const char *hostport)
+{
+    size_t n = strlen(hostport);
+    return strncmp(p, hostport, n) == 0 && (p[n] == '\0' || p[n] == ' ' || p[n] == '\t');
+}
+
 int kh_lookup(const char *file, const char *hostport, char fp[PKM_FINGERPRINT_SIZE], int *line)
 {
     FILE *f = fopen(file, "r");
@@ -33,45 +41,72 @@ int kh_lookup(const char *file, const char *hostport, char fp[PKM_FINGERPRINT_SI
         return -1;
     }
     char buf[1024];
-    int lineno = 0, found = 0;
-    while (!found && fgets(buf, sizeof buf, f)) {
+    int lineno = 0, found = 0, bad = 0;
+    while (!bad && fgets(buf, sizeof buf, f)) {
         lineno++;
         size_t len = strlen(buf);
+        char *p = buf;
+        while (*p == ' ' || *p == '\t')
+            p++;
         if (len == sizeof buf - 1 && buf[len - 1] != '\n') { /* overlong: skip the rest */
             int c;
             while ((c = fgetc(f)) != EOF && c != '\n') {
             }
-            tool_log("warning: %s:%d: line too long, ignored", file, lineno);
+            if (names_host(p, hostport)) {
+                tool_fail(TOOL_EXIT_FAIL,
+                          "%s line %d: the entry for %s is too long to be valid: refusing to "
+                          "connect (fix or delete that line)",
+                          file, lineno, hostport);
+                bad = 1;
+            } else {
+                tool_log("warning: %s line %d: line too long, ignored", file, lineno);
+            }
             continue;
         }
         while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' ' ||
                        buf[len - 1] == '\t'))
             buf[--len] = '\0';
-        char *p = buf;
-        while (*p == ' ' || *p == '\t')
-            p++;
         if (*p == '\0' || *p == '#') continue;
         char *sep = strpbrk(p, " \t");
-        if (!sep) {
-            tool_log("warning: %s:%d: malformed line, ignored", file, lineno);
-            continue;
-        }
-        *sep = '\0';
-        char *key = sep + 1;
+        char *key = sep ? sep + 1 : p + strlen(p);
+        if (sep) *sep = '\0';
         while (*key == ' ' || *key == '\t')
             key++;
+        int host_match = strcmp(p, hostport) == 0;
         if (!fp_wellformed(key, strlen(key))) {
-            tool_log("warning: %s:%d: malformed fingerprint, line ignored", file, lineno);
+            if (host_match) {
+                /* Fail closed: a damaged entry for this host must not turn into a first contact
+                 * that records whatever key the server now shows. */
+                tool_fail(TOOL_EXIT_FAIL,
+                          "%s line %d: the entry for %s is malformed (expected \"%s SHA256:...\", "
+                          "43 base64 characters after SHA256:): refusing to connect (fix or "
+                          "delete that line)",
+                          file, lineno, hostport, hostport);
+                bad = 1;
+            } else {
+                tool_log("warning: %s line %d: malformed line, ignored", file, lineno);
+            }
             continue;
         }
-        if (strcmp(p, hostport) != 0) continue;
-        memcpy(fp, key, PKM_FINGERPRINT_SIZE);
-        *line = lineno;
-        found = 1;
+        if (!host_match) continue;
+        if (found && strcmp(fp, key) != 0) {
+            tool_fail(TOOL_EXIT_FAIL,
+                      "%s lines %d and %d record different keys for %s (%s and %s): refusing to "
+                      "connect (delete the wrong line)",
+                      file, *line, lineno, hostport, fp, key);
+            bad = 1;
+            continue;
+        }
+        if (!found) {
+            memcpy(fp, key, PKM_FINGERPRINT_SIZE);
+            *line = lineno;
+            found = 1;
+        }
     }
     int err = ferror(f);
     fclose(f);
-    if (!found && err) {
+    if (bad) return -1;
+    if (err) {
         tool_fail(TOOL_EXIT_FAIL, "%s: read error", file);
         return -1;
     }

@@ -165,30 +165,54 @@ void tool_format_hostport(const char *host, int port, char out[TOOL_HOSTPORT_MAX
     snprintf(out, TOOL_HOSTPORT_MAX, strchr(low, ':') ? "[%s]:%d" : "%s:%d", low, port);
 }
 
+/* Longest first line a password file may have (a password longer than this is not a typo). */
+#define PASSWORD_LINE_MAX 4096
+
 int tool_read_password_file(const char *path, char **out)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) return tool_fail(TOOL_EXIT_FAIL, "%s: %s", path, strerror(errno));
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t n = getline(&line, &cap, f);
-    int err = errno;
-    fclose(f);
-    if (n < 0) {
-        free(line);
-        if (err && err != ENOENT) return tool_fail(TOOL_EXIT_FAIL, "%s: %s", path, strerror(err));
-        return tool_fail(TOOL_EXIT_FAIL, "%s: the password file is empty", path);
+    /* read(2) into our own buffer, not stdio: a FILE's buffer would be freed holding the
+     * password, unwiped. A FIFO works too (--password-file <(pass show x)). */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) return tool_fail(TOOL_EXIT_FAIL, "%s: %s", path, strerror(errno));
+    char buf[PASSWORD_LINE_MAX + 1];
+    size_t len = 0;
+    int err = 0;
+    while (len < sizeof buf && !memchr(buf, '\n', len)) {
+        ssize_t r = read(fd, buf + len, sizeof buf - len);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) err = errno;
+        if (r <= 0) break;
+        len += (size_t)r;
     }
-    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-        line[--n] = '\0';
-    /* Copy into an exact-size buffer so the wipe in tool_secret_free covers it all. */
-    char *s = malloc((size_t)n + 1);
-    if (s) memcpy(s, line, (size_t)n + 1);
-    OPENSSL_cleanse(line, cap);
-    free(line);
-    if (!s) return tool_fail(TOOL_EXIT_FAIL, "out of memory");
-    *out = s;
-    return 0;
+    close(fd);
+    char *nl = memchr(buf, '\n', len);
+    size_t n = nl ? (size_t)(nl - buf) : len;
+    int st = 0;
+    if (err)
+        st = tool_fail(TOOL_EXIT_FAIL, "%s: %s", path, strerror(err));
+    else if (!nl && len == sizeof buf)
+        st = tool_fail(TOOL_EXIT_FAIL, "%s: the first line is longer than %d bytes", path,
+                       PASSWORD_LINE_MAX);
+    else if (len == 0)
+        st = tool_fail(TOOL_EXIT_FAIL, "%s: the password file is empty", path);
+    while (st == 0 && n > 0 && buf[n - 1] == '\r')
+        n--;
+    if (st == 0 && memchr(buf, '\0', n))
+        st = tool_fail(TOOL_EXIT_FAIL, "%s: the password contains a NUL byte", path);
+    char *s = NULL;
+    if (st == 0) {
+        /* An exact-size copy, so that the wipe in tool_secret_free covers it all. */
+        s = malloc(n + 1);
+        if (s) {
+            memcpy(s, buf, n);
+            s[n] = '\0';
+        } else {
+            st = tool_fail(TOOL_EXIT_FAIL, "out of memory");
+        }
+    }
+    OPENSSL_cleanse(buf, sizeof buf);
+    if (st == 0) *out = s;
+    return st;
 }
 
 void tool_secret_free(char *s)
@@ -196,6 +220,38 @@ void tool_secret_free(char *s)
     if (!s) return;
     OPENSSL_cleanse(s, strlen(s));
     free(s);
+}
+
+/* A copy of s in a new buffer (tool_secret_free), and s itself wiped in place. */
+static int take_secret(char *s, char **out)
+{
+    size_t n = strlen(s);
+    char *c = malloc(n + 1);
+    if (c) memcpy(c, s, n + 1);
+    OPENSSL_cleanse(s, n);
+    if (!c) return tool_fail(TOOL_EXIT_FAIL, "out of memory");
+    *out = c;
+    return 0;
+}
+
+int tool_get_password(const char *cmd, char *arg, const char *file, char **out)
+{
+    *out = NULL;
+    if (arg && file) return tool_usage_error(cmd, "give --password or --password-file, not both");
+    if (file) return tool_read_password_file(file, out);
+    if (arg) {
+        tool_log("warning: --password puts the password where other users of this machine can "
+                 "see it (the process list, shell history); use --password-file FILE or the "
+                 "environment variable " TOOL_PASSWORD_ENV);
+        return take_secret(arg, out);
+    }
+    char *env = getenv(TOOL_PASSWORD_ENV);
+    if (!env || !*env) return 0;
+    /* Wiped and removed from our environment: /proc/PID/environ and child processes no longer
+     * show it. */
+    int st = take_secret(env, out);
+    unsetenv(TOOL_PASSWORD_ENV);
+    return st;
 }
 
 /* ---- output ---- */

@@ -66,6 +66,17 @@ void tool_format_hostport(const char *host, int port, char out[TOOL_HOSTPORT_MAX
 int tool_read_password_file(const char *path, char **out);
 void tool_secret_free(char *s);
 
+/* The environment variable that holds a password for send and serve. */
+#define TOOL_PASSWORD_ENV "PKMCOM_PASSWORD"
+
+/* The password a command was given, in order: --password PW (arg: its argv string, which is then
+ * wiped in place so the process list no longer shows it; a warning is printed, as the command
+ * line is visible to other users), --password-file FILE (first line), else $PKMCOM_PASSWORD
+ * (copied, wiped in place and unset; empty counts as unset). Both arg and file: a usage error.
+ * *out is a new string (tool_secret_free) or NULL for no password. Returns 0 or an exit status
+ * (message printed). */
+int tool_get_password(const char *cmd, char *arg, const char *file, char **out);
+
 /* ---- output ---- */
 
 /* Lowercase hex of n bytes into out (2n + 1 chars). */
@@ -91,6 +102,10 @@ int tool_config_file(const char *name, char *out, size_t cap);
 /* Loads a key file (PEM private or public key, or a DER SubjectPublicKeyInfo). Returns 0, or an
  * exit status after printing one line that names the file and the reason. */
 int tool_load_key(const char *path, pkm_key_t **out);
+/* Prints why pkm_key_save_pem_flags (or the public one) failed with rc and errno err, naming
+ * path and what ("key", "public key"): already exists, a symbolic link, more hard links, or the
+ * system's reason. Returns TOOL_EXIT_FAIL. */
+int tool_key_save_error(const char *path, const char *what, int rc, int err);
 
 /* ---- known_hosts (known_hosts.c): lines "host:port SHA256:..." ---- */
 
@@ -98,8 +113,10 @@ int tool_load_key(const char *path, pkm_key_t **out);
 int tool_fp_wellformed(const char *s);
 
 /* Looks hostport up. Returns 1 with the recorded fingerprint in fp and its line number in *line,
- * 0 when not recorded (or the file does not exist), or -1 when the file cannot be read (message
- * printed). Malformed lines are skipped with a warning. */
+ * 0 when not recorded (or the file does not exist), or -1 (message printed) when the file cannot
+ * be read, or when it fails closed: a malformed line for hostport (its fingerprint is not
+ * SHA256:+43 base64 characters, or missing, or the line is too long), or two lines for hostport
+ * with different fingerprints. A malformed line for another host is skipped with a warning. */
 int kh_lookup(const char *file, const char *hostport, char fp[PKM_FINGERPRINT_SIZE], int *line);
 /* Appends "hostport fp" (creating the file with mode 0600). Returns 0 or TOOL_EXIT_FAIL (message
  * printed). */

@@ -2,6 +2,7 @@
 # Writes apl.json, the APL codec test vectors, from first principles (struct.pack, a Java-style
 # hash fold, Python's own UTF-16 and json modules): independent of libpkmcom's C code.
 """Usage: python3 apl_vectors.py [OUT.json]   (default: apl.json next to this script)
+       python3 apl_vectors.py --check [FILE]  (exit 0 only if FILE is exactly what this writes)
 
 Every expected byte string and hashcode in apl.json is computed here, not copied from the
 library. tests/test_vectors.c then checks libpkmcom's codec against the file."""
@@ -174,7 +175,11 @@ PACKETS = [
 
 
 def main():
-    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "apl.json")
+    args = sys.argv[1:]
+    checking = bool(args) and args[0] == "--check"
+    if checking:
+        args = args[1:]
+    out = args[0] if args else os.path.join(os.path.dirname(__file__), "apl.json")
     values = []
     for name, t, v in VALUES:
         b, h = enc(t, v)
@@ -196,10 +201,17 @@ def main():
         "invalid": invalid,
         "packets": packets,
     }
+    text = json.dumps(doc, indent=1, ensure_ascii=True) + "\n"
+    if checking:  # the committed file must be exactly this generator's output
+        with open(out, encoding="utf-8") as f:
+            same = f.read() == text
+        print(f"{out}: {'matches' if same else 'DIFFERS from'} apl_vectors.py's output "
+              f"({len(values)} values, {len(invalid)} invalid, {len(packets)} packets)")
+        return 0 if same else 1
     with open(out, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=1, ensure_ascii=True)
-        f.write("\n")
+        f.write(text)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

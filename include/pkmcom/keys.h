@@ -30,31 +30,52 @@ PKM_API int pkm_key_generate(pkm_key_t **out);
  *                 checks below. A public key file may have any mode;
  *   PKM_EKEY      the content is not a usable key: no PEM key in it, a PEM that does not parse,
  *                 an encrypted private key (passphrases are not supported and never prompted
- *                 for), a file over 64 KiB, or a key that is not RSA-2048 (odd modulus) with an
- *                 odd exponent >= 3 (and below the modulus, as RFC 8017 requires).
+ *                 for), a file over 64 KiB, or a key that is not RSA-2048 (odd modulus) with
+ *                 the public exponent 65537. A PkmCom peer refuses any other exponent
+ *                 (WIRE-PROFILE version 2, section 3 step 2), so a private key with e = 3, say,
+ *                 is refused here rather than at every handshake; a public key likewise.
  * The file's bytes are wiped from memory after parsing. *out is the caller's (pkm_key_free);
  * NULL on any error. */
 PKM_API int pkm_key_load_pem(const char *path, pkm_key_t **out);
 
-/* Writes the private key as unencrypted PKCS#8 PEM to `path`, created with mode 0600. An existing
- * regular file is truncated and its mode set to 0600 before any byte is written; a symbolic link
- * at `path` is refused (O_NOFOLLOW), as is anything not a regular file (PKM_EKEYFILE). The file
- * is fsync'ed. If writing fails midway (PKM_EKEYFILE) the file may be left truncated or partial.
- * PKM_EINVAL if the key has no private half. */
+/* Writes the private key as unencrypted PKCS#8 PEM to `path`, mode 0600, atomically: the PEM
+ * goes to a new temporary file "<path>.tmp-<random>" in the same directory, created with O_EXCL
+ * and mode 0600 (never an existing file, never through a link), which is fsync'ed and then
+ * renamed over `path`, and the directory fsync'ed. A reader (or a crash) sees the old file or
+ * the whole new one, never a part; the temporary file is removed on every failure.
+ * Refused, with nothing created or changed (PKM_EKEYFILE, errno saying why):
+ *   a symbolic link at `path` (ELOOP): the link is neither followed nor replaced, so a key is
+ *     never written somewhere other than where the caller named; resolve it first if meant;
+ *   a directory (EISDIR) or another non-regular file (EINVAL);
+ *   a regular file with more than one hard link (EMLINK): replacing one name would leave the
+ *     old key under the others;
+ *   with PKM_KEY_SAVE_NOREPLACE, anything existing at `path` (EEXIST), checked race-free: the
+ *     new file is put in place with link(), which fails if `path` appeared meanwhile.
+ * Without the flag an existing regular file is replaced (its mode and owner are the new file's).
+ * Other failures (a missing directory, a full disk, ...) are PKM_EKEYFILE with errno from the
+ * failed call. PKM_EINVAL if the key has no private half, or for unknown flags. */
+#define PKM_KEY_SAVE_NOREPLACE 0x1u
+PKM_API int pkm_key_save_pem_flags(const pkm_key_t *key, const char *path, unsigned flags);
+
+/* pkm_key_save_pem_flags(key, path, 0): replaces an existing regular file atomically. */
 PKM_API int pkm_key_save_pem(const pkm_key_t *key, const char *path);
 
-/* Writes the public key as SubjectPublicKeyInfo PEM to `path`, with mode 0644 (also set on an
- * existing file). Same file handling and errors as pkm_key_save_pem. Works on any key. */
+/* Writes the public key as SubjectPublicKeyInfo PEM to `path`, with mode 0644. The same atomic
+ * write, refusals, flags and errors as pkm_key_save_pem_flags. Works on any key. */
+PKM_API int pkm_key_save_public_pem_flags(const pkm_key_t *key, const char *path, unsigned flags);
+
+/* pkm_key_save_public_pem_flags(key, path, 0). */
 PKM_API int pkm_key_save_public_pem(const pkm_key_t *key, const char *path);
 
-/* Parses a DER SubjectPublicKeyInfo, with every check of WIRE-PROFILE section 3: PKM_EKEYLEN for
- * len outside 1..1024, PKM_EKEY for DER that does not parse or has bytes after it, a key that is
- * not rsaEncryption (RSA-PSS, EC, ... are refused), a modulus that is not exactly 2048 bits or is
- * even, an even or < 3 exponent (or one not below the modulus, RFC 8017). The encoding must also be
- * the canonical DER, exactly as OpenSSL (and Java's getEncoded) writes it, with NULL
+/* Parses a DER SubjectPublicKeyInfo, with every check of WIRE-PROFILE section 3 step 2:
+ * PKM_EKEYLEN for len outside 1..1024, PKM_EKEY for DER that does not parse or has bytes after it,
+ * a key that is not rsaEncryption (RSA-PSS, EC, ... are refused), a modulus that is not exactly
+ * 2048 bits or is even, a public exponent other than 65537. The encoding must also be the
+ * canonical DER, exactly as OpenSSL (and Java's getEncoded) writes it, with NULL
  * AlgorithmIdentifier parameters: any other encoding of a key is PKM_EKEY, so one key has one
- * encoding and one fingerprint. The bytes are copied; *out (a public key) is the caller's, NULL on
- * any error. */
+ * encoding and one fingerprint. Every check looks at the bytes only, before any bignum is built:
+ * a refused key costs no RSA work (the engine relies on this for ServerKey and ClientKey). The
+ * bytes are copied; *out (a public key) is the caller's, NULL on any error. */
 PKM_API int pkm_key_from_der(const uint8_t *der, size_t len, pkm_key_t **out);
 
 /* Copies the key's DER SubjectPublicKeyInfo (294 bytes for e = 65537, at most PKM_MAX_KEY_DER)

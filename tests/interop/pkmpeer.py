@@ -1,12 +1,14 @@
 #!/usr/bin/python3
 # pkmpeer.py: an independent PkmCom/TCP peer, written from WIRE-PROFILE.md and spec/TCP.md only
 # (never from libpkmcom's sources), used by tests/test_interop.c to prove the two interoperate.
-"""PkmCom/TCP test peer (WIRE-PROFILE version 1).
+"""PkmCom/TCP test peer (WIRE-PROFILE version 2).
 
   pkmpeer.py server --port P [--key PEM] [--secret S] [--count N]
-                    [--rekey-after N --rekey-secret S2 --trigger-id ID]
+                    [--rekey-after N --rekey-secret S2 --trigger-id ID] [--v1-keys] [--stray-ff]
+                    [--bad-key KIND]
   pkmpeer.py client --port P [--key PEM] [--secret S] [--count N] [--size B[,B...]]
-                    [--expect-rekey --trigger-id ID --rekey-secret S2]
+                    [--expect-rekey --trigger-id ID --rekey-secret S2] [--v1-keys]
+                    [--reflect-confirm] [--stray-ff] [--bad-key KIND]
   pkmpeer.py selftest
   pkmpeer.py check-vectors FILE
 
@@ -14,6 +16,17 @@ Exit status 0 only on full success; any failure prints one line on stderr and ex
 Test convention: application packets carry Byte-Array-like content, so Hash = Id*31 +
 hashsum(content bytes); the server checks that on every packet it echoes, the client on every
 echo it receives. Only the standard library and `cryptography` are used.
+
+Version 2 (WIRE-PROFILE section 7): one AES key per direction, K_cs = SHA-256(M || S || 'C') and
+K_sc = SHA-256(M || S || 'S'), both chains from IV; a ServerKey/ClientKey must have the public
+exponent 65537 and be the canonical DER; a 0xFF packet outside step 5 is a protocol error.
+--v1-keys (a test of the other side only) derives version 1's single K = SHA-256(M || S) for
+both directions: such a peer must fail at step 5 against a version-2 one. --stray-ff (test
+only) sends one more, valid, encrypted 0xFF packet right after the handshake: the other side must
+close the connection (a 0xFF packet outside step 5 is a protocol error). --bad-key KIND (test
+only) sends, as ServerKey or ClientKey, our modulus with a refused exponent (e3, n-2, 65539) or a
+non-canonical encoding of our key (no-null, long-len), and then requires the peer to close
+without sending one more byte: no KeyShare, so no RSA operation was spent on the key.
 """
 
 import argparse
@@ -128,12 +141,14 @@ class Stream:
 
 
 class Channel:
-    """AES-256-CBC, one chain per direction, both started from (K, IV) (section 4). The
-    encryptor/decryptor objects are kept, so each update() continues its direction's chain."""
+    """AES-256-CBC, one chain per direction (section 4): what we send under send_key, what we
+    receive under recv_key, both chains started from IV. The encryptor/decryptor objects are
+    kept, so each update() continues its direction's chain. A client sends under K_cs and
+    receives under K_sc; a server the other way round."""
 
-    def __init__(self, key, iv, max_size=DEFAULT_MAX_SIZE):
-        self.enc = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
-        self.dec = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+    def __init__(self, send_key, recv_key, iv, max_size=DEFAULT_MAX_SIZE):
+        self.enc = Cipher(algorithms.AES(send_key), modes.CBC(iv)).encryptor()
+        self.dec = Cipher(algorithms.AES(recv_key), modes.CBC(iv)).decryptor()
         self.max_size = max_size
 
     def seal(self, pid, phash, content):
@@ -166,10 +181,12 @@ class Channel:
 
     def recv_confirm(self, stream):
         """The 0xFF packet is exactly one block (13 bytes + 3 pad bytes): read that block only,
-        never more on the word of a header that may be garbage under a wrong key."""
-        block = self.dec.update(stream.recv_exact(BLOCK, "the 0xFF confirmation"))
-        if block != HS_PLAIN + b"\x03" * 3:
+        never more on the word of a header that may be garbage under a wrong key. Returns the
+        ciphertext block."""
+        ct = stream.recv_exact(BLOCK, "the 0xFF confirmation")
+        if self.dec.update(ct) != HS_PLAIN + b"\x03" * 3:
             raise PeerError("handshake failed: the 0xFF confirmation did not decrypt correctly")
+        return ct
 
 
 # ---------------------------------------------------------------- keys and KeyShare
@@ -215,7 +232,14 @@ def is_rsa_encryption(der):
     return der[outer + inner : outer + inner + len(RSA_ENCRYPTION_OID)] == RSA_ENCRYPTION_OID
 
 
+PUBLIC_EXPONENT = 65537  # the only one accepted (section 3 step 2)
+
+
 def read_key(stream, what):
+    """Reads ServerKey/ClientKey and applies every check of section 3 step 2, all of them before
+    the key is used for anything: n in 1..1024, canonical DER (the parsed key re-encoded by
+    `cryptography` must give back exactly the bytes received: rsaEncryption with NULL
+    parameters, minimal lengths), rsaEncryption, an odd 2048-bit modulus, exponent 65537."""
     (n,) = struct.unpack(">i", stream.recv_exact(4, what + " length"))
     if not 1 <= n <= MAX_KEY_LEN:
         raise PeerError(f"{what}: length {n} outside 1..{MAX_KEY_LEN}")
@@ -228,11 +252,16 @@ def read_key(stream, what):
         raise PeerError(f"{what}: DER SubjectPublicKeyInfo does not parse") from None
     if not isinstance(key, rsa.RSAPublicKey) or not is_rsa_encryption(der):
         raise PeerError(f"{what}: not an rsaEncryption key")
+    canonical = key.public_bytes(serialization.Encoding.DER,
+                                 serialization.PublicFormat.SubjectPublicKeyInfo)
+    if canonical != der:
+        raise PeerError(f"{what}: not the canonical DER encoding of its key")
     nums = key.public_numbers()
-    if nums.n.bit_length() != 2048:
-        raise PeerError(f"{what}: modulus of {nums.n.bit_length()} bits, not 2048")
-    if nums.e < 3 or nums.e % 2 == 0:
-        raise PeerError(f"{what}: public exponent {nums.e} is even or below 3")
+    if nums.n.bit_length() != 2048 or nums.n % 2 == 0:
+        raise PeerError(f"{what}: modulus of {nums.n.bit_length()} bits (or even), not an odd "
+                        "2048-bit one")
+    if nums.e != PUBLIC_EXPONENT:
+        raise PeerError(f"{what}: public exponent {nums.e}, not {PUBLIC_EXPONENT}")
     return key
 
 
@@ -267,10 +296,24 @@ def xor(a, b):
     return bytes(x ^ y for x, y in zip(a, b))
 
 
-def derive(m_client, m_server, iv_client, iv_server, secret=b""):
-    """K = SHA-256(Mc XOR Ms [|| S]), IV = IVc XOR IVs (section 3 step 4)."""
+DIR_CS, DIR_SC = b"\x43", b"\x53"  # 'C': client to server, 'S': server to client
+
+
+def direction_keys(m, secret=b""):
+    """(K_cs, K_sc) = (SHA-256(M || S || 0x43), SHA-256(M || S || 0x53)) (section 3 step 4)."""
+    return (hashlib.sha256(m + secret + DIR_CS).digest(),
+            hashlib.sha256(m + secret + DIR_SC).digest())
+
+
+def derive(m_client, m_server, iv_client, iv_server, secret=b"", v1=False):
+    """(K_cs, K_sc, IV): M = Mc XOR Ms, the direction keys from M and S, IV = IVc XOR IVs.
+    v1 (test only): version 1's single K = SHA-256(M || S) for both directions."""
     m = xor(m_client, m_server)
-    return hashlib.sha256(m + secret).digest(), xor(iv_client, iv_server)
+    if v1:
+        k = hashlib.sha256(m + secret).digest()
+        return k, k, xor(iv_client, iv_server)
+    k_cs, k_sc = direction_keys(m, secret)
+    return k_cs, k_sc, xor(iv_client, iv_server)
 
 
 # ---------------------------------------------------------------- one connection, either role
@@ -283,9 +326,10 @@ class Peer:
     new KeyShare, which section 5 says must make the re-establishment fail."""
 
     def __init__(self, sock, role, own_key, secret=b"", max_size=DEFAULT_MAX_SIZE,
-                 late=False, corrupt=False, stray=False, dribble=False):
+                 late=False, corrupt=False, stray=False, dribble=False, v1=False):
         self.stream = Stream(sock, dribble)
-        self.late, self.corrupt, self.stray = late, corrupt, stray
+        self.late, self.corrupt, self.stray, self.v1 = late, corrupt, stray, v1
+        self.last_confirm = None  # (client) the ciphertext of the server's 0xFF answer
         self.role = role
         self.own_key = own_key  # server: long-term key; client: this connection's ephemeral key
         self.peer_key = None
@@ -303,16 +347,17 @@ class Peer:
             self.stream.send(mine)
         m_peer, iv_peer = open_keyshare(self.own_key, theirs)
         if self.role == "client":
-            k, iv = derive(m_own, m_peer, iv_own, iv_peer, secret)
+            k_cs, k_sc, iv = derive(m_own, m_peer, iv_own, iv_peer, secret, self.v1)
+            self.chan = Channel(k_cs, k_sc, iv, self.max_size)
         else:
-            k, iv = derive(m_peer, m_own, iv_peer, iv_own, secret)
-        self.chan = Channel(k, iv, self.max_size)
+            k_cs, k_sc, iv = derive(m_peer, m_own, iv_peer, iv_own, secret, self.v1)
+            self.chan = Channel(k_sc, k_cs, iv, self.max_size)
 
     def _confirm(self):
         """Step 5: the client sends 0xFF and checks the answer; the server checks and answers."""
         if self.role == "client":
             self.chan.send_confirm(self.stream)
-            self.chan.recv_confirm(self.stream)
+            self.last_confirm = self.chan.recv_confirm(self.stream)
         else:
             self.chan.recv_confirm(self.stream)
             self.chan.send_confirm(self.stream)
@@ -339,10 +384,31 @@ class Peer:
         self._keyshares(self.secret)
         self._confirm()
 
+    def bad_key_handshake(self, kind):
+        """Test only: offers a refused key (BAD_KEYS[kind]) in this role's key message, then
+        requires the peer to close with nothing more sent: a peer that checks the key before
+        using it sends no KeyShare (server) and no ClientKey (client) for it."""
+        n = self.own_key.public_key().public_numbers().n
+        der = BAD_KEYS[kind](n)
+        bad = struct.pack(">i", len(der)) + der
+        if self.role == "server":
+            self.stream.send(bad)
+        else:
+            read_key(self.stream, "ServerKey")
+            self.stream.send(bad)
+        what = "ServerKey" if self.role == "server" else "ClientKey"
+        got = self.stream.recv_exact(1, f"the peer's answer to a refused {what}", eof_ok=True)
+        if got is not None:
+            raise PeerError(f"the peer answered a {what} with {kind} instead of closing")
+
     def send(self, pid, phash, content):
         if pid == HS_ID:
             raise PeerError("Id 0xFF is the handshake packet")
         self.chan.send(self.stream, pid, phash, content)
+
+    def send_stray_ff(self):
+        """Test only: a correctly encrypted 0xFF packet outside step 5, which is a protocol error."""
+        self.chan.send_confirm(self.stream)
 
     def recv(self, eof_ok=False):
         pkt = self.chan.recv(self.stream, eof_ok)
@@ -390,9 +456,15 @@ def run_server(srv, args, key, out=sys.stdout):
         srv.close()
     sock.settimeout(args.timeout)
     peer = Peer(sock, "server", key, args.secret, late=args.late_keyshare,
-                corrupt=args.corrupt_keyshare, dribble=args.dribble)
+                corrupt=args.corrupt_keyshare, dribble=args.dribble, v1=args.v1_keys)
     try:
+        if args.bad_key:
+            peer.bad_key_handshake(args.bad_key)
+            print(f"OK server: the client closed on a ServerKey with {args.bad_key}", file=out)
+            return
         peer.handshake()
+        if args.stray_ff:
+            peer.send_stray_ff()
         echoed, rekeyed = 0, False
         while args.count is None or echoed < args.count:
             if args.rekey_after is not None and echoed == args.rekey_after and not rekeyed:
@@ -416,6 +488,22 @@ def run_server(srv, args, key, out=sys.stdout):
     print(f"OK server echoed {echoed} packets" + (", re-established" if rekeyed else ""), file=out)
 
 
+def expect_close(peer, what, out):
+    """Half-closes and expects the server to close without sending a byte."""
+    peer.stream.sock.shutdown(socket.SHUT_WR)
+    if peer.stream.recv_exact(1, f"the server's answer to {what}", eof_ok=True) is not None:
+        raise PeerError(f"the server answered {what} instead of closing")
+    print(f"OK client: the server closed the connection on {what}", file=out)
+
+
+def reflect(peer, out):
+    """Sends the server's own 0xFF answer back to it (what a version-1 reflection would do):
+    under version 2 the server decrypts it under K_cs, where it is garbage, and must close the
+    connection without sending anything."""
+    peer.stream.send(peer.last_confirm)
+    expect_close(peer, "its reflected 0xFF answer", out)
+
+
 def run_client(args, out=sys.stdout):
     try:
         sock = socket.create_connection(("127.0.0.1", args.port), timeout=args.timeout)
@@ -423,7 +511,8 @@ def run_client(args, out=sys.stdout):
         raise PeerError(f"connect to 127.0.0.1:{args.port}: {e}") from None
     sock.settimeout(args.timeout)
     peer = Peer(sock, "client", args.key or new_key(), args.secret, late=args.late_keyshare,
-                corrupt=args.corrupt_keyshare, stray=args.stray_before_rekey, dribble=args.dribble)
+                corrupt=args.corrupt_keyshare, stray=args.stray_before_rekey, dribble=args.dribble,
+                v1=args.v1_keys)
     sizes = [int(s) for s in str(args.size).split(",")]
     ids = [i for i in range(0xFF) if i != args.trigger_id]
     sent = 0
@@ -440,7 +529,18 @@ def run_client(args, out=sys.stdout):
             sent += 1
 
     try:
+        if args.bad_key:
+            peer.bad_key_handshake(args.bad_key)
+            print(f"OK client: the server closed on a ClientKey with {args.bad_key}", file=out)
+            return
         peer.handshake()
+        if args.reflect_confirm:
+            reflect(peer, out)
+            return
+        if args.stray_ff:
+            peer.send_stray_ff()
+            expect_close(peer, "a 0xFF packet after the handshake", out)
+            return
         exchange(args.count)
         if args.expect_rekey:
             pid, phash, content = peer.recv()
@@ -470,10 +570,49 @@ class _Bytes:
         return out
 
 
+def der_tlv(tag, body, long_form=False):
+    """One DER (or, with long_form, BER-only non-minimal length) tag-length-value."""
+    n = len(body)
+    if n < 0x80 and not long_form:
+        return bytes([tag, n]) + body
+    ln = n.to_bytes(max(1, (n.bit_length() + 7) // 8), "big")
+    return bytes([tag, 0x80 | len(ln)]) + ln + body
+
+
+def der_uint(v, long_form=False):
+    b = v.to_bytes((v.bit_length() + 8) // 8, "big")  # a leading 0 when the top bit is set
+    return der_tlv(0x02, b, long_form)
+
+
+def spki(n, e, null_params=True, long_form=False):
+    """A SubjectPublicKeyInfo for (n, e), built by hand: rsaEncryption, NULL parameters unless
+    null_params is false, and with long_form the exponent's length in long form (81 03: BER,
+    not the minimal DER length)."""
+    alg = der_tlv(0x30, RSA_ENCRYPTION_OID + (b"\x05\x00" if null_params else b""))
+    rsakey = der_tlv(0x30, der_uint(n) + der_uint(e, long_form))
+    return der_tlv(0x30, alg + der_tlv(0x03, b"\x00" + rsakey))
+
+
+# Refused keys for --bad-key, from our own modulus n (section 3 step 2).
+BAD_KEYS = {
+    "e3": lambda n: spki(n, 3),
+    "n-2": lambda n: spki(n, n - 2),
+    "65539": lambda n: spki(n, 2**16 + 3),
+    "no-null": lambda n: spki(n, 65537, null_params=False),
+    "long-len": lambda n: spki(n, 65537, long_form=True),
+}
+
+
 def selftest_key_checks(key):
     """ServerKey/ClientKey receiver checks (section 3): one accepted key, then refusals."""
     good = key_message(key)
     assert read_key(_Bytes(good), "key").key_size == 2048
+    n = key.public_key().public_numbers().n
+    keymsg = lambda der: struct.pack(">i", len(der)) + der  # noqa: E731
+    assert keymsg(spki(n, 65537)) == good  # the hand-built encoding is the canonical one
+    hand_made = [keymsg(spki(n, e)) for e in (3, n - 2, 2**16 + 3, 2**16 + 1 + 2**32)]
+    hand_made += [keymsg(spki(n, 65537, null_params=False)), keymsg(spki(n, 65537, long_form=True)),
+                  keymsg(spki(n + 1, 65537)), keymsg(spki(n >> 1, 65537))]
     data = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data")
     files = {}
     for name in ("rsa2048_e3", "rsa1024", "rsa4096", "rsa_pss2048", "ec_p256"):
@@ -481,9 +620,7 @@ def selftest_key_checks(key):
         if os.path.exists(path):
             with open(path, "rb") as f:
                 files[name] = struct.pack(">i", os.path.getsize(path)) + f.read()
-    if "rsa2048_e3" in files:  # e = 3 is odd and >= 3: accepted
-        assert read_key(_Bytes(files.pop("rsa2048_e3")), "key").public_numbers().e == 3
-    bad = [struct.pack(">i", 0), struct.pack(">i", -1), struct.pack(">i", 1025) + bytes(1025),
+    bad = hand_made + [struct.pack(">i", 0), struct.pack(">i", -1), struct.pack(">i", 1025) + bytes(1025),
            struct.pack(">i", len(good) - 3) + good[4:] + b"\0",  # a byte after the DER
            good[:-1] + b"\x00"]  # e = 65537 -> 65536: even
     for msg in bad + list(files.values()):
@@ -509,7 +646,8 @@ def selftest():
         base = dict(port=srv.getsockname()[1], timeout=10.0, count=None, secret=b"",
                     trigger_id=0x05, rekey_secret=b"", rekey_after=None, expect_rekey=False,
                     size="0,1,15,16,17,1000,65536", key=client_key, late_keyshare=False,
-                    corrupt_keyshare=False, stray_before_rekey=False, dribble=False)
+                    corrupt_keyshare=False, stray_before_rekey=False, dribble=False,
+                    v1_keys=False, reflect_confirm=False, stray_ff=False, bad_key=None)
         errs = {}
         sink = open(os.devnull, "w")
 
@@ -543,9 +681,22 @@ def selftest():
         ("corrupt KeyShare", {}, {"count": 1, "corrupt_keyshare": True}, False),
         ("stray packet before the new KeyShare", {"rekey_after": 1},
          {"count": 1, "expect_rekey": True, "stray_before_rekey": True}, False),
-    ]
+        ("version-1 client", {}, {"count": 1, "v1_keys": True}, False),
+        ("version-1 server", {"v1_keys": True}, {"count": 1}, False),
+        ("both version 1 (the derivation switch works)", {"v1_keys": True},
+         {"count": 3, "v1_keys": True}, True),
+        ("server's answer reflected", {}, {"reflect_confirm": True}, "server"),
+        ("0xFF from the client after the handshake", {}, {"stray_ff": True}, "server"),
+        ("0xFF from the server after the handshake", {"stray_ff": True}, {"count": 1}, "client"),
+    ] + [(f"ClientKey {k}", {}, {"bad_key": k}, "server") for k in BAD_KEYS] + [
+        (f"ServerKey {k}", {"bad_key": k}, {}, "client") for k in BAD_KEYS]
     for name, sv, cl, ok in cases:
         se, ce = pair(sv, cl)
+        if ok in ("server", "client"):  # only that side must fail
+            if not (se if ok == "server" else ce) or (ce if ok == "server" else se):
+                raise PeerError(f"selftest {name}: only the {ok} must fail (server: {se}; "
+                                f"client: {ce})")
+            continue
         if ok and (se or ce):
             raise PeerError(f"selftest {name}: server: {se}; client: {ce}")
         if not ok and not (se and ce):
@@ -555,14 +706,15 @@ def selftest():
 
 # ---------------------------------------------------------------- test vectors
 #
-# Provisional JSON format (the final one is fixed in docs/PROTOCOL.md; extend CHECKERS):
-#   {"kdf": [{"m": hex256, "secret": hex (optional), "k": hex32}],
+# Format of tests/interop/sample-vectors.json (made with the openssl CLI alone by
+# make-sample-vectors.sh; docs/test-vectors/ has its own format and checker):
+#   {"kdf": [{"m": hex256, "secret": hex (optional), "k_cs": hex32, "k_sc": hex32}],
 #    "keyshare": [{"private_key_pem": PEM (or "private_key_file": path relative to the JSON),
 #                  "keyshare": hex528, "m": hex256, "iv": hex16}],
 #    "handshake": [{"server_key_pem"|"server_key_file", "client_key_pem"|"client_key_file",
 #                   "client_keyshare": hex528, "server_keyshare": hex528, "secret": hex (optional),
-#                   "m": hex256, "k": hex32, "iv": hex16}],
-#    "channel": [{"k": hex32, "iv": hex16,
+#                   "m": hex256, "k_cs": hex32, "k_sc": hex32, "iv": hex16}],
+#    "channel": [{"k": hex32, "iv": hex16,   (one direction's chain under its key)
 #                 "packets": [{"id": int, "hash": int (default Id*31+hashsum), "content": hex}
 #                             or a hex string of one packet's unpadded plaintext (header+content)],
 #                 "ciphertext": hex of the whole stream, packet after packet}]}
@@ -588,8 +740,9 @@ def _expect(what, got, want):
 
 
 def check_kdf(entry, base):
-    k = hashlib.sha256(unhex(entry["m"]) + unhex(entry.get("secret", ""))).digest()
-    _expect("K", k, unhex(entry["k"]))
+    k_cs, k_sc = direction_keys(unhex(entry["m"]), unhex(entry.get("secret", "")))
+    _expect("K_cs", k_cs, unhex(entry["k_cs"]))
+    _expect("K_sc", k_sc, unhex(entry["k_sc"]))
 
 
 def check_keyshare(entry, base):
@@ -604,14 +757,15 @@ def check_keyshare(entry, base):
 def check_handshake(entry, base):
     mc, ivc = open_keyshare(_private_key(entry, "server_key", base), unhex(entry["client_keyshare"]))
     ms, ivs = open_keyshare(_private_key(entry, "client_key", base), unhex(entry["server_keyshare"]))
-    k, iv = derive(mc, ms, ivc, ivs, unhex(entry.get("secret", "")))
+    k_cs, k_sc, iv = derive(mc, ms, ivc, ivs, unhex(entry.get("secret", "")))
     _expect("M", xor(mc, ms), unhex(entry["m"]))
-    _expect("K", k, unhex(entry["k"]))
+    _expect("K_cs", k_cs, unhex(entry["k_cs"]))
+    _expect("K_sc", k_sc, unhex(entry["k_sc"]))
     _expect("IV", iv, unhex(entry["iv"]))
 
 
 def check_channel(entry, base):
-    chan = Channel(unhex(entry["k"]), unhex(entry["iv"]))
+    chan = Channel(unhex(entry["k"]), unhex(entry["k"]), unhex(entry["iv"]))
     stream = b""
     for p in entry["packets"]:
         if isinstance(p, str):  # unpadded plaintext: header + content
@@ -671,6 +825,12 @@ def main(argv):
         p.add_argument("--corrupt-keyshare", action="store_true",
                        help="send a KeyShare whose first ciphertext does not decrypt")
         p.add_argument("--dribble", action="store_true", help="write in 1..7-byte pieces")
+        p.add_argument("--v1-keys", action="store_true",
+                       help="test only: one key K = SHA-256(M || S) both ways, as version 1")
+        p.add_argument("--stray-ff", action="store_true",
+                       help="test only: send a 0xFF packet right after the handshake")
+        p.add_argument("--bad-key", choices=sorted(BAD_KEYS),
+                       help="test only: offer a refused key and require the peer to close")
         p.add_argument("--key", help="PEM private key (default: a fresh RSA-2048 key; a client's "
                        "key should be fresh per connection, a file only saves test time)")
     srv = sub.choices["server"]
@@ -680,6 +840,9 @@ def main(argv):
     cli.add_argument("--expect-rekey", action="store_true")
     cli.add_argument("--stray-before-rekey", action="store_true",
                      help="send a packet after the trigger, before the new KeyShare")
+    cli.add_argument("--reflect-confirm", action="store_true",
+                     help="after the handshake, send the server's 0xFF answer back to it and "
+                     "expect the server to close")
     sub.add_parser("selftest")
     sub.add_parser("check-vectors").add_argument("file")
     args = ap.parse_args(argv)
