@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# `make package`'s Debian packages, made the same way (prefix /usr, CPack DEB) in a temporary tree
+# and inspected with dpkg-deb: names, contents (multiarch libdir), dependencies, shlibs, .pc paths.
+# Exit 77 (skipped) where dpkg-deb is missing.
+set -euo pipefail
+src=${PKM_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
+command -v dpkg-deb >/dev/null || { echo "pkg_debs: no dpkg-deb, skipped"; exit 77; }
+T=$(mktemp -d "${TMPDIR:-/tmp}/pkg_debs.XXXXXX")
+trap 'rm -rf "$T"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+CHECKS=0
+ok() { CHECKS=$((CHECKS + 1)); }
+
+cmake -S "$src" -B "$T/b" --log-level=WARNING -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_INSTALL_PREFIX=/usr -DPKM_TESTS=OFF -DPKM_BENCH=OFF >"$T/configure.log" ||
+    { cat "$T/configure.log" >&2; fail "configure"; }
+cmake --build "$T/b" -j 2 >"$T/build.log" || { tail -30 "$T/build.log" >&2; fail "build"; }
+(cd "$T/b" && cpack -G DEB >"$T/cpack.log" 2>&1) || { cat "$T/cpack.log" >&2; fail "cpack"; }
+
+v=$(sed -n 's/^CMAKE_PROJECT_VERSION:[A-Z]*=//p' "$T/b/CMakeCache.txt")
+major=${v%%.*}
+arch=$(dpkg --print-architecture)
+ma=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch)
+lib="./usr/lib/$ma"
+[ "$(cd "$T/b" && ls ./*.deb | sort | tr '\n' ' ')" = \
+  "./libpkmcom-dev_${v}_$arch.deb ./libpkmcom${major}_${v}_$arch.deb ./pkmcom_${v}_$arch.deb " ] ||
+    fail "packages: $(cd "$T/b" && ls ./*.deb)"
+ok
+field() { dpkg-deb --field "$T/b/$1_${v}_$arch.deb" "$2"; }
+files() { dpkg-deb --contents "$T/b/$1_${v}_$arch.deb" | awk '{print $6}' | grep -v '/$' | sort; }
+has() { files "$1" | grep -qxF "$2" || fail "$1 lacks $2; it holds: $(files "$1" | tr '\n' ' ')"; ok; }
+
+# libpkmcomN: the shared library alone, in the multiarch libdir, with a shlibs file.
+L=libpkmcom$major
+[ "$(files $L | tr '\n' ' ')" = "$lib/libpkmcom.so.$major $lib/libpkmcom.so.$v " ] ||
+    fail "$L holds: $(files $L | tr '\n' ' ')"
+ok
+[ "$(field $L Section)" = libs ] || fail "$L section $(field $L Section)"
+ok
+dpkg-deb --info "$T/b/${L}_${v}_$arch.deb" shlibs | grep -qxF "libpkmcom $major $L (= $v)" ||
+    fail "$L shlibs: $(dpkg-deb --info "$T/b/${L}_${v}_$arch.deb" shlibs 2>&1)"
+ok
+# Runtime dependencies on Debian's library packages (worked out by dpkg-shlibdeps).
+if command -v dpkg-shlibdeps >/dev/null; then
+    for p in $L pkmcom; do
+        for d in libc6 libssl3 libjansson4 libuv1; do
+            field $p Depends | tr ',' '\n' | grep -qE "^ *$d( |$)" || fail "$p Depends lacks $d: $(field $p Depends)"
+            ok
+        done
+    done
+else
+    echo "pkg_debs: no dpkg-shlibdeps (dpkg-dev), runtime Depends not checked"
+fi
+
+# libpkmcom-dev: headers, static library, .so link, .pc, CMake package; depends on the library
+# (this very version) and on the -dev packages of what the static library and .pc need.
+D=libpkmcom-dev
+for f in ./usr/include/pkmcom/pkmcom.h ./usr/include/pkmcom/server.h "$lib/libpkmcom.a" \
+    "$lib/libpkmcom.so" "$lib/pkgconfig/pkmcom.pc" "$lib/cmake/pkmcom/pkmcom-config.cmake" \
+    "$lib/cmake/pkmcom/pkmcom-config-version.cmake" "$lib/cmake/pkmcom/pkmcom-targets.cmake"; do
+    has $D "$f"
+done
+! files $D | grep -q "libpkmcom.so.$major" || fail "$D holds the shared library itself"
+ok
+deps=$(field $D Depends)
+for d in "$L (= $v)" libssl-dev libjansson-dev libuv1-dev; do
+    echo "$deps" | tr ',' '\n' | grep -qE "^ *$(printf '%s' "$d" | sed 's/[().=]/\\&/g')" ||
+        fail "$D Depends lacks '$d': $deps"
+    ok
+done
+dpkg-deb --fsys-tarfile "$T/b/${D}_${v}_$arch.deb" | tar -xO "$lib/pkgconfig/pkmcom.pc" >"$T/pkmcom.pc"
+grep -qx 'prefix=/usr' "$T/pkmcom.pc" || fail "pkmcom.pc: $(cat "$T/pkmcom.pc")"
+ok
+grep -qx "libdir=\${prefix}/lib/$ma" "$T/pkmcom.pc" || fail "pkmcom.pc libdir: $(grep libdir "$T/pkmcom.pc")"
+ok
+grep -q '^Requires.private:.*libcrypto.*jansson.*libuv' "$T/pkmcom.pc" || fail "pkmcom.pc Requires.private"
+ok
+
+# pkmcom: the tool and its man page.
+has pkmcom ./usr/bin/pkmcom
+has pkmcom ./usr/share/man/man1/pkmcom.1
+echo "pkg_debs: $CHECKS checks passed"
