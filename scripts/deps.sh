@@ -8,13 +8,14 @@ set -euo pipefail
 pkgs_for() {
   case "$1" in
     build) echo "gcc libc6-dev make cmake pkg-config libssl-dev libjansson-dev libuv1-dev openssl" ;;
-    test) echo "$(pkgs_for build) libcmocka-dev python3-cryptography" ;;
+    test) echo "$(pkgs_for build) libcmocka-dev python3-cryptography $(pkgs_for package)" ;;
     asan) echo "$(pkgs_for test) libclang-rt-14-dev" ;;
     valgrind) echo "$(pkgs_for test) valgrind" ;;
     fuzz) echo "$(pkgs_for build) clang libclang-rt-14-dev" ;;
     bench) echo "$(pkgs_for build) gnuplot-nox python3" ;;
-    # make package: CPack's DEB generator; dpkg-shlibdeps (dpkg-dev) works out the Depends.
-    package) echo "$(pkgs_for build) dpkg-dev" ;;
+    # make package (and its test): CPack's DEB generator, which needs file; dpkg-shlibdeps
+    # (dpkg-dev) works out the Depends.
+    package) echo "$(pkgs_for build) dpkg-dev file" ;;
     all) echo "$(pkgs_for test) $(pkgs_for fuzz) $(pkgs_for bench) $(pkgs_for package) valgrind" ;;
     *) echo "deps.sh: unknown group '$1' (build, test, asan, valgrind, fuzz, bench, package, all)" >&2; return 1 ;;
   esac

@@ -6,6 +6,8 @@
 set -euo pipefail
 src=${PKM_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
 command -v dpkg-deb >/dev/null || { echo "pkg_debs: no dpkg-deb, skipped"; exit 77; }
+command -v file >/dev/null ||
+    { echo "FAIL: CPack's DEB generator needs file: apt-get install file (or bash scripts/deps.sh test)" >&2; exit 1; }
 T=$(mktemp -d "${TMPDIR:-/tmp}/pkg_debs.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }

@@ -56,7 +56,8 @@ for f in "$src"/examples/*.c; do
     cc -std=c11 -Wall -Wextra -Wpedantic -Werror $(pkg-config --cflags pkmcom) "$f" -o "$T/pc/$name" \
         $(pkg-config --libs pkmcom) -Wl,-rpath,"$libdir" 2>"$T/cc-$name.err" || fail "pkg-config build of $name"
     ok
-    ldd "$T/pc/$name" | grep -qF "$libdir/libpkmcom.so" || fail "$name does not load $libdir/libpkmcom.so"
+    ldd "$T/pc/$name" >"$T/ldd.out" 2>&1
+    grep -qF "$libdir/libpkmcom.so" "$T/ldd.out" || fail "$name does not load $libdir/libpkmcom.so: $(cat "$T/ldd.out")"
     ok
 done
 ls "$T/pc" | grep -q . || fail "no examples built"
