@@ -67,7 +67,7 @@ install:
 # then the directories of ours it leaves empty.
 uninstall:
 	@test -f $(BUILD)/install_manifest.txt || { echo "make uninstall: no $(BUILD)/install_manifest.txt (nothing installed from $(BUILD))" >&2; exit 1; }
-	@while IFS= read -r f; do \
+	@while IFS= read -r f || [ -n "$$f" ]; do \
 	  if [ -e "$$f" ] || [ -L "$$f" ]; then rm -f "$$f" && echo "removed $$f"; fi; \
 	done < $(BUILD)/install_manifest.txt
 	@for d in $$(sed -n 's,/\(pkmcom\)/[^/]*$$,/\1,p' $(BUILD)/install_manifest.txt | sort -u); do \
