@@ -31,7 +31,9 @@ lib="./usr/lib/$ma"
 ok
 field() { dpkg-deb --field "$T/b/$1_${v}_$arch.deb" "$2"; }
 files() { dpkg-deb --contents "$T/b/$1_${v}_$arch.deb" | awk '{print $6}' | grep -v '/$' | sort; }
-has() { files "$1" | grep -qxF "$2" || fail "$1 lacks $2; it holds: $(files "$1" | tr '\n' ' ')"; ok; }
+# grep -q reads here-strings, never a pipe: under pipefail, a writer that grep's early exit cuts
+# off (SIGPIPE) would fail the check.
+has() { grep -qxF "$2" <<<"$(files "$1")" || fail "$1 lacks $2; it holds: $(files "$1" | tr '\n' ' ')"; ok; }
 
 # libpkmcomN: the shared library alone, in the multiarch libdir, with a shlibs file.
 L=libpkmcom$major
@@ -40,14 +42,14 @@ L=libpkmcom$major
 ok
 [ "$(field $L Section)" = libs ] || fail "$L section $(field $L Section)"
 ok
-dpkg-deb --info "$T/b/${L}_${v}_$arch.deb" shlibs | grep -qxF "libpkmcom $major $L (= $v)" ||
+grep -qxF "libpkmcom $major $L (= $v)" <<<"$(dpkg-deb --info "$T/b/${L}_${v}_$arch.deb" shlibs)" ||
     fail "$L shlibs: $(dpkg-deb --info "$T/b/${L}_${v}_$arch.deb" shlibs 2>&1)"
 ok
 # Runtime dependencies on Debian's library packages (worked out by dpkg-shlibdeps).
 if command -v dpkg-shlibdeps >/dev/null; then
     for p in $L pkmcom; do
         for d in libc6 libssl3 libjansson4 libuv1; do
-            field $p Depends | tr ',' '\n' | grep -qE "^ *$d( |$)" || fail "$p Depends lacks $d: $(field $p Depends)"
+            grep -qE "^ *$d( |$)" <<<"$(field $p Depends | tr ',' '\n')" || fail "$p Depends lacks $d: $(field $p Depends)"
             ok
         done
     done
@@ -63,11 +65,11 @@ for f in ./usr/include/pkmcom/pkmcom.h ./usr/include/pkmcom/server.h "$lib/libpk
     "$lib/cmake/pkmcom/pkmcom-config-version.cmake" "$lib/cmake/pkmcom/pkmcom-targets.cmake"; do
     has $D "$f"
 done
-! files $D | grep -q "libpkmcom.so.$major" || fail "$D holds the shared library itself"
+! grep -q "libpkmcom.so.$major" <<<"$(files $D)" || fail "$D holds the shared library itself"
 ok
 deps=$(field $D Depends)
 for d in "$L (= $v)" libssl-dev libjansson-dev libuv1-dev; do
-    echo "$deps" | tr ',' '\n' | grep -qE "^ *$(printf '%s' "$d" | sed 's/[().=]/\\&/g')" ||
+    grep -qE "^ *$(printf '%s' "$d" | sed 's/[().=]/\\&/g')" <<<"$(tr ',' '\n' <<<"$deps")" ||
         fail "$D Depends lacks '$d': $deps"
     ok
 done

@@ -60,7 +60,7 @@ for f in "$src"/examples/*.c; do
     grep -qF "$libdir/libpkmcom.so" "$T/ldd.out" || fail "$name does not load $libdir/libpkmcom.so: $(cat "$T/ldd.out")"
     ok
 done
-ls "$T/pc" | grep -q . || fail "no examples built"
+[ -n "$(ls "$T/pc")" ] || fail "no examples built"
 
 # 2. CMake, find_package(pkmcom CONFIG) from examples/CMakeLists.txt.
 cmake -S "$src/examples" -B "$T/cm" --log-level=WARNING -DCMAKE_PREFIX_PATH="$P" \
@@ -71,7 +71,9 @@ for name in client echo_server engine_poll client_static; do
     [ -x "$T/cm/$name" ] || fail "CMake build made no $name"
     ok
 done
-ldd "$T/cm/client_static" | grep -q libpkmcom && fail "client_static loads a shared libpkmcom"
+# (ldd into a file, then grep: under pipefail grep -q's early exit could fail the pipeline.)
+ldd "$T/cm/client_static" >"$T/ldd.out" 2>&1
+! grep -q libpkmcom "$T/ldd.out" || fail "client_static loads a shared libpkmcom: $(cat "$T/ldd.out")"
 ok
 
 # start_server NAME CMD...: starts CMD in the background, waits for "listening on 127.0.0.1:PORT

@@ -27,7 +27,8 @@ missing=$(comm -13 "$T/exported" "$T/declared")
 [ -z "$missing" ] || fail "declared PKM_API but not exported: $(echo $missing)"
 
 # Symbol versioning (cmake/libpkmcom.map) and the SONAME.
-nm -D --defined-only "$so" | grep -q ' pkm_version@@PKMCOM_0$' || fail "pkm_version is not versioned PKMCOM_0"
+nm -D --defined-only "$so" >"$T/nm.out"
+grep -q ' pkm_version@@PKMCOM_0$' "$T/nm.out" || fail "pkm_version is not versioned PKMCOM_0"
 soname=$(objdump -p "$so" | awk '$1 == "SONAME" {print $2}')
 case "$soname" in libpkmcom.so.[0-9]*) ;; *) fail "SONAME is '$soname', expected libpkmcom.so.MAJOR" ;; esac
 real=$(readlink -f "$so")
