@@ -79,7 +79,7 @@ uninstall:
 package:
 	@bash scripts/deps.sh package
 	@cmake -S . -B build-package --log-level=NOTICE -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-	  -DCMAKE_INSTALL_PREFIX=/usr -DPKM_TESTS=OFF -DPKM_BENCH=OFF $(WERROR)
+	  -DCMAKE_INSTALL_PREFIX=/usr -DPKM_DEBIAN=ON -DPKM_TESTS=OFF -DPKM_BENCH=OFF $(WERROR)
 	@cmake --build build-package -j $(JOBS)
 	@cd build-package && cpack -G DEB
 	@ls build-package/*.deb

@@ -5,6 +5,19 @@
 #                        run by the postinst/postrm CPack writes)
 #   libpkmcom-dev  "dev":  headers, static library, libpkmcom.so link, pkmcom.pc, CMake package
 #   pkmcom         "tool": the pkmcom tool and its man page
+# PKM_DEBIAN=ON (set by make package) adds what Debian policy asks: /usr/share/doc/<pkg>/copyright
+# and a gzipped man page.
+if(PKM_DEBIAN)  # /usr/share/doc/<package>/copyright, in each package
+  install(FILES ${PROJECT_SOURCE_DIR}/LICENSE DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/doc/libpkmcom${PROJECT_VERSION_MAJOR}
+          RENAME copyright COMPONENT lib)
+  install(FILES ${PROJECT_SOURCE_DIR}/LICENSE DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/doc/libpkmcom-dev
+          RENAME copyright COMPONENT dev)
+  install(FILES ${PROJECT_SOURCE_DIR}/LICENSE DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/doc/pkmcom
+          RENAME copyright COMPONENT tool)
+else()
+  install(FILES ${PROJECT_SOURCE_DIR}/LICENSE DESTINATION ${CMAKE_INSTALL_DOCDIR} COMPONENT dev)
+endif()
+
 set(CPACK_GENERATOR DEB)
 set(CPACK_PACKAGE_NAME pkmcom)
 set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
@@ -35,7 +48,7 @@ set(CPACK_DEBIAN_LIB_DESCRIPTION
 set(CPACK_DEBIAN_DEV_PACKAGE_NAME libpkmcom-dev)
 set(CPACK_DEBIAN_DEV_PACKAGE_SECTION libdevel)
 set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS
-    "${PKM_LIB_PACKAGE} (= ${PROJECT_VERSION}), libssl-dev (>= 3.0), libjansson-dev, libuv1-dev")
+    "${PKM_LIB_PACKAGE} (= ${PROJECT_VERSION}), libssl-dev (>= 3.0), libjansson-dev, libuv1-dev, pkgconf | pkg-config")
 set(CPACK_DEBIAN_DEV_DESCRIPTION
     "PkmCom/TCP library (development files)\n Headers, static library, pkg-config file and CMake package of libpkmcom.")
 

@@ -15,7 +15,7 @@ CHECKS=0
 ok() { CHECKS=$((CHECKS + 1)); }
 
 cmake -S "$src" -B "$T/b" --log-level=WARNING -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DCMAKE_INSTALL_PREFIX=/usr -DPKM_TESTS=OFF -DPKM_BENCH=OFF >"$T/configure.log" ||
+    -DCMAKE_INSTALL_PREFIX=/usr -DPKM_DEBIAN=ON -DPKM_TESTS=OFF -DPKM_BENCH=OFF >"$T/configure.log" ||
     { cat "$T/configure.log" >&2; fail "configure"; }
 cmake --build "$T/b" -j 2 >"$T/build.log" || { tail -30 "$T/build.log" >&2; fail "build"; }
 (cd "$T/b" && cpack -G DEB >"$T/cpack.log" 2>&1) || { cat "$T/cpack.log" >&2; fail "cpack"; }
@@ -37,7 +37,7 @@ has() { grep -qxF "$2" <<<"$(files "$1")" || fail "$1 lacks $2; it holds: $(file
 
 # libpkmcomN: the shared library alone, in the multiarch libdir, with a shlibs file.
 L=libpkmcom$major
-[ "$(files $L | tr '\n' ' ')" = "$lib/libpkmcom.so.$major $lib/libpkmcom.so.$v " ] ||
+[ "$(files $L | tr '\n' ' ')" = "$lib/libpkmcom.so.$major $lib/libpkmcom.so.$v ./usr/share/doc/$L/copyright " ] ||
     fail "$L holds: $(files $L | tr '\n' ' ')"
 ok
 [ "$(field $L Section)" = libs ] || fail "$L section $(field $L Section)"
@@ -68,8 +68,8 @@ done
 ! grep -q "libpkmcom.so.$major" <<<"$(files $D)" || fail "$D holds the shared library itself"
 ok
 deps=$(field $D Depends)
-for d in "$L (= $v)" libssl-dev libjansson-dev libuv1-dev; do
-    grep -qE "^ *$(printf '%s' "$d" | sed 's/[().=]/\\&/g')" <<<"$(tr ',' '\n' <<<"$deps")" ||
+for d in "$L (= $v)" libssl-dev libjansson-dev libuv1-dev "pkgconf | pkg-config"; do
+    grep -qE "^ *$(printf '%s' "$d" | sed 's/[().=|]/\\&/g')" <<<"$(tr ',' '\n' <<<"$deps")" ||
         fail "$D Depends lacks '$d': $deps"
     ok
 done
@@ -83,5 +83,11 @@ ok
 
 # pkmcom: the tool and its man page.
 has pkmcom ./usr/bin/pkmcom
-has pkmcom ./usr/share/man/man1/pkmcom.1
+has pkmcom ./usr/share/man/man1/pkmcom.1.gz
+has pkmcom ./usr/share/doc/pkmcom/copyright
+has $D ./usr/share/doc/$D/copyright
+dpkg-deb --fsys-tarfile "$T/b/pkmcom_${v}_$arch.deb" | tar -xO ./usr/share/man/man1/pkmcom.1.gz |
+    gzip -dc >"$T/pkmcom.1"
+cmp -s "$T/pkmcom.1" "$src/man/pkmcom.1" || fail "pkmcom.1.gz is not man/pkmcom.1"
+ok
 echo "pkg_debs: $CHECKS checks passed"
