@@ -47,5 +47,5 @@ port=$(sed -nE 's/^listening on 127\.0\.0\.1:([0-9]+).*/\1/p' /tmp/server.out)
 timeout 20 /tmp/client-deb 127.0.0.1 "$port"
 timeout 20 /tmp/ex-deb/engine_poll 127.0.0.1 "$port"
 kill "$srv"; wait "$srv" || true
-pkmcom --help >/dev/null && test -f /usr/share/man/man1/pkmcom.1
+pkmcom --help >/dev/null && test -f /usr/share/man/man1/pkmcom.1.gz && test -f /usr/share/doc/libpkmcom0/copyright
 step "all fresh-machine checks passed"
