@@ -7,6 +7,7 @@
 #include "pkmcom/keys.h"
 #include "pkmcom/apl.h"
 #include "pkmcom/schema.h"
+#include "pkmcom/cmpl.h"
 #include "pkmcom/engine.h"
 #include "pkmcom/conn.h"
 #include "pkmcom/server.h"
