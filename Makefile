@@ -1,5 +1,7 @@
 # Front door for people: wraps CMake/ctest. `make`, `make test`, `make demo`, `make install`.
-# Each target first installs the Debian packages it needs (scripts/deps.sh, idempotent).
+# The build and test targets first install the Debian packages they need (scripts/deps.sh,
+# idempotent), as does `make package` (dpkg-dev); `make install` and `make uninstall` never run
+# apt-get.
 
 MAKEFLAGS += --no-print-directory
 BUILD ?= build
@@ -11,28 +13,34 @@ SECONDS ?= 30
 ifeq ($(CI),true)
   WERROR := -DPKM_WERROR=ON
 endif
+# Configuring prints only what matters (notices, warnings, errors such as a missing package).
+CONFIGURE = cmake -S . -B $(BUILD) --log-level=NOTICE -DCMAKE_BUILD_TYPE=RelWithDebInfo $(WERROR)
 
-.PHONY: all build test test-asan test-valgrind demo install bench fuzz soak format clean deps
+.PHONY: all build test test-asan test-valgrind demo install uninstall package bench fuzz soak \
+        format clean deps
 
 all: build
 
 deps:
 	@bash scripts/deps.sh build
 
+# The library and the tool need only the build group; the tests are built too when cmocka is
+# there (PKM_TESTS=AUTO).
 build: deps
-	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(WERROR) $(CMAKE_FLAGS) >/dev/null
+	@$(CONFIGURE) $(CMAKE_FLAGS)
 	@cmake --build $(BUILD) -j $(JOBS)
 
 test:
 	@bash scripts/deps.sh test
-	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(WERROR) $(CMAKE_FLAGS) >/dev/null
+	@$(CONFIGURE) -DPKM_TESTS=ON $(CMAKE_FLAGS)
 	@cmake --build $(BUILD) -j $(JOBS)
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 # The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer, in its own build tree.
 test-asan:
 	@bash scripts/deps.sh asan
-	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DPKM_SANITIZE=ON -DPKM_BENCH=OFF $(WERROR) >/dev/null
+	@cmake -S . -B build-asan --log-level=NOTICE -DCMAKE_BUILD_TYPE=Debug -DPKM_SANITIZE=ON \
+	  -DPKM_TESTS=ON -DPKM_BENCH=OFF $(WERROR)
 	@cmake --build build-asan -j $(JOBS)
 	@cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS)
@@ -40,15 +48,41 @@ test-asan:
 # The whole suite under valgrind memcheck; any report fails the run.
 test-valgrind:
 	@bash scripts/deps.sh valgrind
-	@cmake -S . -B build-valgrind -DCMAKE_BUILD_TYPE=Debug -DPKM_BENCH=OFF -DPKM_VALGRIND=ON $(WERROR) >/dev/null
+	@cmake -S . -B build-valgrind --log-level=NOTICE -DCMAKE_BUILD_TYPE=Debug -DPKM_TESTS=ON \
+	  -DPKM_BENCH=OFF -DPKM_VALGRIND=ON $(WERROR)
 	@cmake --build build-valgrind -j $(JOBS)
 	@cd build-valgrind && ctest --output-on-failure -j $(JOBS)
 
 demo: build
 	@$(BUILD)/pkmcom demo
 
-install: build
+# Installs what `make` built (building it first if needed) under PREFIX; no apt-get: a missing
+# package stops the configuration with its name. `sudo make install` for a system prefix.
+install:
+	@$(CONFIGURE) -DCMAKE_INSTALL_PREFIX=$(PREFIX) $(CMAKE_FLAGS)
+	@cmake --build $(BUILD) -j $(JOBS)
 	@cmake --install $(BUILD) --prefix $(PREFIX)
+
+# Removes every file the last `make install` from $(BUILD) installed (its install_manifest.txt),
+# then the directories of ours it leaves empty.
+uninstall:
+	@test -f $(BUILD)/install_manifest.txt || { echo "make uninstall: no $(BUILD)/install_manifest.txt (nothing installed from $(BUILD))" >&2; exit 1; }
+	@while IFS= read -r f || [ -n "$$f" ]; do \
+	  if [ -e "$$f" ] || [ -L "$$f" ]; then rm -f "$$f" && echo "removed $$f"; fi; \
+	done < $(BUILD)/install_manifest.txt
+	@for d in $$(sed -n 's,/\(pkmcom\)/[^/]*$$,/\1,p' $(BUILD)/install_manifest.txt | sort -u); do \
+	  rmdir "$$d" 2>/dev/null && echo "removed $$d/" || true; \
+	done
+
+# Debian packages (CPack) in build-package/: libpkmcom0, libpkmcom-dev, pkmcom. Install them with
+# `sudo apt-get install ./build-package/*.deb`.
+package:
+	@bash scripts/deps.sh package
+	@cmake -S . -B build-package --log-level=NOTICE -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_INSTALL_PREFIX=/usr -DPKM_DEBIAN=ON -DPKM_TESTS=OFF -DPKM_BENCH=OFF $(WERROR)
+	@cmake --build build-package -j $(JOBS)
+	@cd build-package && cpack -G DEB
+	@ls build-package/*.deb
 
 bench: build
 	@bash scripts/deps.sh bench
@@ -65,4 +99,4 @@ format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf build build-asan build-valgrind build-fuzz
+	rm -rf build build-asan build-valgrind build-fuzz build-package

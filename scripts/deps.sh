@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a make target needs, only when they are missing (idempotent).
-# Usage: scripts/deps.sh [build|test|asan|valgrind|fuzz|bench|all]...  (default: build)
+# Usage: scripts/deps.sh [build|test|asan|valgrind|fuzz|bench|package|all]...  (default: build)
+# build: a working C compiler (gcc and libc6-dev: gcc's C library headers and crt files are only a
+# "Recommends", which --no-install-recommends leaves out), CMake, and the library's dependencies.
 set -euo pipefail
 
 pkgs_for() {
   case "$1" in
-    build) echo "gcc make cmake pkg-config libssl-dev libjansson-dev libuv1-dev openssl" ;;
-    test) echo "$(pkgs_for build) libcmocka-dev python3-cryptography haproxy" ;;
+    build) echo "gcc libc6-dev make cmake pkg-config libssl-dev libjansson-dev libuv1-dev openssl" ;;
+    test) echo "$(pkgs_for build) libcmocka-dev python3-cryptography haproxy $(pkgs_for package)" ;;
     asan) echo "$(pkgs_for test) libclang-rt-14-dev" ;;
     valgrind) echo "$(pkgs_for test) valgrind" ;;
     fuzz) echo "$(pkgs_for build) clang libclang-rt-14-dev" ;;
     bench) echo "$(pkgs_for build) gnuplot-nox python3" ;;
-    all) echo "$(pkgs_for test) $(pkgs_for fuzz) $(pkgs_for bench) valgrind" ;;
-    *) echo "deps.sh: unknown group '$1' (build, test, asan, valgrind, fuzz, bench, all)" >&2; return 1 ;;
+    # make package (and its test): CPack's DEB generator, which needs file; dpkg-shlibdeps
+    # (dpkg-dev) works out the Depends.
+    package) echo "$(pkgs_for build) dpkg-dev file" ;;
+    all) echo "$(pkgs_for test) $(pkgs_for fuzz) $(pkgs_for bench) $(pkgs_for package) valgrind" ;;
+    *) echo "deps.sh: unknown group '$1' (build, test, asan, valgrind, fuzz, bench, package, all)" >&2; return 1 ;;
   esac
 }
 
