@@ -5,8 +5,8 @@ set -euo pipefail
 
 pkgs_for() {
   case "$1" in
-    build) echo "gcc make cmake pkg-config libssl-dev libjansson-dev libuv1-dev openssl" ;;
-    test) echo "$(pkgs_for build) libcmocka-dev python3-cryptography haproxy" ;;
+    build) echo "gcc make cmake pkg-config libssl-dev libjansson-dev libuv1-dev openssl libhiredis-dev" ;;
+    test) echo "$(pkgs_for build) libcmocka-dev python3-cryptography haproxy redis-server" ;;
     asan) echo "$(pkgs_for test) libclang-rt-14-dev" ;;
     valgrind) echo "$(pkgs_for test) valgrind" ;;
     fuzz) echo "$(pkgs_for build) clang libclang-rt-14-dev" ;;
