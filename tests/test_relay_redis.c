@@ -360,6 +360,14 @@ static int b_got_two(side_t *a, side_t *b)
     return b->got >= 2;
 }
 
+static int three_attempts(side_t *a, side_t *b)
+{
+    relay_redis_stats_t st;
+    (void)b;
+    relay_redis_get_stats(a->r, &st);
+    return st.attempts >= 3;
+}
+
 static int never(side_t *a, side_t *b)
 {
     (void)a;
@@ -464,11 +472,51 @@ static void test_live(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* A server that accepts (the kernel does, into the backlog) and never answers: each attempt
+ * times out, is retried, and the log says so once. No Redis needed. */
+static void test_silent_server(void **state)
+{
+    (void)state;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t al = sizeof a;
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(fd, 128), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &al), 0);
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    char url[96];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", ntohs(a.sin_port));
+    side_t c = {.name = "C"};
+    char *err = NULL;
+    c.r = relay_redis_new(&loop, url, on_message, &c, &err);
+    assert_non_null(c.r);
+    relay_redis_set_log(c.r, on_log);
+    relay_redis_set_connect_timeout(c.r, 100); /* the attempt under way too */
+    assert_true(run_until(&loop, three_attempts, &c, &c, WAIT_MS));
+    relay_redis_stats_t st;
+    relay_redis_get_stats(c.r, &st);
+    assert_int_equal(st.connected, 0);
+    assert_int_equal(st.losses, 1);
+    assert_int_equal(c.other_logs, 1); /* "cannot reach ... (no answer within 100 ms)", once */
+    assert_int_equal(c.lost_logs + c.back_logs, 0);
+    assert_int_equal(relay_redis_publish(c.r, 1, 1, 1, (const uint8_t *)"x", 1), 1);
+    relay_redis_free(c.r);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    close(fd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_url),
         cmocka_unit_test(test_format),
+        cmocka_unit_test(test_silent_server),
         cmocka_unit_test_setup_teardown(test_live, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -125,7 +125,10 @@ struct relay_redis {
     int bad_logged, closing;
     uint64_t backoff_ms;
     uint64_t dropped_at_loss;
-    uv_timer_t retry;
+    uint64_t connect_timeout_ms;
+    uv_timer_t retry;   /* the next connection attempt */
+    uv_timer_t attempt; /* the deadline of the attempt under way */
+    int open_handles;   /* timers not yet closed (relay_redis_free) */
     uint8_t *buf;
     size_t bufcap;
     relay_redis_stats_t stats;
@@ -354,6 +357,7 @@ static void note_maybe_up(relay_redis_t *r)
 {
     if (r->closing || r->up || !r->pub_up || !r->sub_up) return;
     r->up = 1;
+    uv_timer_stop(&r->attempt);
     r->backoff_ms = RELAY_REDIS_BACKOFF_MIN_MS;
     if (r->down_logged) {
         r->stats.recoveries++;
@@ -474,9 +478,35 @@ static redisAsyncContext *start_one(relay_redis_t *r)
     return ac;
 }
 
+/* The attempt under way got no answer in time (a host that drops packets, a server that
+ * accepts and says nothing): whatever is not up yet is dropped and retried. */
+static void on_attempt_timeout(uv_timer_t *t)
+{
+    relay_redis_t *r = t->data;
+    if (r->closing || r->up) return;
+    char why[96];
+    snprintf(why, sizeof why, "no answer within %llu ms",
+             (unsigned long long)r->connect_timeout_ms);
+    note_down(r, why); /* before the frees below, whose callbacks would name a lesser reason */
+    redisAsyncContext *p = r->pub_up ? NULL : r->pub, *s = r->sub_up ? NULL : r->sub;
+    if (p) {
+        r->pub = NULL;
+        redisAsyncFree(p);
+    }
+    if (s) {
+        r->sub = NULL;
+        redisAsyncFree(s);
+    }
+    schedule_retry(r);
+}
+
 static void connect_missing(relay_redis_t *r)
 {
     if (r->closing) return;
+    if (!r->pub || !r->sub) {
+        r->stats.attempts++;
+        uv_timer_start(&r->attempt, on_attempt_timeout, r->connect_timeout_ms, 0);
+    }
     if (!r->pub) r->pub = start_one(r);
     if (!r->sub) {
         r->sub = start_one(r);
@@ -521,8 +551,12 @@ relay_redis_t *relay_redis_new(uv_loop_t *loop, const char *url, relay_redis_mes
     r->on_message = on_message;
     r->ctx = ctx;
     r->backoff_ms = RELAY_REDIS_BACKOFF_MIN_MS;
+    r->connect_timeout_ms = RELAY_REDIS_CONNECT_TIMEOUT_MS;
     uv_timer_init(loop, &r->retry);
     r->retry.data = r;
+    uv_timer_init(loop, &r->attempt);
+    r->attempt.data = r;
+    r->open_handles = 2;
     connect_missing(r);
     return r;
 }
@@ -530,6 +564,13 @@ relay_redis_t *relay_redis_new(uv_loop_t *loop, const char *url, relay_redis_mes
 void relay_redis_set_log(relay_redis_t *r, relay_redis_log_fn fn)
 {
     r->on_log = fn;
+}
+
+void relay_redis_set_connect_timeout(relay_redis_t *r, uint64_t ms)
+{
+    r->connect_timeout_ms = ms ? ms : RELAY_REDIS_CONNECT_TIMEOUT_MS;
+    if (uv_is_active((uv_handle_t *)&r->attempt))
+        uv_timer_start(&r->attempt, on_attempt_timeout, r->connect_timeout_ms, 0);
 }
 
 int relay_redis_publish(relay_redis_t *r, uint64_t conn_id, uint8_t id, uint32_t hash,
@@ -578,6 +619,7 @@ uint64_t relay_redis_instance_id(const relay_redis_t *r)
 static void free_after_close(uv_handle_t *h)
 {
     relay_redis_t *r = h->data;
+    if (--r->open_handles > 0) return;
     free(r->buf);
     free(r);
 }
@@ -591,6 +633,6 @@ void relay_redis_free(relay_redis_t *r)
     r->pub_up = r->sub_up = 0;
     if (p) redisAsyncFree(p);
     if (s) redisAsyncFree(s);
-    uv_timer_stop(&r->retry);
     uv_close((uv_handle_t *)&r->retry, free_after_close);
+    uv_close((uv_handle_t *)&r->attempt, free_after_close);
 }

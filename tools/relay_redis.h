@@ -50,6 +50,10 @@
 #define RELAY_REDIS_HOST_MAX        256
 #define RELAY_REDIS_BACKOFF_MIN_MS  100
 #define RELAY_REDIS_BACKOFF_MAX_MS  5000
+/* A connection attempt that is not up (connected, and the subscription confirmed) within this
+ * long is dropped and retried: a host that drops packets, or a server that accepts and says
+ * nothing. */
+#define RELAY_REDIS_CONNECT_TIMEOUT_MS 5000
 
 /* Log levels: the same numbers as pkm_server's (pkmcom/server.h: 1 error, 2 warn, 3 info). */
 #define RELAY_REDIS_LOG_WARN 2
@@ -101,6 +105,10 @@ relay_redis_t *relay_redis_new(uv_loop_t *loop, const char *url, relay_redis_mes
 /* Sends log lines to fn (with the ctx of relay_redis_new) from now on; NULL: stderr again. */
 void relay_redis_set_log(relay_redis_t *r, relay_redis_log_fn fn);
 
+/* The deadline of each connection attempt (0: the default, RELAY_REDIS_CONNECT_TIMEOUT_MS); an
+ * attempt under way gets it too, counted from now. */
+void relay_redis_set_connect_timeout(relay_redis_t *r, uint64_t ms);
+
 /* Publishes one packet received from a local client on connection conn_id (content copied before
  * the call returns). Returns 0 when it was handed to Redis (Redis may still lose it if the
  * connection breaks before it is written), 1 when it was dropped because the relay is not
@@ -119,6 +127,7 @@ typedef struct relay_redis_stats {
     uint64_t bad_messages; /* malformed messages, not delivered */
     uint64_t losses;       /* times Redis was lost (or found unreachable at start) */
     uint64_t recoveries;   /* times both connections came back after a loss */
+    uint64_t attempts;     /* connection attempts (the first included) */
 } relay_redis_stats_t;
 
 void relay_redis_get_stats(const relay_redis_t *r, relay_redis_stats_t *out);
