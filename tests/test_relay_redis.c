@@ -3,6 +3,7 @@
  * relays on one libuv loop against a live redis-server (Debian's package) on a free loopback
  * port, which is stopped and restarted on the same port. Every wait is bounded. */
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
@@ -276,6 +277,8 @@ typedef struct {
     uint8_t last[64];
     size_t last_len;
     int lost_logs, back_logs, other_logs;
+    uint32_t posts_seen; /* packets of id 0x45 (posted), whose hash numbers them 0, 1, 2... */
+    int posts_out_of_order;
 } side_t;
 
 static void on_message(void *ctx, uint64_t instance, uint64_t conn_id, uint8_t id, uint32_t hash,
@@ -289,6 +292,10 @@ static void on_message(void *ctx, uint64_t instance, uint64_t conn_id, uint8_t i
     s->last_hash = hash;
     s->last_len = len;
     memcpy(s->last, content, len < sizeof s->last ? len : sizeof s->last);
+    if (id == 0x45) {
+        if (hash != s->posts_seen) s->posts_out_of_order++;
+        s->posts_seen++;
+    }
 }
 
 static void on_log(void *ctx, int level, const char *msg)
@@ -368,6 +375,25 @@ static int three_attempts(side_t *a, side_t *b)
     return st.attempts >= 3;
 }
 
+#define POSTS 200
+
+static int b_got_posts(side_t *a, side_t *b)
+{
+    (void)a;
+    return b->got >= 1 + POSTS;
+}
+
+/* Another thread posts through A while the loop runs on the test's thread. */
+static void *poster(void *arg)
+{
+    relay_redis_t *r = arg;
+    for (uint32_t i = 0; i < POSTS; i++) {
+        uint8_t c[4] = {(uint8_t)(i >> 24), (uint8_t)(i >> 16), (uint8_t)(i >> 8), (uint8_t)i};
+        if (relay_redis_post(r, 100 + i, 0x45, i, c, sizeof c) != 0) return (void *)1;
+    }
+    return NULL;
+}
+
 static int never(side_t *a, side_t *b)
 {
     (void)a;
@@ -430,6 +456,23 @@ static void test_live(void **state)
     assert_int_equal(sa.dropped, 0);
     assert_int_equal(a.lost_logs + b.lost_logs, 0);
 
+    /* posted from another thread: every packet arrives, in order (the last one is the last) */
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, poster, a.r), 0);
+    int posted = run_until(&loop, b_got_posts, &a, &b, WAIT_MS);
+    void *prc = NULL;
+    assert_int_equal(pthread_join(th, &prc), 0);
+    assert_null(prc);
+    assert_true(posted);
+    assert_int_equal(b.got, 1 + POSTS);
+    assert_int_equal(b.posts_seen, POSTS);
+    assert_int_equal(b.posts_out_of_order, 0);
+    assert_true(b.last_conn == 100 + POSTS - 1 && b.last_hash == POSTS - 1 && b.last_len == 4);
+    relay_redis_get_stats(a.r, &sa);
+    assert_int_equal(sa.published, 1 + POSTS);
+    assert_int_equal(sa.dropped, 0);
+    b.got = 1; /* the counts below go on from the first exchange */
+
     /* Redis goes away: each relay logs the loss once, and drops (counts) publishes */
     stop_redis();
     assert_true(run_until(&loop, both_down, &a, &b, WAIT_MS));
@@ -440,7 +483,7 @@ static void test_live(void **state)
         assert_int_equal(relay_redis_publish(a.r, 7, 0x42, 0, hello, sizeof hello), 1);
     relay_redis_get_stats(a.r, &sa);
     assert_int_equal(sa.dropped, 10);
-    assert_int_equal(sa.published, 1);
+    assert_int_equal(sa.published, 1 + POSTS);
     assert_int_equal(sa.losses, 1);
     assert_int_equal(a.lost_logs, 1);
     assert_int_equal(b.lost_logs, 1);
@@ -463,7 +506,7 @@ static void test_live(void **state)
     assert_memory_equal(b.last, again, sizeof again);
     relay_redis_get_stats(a.r, &sa);
     assert_int_equal(sa.recoveries, 1);
-    assert_int_equal(sa.published, 2);
+    assert_int_equal(sa.published, 2 + POSTS);
 
     /* freeing closes everything on the loop */
     relay_redis_free(a.r);

@@ -4,6 +4,7 @@
 #include "relay_redis.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,6 +111,16 @@ static int ev_attach(redisAsyncContext *ac, uv_loop_t *loop)
     return 0;
 }
 
+/* A packet relay_redis_post() queued for the loop's thread. */
+typedef struct post {
+    struct post *next;
+    uint64_t conn_id;
+    uint32_t hash;
+    uint8_t id;
+    size_t len;
+    uint8_t content[];
+} post_t;
+
 struct relay_redis {
     uv_loop_t *loop;
     relay_redis_url_t url;
@@ -128,7 +139,12 @@ struct relay_redis {
     uint64_t connect_timeout_ms;
     uv_timer_t retry;   /* the next connection attempt */
     uv_timer_t attempt; /* the deadline of the attempt under way */
-    int open_handles;   /* timers not yet closed (relay_redis_free) */
+    int open_handles;   /* handles not yet closed (relay_redis_free) */
+    uv_async_t async;   /* relay_redis_post() wakes the loop */
+    uv_mutex_t mu;      /* guards posts and nposts */
+    post_t *posts, *posts_tail;
+    size_t nposts;
+    _Atomic uint64_t post_dropped; /* counted on other threads */
     uint8_t *buf;
     size_t bufcap;
     relay_redis_stats_t stats;
@@ -522,6 +538,59 @@ static void connect_missing(relay_redis_t *r)
 
 /* ---- API ------------------------------------------------------------------------------------ */
 
+/* On the loop: publishes what other threads posted. */
+static void on_posts(uv_async_t *a)
+{
+    relay_redis_t *r = a->data;
+    uv_mutex_lock(&r->mu);
+    post_t *p = r->posts;
+    r->posts = r->posts_tail = NULL;
+    r->nposts = 0;
+    uv_mutex_unlock(&r->mu);
+    while (p) {
+        post_t *next = p->next;
+        if (!r->closing) relay_redis_publish(r, p->conn_id, p->id, p->hash, p->content, p->len);
+        free(p);
+        p = next;
+    }
+}
+
+int relay_redis_post(relay_redis_t *r, uint64_t conn_id, uint8_t id, uint32_t hash,
+                     const uint8_t *content, size_t len)
+{
+    if (len > RELAY_REDIS_MAX_CONTENT || (len && !content)) {
+        atomic_fetch_add(&r->post_dropped, 1);
+        return -1;
+    }
+    post_t *p = malloc(sizeof *p + len);
+    if (!p) {
+        atomic_fetch_add(&r->post_dropped, 1);
+        return -1;
+    }
+    p->next = NULL;
+    p->conn_id = conn_id;
+    p->id = id;
+    p->hash = hash;
+    p->len = len;
+    if (len) memcpy(p->content, content, len);
+    uv_mutex_lock(&r->mu);
+    if (r->nposts >= RELAY_REDIS_POST_QUEUE_MAX) {
+        uv_mutex_unlock(&r->mu);
+        free(p);
+        atomic_fetch_add(&r->post_dropped, 1);
+        return 1;
+    }
+    if (r->posts_tail)
+        r->posts_tail->next = p;
+    else
+        r->posts = p;
+    r->posts_tail = p;
+    r->nposts++;
+    uv_mutex_unlock(&r->mu);
+    uv_async_send(&r->async);
+    return 0;
+}
+
 static relay_redis_t *new_fail(char **err, const char *msg)
 {
     if (err) *err = strdup(msg);
@@ -556,7 +625,13 @@ relay_redis_t *relay_redis_new(uv_loop_t *loop, const char *url, relay_redis_mes
     r->retry.data = r;
     uv_timer_init(loop, &r->attempt);
     r->attempt.data = r;
-    r->open_handles = 2;
+    if (uv_mutex_init(&r->mu) != 0) {
+        free(r);
+        return new_fail(err, "cannot make a mutex");
+    }
+    uv_async_init(loop, &r->async, on_posts);
+    r->async.data = r;
+    r->open_handles = 3;
     connect_missing(r);
     return r;
 }
@@ -609,6 +684,7 @@ void relay_redis_get_stats(const relay_redis_t *r, relay_redis_stats_t *out)
 {
     *out = r->stats;
     out->connected = r->up;
+    out->dropped += atomic_load(&((relay_redis_t *)r)->post_dropped);
 }
 
 uint64_t relay_redis_instance_id(const relay_redis_t *r)
@@ -620,6 +696,11 @@ static void free_after_close(uv_handle_t *h)
 {
     relay_redis_t *r = h->data;
     if (--r->open_handles > 0) return;
+    for (post_t *p = r->posts, *next; p; p = next) {
+        next = p->next;
+        free(p);
+    }
+    uv_mutex_destroy(&r->mu);
     free(r->buf);
     free(r);
 }
@@ -635,4 +716,5 @@ void relay_redis_free(relay_redis_t *r)
     if (s) redisAsyncFree(s);
     uv_close((uv_handle_t *)&r->retry, free_after_close);
     uv_close((uv_handle_t *)&r->attempt, free_after_close);
+    uv_close((uv_handle_t *)&r->async, free_after_close);
 }

@@ -24,7 +24,9 @@
  * Messages published by others while this relay was away are not received (Redis pub/sub keeps
  * nothing).
  *
- * Threads: everything runs on the loop's thread; every function must be called there.
+ * Threads: everything runs on the loop's thread; every function must be called there, except
+ * relay_redis_post(), which any thread may call (e.g. a pkm_server loop that is not the relay's):
+ * it queues the packet, and the relay's loop publishes it.
  *
  * Wire format of one message (the Redis message payload; all integers big-endian, like PkmCom):
  *
@@ -54,6 +56,8 @@
  * long is dropped and retried: a host that drops packets, or a server that accepts and says
  * nothing. */
 #define RELAY_REDIS_CONNECT_TIMEOUT_MS 5000
+/* Packets relay_redis_post() holds for the loop at most; beyond, it drops. */
+#define RELAY_REDIS_POST_QUEUE_MAX 65536
 
 /* Log levels: the same numbers as pkm_server's (pkmcom/server.h: 1 error, 2 warn, 3 info). */
 #define RELAY_REDIS_LOG_WARN 2
@@ -116,6 +120,14 @@ void relay_redis_set_connect_timeout(relay_redis_t *r, uint64_t ms);
  * above RELAY_REDIS_MAX_CONTENT or out of memory (counted in stats.dropped too). */
 int relay_redis_publish(relay_redis_t *r, uint64_t conn_id, uint8_t id, uint32_t hash,
                         const uint8_t *content, size_t len);
+
+/* The same as relay_redis_publish(), from any thread: the packet (copied) waits in a queue of
+ * at most RELAY_REDIS_POST_QUEUE_MAX packets until the relay's loop publishes it (or drops it,
+ * as relay_redis_publish() would). Returns 0 when queued, 1 when the queue is full, -1 for len
+ * above RELAY_REDIS_MAX_CONTENT or out of memory (both counted in stats.dropped). Not
+ * concurrently with or after relay_redis_free(): stop the threads that post first. */
+int relay_redis_post(relay_redis_t *r, uint64_t conn_id, uint8_t id, uint32_t hash,
+                     const uint8_t *content, size_t len);
 
 /* Counters and state. */
 typedef struct relay_redis_stats {
