@@ -28,6 +28,12 @@
  * relay_redis_post(), which any thread may call (e.g. a pkm_server loop that is not the relay's):
  * it queues the packet, and the relay's loop publishes it.
  *
+ * Use from `pkmcom serve --relay --redis URL` (not wired yet; issue 14): serve runs the relay on
+ * a libuv loop of its own in a thread of its own (pkm_server does not share its loops); on_packet
+ * relays locally as today and calls relay_redis_post(r, pkm_server_conn_id(conn), ...); on_message
+ * (on the relay's thread) hands the packet to every connection of this instance through the
+ * library's cross-loop delivery, which must be callable from a thread that runs no server loop.
+ *
  * Wire format of one message (the Redis message payload; all integers big-endian, like PkmCom):
  *
  *   offset  size  field
