@@ -11,7 +11,7 @@
 # Contract for a bench program (bench/bench_common.h implements it):
 #   - it prints on stdout only figures, one JSON object per line (bench_emit / bench_report):
 #       name, value, unit, anchor, anchor_value, ratio   (ratio = value / anchor_value)
-#     and optionally figure (the number 1..6 of the benchmark issue) and goal, conditions on
+#     and optionally figure (a number listed in bench/report.py's FIGURES) and goal, conditions on
 #     "value" or "ratio" joined by " and ", e.g. "ratio >= 0.85" or "value >= 1e6 and ratio > 1";
 #     the report marks each figure with a goal met / not met. Anything else goes to stderr;
 #   - every figure has its anchor measured in the same run on this machine (anchor_value > 0, in

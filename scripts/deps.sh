@@ -7,8 +7,8 @@ set -euo pipefail
 
 pkgs_for() {
   case "$1" in
-    build) echo "gcc libc6-dev make cmake pkg-config libssl-dev libjansson-dev libuv1-dev openssl" ;;
-    test) echo "$(pkgs_for build) libcmocka-dev python3-cryptography haproxy $(pkgs_for package)" ;;
+    build) echo "gcc libc6-dev make cmake pkg-config libssl-dev libjansson-dev libuv1-dev openssl libhiredis-dev" ;;
+    test) echo "$(pkgs_for build) libcmocka-dev python3-cryptography haproxy redis-server $(pkgs_for package)" ;;
     asan) echo "$(pkgs_for test) libclang-rt-14-dev" ;;
     valgrind) echo "$(pkgs_for test) valgrind" ;;
     fuzz) echo "$(pkgs_for build) clang libclang-rt-14-dev" ;;
