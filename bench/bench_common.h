@@ -24,7 +24,7 @@ static inline double bench_cpu_now(void)
 }
 
 /* One figure beside its anchor, measured in the same run.
- * figure: the number of the figure in the benchmark issue (1..6), 0 for none.
+ * figure: the number of the figure in the benchmark issue (1..6; 7: issue 13), 0 for none.
  * goal:   NULL, or conditions joined by " and ", each "value|ratio OP number" with OP one of
  *         >= <= > <, e.g. "ratio >= 0.85" or "value >= 1e6 and ratio > 1". bench/run.sh marks
  *         the figure met / not met from it. ratio is always value / anchor_value. */

@@ -11,7 +11,8 @@
 # Contract for a bench program (bench/bench_common.h implements it):
 #   - it prints on stdout only figures, one JSON object per line (bench_emit / bench_report):
 #       name, value, unit, anchor, anchor_value, ratio   (ratio = value / anchor_value)
-#     and optionally figure (the number 1..6 of the benchmark issue) and goal, conditions on
+#     and optionally figure (the number 1..7: 1..6 of the benchmark issue, 7 of issue 13) and
+#     goal, conditions on
 #     "value" or "ratio" joined by " and ", e.g. "ratio >= 0.85" or "value >= 1e6 and ratio > 1";
 #     the report marks each figure with a goal met / not met. Anything else goes to stderr;
 #   - every figure has its anchor measured in the same run on this machine (anchor_value > 0, in
@@ -29,6 +30,11 @@
 #             these, make the plot.
 #   figure 2: "pipelined 32 B packets" (packets/s, anchor: the TLS 1.3 peer from tls_peer.h
 #             run in the same process); the peer itself is "TLS 1.3 pipelined 32 B messages".
+#   figure 7: "connect p50 under flood (of <N>)" and "connect p99 under flood (of <N>)" (ms,
+#             anchors: the same good client's quiet p50 / p99 in the same run; goal on p99
+#             "ratio <= 4"), "failed good connects under flood" (goal "value <= 0"), and without
+#             goal the flood's rate against the server's measured handshake capacity and that
+#             capacity against cores / (2 x RSA-2048 sign) (bench_flood).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
