@@ -477,6 +477,8 @@ int pkm__limits_hs_end(pkm__limits *lim, const pkm__source_key *src, uint64_t no
 int pkm__limits_hs_next(pkm__limits *lim, uint64_t now_ms, void **user)
 {
     if (lim->in_flight >= lim->cfg.max_handshakes || lim->rr_cur == NIL) return 0;
+    /* Sources at their own cap are passed over; there are at most
+     * max_handshakes / max_handshakes_per_source of them, which bounds the walk. */
     uint32_t start = lim->rr_cur, i = start;
     do {
         src_ent *e = &lim->src[i];

@@ -25,27 +25,54 @@
  * sources cannot wash out a ban before the idle entries without history are gone). When every
  * entry is live, a new source is refused (PKM__REFUSE_TABLE_FULL).
  *
- * Handshake admission (the RSA work of a connection is the scarce resource). A handshake asks
- * to start once the server holds the client's ClientKey, before any private-key operation:
- *  - it is ADMITTED at once when fewer than max_handshakes are in flight in all, fewer than
+ * Handshake admission. The scarce resource is the server's RSA work: two private-key operations
+ * per handshake, which cost the server about 0.5 ms of a core and the client nothing. So a
+ * handshake asks to start (pkm__limits_hs_begin) at the moment its private-key work would be
+ * queued, i.e. once the client's KeyShare is complete, and ends (pkm__limits_hs_end) when that
+ * work is done or cancelled; "in flight" means "RSA work queued or running". (A connection that
+ * sends ClientKey and then nothing holds no slot, only a connection, bounded by the per-source
+ * connection cap and the handshake timeout.) A handshake is:
+ *  - ADMITTED at once when fewer than max_handshakes are in flight in all, fewer than
  *    max_handshakes_per_source from its source, and no earlier handshake of its source waits;
- *  - else it is QUEUED, doing no RSA work, when its source has fewer than
+ *  - else QUEUED, with no RSA work submitted, when its source has fewer than
  *    max_queued_per_source waiting and fewer than max_queued wait in all;
- *  - else it is REFUSED (the caller closes the connection at once).
+ *  - else REFUSED (the caller closes the connection at once).
  * Queued handshakes wait in a FIFO per source; sources with waiting handshakes form a ring, and
- * each time a slot frees (pkm__limits_hs_next) the ring is served round-robin: the next source
- * in turn that is under its own in-flight cap starts its oldest waiting handshake. So a source
- * flooding the server holds at most max_handshakes_per_source slots and at most
- * max_queued_per_source queue places, and another source's handshake waits for at most one
- * handshake of each other waiting source, never for the flood's whole queue. A queued
- * handshake whose connection closes or times out is taken out with pkm__limits_hs_cancel
- * (its RSA work never starts). The queue's nodes are allocated once, max_queued of them. */
+ * each time a slot frees (pkm__limits_hs_end, then pkm__limits_hs_next until it returns 0) the
+ * ring is served round-robin: the next source in turn that is under its own in-flight cap starts
+ * its oldest waiting handshake. So a source flooding the server holds at most
+ * max_handshakes_per_source slots, and another source's handshake waits for at most one
+ * handshake of each other waiting source, never for the flood's whole queue: the length of the
+ * flood's queue does not matter to anyone else (it only bounds the connections that wait, which
+ * the per-source connection cap bounds anyway). A queued handshake whose connection closes or
+ * times out is taken out with pkm__limits_hs_cancel: its RSA work is never submitted. The
+ * queue's nodes are allocated once, max_queued of them (24 bytes each).
+ *
+ * The cost of a slot bounds a good client's wait: with the RSA work of max_handshakes handshakes
+ * ahead of it on C cores, a newly admitted handshake waits about max_handshakes x 0.5 ms / C
+ * (16 on 2 cores: about 4 ms). A server with more RSA threads can raise it.
+ *
+ * Wiring, for the server (every call on the loop thread, now_ms = uv_now()):
+ *   accept:            key = pkm__source_key_of(proxy source or peer);
+ *                      pkm__limits_conn_open() != 0 -> close at once (log via log_ok)
+ *   KeyShare complete: pkm__limits_hs_begin(user = conn): NOW -> submit the RSA job;
+ *                      QUEUED -> keep the ticket, submit nothing; REFUSE -> close
+ *   RSA job done or cancelled before it ran: pkm__limits_hs_end(), then
+ *                      while (pkm__limits_hs_next(&user)) submit user's RSA job
+ *   close of a connection with a queued handshake: pkm__limits_hs_cancel(ticket)
+ *   close:             pkm__limits_conn_close()
+ *   step 5 fails with a secret configured: pkm__limits_secret_failed() (1: log the ban)
+ *   any refusal:       if (pkm__limits_log_ok()) log one line, with the count left out
+ *
+ * The defaults below are for a server open to the internet (pkmcom serve). A library default
+ * that keeps today's behaviour for many connections from one address (the tests and benchmarks
+ * open thousands from 127.0.0.1) sets max_conns_per_source 0 and large queues. */
 
 /* The defaults (pkm__limits_config_init). 0 in a cap field means "no limit" where said. */
-#define PKM__LIMITS_MAX_HANDSHAKES            64
+#define PKM__LIMITS_MAX_HANDSHAKES            16
 #define PKM__LIMITS_MAX_HANDSHAKES_PER_SOURCE 4
-#define PKM__LIMITS_MAX_QUEUED                1024
-#define PKM__LIMITS_MAX_QUEUED_PER_SOURCE     16
+#define PKM__LIMITS_MAX_QUEUED                4096
+#define PKM__LIMITS_MAX_QUEUED_PER_SOURCE     256
 #define PKM__LIMITS_MAX_CONNS_PER_SOURCE      256
 #define PKM__LIMITS_SECRET_FAILS              5
 #define PKM__LIMITS_SECRET_WINDOW_MS          60000u
@@ -109,14 +136,15 @@ int pkm__limits_conn_open(pkm__limits *lim, const pkm__source_key *src, uint64_t
  * Returns 0, or PKM_ESTATE when the source has no counted connection (a caller's bug). */
 int pkm__limits_conn_close(pkm__limits *lim, const pkm__source_key *src, uint64_t now_ms);
 
-/* A counted connection from `src` asks to start its handshake. `user` identifies it (the
- * server's connection record) and is what pkm__limits_hs_next returns when it is queued.
- * Returns the decision. ADMIT_QUEUED sets *ticket (for hs_cancel); ADMIT_REFUSE sets *reason
- * (SOURCE_QUEUE, QUEUE_FULL, or NOMEM/TABLE_FULL/BANNED for a source without a counted
- * connection). ticket and reason may be NULL. */
+/* A counted connection from `src` asks to start its handshake's RSA work (its KeyShare is
+ * complete). `user` identifies it (the server's connection record) and is what
+ * pkm__limits_hs_next returns when it is queued. Returns the decision. ADMIT_QUEUED sets *ticket
+ * (for hs_cancel); ADMIT_REFUSE sets *reason: BANNED (a ban that began while it was connected),
+ * SOURCE_QUEUE, QUEUE_FULL, or NOMEM/TABLE_FULL (a source without an entry: only when no
+ * connection was counted for it). ticket and reason may be NULL. */
 pkm__admit pkm__limits_hs_begin(pkm__limits *lim, const pkm__source_key *src, void *user,
                                 uint64_t now_ms, uint64_t *ticket, pkm__refusal *reason);
-/* An admitted handshake ended (established, failed, or its connection closed): frees its slot.
+/* An admitted handshake's RSA work is done, or was cancelled before it ran: frees its slot.
  * Then call pkm__limits_hs_next until it returns 0. Returns 0, or PKM_ESTATE when the source
  * has no handshake in flight (a caller's bug). */
 int pkm__limits_hs_end(pkm__limits *lim, const pkm__source_key *src, uint64_t now_ms);

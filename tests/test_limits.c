@@ -200,6 +200,40 @@ static void queued_served_round_robin(void **state)
     pkm__limits_free(lim);
 }
 
+/* The flood scenario: one source holds every slot and has 200 handshakes waiting; a good
+ * source's handshake, arriving after all of them, starts after at most one more of the flood's. */
+static void good_source_not_behind_flood_queue(void **state)
+{
+    (void)state;
+    pkm__limits_config c;
+    pkm__limits_config_init(&c);
+    c.max_handshakes = 4;
+    c.max_handshakes_per_source = 4;
+    c.max_queued_per_source = 256;
+    pkm__limits *lim = mk(&c);
+    pkm__source_key flood = v4("127.0.0.2"), good = v4("127.0.0.1");
+    static int fu[204];
+    int gu;
+    for (int i = 0; i < 204; i++)
+        assert_int_equal(pkm__limits_hs_begin(lim, &flood, &fu[i], 0, NULL, NULL),
+                         i < 4 ? PKM__ADMIT_NOW : PKM__ADMIT_QUEUED);
+    assert_int_equal(pkm__limits_hs_begin(lim, &good, &gu, 1, NULL, NULL), PKM__ADMIT_QUEUED);
+    int flood_before = 0, admitted_good = 0;
+    for (int step = 0; step < 10 && !admitted_good; step++) {
+        assert_int_equal(pkm__limits_hs_end(lim, &flood, 2), 0);
+        void *u;
+        while (pkm__limits_hs_next(lim, 2, &u)) {
+            if (u == &gu)
+                admitted_good = 1;
+            else
+                flood_before++;
+        }
+    }
+    assert_true(admitted_good);
+    assert_true(flood_before <= 1);
+    pkm__limits_free(lim);
+}
+
 /* A free slot goes to the next waiting source that is under its own cap: a source at its cap
  * is passed over, not waited for. */
 static void next_skips_source_at_its_cap(void **state)
@@ -759,6 +793,7 @@ int main(void)
         cmocka_unit_test(caps_hold_under_burst),
         cmocka_unit_test(ipv6_slash64_is_one_source),
         cmocka_unit_test(queued_served_round_robin),
+        cmocka_unit_test(good_source_not_behind_flood_queue),
         cmocka_unit_test(next_skips_source_at_its_cap),
         cmocka_unit_test(cancelled_never_admitted),
         cmocka_unit_test(queue_caps),
