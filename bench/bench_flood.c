@@ -16,6 +16,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -277,6 +278,9 @@ static pid_t start_server(const char *pkmcom, const char *key, const char *log, 
     pid_t pid = fork();
     if (pid < 0) die("fork", errno);
     if (pid == 0) {
+        /* Ends with this program, however it ends (run.sh's timeout included). */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() == 1) _exit(127);
         int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
         int null = open("/dev/null", O_RDWR);
         if (fd < 0 || null < 0) _exit(127);
@@ -409,9 +413,31 @@ static struct flood_result flood_phase(int ctl, int res, char mode, double secon
     return r;
 }
 
+/* The temporary directory and its files, removed when the program exits, even through die(). */
+static char g_dir[64], g_key[96], g_log[96];
+static pid_t g_main;
+
+static void cleanup(void)
+{
+    if (getpid() != g_main || !g_dir[0]) return;
+    unlink(g_key);
+    unlink(g_log);
+    rmdir(g_dir);
+    g_dir[0] = 0;
+}
+
+static void on_term(int sig)
+{
+    (void)sig;
+    cleanup(); /* unlink and rmdir only: async-signal-safe */
+    _exit(1);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGTERM, on_term);
+    signal(SIGINT, on_term);
     char pkmcom[PATH_MAX + 16];
     find_pkmcom(pkmcom, sizeof pkmcom);
     double sign_s = bench_anchor_rsa2048_sign();
@@ -420,11 +446,13 @@ int main(void)
 
     /* Keys: the server's (in a temp dir, for pkmcom serve), the good client's (reused), and the
      * one whose SPKI every flood connection sends. */
-    char dir[] = "/tmp/bench_flood.XXXXXX";
-    if (!mkdtemp(dir)) die("mkdtemp", errno);
-    char keypath[sizeof dir + 16], logpath[sizeof dir + 16];
-    snprintf(keypath, sizeof keypath, "%s/key.pem", dir);
-    snprintf(logpath, sizeof logpath, "%s/serve.log", dir);
+    snprintf(g_dir, sizeof g_dir, "/tmp/bench_flood.XXXXXX");
+    if (!mkdtemp(g_dir)) die("mkdtemp", errno);
+    g_main = getpid();
+    atexit(cleanup);
+    snprintf(g_key, sizeof g_key, "%s/key.pem", g_dir);
+    snprintf(g_log, sizeof g_log, "%s/serve.log", g_dir);
+    const char *keypath = g_key, *logpath = g_log;
     pkm_key_t *skey = NULL, *ckey = NULL, *fkey = NULL;
     int r;
     if ((r = pkm_key_generate(&skey)) != 0 || (r = pkm_key_generate(&ckey)) != 0 ||
@@ -460,6 +488,7 @@ int main(void)
     pid_t flood = fork();
     if (flood < 0) die("fork", errno);
     if (flood == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         close(ctl[1]);
         close(res[0]);
         flood_main(ctl[0], res[1], port);
@@ -501,9 +530,7 @@ int main(void)
     }
     pkm_key_free(ckey);
     server_log_summary(logpath);
-    unlink(keypath);
-    unlink(logpath);
-    rmdir(dir);
+    cleanup();
 
     double capacity = cap.seconds > 0 ? (double)cap.done / cap.seconds : 0;
     double rate = fl.seconds > 0 ? (double)fl.done / fl.seconds : 0;
