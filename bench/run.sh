@@ -29,6 +29,11 @@
 #             these, make the plot.
 #   figure 2: "pipelined 32 B packets" (packets/s, anchor: the TLS 1.3 peer from tls_peer.h
 #             run in the same process); the peer itself is "TLS 1.3 pipelined 32 B messages".
+#   figure 7: "connect p50 under flood (of <N>)" and "connect p99 under flood (of <N>)" (ms,
+#             anchors: the same good client's quiet p50 / p99 in the same run; goal on p99
+#             "ratio <= 4"), "failed good connects under flood" (goal "value <= 0"), and without
+#             goal the flood's rate against the server's measured handshake capacity and that
+#             capacity against cores / (2 x RSA-2048 sign) (bench_flood).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
