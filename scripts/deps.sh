@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a make target needs, only when they are missing (idempotent).
-# Usage: scripts/deps.sh [build|test|asan|valgrind|fuzz|bench|all]...  (default: build)
+# Usage: scripts/deps.sh [build|test|asan|valgrind|fuzz|bench|wireshark|all]...  (default: build)
 set -euo pipefail
 
 pkgs_for() {
   case "$1" in
     build) echo "gcc make cmake pkg-config libssl-dev libjansson-dev libuv1-dev openssl" ;;
-    test) echo "$(pkgs_for build) libcmocka-dev python3-cryptography" ;;
+    test) echo "$(pkgs_for build) libcmocka-dev python3-cryptography libpcap-dev" ;;
     asan) echo "$(pkgs_for test) libclang-rt-14-dev" ;;
     valgrind) echo "$(pkgs_for test) valgrind" ;;
     fuzz) echo "$(pkgs_for build) clang libclang-rt-14-dev" ;;
     bench) echo "$(pkgs_for build) gnuplot-nox python3" ;;
-    all) echo "$(pkgs_for test) $(pkgs_for fuzz) $(pkgs_for bench) valgrind" ;;
-    *) echo "deps.sh: unknown group '$1' (build, test, asan, valgrind, fuzz, bench, all)" >&2; return 1 ;;
+    # The Wireshark plugin (make wireshark) and the capture test (tests/cli_capture.sh).
+    wireshark) echo "$(pkgs_for build) wireshark-dev libwireshark-dev libgcrypt20-dev tshark tcpdump libpcap-dev" ;;
+    all) echo "$(pkgs_for test) $(pkgs_for fuzz) $(pkgs_for bench) $(pkgs_for wireshark) valgrind" ;;
+    *) echo "deps.sh: unknown group '$1' (build, test, asan, valgrind, fuzz, bench, wireshark, all)" >&2; return 1 ;;
   esac
 }
 
