@@ -410,6 +410,7 @@ int pkm_streamdec_take(pkm_streamdec_t *d, const uint8_t *p, size_t len, uint8_t
         if (e) {
             u->kind = PKM_UNIT_KEYSHARE;
             u->entry = e;
+            u->rekey = 1;
             d->cur = e;
             memcpy(d->chain, e->iv, BLOCK);
             return 0;

@@ -87,6 +87,7 @@ static void decode(const pkm_keylog_t *kl, int dir, const uint8_t *p, size_t n, 
         assert_int_equal(pkm_streamdec_take(d, p + pos, len, plain, &u), 0);
         assert_int_equal(u.len, len);
         if (u.kind == PKM_UNIT_KEYSHARE) {
+            assert_int_equal(u.rekey, out->keyshares > 0);
             out->keyshares++;
             if (u.entry) out->keyshares_found++;
         } else if (u.kind == PKM_UNIT_RECORD) {

@@ -87,8 +87,10 @@ enum pkm_unit_kind {
 typedef struct pkm_unit {
     int kind;
     size_t len; /* stream bytes the unit spans */
-    /* KEYSHARE: the entry its IV matched (borrowed from the key log), or NULL. */
+    /* KEYSHARE: the entry its IV matched (borrowed from the key log), or NULL; rekey is 1 for a
+     * KeyShare met between records (a re-establishment), 0 for the first one. */
     const pkm_keylog_entry_t *entry;
+    int rekey;
     /* RECORD: the packet (content points into the caller's plaintext buffer), the padding length
      * (1..16) and whether it is valid PKCS#7; err is 0, or PKM_EPADDING / PKM_ETOOBIG /
      * PKM_ENEGLEN (a header whose Size is negative or over the limit: the unit is then the first
