@@ -83,11 +83,14 @@ void t_handshake(pkm_engine_t *c, pkm_engine_t *s, size_t chunk);
  * least that); t_impostor_client_hello_len says how many bytes of a client's first flight are its
  * ClientKey + KeyShare (0 while incomplete), the rest being what the impostor echoes.
  * Over TCP: t_impostor_start listens on 127.0.0.1 (an ephemeral port) and serves connections
- * one after another in a thread until t_impostor_stop. */
+ * one after another in a thread until t_impostor_stop.
+ * As a process, for the CLI tests: `test_engine_auth --impostor KEY.pem [PORT]` (see there). */
 size_t t_impostor_hello(const uint8_t *der, size_t der_len, uint8_t *out, size_t cap);
 size_t t_impostor_client_hello_len(const uint8_t *p, size_t n);
 typedef struct t_impostor t_impostor;
 t_impostor *t_impostor_start(const uint8_t *server_der, size_t der_len);
+/* The same on a given port of 127.0.0.1 (0 = any), with SO_REUSEADDR. */
+t_impostor *t_impostor_start_port(const uint8_t *server_der, size_t der_len, uint16_t port);
 uint16_t t_impostor_port(const t_impostor *im);
 size_t t_impostor_connections(t_impostor *im); /* connections accepted so far */
 size_t t_impostor_echoed(t_impostor *im);      /* bytes echoed so far, over all connections */

@@ -538,8 +538,34 @@ static void bad_exponent_server_key(void **state)
     pkm_engine_free(c);
 }
 
-int main(void)
+/* `test_engine_auth --impostor KEY.pem [PORT]`: runs the impostor as a process, for the CLI tests
+ * (tests/cli_impostor.sh). KEY.pem is the real server's key (public or private PEM; only the
+ * public half is shown). Prints "impostor listening on 127.0.0.1:PORT" on stdout, then serves
+ * connections until its standard input reaches end of file, then prints "echoed N" and exits 0. */
+static int impostor_process(int argc, char **argv)
 {
+    pkm_key_t *k = NULL;
+    int rc = pkm_key_load_pem(argv[2], &k);
+    if (rc < 0) {
+        fprintf(stderr, "impostor: %s: %s\n", argv[2], pkm_strerror(rc));
+        return 2;
+    }
+    size_t dlen = 0;
+    const uint8_t *der = pkm__key_der(k, &dlen);
+    t_impostor *im = t_impostor_start_port(der, dlen, argc > 3 ? (uint16_t)atoi(argv[3]) : 0);
+    printf("impostor listening on 127.0.0.1:%u\n", (unsigned)t_impostor_port(im));
+    fflush(stdout);
+    char buf[256];
+    while (fread(buf, 1, sizeof buf, stdin) > 0) {
+    }
+    printf("echoed %zu\n", t_impostor_stop(im));
+    pkm_key_free(k);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 3 && strcmp(argv[1], "--impostor") == 0) return impostor_process(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(impostor_engine),         cmocka_unit_test(impostor_rekey),
         cmocka_unit_test(impostor_connect),        cmocka_unit_test(reflect_to_server),

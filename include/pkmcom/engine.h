@@ -52,8 +52,7 @@ enum pkm_engine_state {
 /* Default bound on the bytes waiting to be sent (pkm_engine_config_t.max_send_buffer). */
 #define PKM_DEFAULT_MAX_SEND_BUFFER (4u << 20)
 
-/* Length of the optional secret for alternative handshaking, at most (K_cs = SHA-256(M || S ||
- * 0x43)). */
+/* Length of the optional secret S for alternative handshaking, at most. */
 #define PKM_MAX_SECRET 4096
 
 /* Configuration, read by pkm_engine_new(); the struct itself may be reused or freed afterwards
@@ -244,7 +243,7 @@ PKM_API int pkm_engine_next_packet(pkm_engine_t *e, pkm_packet_t *out);
 /* ---- re-establishing the secret (WIRE-PROFILE section 5) ---- */
 
 /* Runs the handshake again from step 3 with both sides' keys, and new M, IV (and secret).
- * `secret` (copied, wiped once K' is derived; NULL/0 = no secret) is S for this derivation only:
+ * `secret` (copied, wiped after derivation; NULL/0 = no secret) is S for this derivation only:
  * both sides must pass the same. The engine must be established (PKM_ESTATE otherwise).
  * Server: call right after queueing the trigger packet, with nothing queued in between: the
  * engine sends its new KeyShare in the clear, then reads the client's KeyShare (any bytes not yet

@@ -109,12 +109,19 @@ static void *impostor_main(void *arg)
 
 t_impostor *t_impostor_start(const uint8_t *server_der, size_t der_len)
 {
+    return t_impostor_start_port(server_der, der_len, 0);
+}
+
+t_impostor *t_impostor_start_port(const uint8_t *server_der, size_t der_len, uint16_t port)
+{
     t_impostor *im = calloc(1, sizeof *im);
     assert_non_null(im);
     im->hello_len = t_impostor_hello(server_der, der_len, im->hello, sizeof im->hello);
     im->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     assert_true(im->lfd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    int one = 1; /* to take over the port a real server has just left */
+    assert_int_equal(setsockopt(im->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one), 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     assert_int_equal(bind(im->lfd, (struct sockaddr *)&a, sizeof a), 0);
     assert_int_equal(listen(im->lfd, 8), 0);
