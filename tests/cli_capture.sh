@@ -160,4 +160,29 @@ tshark_ -o "pkmcom.keylog_file:$T/wrong.log" -Y pkmcom.keyshare.iv -T fields -e 
     fail "wrong key log: expected 4 KeyShares without keys: $(cat "$T/wrong.txt")"
 ok
 
+# pkmcom dump: the same packets, in the JSON of send / serve --print plus dir, ts and the fields.
+timeout 30 "$PKMCOM" dump --keylog "$T/keys.log" "$T/cap.pcap" --port "$PORT" >"$T/dump.out" 2>"$T/dump.err"
+RC=$?
+if grep -q "without libpcap" "$T/dump.err"; then
+    echo "SKIP: cli_capture: pkmcom dump was built without libpcap (libpcap-dev): dump not checked"
+else
+    expect_rc dump 0
+    sed -E 's/^\{"id":([0-9]+),"hash":([0-9]+),"size":([0-9]+),"content":"([0-9a-f]*)","dir":"(c2s|s2c)","ts":[0-9]+\.[0-9]{6}(,.*)?\}$/\5 \1 \2 \3 \4/' \
+        "$T/dump.out" >"$T/dump.txt"
+    diff "$T/ts.txt" "$T/dump.txt" >"$T/diff.err" || fail "pkmcom dump and tshark disagree"
+    ok
+    for want in '"name":"Re-establish Secret","fields":{"Reason":"1 (Password)"}' \
+        '"Available Actions":"0x5 (Trade|IRC)"' '"SentryAccount":"01234567-89ab-cdef-fedc-ba9876543210"'; do
+        grep -qF -- "$want" "$T/dump.out" || fail "dump lacks $want"
+        ok
+    done
+    timeout 30 "$PKMCOM" dump --keylog "$T/wrong.log" "$T/cap.pcap" >"$T/dumpw.out" 2>"$T/dumpw.err"
+    RC=$?
+    expect_rc dumpw 1
+    [ ! -s "$T/dumpw.out" ] || fail "dump decrypted something with a wrong key log"
+    [ "$(grep -c 'no key-log line matches its KeyShare' "$T/dumpw.err")" -eq 4 ] ||
+        fail "dump with a wrong key log: $(cat "$T/dumpw.err")"
+    ok
+fi
+
 echo "cli_capture: $CHECKS checks passed"

@@ -27,6 +27,7 @@ int cmd_fingerprint(int argc, char **argv);
 int cmd_send(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+int cmd_dump(int argc, char **argv);
 
 /* ---- messages ---- */
 
