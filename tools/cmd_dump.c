@@ -17,8 +17,9 @@ static const char dump_help[] =
     "{\"id\":16,\"hash\":123,\"size\":5,\"content\":\"<hex>\",\"dir\":\"c2s\",\"ts\":1700000000."
     "123456}\n"
     "dir is c2s (client to server) or s2c; ts the capture time of the segment that completed\n"
-    "the packet. A Complete Definition packet also gets \"name\" and \"fields\" (each field's\n"
-    "value as text). The handshake's 0xFF confirmations are not printed.\n"
+    "the packet. A Complete Definition packet also gets \"hash_ok\", \"name\" and \"fields\"\n"
+    "(each field's value as text; \"error\" instead when its content does not decode). The\n"
+    "handshake's 0xFF confirmations are not printed.\n"
     "\n"
     "  --keylog FILE   the key log (whoever holds it can read the traffic it lists)\n"
     "  --port N        only connections with TCP port N (the server's); without it, every\n"
@@ -26,7 +27,8 @@ static const char dump_help[] =
     "  -h, --help      this help\n"
     "\n"
     "Exit status 1 when a direction could not be decrypted (no key-log line matches its\n"
-    "KeyShare; each is named on stderr), a record was bad, or no connection was found.\n";
+    "KeyShare; each is named on stderr), a record was bad (padding, Size, a Complete\n"
+    "Definition Hash that does not check), or no connection was found.\n";
 
 #ifndef PKM_HAVE_PCAP
 
@@ -127,7 +129,7 @@ static void print_field(void *ctx, size_t index, const char *name, const char *t
     json_str(o->f, text);
 }
 
-static void print_record(dump_t *d, int dir, const pkm_packet_t *pkt)
+static int print_record(dump_t *d, int dir, const pkm_packet_t *pkt)
 {
     FILE *f = stdout;
     fprintf(f, "{\"id\":%u,\"hash\":%lu,\"size\":%zu,\"content\":\"", (unsigned)pkt->id,
@@ -136,16 +138,23 @@ static void print_record(dump_t *d, int dir, const pkm_packet_t *pkt)
         fprintf(f, "%02x", pkt->content[i]);
     fprintf(f, "\",\"dir\":\"%s\",\"ts\":%.6f", dir == PKM_DIR_C2S ? "c2s" : "s2c", d->ts);
     const pkm_cmpl_packet_t *cp = NULL;
-    if (pkm_describe_cmpl(pkt, NULL, NULL, &cp) == 0 && cp) {
-        fputs(",\"name\":", f);
+    int r = pkm_describe_cmpl(pkt, NULL, NULL, &cp);
+    if (r == 0 && cp) {
+        fputs(",\"hash_ok\":true,\"name\":", f);
         json_str(f, cp->name);
         fputs(",\"fields\":{", f);
         fields_out_t o = {f, 0};
         (void)pkm_describe_cmpl(pkt, print_field, &o, NULL);
         fputc('}', f);
+    } else if (r != PKM_EUNKNOWNID && cp) {
+        fputs(r == PKM_EHASH ? ",\"hash_ok\":false,\"name\":" : ",\"name\":", f);
+        json_str(f, cp->name);
+        fputs(",\"error\":", f);
+        json_str(f, pkm_strerror(r));
     }
     fputs("}\n", f);
     d->printed++;
+    return r;
 }
 
 static void report(dump_t *d, conn_t *c, half_t *h, const char *what)
@@ -181,8 +190,8 @@ static void drain(dump_t *d, conn_t *c, half_t *h)
                 report(d, c, h, "a record with bad padding");
             else if (u.err < 0)
                 report(d, c, h, "a record whose Size is negative or over the limit: lost track");
-            else if (u.pkt.id != PKM_HANDSHAKE_ID)
-                print_record(d, h->dir, &u.pkt);
+            else if (u.pkt.id != PKM_HANDSHAKE_ID && print_record(d, h->dir, &u.pkt) == PKM_EHASH)
+                report(d, c, h, "a Complete Definition packet whose Hash does not check");
         } else if (u.kind == PKM_UNIT_OPAQUE && !h->reported) {
             report(d, c, h, "not a PkmCom/TCP stream (bad key message)");
             h->reported = 1;
