@@ -120,6 +120,19 @@ done <"$T/ts.raw" >"$T/ts.txt"
 diff <(sort "$T/sent.txt") <(sort "$T/ts.txt") >"$T/diff.err" || fail "tshark shows other packets than were sent"
 ok
 
+# The same packets with the heuristic off, by the port preference and by "Decode As".
+for how in "-o pkmcom.tcp.port:$PORT" "-d tcp.port==$PORT,pkmcom"; do
+    # shellcheck disable=SC2086
+    tshark_ --disable-heuristic pkmcom_tcp $how -o "pkmcom.keylog_file:$T/keys.ro" -Y pkmcom.id \
+        -T fields -E occurrence=a -E 'separator=|' -e tcp.srcport -e pkmcom.id -e pkmcom.hash \
+        -e pkmcom.size -e pkmcom.content >"$T/ts2.raw" || fail "tshark $how failed: $(cat "$T/tshark.err")"
+    cmp -s "$T/ts.raw" "$T/ts2.raw" || fail "tshark $how shows other packets"
+    ok
+done
+tshark_ --disable-heuristic pkmcom_tcp -o "pkmcom.keylog_file:$T/keys.ro" -Y pkmcom >"$T/ts3.raw"
+[ ! -s "$T/ts3.raw" ] || fail "pkmcom dissected with neither heuristic nor port"
+ok
+
 # The Complete Definition's fields by name, with their Hash checked.
 tshark_ -o "pkmcom.keylog_file:$T/keys.ro" -Y pkmcom.field -T fields -E occurrence=a -E 'separator=|' \
     -e pkmcom.name -e pkmcom.hash.good -e pkmcom.field >"$T/fields.txt" || fail "tshark failed"
