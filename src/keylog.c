@@ -281,6 +281,11 @@ void pkm_streamdec_free(pkm_streamdec_t *d)
     pkm__free(d);
 }
 
+void pkm_streamdec_set_keylog(pkm_streamdec_t *d, const pkm_keylog_t *kl)
+{
+    if (d) d->kl = kl;
+}
+
 static const uint8_t *dir_key(const pkm_streamdec_t *d)
 {
     return d->dir == PKM_DIR_C2S ? d->cur->k_cs : d->cur->k_sc;

@@ -66,9 +66,20 @@ typedef struct {
     int n, keyshares, keyshares_found, confirms, opaque, errors;
 } decoded_t;
 
+/* After `switch_after` units (0: never), the decoder is given the key log `later`. */
+static void decode2(const pkm_keylog_t *kl, int dir, const uint8_t *p, size_t n, size_t step,
+                    decoded_t *out, int switch_after, const pkm_keylog_t *later);
+
 static void decode(const pkm_keylog_t *kl, int dir, const uint8_t *p, size_t n, size_t step,
                    decoded_t *out)
 {
+    decode2(kl, dir, p, n, step, out, 0, NULL);
+}
+
+static void decode2(const pkm_keylog_t *kl, int dir, const uint8_t *p, size_t n, size_t step,
+                    decoded_t *out, int switch_after, const pkm_keylog_t *later)
+{
+    int units = 0;
     memset(out, 0, sizeof *out);
     pkm_streamdec_t *d = NULL;
     assert_int_equal(pkm_streamdec_new(kl, dir, 0, &d), 0);
@@ -109,6 +120,7 @@ static void decode(const pkm_keylog_t *kl, int dir, const uint8_t *p, size_t n, 
         free(plain);
         pos += len;
         avail -= len;
+        if (++units == switch_after) pkm_streamdec_set_keylog(d, later);
     }
     pkm_streamdec_free(d);
 }
@@ -212,6 +224,12 @@ static void callback_decrypts_capture(void **state)
     for (int i = 1; i < cs.n && i < 16; i++)
         assert_string_not_equal(cs.text[i], "after");
     assert_true(cs.errors + cs.opaque > 0);
+    /* The key log read again once the first session's line alone had been used (a live
+     * capture): the re-establishment is followed. ClientKey, KeyShare, 0xFF, "hello" = 4 units. */
+    decode2(kl1, PKM_DIR_C2S, p.log_ab, p.log_ab_len, 0, &cs, 4, kl);
+    assert_int_equal(cs.n, 2);
+    assert_string_equal(cs.text[1], "after");
+    assert_int_equal(cs.keyshares_found, 2);
     /* Without a key log nothing is decrypted. */
     decode(NULL, PKM_DIR_S2C, p.log_ba, p.log_ba_len, 0, &cs);
     assert_int_equal(cs.n, 0);

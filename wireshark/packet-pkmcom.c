@@ -3,6 +3,7 @@
  * key log (docs/PROTOCOL.md section 10), decrypts every packet, following re-establishments. */
 #define WS_BUILD_DLL
 #include <string.h>
+#include <sys/stat.h>
 #include <wireshark.h>
 #include <epan/conversation.h>
 #include <epan/expert.h>
@@ -77,6 +78,10 @@ static int keylog_error = 0;
 
 /* Every decoder made during a run (freed at cleanup). */
 static GPtrArray *decoders = NULL;
+/* Key logs replaced by a newer reading of the file (decoders may still borrow entries). */
+static GPtrArray *old_keylogs = NULL;
+static struct stat keylog_stat;
+static guint32 last_frame_checked = 0;
 
 typedef struct {
     address srv_addr;
@@ -112,11 +117,40 @@ static const value_string dir_names[] = {
 static void pkmcom_init(void)
 {
     keylog_error = 0;
+    memset(&keylog_stat, 0, sizeof keylog_stat);
+    last_frame_checked = 0;
     if (pref_keylog_file && *pref_keylog_file) {
         size_t bad = 0;
+        if (stat(pref_keylog_file, &keylog_stat) != 0) memset(&keylog_stat, 0, sizeof keylog_stat);
         keylog_error = pkm_keylog_load(pref_keylog_file, &keylog, &bad);
     }
     decoders = g_ptr_array_new();
+    old_keylogs = g_ptr_array_new();
+}
+
+/* During a live capture the key log grows as sessions start: read it again when it changed
+ * (checked once per new frame on the first pass), and hand it to every decoder. */
+static void maybe_reload_keylog(packet_info *pinfo)
+{
+    if (!pref_keylog_file || !*pref_keylog_file || pinfo->num == last_frame_checked) return;
+    last_frame_checked = pinfo->num;
+    struct stat st;
+    if (stat(pref_keylog_file, &st) != 0) return;
+    if (st.st_size == keylog_stat.st_size && st.st_mtime == keylog_stat.st_mtime &&
+        st.st_ino == keylog_stat.st_ino)
+        return;
+    pkm_keylog_t *kl = NULL;
+    size_t bad = 0;
+    if (pkm_keylog_load(pref_keylog_file, &kl, &bad) < 0) return;
+    keylog_stat = st;
+    keylog_error = 0;
+    if (keylog && old_keylogs)
+        g_ptr_array_add(old_keylogs, keylog);
+    else
+        pkm_keylog_free(keylog);
+    keylog = kl;
+    for (guint i = 0; decoders && i < decoders->len; i++)
+        pkm_streamdec_set_keylog(g_ptr_array_index(decoders, i), keylog);
 }
 
 static void pkmcom_cleanup(void)
@@ -129,6 +163,12 @@ static void pkmcom_cleanup(void)
     }
     pkm_keylog_free(keylog);
     keylog = NULL;
+    if (old_keylogs) {
+        for (guint i = 0; i < old_keylogs->len; i++)
+            pkm_keylog_free(g_ptr_array_index(old_keylogs, i));
+        g_ptr_array_free(old_keylogs, TRUE);
+        old_keylogs = NULL;
+    }
 }
 
 /* ---- helpers ---- */
@@ -396,6 +436,7 @@ static int dissect_pkmcom(tvbuff_t *tvb, packet_info *pinfo, proto_tree *tree, v
         unit_rec_t *u = find_rec(pinfo, off, total);
         if (!u) {
             if (PINFO_FD_VISITED(pinfo)) break;
+            maybe_reload_keylog(pinfo);
             u = compute(cd, dir, tvb, off, total);
             add_rec(pinfo, u);
         }

@@ -111,6 +111,11 @@ PKM_API int pkm_streamdec_new(const pkm_keylog_t *kl, int dir, size_t max_size,
                               pkm_streamdec_t **out);
 PKM_API void pkm_streamdec_free(pkm_streamdec_t *d);
 
+/* Makes the decoder look up the KeyShares it meets from now on in kl (e.g. the key log read again
+ * during a live capture: lines appended since). The entry already in use stays borrowed from the
+ * previous key log, which must therefore stay alive as long as the decoder. */
+PKM_API void pkm_streamdec_set_keylog(pkm_streamdec_t *d, const pkm_keylog_t *kl);
+
 /* How many bytes the next unit spans, given the avail bytes at p that follow the last unit
  * taken. Returns > 0: the unit's length (it may exceed avail: wait for that many); 0: not enough
  * bytes to tell, *need (never NULL) receives how many are needed to tell. Opaque data has no
