@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: MIT
 # A synthetic capture (tests/support/pkm_synth_pcap.py) with a Hash that does not check, a bad
-# padding and a Size over the limit: the plugin's expert info and pkmcom dump must report each.
+# padding and a Size over the limit, and server messages cut across segments: the plugin's expert
+# info and pkmcom dump must report each fault and reassemble the rest.
 source "$(dirname "$0")/support/cli.sh"
 SRC=${PKM_SOURCE_DIR:-$(dirname "$0")/..}
 BUILD=${PKM_BUILD_DIR:-$(dirname "$PKMCOM")}
@@ -19,7 +20,7 @@ if grep -q "without libpcap" "$T/dump.err"; then
     echo "SKIP: cli_expert: pkmcom dump built without libpcap"
 else
     expect_rc dump 1
-    grep -qF '"id":1,"hash":122110,"size":8,"content":"00027b7d00000001","dir":"s2c","ts":1700000007.000000,"hash_ok":true,"name":"Connect Success","fields":{"Server Info":"\"{}\"","Available Actions":"0x1 (Trade)"}}' "$T/dump.out" ||
+    grep -qF '"id":1,"hash":122110,"size":8,"content":"00027b7d00000001","dir":"s2c","ts":1700000006.000000,"hash_ok":true,"name":"Connect Success","fields":{"Server Info":"\"{}\"","Available Actions":"0x1 (Trade)"}}' "$T/dump.out" ||
         fail "dump: no good Connect Success: $(cat "$T/dump.out")"
     ok
     grep -qF '"id":5,"hash":157,"size":1,"content":"01","dir":"c2s","ts":1700000008.000000,"hash_ok":false' "$T/dump.out" ||
@@ -48,7 +49,7 @@ fi
 HOME="$WSHOME" timeout 60 "${AS[@]}" tshark -n -r "$T/s.pcap" -o "pkmcom.keylog_file:$T/k.log" \
     -T fields -E 'separator=|' -e pkmcom.id -e pkmcom.hash.good -e _ws.expert.message \
     -Y pkmcom.id >"$T/ts.out" 2>"$T/ts.err" || fail "tshark failed"
-for want in '0xff||' '0x01|1|' '0x05|0|Hash 0x0000009d does not check against the Re-establish Secret schema' \
+for want in '0xff||' '0xff,0x01|1|' '0x05|0|Hash 0x0000009d does not check against the Re-establish Secret schema' \
     '0x30||Bad PKCS#7 padding: a receiver closes the connection' \
     '0x31||Size 2147483632 is over the limit (pref pkmcom.max_size): the rest of this direction cannot be followed'; do
     grep -qxF -- "$want" "$T/ts.out" || fail "tshark lacks: $want

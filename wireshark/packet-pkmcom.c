@@ -423,10 +423,15 @@ static void show_unit(tvbuff_t *tvb, packet_info *pinfo, proto_tree *tree, guint
 static int dissect_pkmcom(tvbuff_t *tvb, packet_info *pinfo, proto_tree *tree, void *data _U_)
 {
     col_set_str(pinfo->cinfo, COL_PROTOCOL, "PkmCom");
-    col_clear(pinfo->cinfo, COL_INFO);
     int dir;
     conv_data_t *cd = get_conv(pinfo, tvb, &dir);
-    col_add_str(pinfo->cinfo, COL_INFO, dir == PKM_DIR_C2S ? "C->S" : "S->C");
+    /* Called twice for one frame (the end of a reassembled PDU, then what follows it), TCP has
+     * fenced the column after the first call: go on after it rather than clearing. */
+    const char *info = col_get_text(pinfo->cinfo, COL_INFO);
+    if (!info || (strncmp(info, "C->S", 4) != 0 && strncmp(info, "S->C", 4) != 0)) {
+        col_clear(pinfo->cinfo, COL_INFO);
+        col_add_str(pinfo->cinfo, COL_INFO, dir == PKM_DIR_C2S ? "C->S" : "S->C");
+    }
     guint32 total = tvb_captured_length(tvb);
     proto_item *ti = proto_tree_add_item(tree, proto_pkmcom, tvb, 0, -1, ENC_NA);
     proto_tree *pt = proto_item_add_subtree(ti, ett_pkmcom);

@@ -67,10 +67,13 @@ def main():
     flow = [
         ("s", key_msg(spki())),
         ("c", key_msg(spki()) + os.urandom(512) + civ),
-        ("s", os.urandom(512) + siv),
         ("c", cs.enc(confirm)),
-        ("s", sc.enc(confirm)),
-        ("s", sc.enc(record(0x01, ok_hash, ok_content))),
+    ]
+    # The server's KeyShare, its confirmation and the 0x01 packet, cut across three segments at
+    # odd places: a reader must reassemble them.
+    s2c = os.urandom(512) + siv + sc.enc(confirm) + sc.enc(record(0x01, ok_hash, ok_content))
+    flow[2:2] = [("s", s2c[:300]), ("s", s2c[300:533]), ("s", s2c[533:])]
+    flow += [
         # 0x05 Re-establish Secret, reason 1: its Hash is 5*31+1 = 156, not 157.
         ("c", cs.enc(record(0x05, 157, b"\x01"))),
         # Padding bytes that are not all equal to the pad length.
