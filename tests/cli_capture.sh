@@ -59,9 +59,16 @@ for _ in $(seq 100); do grep -q "listening on" "$T/serve.err" && break; sleep 0.
 grep -q "listening on" "$T/serve.err" || fail "serve did not start"
 run send send "127.0.0.1:$PORT" --pin "$FP" --password pw --id 0x20 string:hello uint:7 bool:true
 expect_rc send 0
+# A second connection: the Complete Definition's 0x05 (Reason 1), which serve --print names.
+run send2 send "127.0.0.1:$PORT" --pin "$FP" --password pw --id 5 byte:1
+expect_rc send2 0
 kill -TERM "$SERVE"
 wait "$SERVE" 2>/dev/null
-[ "$(cat "$T/serve.out")" = "$(cat "$T/send.out")" ] || fail "serve --print and send disagree"
+cat "$T/send.out" "$T/send2.out" >"$T/sends.out"
+[ "$(sed 's/,"hash_ok":.*}$/}/' "$T/serve.out")" = "$(cat "$T/sends.out")" ] || fail "serve --print and send disagree"
+ok
+grep -qxF '{"id":5,"hash":156,"size":1,"content":"01","hash_ok":true,"name":"Re-establish Secret","fields":{"Reason":"1 (Password)"}}' "$T/serve.out" ||
+    fail "serve --print does not name the Complete Definition's fields: $(cat "$T/serve.out")"
 ok
 # Session 2: Complete Definition packets and a re-establishment (with a second password).
 timeout 20 "$PEER" "$PORT" "$T/key.pem" >"$T/peer.out" 2>"$T/peer.err" || fail "pkm_capture_peer failed"
@@ -74,24 +81,24 @@ wait "$TCPDUMP" 2>/dev/null
 ok
 
 # The key log: mode 0600, two lines per derivation (client and server are both this machine's),
-# three derivations (session 1, session 2 and its re-establishment).
+# four derivations (the two connections of session 1, session 2 and its re-establishment).
 [ "$(stat -c %a "$T/keys.log")" = 600 ] || fail "key log mode $(stat -c %a "$T/keys.log")"
 ok
-[ "$(grep -c '^PKMCOM_KEYS_V2 [0-9a-f]\{32\} [0-9a-f]\{64\} [0-9a-f]\{64\} [0-9a-f]\{32\}$' "$T/keys.log")" -eq 6 ] ||
+[ "$(grep -c '^PKMCOM_KEYS_V2 [0-9a-f]\{32\} [0-9a-f]\{64\} [0-9a-f]\{64\} [0-9a-f]\{32\}$' "$T/keys.log")" -eq 8 ] ||
     fail "key log: $(cat "$T/keys.log")"
 ok
-[ "$(sort -u "$T/keys.log" | wc -l)" -eq 3 ] || fail "key log: expected 3 distinct lines"
+[ "$(sort -u "$T/keys.log" | wc -l)" -eq 4 ] || fail "key log: expected 4 distinct lines"
 ok
 cp "$T/keys.log" "$T/keys.ro"
 chmod 644 "$T/keys.ro" "$T/cap.pcap"
 
 # What was sent, as "dir id hash size content" lines, in order per session.
 {
-    sed -E 's/^\{"id":([0-9]+),"hash":([0-9]+),"size":([0-9]+),"content":"([0-9a-f]*)"\}$/c2s \1 \2 \3 \4/' "$T/send.out"
-    sed -E 's/^\{"id":([0-9]+),"hash":([0-9]+),"size":([0-9]+),"content":"([0-9a-f]*)"\}$/s2c \1 \2 \3 \4/' "$T/serve.out"
+    sed -E 's/^\{"id":([0-9]+),"hash":([0-9]+),"size":([0-9]+),"content":"([0-9a-f]*)"\}$/c2s \1 \2 \3 \4/' "$T/sends.out"
+    sed -E 's/^\{"id":([0-9]+),"hash":([0-9]+),"size":([0-9]+),"content":"([0-9a-f]*)"(,.*)?\}$/s2c \1 \2 \3 \4/' "$T/serve.out"
     sed -E 's/^\{"dir":"(c2s|s2c)","id":([0-9]+),"hash":([0-9]+),"size":([0-9]+),"content":"([0-9a-f]*)"\}$/\1 \2 \3 \4 \5/' "$T/peer.out"
 } >"$T/sent.txt"
-[ "$(wc -l <"$T/sent.txt")" -eq 6 ] || fail "sent: $(cat "$T/sent.txt")"
+[ "$(wc -l <"$T/sent.txt")" -eq 8 ] || fail "sent: $(cat "$T/sent.txt")"
 ok
 
 # tshark with the key log: every application packet (not the 0xFF confirmations), in capture
@@ -161,7 +168,8 @@ tshark_ -Y pkmcom.keyshare.iv -T fields -e _ws.expert.message >"$T/nokl.txt"
 grep -q "No key log" "$T/nokl.txt" || fail "no note about the missing key log: $(cat "$T/nokl.txt")"
 ok
 
-# A wrong key log (right format, other keys): nothing decrypted, and each KeyShare says so.
+# A wrong key log (right format, other keys): nothing decrypted, and each KeyShare says so (the
+# first of each direction of the three connections; what follows is opaque).
 printf '# wrong keys\nPKMCOM_KEYS_V2 %s %s %s %s\n' "$(printf '%032d' 0)" "$(printf '%064d' 1)" \
     "$(printf '%064d' 2)" "$(printf '%032d' 3)" >"$T/wrong.log"
 chmod 644 "$T/wrong.log"
@@ -169,8 +177,8 @@ chmod 644 "$T/wrong.log"
     fail "packets decrypted with a wrong key log"
 ok
 tshark_ -o "pkmcom.keylog_file:$T/wrong.log" -Y pkmcom.keyshare.iv -T fields -e _ws.expert.message >"$T/wrong.txt"
-[ "$(grep -c "No key-log line matches" "$T/wrong.txt")" -eq 4 ] ||
-    fail "wrong key log: expected 4 KeyShares without keys: $(cat "$T/wrong.txt")"
+[ "$(grep -c "No key-log line matches" "$T/wrong.txt")" -eq 6 ] ||
+    fail "wrong key log: expected 6 KeyShares without keys: $(cat "$T/wrong.txt")"
 ok
 
 # pkmcom dump: the same packets, in the JSON of send / serve --print plus dir, ts and the fields.
@@ -193,7 +201,7 @@ else
     RC=$?
     expect_rc dumpw 1
     [ ! -s "$T/dumpw.out" ] || fail "dump decrypted something with a wrong key log"
-    [ "$(grep -c 'no key-log line matches its KeyShare' "$T/dumpw.err")" -eq 4 ] ||
+    [ "$(grep -c 'no key-log line matches its KeyShare' "$T/dumpw.err")" -eq 6 ] ||
         fail "dump with a wrong key log: $(cat "$T/dumpw.err")"
     ok
 fi
