@@ -75,7 +75,11 @@ PKM_API const pkm_keylog_entry_t *pkm_keylog_find(const pkm_keylog_t *kl, int di
  * entry gives the keys for the records that follow it; a KeyShare met later between records (a
  * re-establishment) is recognised by its IV matching an entry, and switches to that entry's
  * keys. Without a matching entry, the rest of the direction is opaque ciphertext (the record
- * boundaries are encrypted too). The decoder only reads: it does no I/O and checks no Hash. */
+ * boundaries are encrypted too). The decoder only reads: it does no I/O and checks no Hash.
+ * Between records, fewer than 528 bytes whose first block decrypts to a header with a Size over
+ * the limit are taken as the start of a KeyShare (more bytes are asked for); a KeyShare whose
+ * first block happens to decrypt to a small plausible header (about 1 in 10^7) and that arrives
+ * in pieces shorter than that record would be misread. */
 
 enum pkm_unit_kind {
     PKM_UNIT_KEY = 1,      /* ServerKey / ClientKey: Int n, then n bytes of DER */
