@@ -100,3 +100,18 @@ format:
 
 clean:
 	rm -rf build build-asan build-valgrind build-fuzz build-package
+
+# ---- The Wireshark plugin (wireshark/): make wireshark, make install-wireshark ----
+# Wireshark loads personal plugins only when not run as root (nor set-id): use it as your user.
+WS_PLUGIN_DIR ?= $(HOME)/.local/lib/wireshark/plugins/4.0/epan
+.PHONY: wireshark install-wireshark
+wireshark:
+	@bash scripts/deps.sh wireshark
+	@$(CONFIGURE) -DPKM_WIRESHARK=ON $(CMAKE_FLAGS)
+	@cmake --build $(BUILD) -j $(JOBS) --target pkmcom_wireshark
+	@echo "plugin: $(BUILD)/wireshark/plugins/4.0/epan/pkmcom.so (make install-wireshark copies it to $(WS_PLUGIN_DIR))"
+
+install-wireshark: wireshark
+	@mkdir -p $(WS_PLUGIN_DIR)
+	@install -m 0644 $(BUILD)/wireshark/plugins/4.0/epan/pkmcom.so $(WS_PLUGIN_DIR)/pkmcom.so
+	@echo "installed $(WS_PLUGIN_DIR)/pkmcom.so"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a make target needs, only when they are missing (idempotent).
-# Usage: scripts/deps.sh [build|test|asan|valgrind|fuzz|bench|package|all]...  (default: build)
+# Usage: scripts/deps.sh [build|test|asan|valgrind|fuzz|bench|package|wireshark|all]...  (default: build)
 # build: a working C compiler (gcc and libc6-dev: gcc's C library headers and crt files are only a
 # "Recommends", which --no-install-recommends leaves out), CMake, and the library's dependencies.
 set -euo pipefail
@@ -8,7 +8,7 @@ set -euo pipefail
 pkgs_for() {
   case "$1" in
     build) echo "gcc libc6-dev make cmake pkg-config libssl-dev libjansson-dev libuv1-dev openssl libhiredis-dev" ;;
-    test) echo "$(pkgs_for build) libcmocka-dev python3-cryptography haproxy redis-server $(pkgs_for package)" ;;
+    test) echo "$(pkgs_for build) libcmocka-dev python3-cryptography haproxy redis-server libpcap-dev $(pkgs_for package)" ;;
     asan) echo "$(pkgs_for test) libclang-rt-14-dev" ;;
     valgrind) echo "$(pkgs_for test) valgrind" ;;
     fuzz) echo "$(pkgs_for build) clang libclang-rt-14-dev" ;;
@@ -16,8 +16,10 @@ pkgs_for() {
     # make package (and its test): CPack's DEB generator, which needs file; dpkg-shlibdeps
     # (dpkg-dev) works out the Depends.
     package) echo "$(pkgs_for build) dpkg-dev file" ;;
-    all) echo "$(pkgs_for test) $(pkgs_for fuzz) $(pkgs_for bench) $(pkgs_for package) valgrind" ;;
-    *) echo "deps.sh: unknown group '$1' (build, test, asan, valgrind, fuzz, bench, package, all)" >&2; return 1 ;;
+    # The Wireshark plugin (make wireshark) and the capture test (tests/cli_capture.sh).
+    wireshark) echo "$(pkgs_for build) wireshark-dev libwireshark-dev libgcrypt20-dev tshark tcpdump libpcap-dev" ;;
+    all) echo "$(pkgs_for test) $(pkgs_for fuzz) $(pkgs_for bench) $(pkgs_for package) $(pkgs_for wireshark) valgrind" ;;
+    *) echo "deps.sh: unknown group '$1' (build, test, asan, valgrind, fuzz, bench, package, wireshark, all)" >&2; return 1 ;;
   esac
 }
 

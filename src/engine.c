@@ -1,7 +1,9 @@
 /* The sans-IO PkmCom/TCP engine: the handshake state machine (WIRE-PROFILE sections 3 and 5) over
  * caller-fed byte buffers, and the packet layer of the encrypted channel (section 4). */
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -11,6 +13,7 @@
 #include "channel_internal.h"
 #include "engine_internal.h"
 #include "internal.h"
+#include "keylog_internal.h"
 #include "keys_internal.h"
 
 #define M_HALF        128 /* one RSA-2048 PKCS#1 v1.5 block carries at most 245 bytes: M in two */
@@ -69,8 +72,11 @@ struct pkm_engine {
     void *verify_ctx;
     int (*random)(void *ctx, uint8_t *out, size_t n);
     void *random_ctx;
-    pkm__keylog_fn keylog;
+    void (*keylog_fn)(void *ctx, const pkm_keylog_entry_t *entry); /* config.keylog_fn */
     void *keylog_ctx;
+    char *keylog_path;          /* PKMCOM_KEYLOGFILE at pkm_engine_new(), or NULL */
+    pkm__keylog_fn test_keylog; /* pkm__engine_set_keylog() */
+    void *test_keylog_ctx;
 
     /* Receive buffer: [rpos, rend) holds bytes not yet consumed; rgiven is the room last
      * offered by recv_buf. Once established, a packet whose first block is decrypted (in place)
@@ -336,6 +342,22 @@ static int send_keyshare(pkm_engine_t *e)
     return 0;
 }
 
+/* The key log: the config's callback and the PKMCOM_KEYLOGFILE file, if any. */
+static void emit_keylog(pkm_engine_t *e, const uint8_t client_iv[PKM__IV_SIZE],
+                        const uint8_t k_cs[PKM__KEY_SIZE], const uint8_t k_sc[PKM__KEY_SIZE],
+                        const uint8_t iv[PKM__IV_SIZE])
+{
+    if (!e->keylog_fn && !e->keylog_path) return;
+    pkm_keylog_entry_t ent;
+    memcpy(ent.client_iv, client_iv, sizeof ent.client_iv);
+    memcpy(ent.k_cs, k_cs, sizeof ent.k_cs);
+    memcpy(ent.k_sc, k_sc, sizeof ent.k_sc);
+    memcpy(ent.iv, iv, sizeof ent.iv);
+    if (e->keylog_fn) e->keylog_fn(e->keylog_ctx, &ent);
+    if (e->keylog_path) pkm__keylog_append(e->keylog_path, &ent);
+    OPENSSL_cleanse(&ent, sizeof ent);
+}
+
 /* Decrypts the peer's KeyShare (two RSA private operations), derives K_cs, K_sc and IV (step 4),
  * starts both chains (a client sends under K_cs and receives under K_sc, a server the other way
  * round) and wipes everything but the cipher contexts. */
@@ -352,7 +374,8 @@ static int take_keyshare(pkm_engine_t *e)
         for (size_t i = 0; i < PKM__IV_SIZE; i++)
             iv[i] = e->iv_own[i] ^ e->share_in[2 * RSA_CT + i];
         r = pkm__derive_keys(m, e->secret, e->secret_len, k_cs, k_sc);
-        if (r == 0 && e->keylog) e->keylog(e->keylog_ctx, k_cs, k_sc, iv);
+        if (r == 0)
+            emit_keylog(e, e->client ? e->iv_own : e->share_in + 2 * RSA_CT, k_cs, k_sc, iv);
         if (r == 0)
             r = e->client ? pkm__channel_start(&e->ch, k_cs, k_sc, iv)
                           : pkm__channel_start(&e->ch, k_sc, k_cs, iv);
@@ -553,6 +576,21 @@ int pkm_engine_new(const pkm_engine_config_t *cfg, pkm_engine_t **out)
     e->verify_ctx = cfg->verify_ctx;
     e->random = cfg->random;
     e->random_ctx = cfg->random_ctx;
+    e->keylog_fn = cfg->keylog_fn;
+    e->keylog_ctx = cfg->keylog_ctx;
+    /* Read once per engine; ignored in set-id programs (the file would be written with their
+     * privileges, and hold their secrets). */
+    const char *klpath =
+        getuid() == geteuid() && getgid() == getegid() ? getenv(PKM_KEYLOG_ENV) : NULL;
+    if (klpath && *klpath) {
+        size_t kn = strlen(klpath) + 1;
+        e->keylog_path = pkm__malloc(kn);
+        if (!e->keylog_path) {
+            pkm_engine_free(e);
+            return PKM_ENOMEM;
+        }
+        memcpy(e->keylog_path, klpath, kn);
+    }
     if (cfg->secret_len) {
         e->secret = pkm__malloc(cfg->secret_len);
         if (!e->secret) {
@@ -582,6 +620,7 @@ void pkm_engine_free(pkm_engine_t *e)
     pkm_key_free(e->peer_key);
     wipe_free(e->rbuf, e->rcap);
     wipe_free(e->sbuf, e->scap);
+    pkm__free(e->keylog_path);
     OPENSSL_cleanse(e, sizeof *e);
     pkm__free(e);
 }
@@ -909,10 +948,18 @@ int pkm_engine_is_client(const pkm_engine_t *e)
 
 /* ---- test-only hooks (engine_internal.h) ---- */
 
+static void test_keylog_adapter(void *ctx, const pkm_keylog_entry_t *ent)
+{
+    pkm_engine_t *e = ctx;
+    e->test_keylog(e->test_keylog_ctx, ent->k_cs, ent->k_sc, ent->iv);
+}
+
 void pkm__engine_set_keylog(pkm_engine_t *e, pkm__keylog_fn fn, void *ctx)
 {
-    e->keylog = fn;
-    e->keylog_ctx = ctx;
+    e->test_keylog = fn;
+    e->test_keylog_ctx = ctx;
+    e->keylog_fn = fn ? test_keylog_adapter : NULL;
+    e->keylog_ctx = e;
 }
 
 int pkm__engine_queue_raw(pkm_engine_t *e, const uint8_t *plain, size_t n)

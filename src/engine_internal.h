@@ -7,7 +7,8 @@
 
 /* Called once per derivation (first handshake and each re-establishment) with K_cs (client to
  * server), K_sc (server to client) and IV, just before they are wiped. For test vectors only: a
- * key log defeats the encryption. */
+ * key log defeats the encryption. Implemented on the public config.keylog_fn (which it replaces
+ * for this engine). */
 typedef void (*pkm__keylog_fn)(void *ctx, const uint8_t k_cs[32], const uint8_t k_sc[32],
                                const uint8_t iv[16]);
 void pkm__engine_set_keylog(pkm_engine_t *e, pkm__keylog_fn fn, void *ctx);

@@ -11,7 +11,7 @@ if command -v groff >/dev/null; then
 else
     echo "cli_man: groff not installed, roff check skipped"
 fi
-for c in keygen fingerprint serve send demo; do
+for c in keygen fingerprint serve send demo dump; do
     run help "$c" --help
     expect_rc "help $c" 0
     grep -q "^\.S[SH] .*$c" "$MAN" || fail "man page: no section for $c"

@@ -26,6 +26,8 @@ static const char serve_help[] =
     "  --relay              send each packet to every other client (a lobby), not back\n"
     "  --print              write each packet received to stdout as one JSON line\n"
     "                       {\"id\":16,\"hash\":123,\"size\":5,\"content\":\"<hex>\"}\n"
+    "                       (a Complete Definition packet, ids 0-7, also gets \"hash_ok\",\n"
+    "                       \"name\" and \"fields\": its fields by name)\n"
     "  --max-conns N        at most N connections at once (0, the default: no limit)\n"
     "  -q, --quiet          log only failures\n"
     "  -h, --help           this help\n";
@@ -65,7 +67,7 @@ static void on_connect(void *user, pkm_server_conn_t *conn)
 static void on_packet(void *user, pkm_server_conn_t *conn, const pkm_packet_t *pkt)
 {
     struct serve *s = user;
-    if (s->print) tool_print_packet(stdout, pkt);
+    if (s->print) tool_print_packet_named(stdout, pkt);
     if (s->relay) {
         pkm_server_broadcast(s->srv, conn, pkt->id, pkt->hash, pkt->content, pkt->size);
         return;

@@ -484,6 +484,7 @@ static const struct command commands[] = {
     {"serve", cmd_serve, "run a PkmCom/TCP server (echo, or relay between clients)"},
     {"send", cmd_send, "connect, send a packet built from typed fields, print the replies"},
     {"demo", cmd_demo, "a server and a client in one process: the handshake step by step"},
+    {"dump", cmd_dump, "decrypt a capture (pcap) with a key log: one JSON line per packet"},
 };
 
 static void usage(FILE *f)

@@ -27,6 +27,7 @@ int cmd_fingerprint(int argc, char **argv);
 int cmd_send(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+int cmd_dump(int argc, char **argv);
 
 /* ---- messages ---- */
 
@@ -86,6 +87,11 @@ void tool_hex(const uint8_t *p, size_t n, char *out);
 int tool_unhex(const char *s, uint8_t **out, size_t *n);
 /* One JSON line {"id":16,"hash":123,"size":5,"content":"<hex>"} for a packet, flushed. */
 void tool_print_packet(FILE *f, const pkm_packet_t *pkt);
+/* tools/print_cmpl.c: the same line, plus for a Complete Definition packet (0x00-0x07)
+ * "hash_ok", "name" and "fields" (each field's text by name), or "error" when its content does
+ * not decode; and those members alone (pkm_describe_cmpl's result returned). */
+void tool_print_packet_named(FILE *f, const pkm_packet_t *pkt);
+int tool_print_cmpl_members(FILE *f, const pkm_packet_t *pkt);
 
 /* Monotonic milliseconds. */
 double tool_now_ms(void);

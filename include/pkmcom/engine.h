@@ -4,6 +4,7 @@
 #define PKMCOM_ENGINE_H
 
 #include "pkmcom/common.h"
+#include "pkmcom/keylog.h"
 #include "pkmcom/keys.h"
 #include "pkmcom/packet.h"
 
@@ -126,6 +127,18 @@ typedef struct pkm_engine_config {
      * OpenSSL's generator. May be called from pkm_engine_work()'s thread. ctx is borrowed. */
     int (*random)(void *ctx, uint8_t *out, size_t n);
     void *random_ctx;
+
+    /* Optional key log (pkmcom/keylog.h, docs/PROTOCOL.md "Key log"): called once per completed
+     * derivation (the first handshake and each re-establishment, on both roles) with the client's
+     * KeyShare IV, K_cs, K_sc and the combined IV, as soon as they are derived. THE ENTRY HOLDS THE
+     * SESSION'S SECRETS: whoever gets it and a capture reads and forges the traffic. It is
+     * BORROWED for the call only (the engine wipes it afterwards): copy what you keep, and wipe
+     * your copy. Called from the thread that runs the handshake (pkm_engine_work()'s with
+     * defer_crypto). ctx is borrowed. Independently of this, when the environment variable
+     * PKMCOM_KEYLOGFILE names a file at pkm_engine_new() (and the program is not set-id), the
+     * engine appends the entry's line to that file (created 0600). */
+    void (*keylog_fn)(void *ctx, const pkm_keylog_entry_t *entry);
+    void *keylog_ctx;
 } pkm_engine_config_t;
 
 /* Fills *cfg with the defaults for `role` (everything else NULL/0). */

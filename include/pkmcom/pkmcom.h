@@ -8,6 +8,8 @@
 #include "pkmcom/apl.h"
 #include "pkmcom/schema.h"
 #include "pkmcom/cmpl.h"
+#include "pkmcom/keylog.h"
+#include "pkmcom/describe.h"
 #include "pkmcom/engine.h"
 #include "pkmcom/conn.h"
 #include "pkmcom/server.h"
