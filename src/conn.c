@@ -276,27 +276,38 @@ static int expired(pkm_conn_t *c, enum goal g, int idle)
     return PKM_EAGAIN;
 }
 
-/* The loop of every blocking call: writes what is waiting, reads what arrives, waits in poll()
- * when neither can move, until the goal is reached (returns 0, or 1 with *pkt for GOAL_PACKET),
- * the deadline passes (expired()), or the connection fails. */
+/* The loop of every blocking call, over what the engine wants: writes what is waiting, takes
+ * packets, reads what arrives, waits in poll() when nothing can move, until the goal is reached
+ * (returns 0, or 1 with *pkt for GOAL_PACKET), the deadline passes (expired()), or the
+ * connection fails. */
 static int drive(pkm_conn_t *c, int64_t deadline, enum goal g, pkm_packet_t *pkt)
 {
     for (;;) {
         int progress = 0, r;
         if (c->err) return c->err;
-        if ((r = write_some(c, &progress)) < 0) return r;
-        int st = pkm_engine_state(c->e);
-        if (st == PKM_STATE_CLOSED) return engine_failed(c);
-        size_t pending = 0;
-        pkm_engine_send_buf(c->e, &pending);
+        unsigned w = pkm_engine_wants(c->e);
+        if (w & PKM_WANT_JOB) { /* (never with this API's engines, which do RSA inline) */
+            if (pkm_engine_work(c->e) < 0) return engine_failed(c);
+            continue;
+        }
+        if (w & PKM_WANT_SEND) {
+            if ((r = write_some(c, &progress)) < 0) return r;
+            w = pkm_engine_wants(c->e);
+        }
+        if (w & PKM_WANT_CLOSED) return engine_failed(c);
         if (g == GOAL_PACKET) {
-            r = pkm_engine_next_packet(c->e, pkt);
-            if (r < 0) return engine_failed(c);
-            if (r == 1) return 1;
-        } else if (pending == 0 && (g == GOAL_FLUSH || st == PKM_STATE_ESTABLISHED)) {
+            if (w & PKM_WANT_PACKET) {
+                r = pkm_engine_next_packet(c->e, pkt);
+                if (r < 0) return engine_failed(c);
+                if (r == 1) return 1;
+                continue; /* the packet is not all in: the bit is clear now */
+            }
+        } else if (!(w & PKM_WANT_SEND) &&
+                   (g == GOAL_FLUSH || pkm_engine_state(c->e) == PKM_STATE_ESTABLISHED)) {
             return 0;
         }
-        if ((r = read_some(c, &progress)) < 0) return r;
+        int can_read = !c->rd_eof && (w & PKM_WANT_RECV);
+        if (can_read && (r = read_some(c, &progress)) < 0) return r;
         if (progress) continue;
 
         /* Nothing can move now: wait for the socket, the deadline or the idle bound. */
@@ -311,9 +322,8 @@ static int drive(pkm_conn_t *c, int64_t deadline, enum goal g, pkm_packet_t *pkt
         }
         if (until >= 0 && now >= until) return expired(c, g, idle);
         struct pollfd pfd = {.fd = c->fd, .events = 0, .revents = 0};
-        size_t room = 0;
-        if (!c->rd_eof && pkm_engine_recv_buf(c->e, &room) && room) pfd.events |= POLLIN;
-        if (pending) pfd.events |= POLLOUT;
+        if (can_read) pfd.events |= POLLIN;
+        if (w & PKM_WANT_SEND) pfd.events |= POLLOUT;
         if (pfd.events == 0) return conn_fail(c, PKM_EINTERNAL, "nothing to wait for");
         r = c->io->poll(c->io->ctx, &pfd, 1, ms_left(until, now));
         if (r < 0 && errno != EINTR && errno != EAGAIN) return sock_failed(c, errno, "poll");

@@ -829,6 +829,24 @@ int pkm_engine_work(pkm_engine_t *e)
     return r;
 }
 
+/* ---- what the engine wants ---- */
+
+unsigned pkm_engine_wants(const pkm_engine_t *e)
+{
+    if (!e || e->state == PKM_STATE_CLOSED) return PKM_WANT_CLOSED;
+    unsigned w = 0;
+    size_t held = e->rend - e->rpos;
+    if (e->senc > e->sstart) w |= PKM_WANT_SEND;
+    if (!e->eof && held < recv_limit(e)) w |= PKM_WANT_RECV;
+    /* Once established, a packet is known complete only after its first block was decrypted
+     * (next_packet does that, lazily); before that, one buffered block is enough to ask. */
+    if (e->state == PKM_STATE_ESTABLISHED &&
+        (e->eof || (e->pk_head ? held >= e->pk_total : held >= PKM__BLOCK_SIZE)))
+        w |= PKM_WANT_PACKET;
+    if (e->work_pending) w |= PKM_WANT_JOB;
+    return w;
+}
+
 /* ---- memory ---- */
 
 void pkm_engine_trim(pkm_engine_t *e)

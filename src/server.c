@@ -404,25 +404,25 @@ static void check_eof(pkm_server_conn_t *c)
     pump(c);
 }
 
-/* Drives c after anything happened to its engine: starts work, reports the handshake's end,
- * hands out packets, schedules the write. */
+/* Drives c after anything happened to its engine, over what the engine wants: starts work,
+ * reports the handshake's end, hands out packets, schedules the write. */
 static void pump(pkm_server_conn_t *c)
 {
     pkm_server_t *srv = c->srv;
     if (c->in_pump || c->closing || c->work) return;
     c->in_pump = 1;
     for (;;) {
-        int st = pkm_engine_state(c->eng);
-        if (st == PKM_STATE_CLOSED) {
+        unsigned w = pkm_engine_wants(c->eng);
+        if (w & PKM_WANT_CLOSED) {
             close_engine(c);
             break;
         }
-        if (pkm_engine_wants_work(c->eng)) {
+        if (w & PKM_WANT_JOB) {
             start_work(c, 0);
             break;
         }
-        if (st != PKM_STATE_ESTABLISHED) break;
-        if (c->hs_active) { /* a handshake (first or re-establishment) just completed */
+        if (c->hs_active && pkm_engine_state(c->eng) == PKM_STATE_ESTABLISHED) {
+            /* a handshake (first or re-establishment) just completed */
             c->hs_active = 0;
             tl_append(srv, c, TL_ACTIVE);
             if (!c->established) {
@@ -434,23 +434,21 @@ static void pump(pkm_server_conn_t *c)
                 continue;
             }
         }
+        if (!(w & PKM_WANT_PACKET)) break;
         pkm_packet_t pkt;
         int r = pkm_engine_next_packet(c->eng, &pkt);
         if (r < 0) {
             close_engine(c);
             break;
         }
-        if (r == 0) break;
+        if (r == 0) continue; /* not all in yet: the bit is clear now */
         st_add(&srv->st.packets_in, 1);
         if (srv->on_packet) srv->on_packet(srv->user, c, &pkt);
         if (c->closing) break;
     }
     c->in_pump = 0;
-    if (!c->closing && !c->work) {
-        size_t len = 0;
-        pkm_engine_send_buf(c->eng, &len);
-        if (len || c->peer_eof) mark_dirty(c);
-    }
+    if (!c->closing && !c->work && ((pkm_engine_wants(c->eng) & PKM_WANT_SEND) || c->peer_eof))
+        mark_dirty(c);
 }
 
 static void work_cb(uv_work_t *req)

@@ -373,15 +373,23 @@ static int flush_out(struct demo *d)
     return 0;
 }
 
-/* Reads until the engine yields a packet. */
+/* Drives the engine, over what it wants, until it yields a packet. */
 static int next_packet(struct demo *d, pkm_packet_t *pkt)
 {
     uint8_t buf[4096];
     for (;;) {
-        int r = pkm_engine_next_packet(d->e, pkt);
-        if (r == 1) return 0;
-        if (r < 0) return demo_error(d, "%s", pkm_strerror(r));
-        if (flush_out(d) < 0) return -1;
+        unsigned w = pkm_engine_wants(d->e);
+        if (w & PKM_WANT_CLOSED) return demo_error(d, "%s", pkm_strerror(pkm_engine_error(d->e)));
+        if (w & PKM_WANT_SEND) {
+            if (flush_out(d) < 0) return -1;
+            continue;
+        }
+        if (w & PKM_WANT_PACKET) {
+            int r = pkm_engine_next_packet(d->e, pkt);
+            if (r == 1) return 0;
+            if (r < 0) return demo_error(d, "%s", pkm_strerror(r));
+            continue; /* not all in yet: the bit is clear now */
+        }
         size_t got;
         if (read_some(d, buf, sizeof buf, &got) < 0 || feed(d, buf, got) < 0) return -1;
     }

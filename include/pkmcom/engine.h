@@ -20,8 +20,8 @@ extern "C" {
  *   app     -> pkm_engine_seal_packet() -> the caller's own buffer -> network   (optional)
  *
  * Handshake messages are processed as their bytes are acknowledged (recv_ack / feed), so the
- * caller's loop is: read what the socket has into recv_buf, ack it, write out what send_buf
- * holds, take packets with next_packet, run pkm_engine_work() when pkm_engine_wants_work().
+ * caller's loop asks pkm_engine_wants() what to do next: write out what send_buf holds, read what
+ * the socket has into recv_buf and ack it, take packets with next_packet, run RSA work.
  * Once established, received ciphertext is decrypted only when next_packet asks for a packet
  * (lazily), so the byte where a re-establishment switches the stream back to clear text is
  * never decrypted by mistake.
@@ -239,6 +239,28 @@ PKM_API int pkm_engine_next_packet(pkm_engine_t *e, pkm_packet_t *out);
  * The state is PKM_STATE_REKEYING until PKM_STATE_ESTABLISHED again; packets queued meanwhile
  * wait (see pkm_engine_queue_packet). Returns 0 or the error that closed the engine. */
 PKM_API int pkm_engine_rekey(pkm_engine_t *e, const uint8_t *secret, size_t secret_len);
+
+/* ---- what the engine wants ---- */
+
+/* Bits of pkm_engine_wants(), as BearSSL's br_ssl_engine_current_state(): */
+#define PKM_WANT_SEND   0x01u /* bytes wait in pkm_engine_send_buf(): write them, send_ack */
+#define PKM_WANT_RECV   0x02u /* the engine takes bytes: pkm_engine_recv_buf() has room */
+#define PKM_WANT_PACKET 0x04u /* call pkm_engine_next_packet(): see below */
+#define PKM_WANT_JOB    0x08u /* RSA work waits (defer_crypto): run pkm_engine_work() */
+#define PKM_WANT_CLOSED 0x10u /* the engine is closed (alone: no other bit is set) */
+
+/* What the engine needs next, a combination of the PKM_WANT_* bits; 0 when it waits for nothing
+ * the caller could do (e.g. a closed peer's engine with nothing buffered during RSA work).
+ * PKM_WANT_PACKET: established, and either the end of the stream was reported (next_packet
+ * then closes the engine with PKM_EEOF or PKM_EPROTO), or at least one block of a packet is
+ * buffered. A packet's length is known only once its first block is decrypted, which
+ * next_packet does lazily (never wants()): so next_packet may return 0 when the bit was set,
+ * after which the bit stays clear until the rest of the packet has arrived. A driver is a loop:
+ *   w = pkm_engine_wants(e): CLOSED: close the socket, done; JOB: pkm_engine_work(e);
+ *   SEND: write send_buf, send_ack; PACKET: next_packet; RECV: read into recv_buf, recv_ack
+ *   (0 bytes read: pkm_engine_recv_eof); wait for the socket when nothing moved.
+ * A pure function of the engine's state: no side effect. NULL counts as closed. */
+PKM_API unsigned pkm_engine_wants(const pkm_engine_t *e);
 
 /* ---- deferred crypto (config.defer_crypto) ---- */
 

@@ -152,19 +152,19 @@ static void pump(tcl_conn_t *c)
 {
     tcl_t *t = c->t;
     if (c->busy || c->state >= C_DONE) return;
-    if (pkm_engine_wants_work(c->eng)) {
+    unsigned w = pkm_engine_wants(c->eng);
+    if (w & PKM_WANT_JOB) {
         flush(c);
         c->busy = 1;
         c->work.data = c;
         uv_queue_work(&t->loop, &c->work, do_work, after_work);
         return;
     }
-    int st = pkm_engine_state(c->eng);
-    if (st == PKM_STATE_CLOSED) {
+    if (w & PKM_WANT_CLOSED) {
         finish(c, pkm_engine_error(c->eng));
         return;
     }
-    if (st == PKM_STATE_ESTABLISHED && c->state == C_HANDSHAKE) {
+    if (pkm_engine_state(c->eng) == PKM_STATE_ESTABLISHED && c->state == C_HANDSHAKE) {
         c->state = C_ECHO;
         t->res->established++;
         t->pending--;
