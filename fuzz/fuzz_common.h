@@ -218,7 +218,10 @@ static inline int fuzz_service(fuzz_side *sd)
     for (;;) {
         unsigned w = pkm_engine_wants(sd->e);
         if (w & PKM_WANT_JOB) {
-            if ((r = pkm_engine_work(sd->e)) < 0) return r;
+            pkm_job_t *job = NULL;
+            if ((r = pkm_engine_job_take(sd->e, &job)) < 0) return r;
+            (void)pkm_job_run(job);
+            if ((r = pkm_engine_job_done(sd->e, job)) < 0) return r;
             continue;
         }
         if (!(w & (PKM_WANT_PACKET | PKM_WANT_CLOSED))) break;

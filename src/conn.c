@@ -285,11 +285,7 @@ static int drive(pkm_conn_t *c, int64_t deadline, enum goal g, pkm_packet_t *pkt
     for (;;) {
         int progress = 0, r;
         if (c->err) return c->err;
-        unsigned w = pkm_engine_wants(c->e);
-        if (w & PKM_WANT_JOB) { /* (never with this API's engines, which do RSA inline) */
-            if (pkm_engine_work(c->e) < 0) return engine_failed(c);
-            continue;
-        }
+        unsigned w = pkm_engine_wants(c->e); /* never PKM_WANT_JOB: RSA work is inline here */
         if (w & PKM_WANT_SEND) {
             if ((r = write_some(c, &progress)) < 0) return r;
             w = pkm_engine_wants(c->e);

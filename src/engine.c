@@ -23,6 +23,31 @@
 static const uint8_t confirm_block[PKM__BLOCK_SIZE] = {
     0xFF, 0x50, 0x4B, 0x6B, 0xE1, 0x00, 0x00, 0x00, 0x04, 0x50, 0x4B, 0x4D, 0x00, 0x03, 0x03, 0x03};
 
+/* An RSA job (engine.h): what it does, with copies of its inputs, so that it runs on any thread
+ * while the engine, which it never touches, goes on with its own. */
+enum job_kind {
+    JOB_KEYGEN = 1, /* client: make (or take from the pool) the ephemeral key pair */
+    JOB_KEYSHARE,   /* decrypt the peer's KeyShare: M_peer from its two ciphertexts */
+};
+
+struct pkm_job {
+    enum job_kind kind;
+    int ran;                /* pkm_job_run() is done */
+    int result;             /* its result: 0 or a negative PKM_E* */
+    pkm_key_t *key;         /* KEYSHARE: a reference to the engine's private key (pkm_key_ref);
+                               KEYGEN: the key made, until the engine takes it */
+    pkm_keypool_t *pool;    /* KEYGEN: borrowed (keypool in the config), or NULL */
+    uint8_t ct[2 * RSA_CT]; /* KEYSHARE: the peer's two RSA ciphertexts (public) */
+    uint8_t m[PKM__M_SIZE]; /* KEYSHARE: M_peer, the result (secret: wiped by pkm_job_free) */
+};
+
+/* Where a job stands for its engine. */
+enum job_state {
+    JS_NONE,   /* no job */
+    JS_WANTED, /* PKM_WANT_JOB: waits for pkm_engine_job_take() */
+    JS_OUT,    /* taken: the engine waits for pkm_engine_job_done() */
+};
+
 /* Where the handshake stands. A client goes SERVERKEY -> OWNKEY -> KEYSHARE -> KEYSHARE_WORK ->
  * CONFIRM -> DONE; a server CLIENTKEY -> KEYSHARE -> KEYSHARE_WORK -> CONFIRM -> DONE; a
  * re-establishment re-enters at KEYSHARE on both sides. */
@@ -42,10 +67,10 @@ struct pkm_engine {
     int err;
     const char *fail_step;
     enum hs_step hs;
-    int defer;        /* config.defer_crypto */
-    int work_pending; /* waiting for pkm_engine_work() */
-    int in_work;      /* inside pkm_engine_work(): do the expensive steps inline */
-    int eof;          /* the peer closed its side */
+    int defer;                /* config.defer_crypto: RSA work as jobs */
+    enum job_state job_state; /* JS_NONE, or a job wanted / taken */
+    const pkm_job_t *job_out; /* the job taken (identity only: never dereferenced) */
+    int eof;                  /* the peer closed its side */
 
     const pkm_key_t *server_key; /* server: borrowed long-term key pair */
     pkm_key_t *own_key;          /* client: owned ephemeral key pair */
@@ -161,7 +186,8 @@ static int fail(pkm_engine_t *e, int err)
         e->fail_step = step_name(e->hs);
     e->state = PKM_STATE_CLOSED;
     e->err = err < 0 ? err : PKM_EINTERNAL;
-    e->work_pending = 0;
+    e->job_state = JS_NONE; /* a job still out is freed by job_done (or its taker) */
+    e->job_out = NULL;
     e->sstart = e->senc = e->slen = 0;
     wipe_handshake(e);
     return e->err;
@@ -263,6 +289,14 @@ static int rsa_decrypt_half(EVP_PKEY *own, const uint8_t in[RSA_CT], uint8_t out
     return 0;
 }
 
+/* Both halves of M_peer from a KeyShare's two ciphertexts (implicit rejection in each). */
+static int rsa_decrypt_share(EVP_PKEY *own, const uint8_t ct[2 * RSA_CT], uint8_t m[PKM__M_SIZE])
+{
+    int r = rsa_decrypt_half(own, ct, m);
+    if (r == 0) r = rsa_decrypt_half(own, ct + RSA_CT, m + M_HALF);
+    return r;
+}
+
 /* ---- handshake messages ---- */
 
 /* ServerKey / ClientKey: Int n, then n bytes of DER SubjectPublicKeyInfo. */
@@ -320,28 +354,39 @@ static int send_keyshare(pkm_engine_t *e)
     return 0;
 }
 
-/* Decrypts the peer's KeyShare (two RSA private operations), derives K and IV (step 4), starts
- * both chains and wipes everything but the cipher contexts. */
-static int take_keyshare(pkm_engine_t *e)
+/* With M_peer decrypted from the peer's KeyShare (inline, or by a job): derives K and IV (step
+ * 4), starts both chains and wipes everything but the cipher contexts. */
+static int derive(pkm_engine_t *e, const uint8_t m_peer[PKM__M_SIZE])
 {
-    uint8_t m_peer[PKM__M_SIZE], m[PKM__M_SIZE], key[PKM__KEY_SIZE], iv[PKM__IV_SIZE];
-    EVP_PKEY *own = pkm__key_evp(e->client ? e->own_key : e->server_key);
-    int r = rsa_decrypt_half(own, e->share_in, m_peer);
-    if (r == 0) r = rsa_decrypt_half(own, e->share_in + RSA_CT, m_peer + M_HALF);
-    if (r == 0) {
-        for (size_t i = 0; i < PKM__M_SIZE; i++)
-            m[i] = e->m_own[i] ^ m_peer[i];
-        for (size_t i = 0; i < PKM__IV_SIZE; i++)
-            iv[i] = e->iv_own[i] ^ e->share_in[2 * RSA_CT + i];
-        r = pkm__derive_key(m, e->secret, e->secret_len, key);
-        if (r == 0 && e->keylog) e->keylog(e->keylog_ctx, key, iv);
-        if (r == 0) r = pkm__channel_start(&e->ch, key, iv);
-    }
-    OPENSSL_cleanse(m_peer, sizeof m_peer);
+    uint8_t m[PKM__M_SIZE], key[PKM__KEY_SIZE], iv[PKM__IV_SIZE];
+    for (size_t i = 0; i < PKM__M_SIZE; i++)
+        m[i] = e->m_own[i] ^ m_peer[i];
+    for (size_t i = 0; i < PKM__IV_SIZE; i++)
+        iv[i] = e->iv_own[i] ^ e->share_in[2 * RSA_CT + i];
+    int r = pkm__derive_key(m, e->secret, e->secret_len, key);
+    if (r == 0 && e->keylog) e->keylog(e->keylog_ctx, key, iv);
+    if (r == 0) r = pkm__channel_start(&e->ch, key, iv);
     OPENSSL_cleanse(m, sizeof m);
     OPENSSL_cleanse(key, sizeof key);
     OPENSSL_cleanse(iv, sizeof iv);
     wipe_handshake(e);
+    return r;
+}
+
+/* The engine's own private key: the client's ephemeral one, or the server's long-term one. */
+static const pkm_key_t *own_private(const pkm_engine_t *e)
+{
+    return e->client ? e->own_key : e->server_key;
+}
+
+/* Decrypts the peer's KeyShare here (two RSA private operations) and derives. */
+static int take_keyshare(pkm_engine_t *e)
+{
+    uint8_t m_peer[PKM__M_SIZE];
+    int r = rsa_decrypt_share(pkm__key_evp(own_private(e)), e->share_in, m_peer);
+    if (r == 0) r = derive(e, m_peer);
+    OPENSSL_cleanse(m_peer, sizeof m_peer);
+    if (r < 0) wipe_handshake(e);
     return r;
 }
 
@@ -395,13 +440,21 @@ static int need_more(pkm_engine_t *e)
     return e->eof ? fail(e, PKM_EHANDSHAKE) : 0;
 }
 
+/* The peer's KeyShare is decrypted and K derived: step 5, the client speaks first. */
+static int keyshare_taken(pkm_engine_t *e)
+{
+    if (e->client) PKM_GUARD(send_confirm(e));
+    e->hs = HS_CONFIRM;
+    return 0;
+}
+
 /* Runs the handshake as far as the buffered bytes (and the defer flag) allow. */
 static int advance(pkm_engine_t *e)
 {
     for (;;) {
         int r;
         if (e->state == PKM_STATE_CLOSED) return e->err;
-        if (e->work_pending || e->hs == HS_DONE) return 0;
+        if (e->job_state != JS_NONE || e->hs == HS_DONE) return 0;
         size_t avail = e->rend - e->rpos;
         switch (e->hs) {
         case HS_SERVERKEY:
@@ -419,8 +472,8 @@ static int advance(pkm_engine_t *e)
             break;
         case HS_OWNKEY:
             if (!e->own_key) {
-                if (e->defer && !e->in_work) {
-                    e->work_pending = 1;
+                if (e->defer) {
+                    e->job_state = JS_WANTED; /* JOB_KEYGEN */
                     return 0;
                 }
                 if ((r = acquire_own_key(e)) < 0) return fail(e, r);
@@ -437,14 +490,11 @@ static int advance(pkm_engine_t *e)
             e->hs = HS_KEYSHARE_WORK;
             break;
         case HS_KEYSHARE_WORK:
-            if (e->defer && !e->in_work) {
-                e->work_pending = 1;
+            if (e->defer) {
+                e->job_state = JS_WANTED; /* JOB_KEYSHARE */
                 return 0;
             }
-            if ((r = take_keyshare(e)) < 0) return fail(e, r);
-            /* Step 5: the client speaks first. */
-            if (e->client && (r = send_confirm(e)) < 0) return fail(e, r);
-            e->hs = HS_CONFIRM;
+            if ((r = take_keyshare(e)) < 0 || (r = keyshare_taken(e)) < 0) return fail(e, r);
             break;
         case HS_CONFIRM:
             if (avail < PKM__BLOCK_SIZE) return need_more(e);
@@ -810,23 +860,79 @@ int pkm_engine_rekey(pkm_engine_t *e, const uint8_t *secret, size_t secret_len)
     return advance(e);
 }
 
-/* ---- deferred crypto ---- */
+/* ---- RSA work as jobs ---- */
 
-int pkm_engine_wants_work(const pkm_engine_t *e)
+int pkm_engine_job_take(pkm_engine_t *e, pkm_job_t **out)
 {
-    return e && e->state != PKM_STATE_CLOSED && e->work_pending;
+    if (out) *out = NULL;
+    if (!e || !out) return PKM_EINVAL;
+    if (e->state == PKM_STATE_CLOSED) return e->err;
+    if (e->job_state != JS_WANTED) return PKM_ESTATE;
+    pkm_job_t *job = pkm__calloc(1, sizeof *job);
+    if (!job) return fail(e, PKM_ENOMEM);
+    if (e->hs == HS_OWNKEY) {
+        job->kind = JOB_KEYGEN;
+        job->pool = e->keypool;
+    } else {
+        /* HS_KEYSHARE_WORK. The key is only ever read; the reference keeps it alive for a job
+         * that outlives its engine (a server's key may then be freed by its owner). */
+        job->kind = JOB_KEYSHARE;
+        job->key = pkm_key_ref((pkm_key_t *)(uintptr_t)own_private(e));
+        memcpy(job->ct, e->share_in, sizeof job->ct);
+    }
+    e->job_state = JS_OUT;
+    e->job_out = job;
+    *out = job;
+    return 0;
 }
 
-int pkm_engine_work(pkm_engine_t *e)
+int pkm_job_run(pkm_job_t *job)
 {
-    if (!e) return PKM_EINVAL;
-    if (e->state == PKM_STATE_CLOSED) return e->err;
-    if (!e->work_pending) return 0;
-    e->work_pending = 0;
-    e->in_work = 1;
-    int r = advance(e);
-    e->in_work = 0;
-    return r;
+    if (!job) return PKM_EINVAL;
+    if (job->ran) return job->result;
+    if (job->kind == JOB_KEYGEN)
+        job->result =
+            job->pool ? pkm_keypool_take(job->pool, &job->key) : pkm_key_generate(&job->key);
+    else
+        job->result = rsa_decrypt_share(pkm__key_evp(job->key), job->ct, job->m);
+    job->ran = 1;
+    return job->result;
+}
+
+void pkm_job_free(pkm_job_t *job)
+{
+    if (!job) return;
+    pkm_key_free(job->key); /* a reference dropped, or a key never taken: freed and wiped */
+    OPENSSL_cleanse(job, sizeof *job);
+    pkm__free(job);
+}
+
+int pkm_engine_job_done(pkm_engine_t *e, pkm_job_t *job)
+{
+    if (!e || !job) {
+        pkm_job_free(job);
+        return PKM_EINVAL;
+    }
+    if (e->state == PKM_STATE_CLOSED) {
+        pkm_job_free(job);
+        return e->err;
+    }
+    if (e->job_state != JS_OUT || job != e->job_out) {
+        pkm_job_free(job); /* not this engine's job: the engine is unchanged */
+        return PKM_EINVAL;
+    }
+    int r = pkm_job_run(job); /* nothing to do when it ran already, as it should have */
+    e->job_state = JS_NONE;
+    e->job_out = NULL;
+    if (r == 0 && job->kind == JOB_KEYGEN) {
+        e->own_key = job->key;
+        job->key = NULL;
+    } else if (r == 0) {
+        if ((r = derive(e, job->m)) == 0) r = keyshare_taken(e);
+    }
+    pkm_job_free(job);
+    if (r < 0) return fail(e, r);
+    return advance(e);
 }
 
 /* ---- what the engine wants ---- */
@@ -843,7 +949,7 @@ unsigned pkm_engine_wants(const pkm_engine_t *e)
     if (e->state == PKM_STATE_ESTABLISHED &&
         (e->eof || (e->pk_head ? held >= e->pk_total : held >= PKM__BLOCK_SIZE)))
         w |= PKM_WANT_PACKET;
-    if (e->work_pending) w |= PKM_WANT_JOB;
+    if (e->job_state == JS_WANTED) w |= PKM_WANT_JOB;
     return w;
 }
 

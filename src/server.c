@@ -14,8 +14,8 @@
 #include <uv.h>
 #include <openssl/crypto.h>
 #include "pkmcom/server.h"
-#include "channel_internal.h"
 #include "internal.h"
+#include "server_internal.h"
 
 /* Which deadline list a connection is on: handshake (ordered by start), active or trimmed (both
  * ordered by the last read; every trimmed connection read less recently than every active one,
@@ -27,15 +27,13 @@ typedef struct tlist {
     pkm_server_conn_t *head, *tail;
 } tlist_t;
 
-/* A packet sent while the connection's engine is busy on the thread pool (a re-establishment's
- * KeyShare work): it waits here and is queued into the engine when the work is done. */
-struct pend {
-    struct pend *next;
-    uint8_t id;
-    uint32_t hash;
-    size_t size;
-    uint8_t data[];
-};
+/* A connection's life, one state at a time:
+ *   HANDSHAKE -> ESTABLISHED <-> REKEYING      (the engine's handshakes)
+ *   any of those -> CLOSING                    (do_close: on_close called, the handle closing)
+ *   CLOSING -> CLOSED                          (the handle is closed)
+ * and a CLOSED connection is freed once no write request refers to it and it is off the dirty
+ * list. An RSA job in flight never holds a connection back: closing detaches it (see jobreq). */
+enum conn_state { CS_HANDSHAKE, CS_ESTABLISHED, CS_REKEYING, CS_CLOSING, CS_CLOSED };
 
 /* Bytes the socket did not take at once: copied out of the engine and written with uv_write. */
 struct wreq {
@@ -45,10 +43,14 @@ struct wreq {
     uint8_t data[];
 };
 
-struct workreq {
+/* One connection's RSA job on the thread pool. The pool thread touches the job only (and srv's
+ * test hook). c is set to NULL when the connection closes first: the job is then cancelled if
+ * still queued, or freed when the pool hands it back, without touching the freed connection. */
+struct jobreq {
     uv_work_t req;
+    pkm_server_t *srv;
     pkm_server_conn_t *c;
-    size_t ack; /* bytes read into the engine's receive buffer, to acknowledge on the pool */
+    pkm_job_t *job;
 };
 
 struct pkm_server_conn {
@@ -57,22 +59,23 @@ struct pkm_server_conn {
     pkm_engine_t *eng;
     void *data;
     uint64_t id;
-    uint64_t since;                     /* handshake start, or the last read (ms, uv_now) */
-    pkm_server_conn_t *prev, *next;     /* srv->all */
-    pkm_server_conn_t *tprev, *tnext;   /* deadline list */
-    pkm_server_conn_t *dnext;           /* srv->dirty */
-    struct workreq *work;               /* RSA work in flight on the thread pool */
-    struct pend *pend_head, *pend_tail; /* sends held during work */
-    size_t pend_bytes;                  /* their padded sizes */
-    size_t wq_bytes;                    /* bytes in uv_write requests not yet completed */
-    int deferred_err;                   /* close with this once the work is back */
-    unsigned writes;                    /* uv_write requests not yet completed */
-    uint8_t tlist;                      /* enum tlist_id */
-    uint8_t family;                     /* peer address */
+    uint64_t since;                   /* handshake start, or the last read (ms, uv_now) */
+    pkm_server_conn_t *prev, *next;   /* srv->all */
+    pkm_server_conn_t *tprev, *tnext; /* deadline list */
+    pkm_server_conn_t *dnext;         /* srv->dirty */
+    struct jobreq *job;               /* its RSA job on the thread pool, or NULL */
+    size_t wq_bytes;                  /* bytes in uv_write requests not yet completed */
+    unsigned writes;                  /* uv_write requests not yet completed */
+    uint8_t state;                    /* enum conn_state */
+    uint8_t tlist;                    /* enum tlist_id */
+    uint8_t family;                   /* peer address */
     uint16_t peer_port;
     uint8_t peer_addr[16];
-    unsigned established : 1, hs_active : 1, closing : 1, tcp_closed : 1, reading : 1, dirty : 1,
-        peer_eof : 1, in_pump : 1;
+    unsigned ever_established : 1; /* the first handshake completed (stats, foreach, getters) */
+    unsigned reading : 1;          /* uv_read_start is in force */
+    unsigned dirty : 1;            /* on srv->dirty */
+    unsigned peer_eof : 1;         /* the client closed its side of an established connection */
+    unsigned in_pump : 1;          /* pump() is running (callbacks re-enter it) */
 };
 
 typedef struct stats_atomic {
@@ -100,6 +103,8 @@ struct pkm_server {
     uint64_t hs_timeout, idle_timeout, trim_after;
     int (*verify)(void *ctx, const pkm_packet_t *pkt);
     void *verify_ctx;
+    pkm__job_hook_fn job_hook; /* test-only (server_internal.h) */
+    void *job_hook_ctx;
     void (*on_connect)(void *user, pkm_server_conn_t *conn);
     void (*on_packet)(void *user, pkm_server_conn_t *conn, const pkm_packet_t *pkt);
     void (*on_close)(void *user, pkm_server_conn_t *conn, int err, const char *fail_step);
@@ -233,40 +238,51 @@ static void arm_timer(pkm_server_t *srv)
 
 static void on_tcp_closed(uv_handle_t *h);
 
-/* Frees c once nothing refers to it any more: its handle closed, no work in flight, not on the
- * dirty list. */
+/* Frees c once nothing refers to it any more: its handle closed, no write request pending, not
+ * on the dirty list. (A job of c's still on the pool was detached by do_close.) */
 static void maybe_free(pkm_server_conn_t *c)
 {
-    if (!c->tcp_closed || c->work || c->dirty || c->writes) return;
+    if (c->state != CS_CLOSED || c->dirty || c->writes) return;
     pkm_server_t *srv = c->srv;
     if (c->prev)
         c->prev->next = c->next;
     else
         srv->all = c->next;
     if (c->next) c->next->prev = c->prev;
-    while (c->pend_head) {
-        struct pend *p = c->pend_head;
-        c->pend_head = p->next;
-        OPENSSL_cleanse(p->data, p->size);
-        pkm__free(p);
-    }
     pkm_engine_free(c->eng);
     pkm__free(c);
+}
+
+static void job_event(pkm_server_t *srv, int event)
+{
+    if (srv->job_hook) srv->job_hook(srv->job_hook_ctx, event);
+}
+
+/* Lets go of c's job: cancelled if still queued (then never run), otherwise freed by job_after
+ * when the pool is done with it; either way it no longer refers to c. */
+static void detach_job(pkm_server_conn_t *c)
+{
+    struct jobreq *j = c->job;
+    if (!j) return;
+    c->job = NULL;
+    j->c = NULL;
+    uv_cancel((uv_req_t *)&j->req); /* fails harmlessly when it is already running or done */
 }
 
 /* The one way a connection closes: stats, on_close, then the socket. err 0 = closed by this
  * side; fail_step non-NULL = a handshake failed. */
 static void do_close(pkm_server_conn_t *c, int err, const char *fail_step)
 {
-    if (c->closing) return;
+    if (c->state >= CS_CLOSING) return;
     pkm_server_t *srv = c->srv;
-    c->closing = 1;
+    c->state = CS_CLOSING;
+    detach_job(c);
     if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = 0;
     tl_remove(srv, c);
     srv->open--;
     st_sub(&srv->st.conns_open, 1);
-    if (c->established) st_sub(&srv->st.conns_established, 1);
+    if (c->ever_established) st_sub(&srv->st.conns_established, 1);
     if (fail_step) st_add(&srv->st.handshakes_failed, 1);
     if (err == PKM_ETIMEOUT) st_add(&srv->st.timeouts, 1);
     if (err == PKM_EQUEUE) st_add(&srv->st.dropped_queue, 1);
@@ -281,21 +297,11 @@ static void close_engine(pkm_server_conn_t *c)
     do_close(c, err ? err : PKM_ECLOSED, pkm_engine_fail_step(c->eng));
 }
 
-/* Closes c with err (0 = by this side), naming the handshake step if one was running. */
+/* Closes c with err (0 = by this side), naming the handshake step if one was running (the engine
+ * is always here, also while its job is on the pool, so the step is exact). */
 static void close_with(pkm_server_conn_t *c, int err)
 {
-    if (c->closing) return;
-    if (c->work) {
-        if (err == 0) {
-            do_close(c, 0, NULL);
-        } else {
-            /* The engine is on the pool: close when it is back, so that on_close can name the
-             * handshake step (and the fingerprint) exactly. */
-            tl_remove(c->srv, c);
-            if (!c->deferred_err) c->deferred_err = err;
-        }
-        return;
-    }
+    if (c->state >= CS_CLOSING) return;
     if (err == 0) {
         pkm_engine_close(c->eng, PKM_ECLOSED);
         do_close(c, 0, NULL);
@@ -308,7 +314,7 @@ static void close_with(pkm_server_conn_t *c, int err)
 static void on_tcp_closed(uv_handle_t *h)
 {
     pkm_server_conn_t *c = h->data;
-    c->tcp_closed = 1;
+    c->state = CS_CLOSED;
     maybe_free(c);
 }
 
@@ -316,7 +322,7 @@ static void on_tcp_closed(uv_handle_t *h)
 
 static void mark_dirty(pkm_server_conn_t *c)
 {
-    if (c->dirty || c->closing || c->srv->stopping) return;
+    if (c->dirty || c->state >= CS_CLOSING || c->srv->stopping) return;
     c->dirty = 1;
     c->dnext = c->srv->dirty;
     c->srv->dirty = c;
@@ -330,7 +336,7 @@ static void on_write(uv_write_t *req, int status)
     c->wq_bytes -= w->len;
     if (status == 0) st_add(&c->srv->st.bytes_out, w->len);
     pkm__free(w);
-    if (c->closing) {
+    if (c->state >= CS_CLOSING) {
         maybe_free(c);
         return;
     }
@@ -345,7 +351,7 @@ static void on_write(uv_write_t *req, int status)
  * copied into one uv_write. The engine holds no output afterwards. */
 static void flush_now(pkm_server_conn_t *c)
 {
-    if (c->closing || c->work) return;
+    if (c->state >= CS_CLOSING) return;
     size_t len = 0;
     const uint8_t *p = pkm_engine_send_buf(c->eng, &len);
     if (!len) return;
@@ -389,27 +395,25 @@ static void flush_now(pkm_server_conn_t *c)
 
 /* ---- the per-connection pump ---- */
 
-static void start_work(pkm_server_conn_t *c, size_t ack);
+static void start_job(pkm_server_conn_t *c);
 static void pump(pkm_server_conn_t *c);
 
 /* The client closed its side of an established connection and everything owed to it is written:
  * end the stream in the engine (PKM_EEOF, or PKM_EPROTO inside a packet) and close. */
 static void check_eof(pkm_server_conn_t *c)
 {
-    if (!c->peer_eof || c->closing || c->work || c->writes) return;
-    size_t len = 0;
-    pkm_engine_send_buf(c->eng, &len);
-    if (len) return;
+    if (!c->peer_eof || c->state >= CS_CLOSING || c->writes) return;
+    if (pkm_engine_wants(c->eng) & PKM_WANT_SEND) return;
     pkm_engine_recv_eof(c->eng);
     pump(c);
 }
 
-/* Drives c after anything happened to its engine, over what the engine wants: starts work,
- * reports the handshake's end, hands out packets, schedules the write. */
+/* Drives c after anything happened to its engine, over what the engine wants: hands out its RSA
+ * job, reports the handshake's end, hands out packets, schedules the write. */
 static void pump(pkm_server_conn_t *c)
 {
     pkm_server_t *srv = c->srv;
-    if (c->in_pump || c->closing || c->work) return;
+    if (c->in_pump || c->state >= CS_CLOSING) return;
     c->in_pump = 1;
     for (;;) {
         unsigned w = pkm_engine_wants(c->eng);
@@ -418,19 +422,22 @@ static void pump(pkm_server_conn_t *c)
             break;
         }
         if (w & PKM_WANT_JOB) {
-            start_work(c, 0);
-            break;
+            start_job(c);
+            if (c->state >= CS_CLOSING) break;
+            continue;
         }
-        if (c->hs_active && pkm_engine_state(c->eng) == PKM_STATE_ESTABLISHED) {
+        if ((c->state == CS_HANDSHAKE || c->state == CS_REKEYING) &&
+            pkm_engine_state(c->eng) == PKM_STATE_ESTABLISHED) {
             /* a handshake (first or re-establishment) just completed */
-            c->hs_active = 0;
+            int first = c->state == CS_HANDSHAKE;
+            c->state = CS_ESTABLISHED;
             tl_append(srv, c, TL_ACTIVE);
-            if (!c->established) {
-                c->established = 1;
+            if (first) {
+                c->ever_established = 1;
                 st_add(&srv->st.handshakes_ok, 1);
                 st_add(&srv->st.conns_established, 1);
                 if (srv->on_connect) srv->on_connect(srv->user, c);
-                if (c->closing) break;
+                if (c->state >= CS_CLOSING) break;
                 continue;
             }
         }
@@ -444,96 +451,70 @@ static void pump(pkm_server_conn_t *c)
         if (r == 0) continue; /* not all in yet: the bit is clear now */
         st_add(&srv->st.packets_in, 1);
         if (srv->on_packet) srv->on_packet(srv->user, c, &pkt);
-        if (c->closing) break;
+        if (c->state >= CS_CLOSING) break;
     }
     c->in_pump = 0;
-    if (!c->closing && !c->work && ((pkm_engine_wants(c->eng) & PKM_WANT_SEND) || c->peer_eof))
+    if (c->state < CS_CLOSING && ((pkm_engine_wants(c->eng) & PKM_WANT_SEND) || c->peer_eof))
         mark_dirty(c);
 }
 
-static void work_cb(uv_work_t *req)
+/* On a pool thread: the job's work, and nothing else (no connection, no engine). */
+static void job_work(uv_work_t *req)
 {
-    struct workreq *w = (struct workreq *)req;
-    pkm_engine_t *e = w->c->eng;
-    /* Errors close the engine: pump sees them. */
-    if (w->ack) {
-        if (pkm_engine_recv_ack(e, w->ack) < 0) return;
-        size_t len = 0;
-        pkm_engine_send_buf(e, &len);
-        /* Output first (the server's KeyShare, so that the client decrypts while we do), then
-         * back to the pool for the RSA work. */
-        if (len) return;
-    }
-    while (pkm_engine_wants_work(e))
-        if (pkm_engine_work(e) < 0) return;
+    struct jobreq *j = (struct jobreq *)req;
+    job_event(j->srv, PKM__JOB_RUN);
+    (void)pkm_job_run(j->job); /* an error is the job's result: job_done closes the engine */
 }
 
-static void after_work(uv_work_t *req, int status)
+/* Back on the loop: the result goes into the engine, unless the connection is gone. */
+static void job_after(uv_work_t *req, int status)
 {
-    struct workreq *w = (struct workreq *)req;
-    pkm_server_conn_t *c = w->c;
-    (void)status; /* UV_ECANCELED only when stopping: the connection is closing then */
-    pkm__free(w);
-    c->work = NULL;
-    if (c->closing) {
-        maybe_free(c);
-        return;
-    }
-    if (c->deferred_err) {
-        close_with(c, c->deferred_err);
-        return;
-    }
-    /* Sends held meanwhile go into the engine, in order. */
-    while (c->pend_head) {
-        struct pend *p = c->pend_head;
-        c->pend_head = p->next;
-        size_t total = pkm__padded_size(p->size);
-        c->pend_bytes -= total;
-        int r = pkm_engine_queue_packet(c->eng, p->id, p->hash, p->data, p->size);
-        OPENSSL_cleanse(p->data, p->size);
-        pkm__free(p);
-        if (r < 0) {
-            if (r == PKM_EQUEUE) {
-                do_close(c, PKM_EQUEUE, NULL);
-            } else {
-                close_with(c, r);
-            }
-            return;
+    struct jobreq *j = (struct jobreq *)req;
+    pkm_server_conn_t *c = j->c;
+    pkm_job_t *job = j->job;
+    pkm_server_t *srv = j->srv;
+    pkm__free(j);
+    if (status == UV_ECANCELED || !c) {
+        /* Cancelled (only ever by detach_job), or run after its connection closed. */
+        job_event(srv, status == UV_ECANCELED ? PKM__JOB_CANCELLED : PKM__JOB_ORPHANED);
+        pkm_job_free(job);
+        if (c) { /* (not reached: a cancelled job was detached first) */
+            c->job = NULL;
+            close_with(c, PKM_EINTERNAL);
         }
-        st_add(&c->srv->st.packets_out, 1);
+        return;
     }
-    c->pend_tail = NULL;
-    if (!c->peer_eof && !c->reading) {
-        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = 1;
-    }
+    c->job = NULL;
+    (void)pkm_engine_job_done(c->eng, job); /* an error closes the engine: pump sees it */
     pump(c);
 }
 
-/* Hands the engine to the thread pool: for its RSA work, and during a handshake also for the
- * processing of the `ack` bytes just read (parsing the client's key costs about as much as an RSA
- * decryption with OpenSSL 3's decoder, and the server's KeyShare takes two RSA encryptions), so
- * the loop itself does next to nothing for a handshake. Stops reading; before RSA work, first
- * writes out what the engine has (the server's KeyShare must not wait for our decryption). */
-static void start_work(pkm_server_conn_t *c, size_t ack)
+/* Hands the engine's RSA job (the decryption of the client's KeyShare) to the thread pool; the
+ * engine stays here and goes on reading meanwhile. First writes out what the engine has (the
+ * server's KeyShare must not wait for our decryption: the client decrypts meanwhile). */
+static void start_job(pkm_server_conn_t *c)
 {
-    if (!ack) flush_now(c); /* (with ack, no call between recv_buf and recv_ack) */
-    if (c->closing) return;
-    struct workreq *w = pkm__malloc(sizeof *w);
-    if (!w) {
+    flush_now(c);
+    if (c->state >= CS_CLOSING) return;
+    pkm_job_t *job = NULL;
+    if (pkm_engine_job_take(c->eng, &job) < 0) return; /* the engine closed: pump sees it */
+    struct jobreq *j = pkm__malloc(sizeof *j);
+    if (!j) {
+        pkm_job_free(job);
         close_with(c, PKM_ENOMEM);
         return;
     }
-    w->c = c;
-    w->ack = ack;
-    if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
-    c->reading = 0;
-    int r = uv_queue_work(&c->srv->loop, &w->req, work_cb, after_work);
-    if (r < 0) {
-        pkm__free(w);
+    j->srv = c->srv;
+    j->c = c;
+    j->job = job;
+    if (uv_queue_work(&c->srv->loop, &j->req, job_work, job_after) < 0) {
+        pkm__free(j);
+        pkm_job_free(job);
         close_with(c, PKM_EINTERNAL);
         return;
     }
-    c->work = w;
+    c->job = j;
+    job_event(c->srv, PKM__JOB_QUEUED);
 }
 
 /* ---- reading ---- */
@@ -544,7 +525,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     size_t cap = 0;
     uint8_t *p = NULL;
     (void)suggested;
-    if (!c->closing && !c->work) p = pkm_engine_recv_buf(c->eng, &cap);
+    if (c->state < CS_CLOSING) p = pkm_engine_recv_buf(c->eng, &cap); /* also during a job */
     if (cap > UINT32_MAX) cap = UINT32_MAX;
     *buf = uv_buf_init((char *)p, (unsigned)cap);
 }
@@ -554,14 +535,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     pkm_server_conn_t *c = s->data;
     pkm_server_t *srv = c->srv;
     (void)buf;
-    if (c->closing || c->work) return;
+    if (c->state >= CS_CLOSING) return;
     if (nread > 0) {
         st_add(&srv->st.bytes_in, (uint64_t)nread);
         if (c->tlist == TL_ACTIVE || c->tlist == TL_TRIMMED) tl_append(srv, c, TL_ACTIVE);
-        if (c->hs_active) { /* handshake bytes: processed on the thread pool */
-            start_work(c, (size_t)nread);
-            return;
-        }
         if (pkm_engine_recv_ack(c->eng, (size_t)nread) < 0) {
             close_engine(c);
             return;
@@ -606,14 +583,13 @@ static void on_prepare(uv_prepare_t *p)
             list = c->dnext;
             c->dnext = NULL;
             c->dirty = 0;
-            if (c->closing) {
+            if (c->state >= CS_CLOSING) {
                 maybe_free(c);
                 continue;
             }
-            if (c->work) continue;
             flush_now(c);
             check_eof(c);
-            if (srv->trim_after == 0 && !c->closing && !c->work) pkm_engine_trim(c->eng);
+            if (srv->trim_after == 0 && c->state < CS_CLOSING) pkm_engine_trim(c->eng);
         }
     }
 }
@@ -633,7 +609,7 @@ static void on_timer(uv_timer_t *t)
     }
     while (srv->trim_after && (c = srv->tl[TL_ACTIVE].head) && c->since + srv->trim_after <= now) {
         uint64_t since = c->since;
-        if (!c->work) pkm_engine_trim(c->eng);
+        pkm_engine_trim(c->eng);
         tl_append(srv, c, TL_TRIMMED);
         c->since = since; /* keeps its last read time */
     }
@@ -653,9 +629,8 @@ static void shutdown_all(pkm_server_t *srv)
     srv->stopping = 1;
     close_handle((uv_handle_t *)&srv->listener);
     for (pkm_server_conn_t *c = srv->all; c; c = c->next) {
-        if (c->closing) continue;
-        if (c->work) uv_cancel((uv_req_t *)&c->work->req);
-        close_with(c, 0);
+        if (c->state >= CS_CLOSING) continue;
+        close_with(c, 0); /* cancels its queued job, if any */
     }
     /* The prepare handle goes: nothing is flushed any more, and the dirty list is forgotten. */
     while (srv->dirty) {
@@ -799,7 +774,7 @@ static void on_connection(uv_stream_t *l, int status)
     srv->open++;
     st_add(&srv->st.accepted, 1);
     st_add(&srv->st.conns_open, 1);
-    c->hs_active = 1;
+    c->state = CS_HANDSHAKE;
     tl_append(srv, c, TL_HS);
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
         close_with(c, PKM_EIO);
@@ -1005,6 +980,12 @@ void pkm_server_free(pkm_server_t *srv)
     pkm__free(srv);
 }
 
+void pkm__server_set_job_hook(pkm_server_t *srv, pkm__job_hook_fn fn, void *ctx)
+{
+    srv->job_hook = fn;
+    srv->job_hook_ctx = ctx;
+}
+
 uint16_t pkm_server_port(const pkm_server_t *srv)
 {
     return srv ? srv->port : 0;
@@ -1042,7 +1023,7 @@ size_t pkm_server_foreach(pkm_server_t *srv, void (*fn)(void *ctx, pkm_server_co
     size_t n = 0;
     /* Connections are freed only from the loop's own callbacks, never during fn. */
     for (pkm_server_conn_t *c = srv->all; c; c = c->next) {
-        if (c->closing || !c->established) continue;
+        if (c->state >= CS_CLOSING || !c->ever_established) continue;
         fn(ctx, c);
         n++;
     }
@@ -1055,7 +1036,7 @@ size_t pkm_server_broadcast(pkm_server_t *srv, const pkm_server_conn_t *except, 
     if (!srv) return 0;
     size_t n = 0;
     for (pkm_server_conn_t *c = srv->all; c; c = c->next) {
-        if (c == except || c->closing || !c->established) continue;
+        if (c == except || c->state >= CS_CLOSING || !c->ever_established) continue;
         if (pkm_server_send(c, id, hash, content, size) == 0) n++;
     }
     return n;
@@ -1067,34 +1048,18 @@ int pkm_server_send(pkm_server_conn_t *c, uint8_t id, uint32_t hash, const uint8
                     size_t size)
 {
     if (!c) return PKM_EINVAL;
-    if (c->closing) return PKM_ECLOSED;
-    if (!c->established) return PKM_ESTATE;
+    if (c->state >= CS_CLOSING) return PKM_ECLOSED;
+    if (!c->ever_established) return PKM_ESTATE;
     if (id == PKM_HANDSHAKE_ID || (size && !content)) return PKM_EINVAL;
     pkm_server_t *srv = c->srv;
-    if (size > INT32_MAX || pkm__padded_size(size) > srv->max_send_queue) return PKM_ETOOBIG;
-    size_t total = pkm__padded_size(size);
+    size_t total = pkm_engine_wire_size(size);
+    if (total == 0 || total > srv->max_send_queue) return PKM_ETOOBIG;
     size_t engine_len = 0;
-    if (!c->work) pkm_engine_send_buf(c->eng, &engine_len);
-    size_t unsent = c->wq_bytes + c->pend_bytes + engine_len;
-    if (unsent > srv->max_send_queue - total) {
+    pkm_engine_send_buf(c->eng, &engine_len);
+    /* (During a re-establishment the engine holds packets back itself, within the same bound.) */
+    if (c->wq_bytes + engine_len > srv->max_send_queue - total) {
         do_close(c, PKM_EQUEUE, NULL);
         return PKM_EQUEUE;
-    }
-    if (c->work) { /* the engine is on the thread pool: hold the packet */
-        struct pend *p = pkm__malloc(sizeof *p + size);
-        if (!p) return PKM_ENOMEM;
-        p->next = NULL;
-        p->id = id;
-        p->hash = hash;
-        p->size = size;
-        if (size) memcpy(p->data, content, size);
-        if (c->pend_tail)
-            c->pend_tail->next = p;
-        else
-            c->pend_head = p;
-        c->pend_tail = p;
-        c->pend_bytes += total;
-        return 0;
     }
     int r = pkm_engine_queue_packet(c->eng, id, hash, content, size);
     if (r == PKM_EQUEUE) { /* the engine's own bound (packets held during a re-establishment) */
@@ -1118,11 +1083,11 @@ void pkm_server_conn_close(pkm_server_conn_t *c)
 int pkm_server_conn_rekey(pkm_server_conn_t *c, const uint8_t *secret, size_t secret_len)
 {
     if (!c) return PKM_EINVAL;
-    if (c->closing) return PKM_ECLOSED;
-    if (!c->established || c->hs_active || c->work) return PKM_ESTATE;
+    if (c->state >= CS_CLOSING) return PKM_ECLOSED;
+    if (c->state != CS_ESTABLISHED) return PKM_ESTATE; /* handshaking, or re-establishing */
     int r = pkm_engine_rekey(c->eng, secret, secret_len);
     if (r == PKM_EINVAL || r == PKM_ESTATE) return r;
-    c->hs_active = 1;
+    c->state = CS_REKEYING;
     tl_append(c->srv, c, TL_HS);
     if (r < 0) {
         /* The engine may still be open (PKM_ENOMEM copying the secret): close it with r, so
@@ -1147,7 +1112,7 @@ void *pkm_server_conn_get_data(const pkm_server_conn_t *c)
 
 const char *pkm_server_conn_fingerprint(const pkm_server_conn_t *c)
 {
-    if (!c || c->work) return NULL;
+    if (!c) return NULL;
     return pkm_engine_peer_fingerprint(c->eng);
 }
 
@@ -1180,7 +1145,7 @@ int pkm_server_conn_peer(const pkm_server_conn_t *c, char *buf, size_t cap)
 
 int pkm_server_conn_established(const pkm_server_conn_t *c)
 {
-    return c ? c->established : 0;
+    return c ? c->ever_established : 0;
 }
 
 pkm_server_t *pkm_server_conn_server(const pkm_server_conn_t *c)

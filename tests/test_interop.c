@@ -167,7 +167,7 @@ static int io_round(fix_t *f, long long deadline)
 {
     pkm_engine_t *e = f->e;
     unsigned w = pkm_engine_wants(e);
-    if ((w & PKM_WANT_JOB) && pkm_engine_work(e) != 0) return pkm_engine_error(e);
+    if ((w & PKM_WANT_JOB) && t_run_job(e) != 0) return pkm_engine_error(e);
     if (pkm_engine_wants(e) & PKM_WANT_CLOSED) return pkm_engine_error(e);
     size_t len = 0;
     const uint8_t *out = pkm_engine_send_buf(e, &len);

@@ -16,12 +16,15 @@ extern "C" {
  * Model. pkm_server_new() binds and listens (so the port is known, and clients may connect,
  * before pkm_server_run()); pkm_server_run() runs the loop on the calling thread until
  * pkm_server_stop(). Each accepted connection gets its own sans-IO engine (engine.h) with
- * defer_crypto set. During a handshake (the first, or a re-establishment) the bytes read are
- * processed on libuv's thread pool (uv_queue_work; its size is libuv's, UV_THREADPOOL_SIZE,
- * default 4): the client key's parsing, the two RSA encryptions of the server's KeyShare and the
- * two RSA private-key decryptions of the client's, so a handshake never stalls other
- * connections. While a connection's engine is on the pool the loop does not read from it and
- * makes no call on its engine. Established traffic (AES) is processed on the loop.
+ * defer_crypto set, which stays on the loop thread. The expensive part of a handshake (the
+ * first, or a re-establishment), the two RSA private-key decryptions of the client's KeyShare,
+ * is the engine's job (pkm_engine_job_take): it runs on libuv's thread pool (uv_queue_work; its
+ * size is libuv's, UV_THREADPOOL_SIZE, default 4), so a handshake never stalls other
+ * connections; the client key's parsing and the two RSA public-key encryptions of the server's
+ * KeyShare (about 0.15 ms together) are done on the loop. Meanwhile the loop goes on reading
+ * from that connection into its engine. A connection that closes while its job is still queued
+ * has the job cancelled (never run); a job already running is freed when it ends. Established
+ * traffic (AES) is processed on the loop.
  *
  * Writes: everything queued for a connection during one loop turn goes out in one write, just
  * before the loop next waits for events (uv_try_write; what the socket does not take is copied
@@ -177,7 +180,8 @@ PKM_API void pkm_server_config_init(pkm_server_config_t *cfg);
 PKM_API int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out);
 
 /* Runs the loop on the calling thread until pkm_server_stop(): then stops accepting, closes every
- * connection (on_close with err 0 for each), waits for work in flight on the thread pool, and
+ * connection (on_close with err 0 for each; their queued jobs are cancelled), waits for the jobs
+ * already running on the thread pool, and
  * returns 0. PKM_ESTATE if called twice or concurrently. If stop was requested before run, run
  * returns at once after closing. */
 PKM_API int pkm_server_run(pkm_server_t *srv);

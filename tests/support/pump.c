@@ -26,6 +26,15 @@ static void log_append(uint8_t **buf, size_t *len, size_t *cap, const uint8_t *s
     *len += n;
 }
 
+int t_run_job(pkm_engine_t *e)
+{
+    pkm_job_t *job = NULL;
+    int r = pkm_engine_job_take(e, &job);
+    if (r < 0) return r;
+    (void)pkm_job_run(job);
+    return pkm_engine_job_done(e, job);
+}
+
 /* One move from `from` to `to`; returns the bytes moved. */
 static size_t move(t_pump *p, pkm_engine_t *from, pkm_engine_t *to, int ab)
 {
@@ -68,11 +77,11 @@ size_t t_pump_run(t_pump *p)
         int progress = moved > 0;
         if (!p->no_work) {
             if (pkm_engine_wants(p->a) & PKM_WANT_JOB) {
-                (void)pkm_engine_work(p->a);
+                (void)t_run_job(p->a);
                 progress = 1;
             }
             if (pkm_engine_wants(p->b) & PKM_WANT_JOB) {
-                (void)pkm_engine_work(p->b);
+                (void)t_run_job(p->b);
                 progress = 1;
             }
         }
