@@ -129,7 +129,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(st == PKM_STATE_CLOSED && pkm_engine_error(e) == r);
         const char *step = pkm_engine_fail_step(e);
         if (step) {
-            FUZZ_CHECK(r == PKM_EKEYLEN || r == PKM_EKEY || r == PKM_EHANDSHAKE || r == PKM_EPIN);
+            FUZZ_CHECK(r == PKM_EKEYLEN || r == PKM_EKEY || r == PKM_EHANDSHAKE || r == PKM_EPIN ||
+                       r == PKM_ENOPROOF);
+            /* PKM_ENOPROOF only at the server's 0xFF answer. */
+            if (r == PKM_ENOPROOF) FUZZ_CHECK(strcmp(step, "confirmation (0xFF)") == 0);
             /* Only a client with a pin can fail with PKM_EPIN (any other key than the pinned). */
             if (r == PKM_EPIN) FUZZ_CHECK(flags & (64 | 128));
         } else {

@@ -1,5 +1,7 @@
-/* The AES-256-CBC channel of PkmCom/TCP: one EVP context per direction, padding done by the
- * engine, and the step-4 key derivation K = SHA-256(M || S). */
+/* The AES-256-CBC channel of PkmCom/TCP: one EVP context per direction, each under its own key,
+ * padding done by the engine, and the step-4 derivation of the direction keys
+ * K_cs = SHA-256(M || S || 0x43) and K_sc = SHA-256(M || S || 0x53) (wire profile 2). */
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include "channel_internal.h"
 #include "internal.h"
@@ -24,13 +26,13 @@ void pkm__channel_free(pkm__channel_t *ch)
     ch->dec = NULL;
 }
 
-int pkm__channel_start(pkm__channel_t *ch, const uint8_t key[PKM__KEY_SIZE],
-                       const uint8_t iv[PKM__IV_SIZE])
+int pkm__channel_start(pkm__channel_t *ch, const uint8_t send_key[PKM__KEY_SIZE],
+                       const uint8_t recv_key[PKM__KEY_SIZE], const uint8_t iv[PKM__IV_SIZE])
 {
     const EVP_CIPHER *aes = EVP_aes_256_cbc();
-    if (EVP_EncryptInit_ex(ch->enc, aes, NULL, key, iv) != 1 ||
+    if (EVP_EncryptInit_ex(ch->enc, aes, NULL, send_key, iv) != 1 ||
         EVP_CIPHER_CTX_set_padding(ch->enc, 0) != 1 ||
-        EVP_DecryptInit_ex(ch->dec, aes, NULL, key, iv) != 1 ||
+        EVP_DecryptInit_ex(ch->dec, aes, NULL, recv_key, iv) != 1 ||
         EVP_CIPHER_CTX_set_padding(ch->dec, 0) != 1)
         return PKM_ECRYPTO;
     return 0;
@@ -69,15 +71,29 @@ int pkm__channel_decrypt(pkm__channel_t *ch, uint8_t *p, size_t n)
     return cbc_update(ch->dec, p, p, n, 0);
 }
 
-int pkm__derive_key(const uint8_t m[PKM__M_SIZE], const uint8_t *s, size_t slen,
-                    uint8_t key[PKM__KEY_SIZE])
+/* SHA-256(M || S || label): one direction's key. */
+static int derive_one(const uint8_t m[PKM__M_SIZE], const uint8_t *s, size_t slen, uint8_t label,
+                      uint8_t key[PKM__KEY_SIZE])
 {
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     unsigned int outl = 0;
     int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
              EVP_DigestUpdate(md, m, PKM__M_SIZE) == 1 &&
              (slen == 0 || EVP_DigestUpdate(md, s, slen) == 1) &&
-             EVP_DigestFinal_ex(md, key, &outl) == 1 && outl == PKM__KEY_SIZE;
+             EVP_DigestUpdate(md, &label, 1) == 1 && EVP_DigestFinal_ex(md, key, &outl) == 1 &&
+             outl == PKM__KEY_SIZE;
     EVP_MD_CTX_free(md); /* clears the digest state */
     return ok ? 0 : PKM_ECRYPTO;
+}
+
+int pkm__derive_keys(const uint8_t m[PKM__M_SIZE], const uint8_t *s, size_t slen,
+                     uint8_t k_cs[PKM__KEY_SIZE], uint8_t k_sc[PKM__KEY_SIZE])
+{
+    int r = derive_one(m, s, slen, PKM__LABEL_CS, k_cs);
+    if (r == 0) r = derive_one(m, s, slen, PKM__LABEL_SC, k_sc);
+    if (r < 0) {
+        OPENSSL_cleanse(k_cs, PKM__KEY_SIZE);
+        OPENSSL_cleanse(k_sc, PKM__KEY_SIZE);
+    }
+    return r;
 }

@@ -1,5 +1,5 @@
-/* The AES-256-CBC channel of PkmCom/TCP (WIRE-PROFILE section 4) and the key derivation of
- * handshake step 4, shared by engine.c. Not installed. */
+/* The AES-256-CBC channel of PkmCom/TCP (WIRE-PROFILE section 4) and the direction-key derivation
+ * of handshake step 4, shared by engine.c. Not installed. */
 #ifndef PKM_CHANNEL_INTERNAL_H
 #define PKM_CHANNEL_INTERNAL_H
 
@@ -27,9 +27,11 @@ int pkm__channel_init(pkm__channel_t *ch);
 /* Frees both contexts; OpenSSL wipes the expanded keys and chain state. */
 void pkm__channel_free(pkm__channel_t *ch);
 
-/* (Re)starts both chains from (key, iv). PKM_ECRYPTO on failure. */
-int pkm__channel_start(pkm__channel_t *ch, const uint8_t key[PKM__KEY_SIZE],
-                       const uint8_t iv[PKM__IV_SIZE]);
+/* (Re)starts both chains from iv: the send chain under send_key, the receive chain under
+ * recv_key (a client sends under K_cs and receives under K_sc, a server the other way round).
+ * PKM_ECRYPTO on failure. */
+int pkm__channel_start(pkm__channel_t *ch, const uint8_t send_key[PKM__KEY_SIZE],
+                       const uint8_t recv_key[PKM__KEY_SIZE], const uint8_t iv[PKM__IV_SIZE]);
 
 /* Encrypts / decrypts n bytes (a multiple of 16) in place, continuing the chain. */
 int pkm__channel_encrypt(pkm__channel_t *ch, uint8_t *p, size_t n);
@@ -38,9 +40,14 @@ int pkm__channel_encrypt(pkm__channel_t *ch, uint8_t *p, size_t n);
 int pkm__channel_encrypt_from(pkm__channel_t *ch, uint8_t *out, const uint8_t *in, size_t n);
 int pkm__channel_decrypt(pkm__channel_t *ch, uint8_t *p, size_t n);
 
-/* K = SHA-256(M || S) (S may be empty). PKM_ECRYPTO on failure. */
-int pkm__derive_key(const uint8_t m[PKM__M_SIZE], const uint8_t *s, size_t slen,
-                    uint8_t key[PKM__KEY_SIZE]);
+/* The direction labels of wire profile 2, appended after M || S: 'C' and 'S'. */
+#define PKM__LABEL_CS 0x43
+#define PKM__LABEL_SC 0x53
+
+/* K_cs = SHA-256(M || S || 0x43) (client to server) and K_sc = SHA-256(M || S || 0x53) (server
+ * to client); S may be empty. PKM_ECRYPTO on failure (both outputs wiped then). */
+int pkm__derive_keys(const uint8_t m[PKM__M_SIZE], const uint8_t *s, size_t slen,
+                     uint8_t k_cs[PKM__KEY_SIZE], uint8_t k_sc[PKM__KEY_SIZE]);
 
 /* Bytes a packet of `size` content bytes takes on the wire: header + content + 1..16 bytes of
  * PKCS#7 padding, ((9 + size) / 16 + 1) * 16. */

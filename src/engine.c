@@ -1,5 +1,6 @@
 /* The sans-IO PkmCom/TCP engine: the handshake state machine (WIRE-PROFILE sections 3 and 5) over
  * caller-fed byte buffers, and the packet layer of the encrypted channel (section 4). */
+#include <stdatomic.h>
 #include <string.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -224,6 +225,16 @@ static uint8_t *send_insert(pkm_engine_t *e, size_t n)
 
 /* ---- randomness and RSA ---- */
 
+/* Every RSA operation the engines of this process perform (public-key encryption, private-key
+ * decryption, ephemeral key generation), for tests that must show a key was refused before any
+ * was spent on it (engine_internal.h). */
+static atomic_ulong rsa_ops;
+
+static void count_rsa_op(void)
+{
+    atomic_fetch_add_explicit(&rsa_ops, 1, memory_order_relaxed);
+}
+
 static int get_random(pkm_engine_t *e, uint8_t *out, size_t n)
 {
     if (e->random) return e->random(e->random_ctx, out, n) == 0 ? 0 : PKM_ERANDOM;
@@ -250,6 +261,7 @@ static EVP_PKEY_CTX *rsa_ctx(EVP_PKEY *pkey, int encrypt, int *err)
 static int rsa_encrypt_half(EVP_PKEY *peer, const uint8_t in[M_HALF], uint8_t out[RSA_CT])
 {
     int err = 0;
+    count_rsa_op();
     EVP_PKEY_CTX *c = rsa_ctx(peer, 1, &err);
     if (!c) return err;
     size_t outlen = RSA_CT;
@@ -270,6 +282,7 @@ static int rsa_decrypt_half(EVP_PKEY *own, const uint8_t in[RSA_CT], uint8_t out
     uint8_t subst[M_HALF];
     int err = 0;
     memset(plain, 0, sizeof plain);
+    count_rsa_op();
     if (RAND_bytes(subst, sizeof subst) != 1) return PKM_ERANDOM;
     EVP_PKEY_CTX *c = rsa_ctx(own, 0, &err);
     if (!c) {
@@ -317,7 +330,10 @@ static int send_key_msg(pkm_engine_t *e, const pkm_key_t *key)
 
 /* Reads the peer's ServerKey / ClientKey. Returns 1 when accepted, 0 when more bytes are needed,
  * or PKM_EKEYLEN (n outside 1..1024, seen as soon as the prefix is in: the body is never
- * awaited), PKM_EKEY, PKM_EPIN. */
+ * awaited), PKM_EKEY, PKM_EPIN. pkm_key_from_der refuses every key WIRE-PROFILE section 3 step 2
+ * refuses (exponent other than 65537, DER that is not canonical, ...) by looking at its bytes
+ * alone, so a refused key costs no RSA operation: nothing is encrypted to it, and a client does
+ * not even generate its own key. */
 static int read_key_msg(pkm_engine_t *e)
 {
     size_t avail = e->rend - e->rpos;
@@ -354,20 +370,25 @@ static int send_keyshare(pkm_engine_t *e)
     return 0;
 }
 
-/* With M_peer decrypted from the peer's KeyShare (inline, or by a job): derives K and IV (step
- * 4), starts both chains and wipes everything but the cipher contexts. */
+/* With M_peer decrypted from the peer's KeyShare (inline, or by a job): derives K_cs, K_sc and
+ * IV (step 4), starts both chains (a client sends under K_cs and receives under K_sc, a server
+ * the other way round) and wipes everything but the cipher contexts. */
 static int derive(pkm_engine_t *e, const uint8_t m_peer[PKM__M_SIZE])
 {
-    uint8_t m[PKM__M_SIZE], key[PKM__KEY_SIZE], iv[PKM__IV_SIZE];
+    uint8_t m[PKM__M_SIZE], iv[PKM__IV_SIZE];
+    uint8_t k_cs[PKM__KEY_SIZE], k_sc[PKM__KEY_SIZE];
     for (size_t i = 0; i < PKM__M_SIZE; i++)
         m[i] = e->m_own[i] ^ m_peer[i];
     for (size_t i = 0; i < PKM__IV_SIZE; i++)
         iv[i] = e->iv_own[i] ^ e->share_in[2 * RSA_CT + i];
-    int r = pkm__derive_key(m, e->secret, e->secret_len, key);
-    if (r == 0 && e->keylog) e->keylog(e->keylog_ctx, key, iv);
-    if (r == 0) r = pkm__channel_start(&e->ch, key, iv);
+    int r = pkm__derive_keys(m, e->secret, e->secret_len, k_cs, k_sc);
+    if (r == 0 && e->keylog) e->keylog(e->keylog_ctx, k_cs, k_sc, iv);
+    if (r == 0)
+        r = e->client ? pkm__channel_start(&e->ch, k_cs, k_sc, iv)
+                      : pkm__channel_start(&e->ch, k_sc, k_cs, iv);
     OPENSSL_cleanse(m, sizeof m);
-    OPENSSL_cleanse(key, sizeof key);
+    OPENSSL_cleanse(k_cs, sizeof k_cs);
+    OPENSSL_cleanse(k_sc, sizeof k_sc);
     OPENSSL_cleanse(iv, sizeof iv);
     wipe_handshake(e);
     return r;
@@ -400,23 +421,25 @@ static int send_confirm(pkm_engine_t *e)
 }
 
 /* Decrypts and checks the peer's 0xFF packet: Id, Hash, Size, magic and padding are one 16-byte
- * block, compared at once in constant time.
- * Note (a property of the wire profile, not fixable here): both directions start from the same
- * (K, IV), so the server's answer is byte for byte the client's own 0xFF ciphertext, and any
- * later client ciphertext reflected back decrypts on the client's receive chain. A relay that
- * echoes the client's bytes therefore passes this check without knowing K; it learns nothing
- * (confidentiality rests on M_client, encrypted to the pinned key), but the answer alone does
- * not prove the server is there. */
+ * block, compared at once in constant time. The server checks the client's under K_cs, the
+ * client the server's answer under K_sc: a different key from its own 0xFF's, so bytes echoed
+ * back (a reflection) fail here, and an answer that passes proves the server derived K_sc, which
+ * needs M_client, which only the holder of the ServerKey's private key could decrypt
+ * (WIRE-PROFILE section 6). A client's failure is therefore PKM_ENOPROOF: the server did not
+ * prove it holds its key (or its secret differs, or it speaks wire profile 1); a server's is
+ * PKM_EHANDSHAKE. */
 static int check_confirm(pkm_engine_t *e)
 {
     uint8_t *p = e->rbuf + e->rpos;
     PKM_GUARD(pkm__channel_decrypt(&e->ch, p, PKM__BLOCK_SIZE));
     e->rpos += PKM__BLOCK_SIZE;
-    return CRYPTO_memcmp(p, confirm_block, PKM__BLOCK_SIZE) == 0 ? 0 : PKM_EHANDSHAKE;
+    if (CRYPTO_memcmp(p, confirm_block, PKM__BLOCK_SIZE) == 0) return 0;
+    return e->client ? PKM_ENOPROOF : PKM_EHANDSHAKE;
 }
 
 static int acquire_own_key(pkm_engine_t *e)
 {
+    count_rsa_op();
     if (e->keypool) return pkm_keypool_take(e->keypool, &e->own_key);
     return pkm_key_generate(&e->own_key);
 }
@@ -890,11 +913,13 @@ int pkm_job_run(pkm_job_t *job)
 {
     if (!job) return PKM_EINVAL;
     if (job->ran) return job->result;
-    if (job->kind == JOB_KEYGEN)
+    if (job->kind == JOB_KEYGEN) {
+        count_rsa_op();
         job->result =
             job->pool ? pkm_keypool_take(job->pool, &job->key) : pkm_key_generate(&job->key);
-    else
+    } else {
         job->result = rsa_decrypt_share(pkm__key_evp(job->key), job->ct, job->m);
+    }
     job->ran = 1;
     return job->result;
 }
@@ -1032,8 +1057,13 @@ int pkm__engine_queue_raw(pkm_engine_t *e, const uint8_t *plain, size_t n)
 int pkm__engine_test_start(pkm_engine_t *e, const uint8_t key[32], const uint8_t iv[16])
 {
     if (e->state != PKM_STATE_HANDSHAKE || e->rend != 0) return PKM_ESTATE;
-    PKM_GUARD(pkm__channel_start(&e->ch, key, iv));
+    PKM_GUARD(pkm__channel_start(&e->ch, key, key, iv));
     wipe_handshake(e);
     e->sstart = e->senc = e->slen = 0; /* a server's queued ServerKey */
     return established(e);
+}
+
+unsigned long pkm__engine_rsa_ops(void)
+{
+    return atomic_load_explicit(&rsa_ops, memory_order_relaxed);
 }

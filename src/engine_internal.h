@@ -5,9 +5,11 @@
 
 #include "pkmcom/engine.h"
 
-/* Called once per derivation (first handshake and each re-establishment) with K and IV, just
- * before they are wiped. For test vectors only: a key log defeats the encryption. */
-typedef void (*pkm__keylog_fn)(void *ctx, const uint8_t key[32], const uint8_t iv[16]);
+/* Called once per derivation (first handshake and each re-establishment) with K_cs (client to
+ * server), K_sc (server to client) and IV, just before they are wiped. For test vectors only: a
+ * key log defeats the encryption. */
+typedef void (*pkm__keylog_fn)(void *ctx, const uint8_t k_cs[32], const uint8_t k_sc[32],
+                               const uint8_t iv[16]);
 void pkm__engine_set_keylog(pkm_engine_t *e, pkm__keylog_fn fn, void *ctx);
 
 /* Encrypts n bytes of caller-made plaintext (n a positive multiple of 16) on the engine's send
@@ -16,8 +18,14 @@ void pkm__engine_set_keylog(pkm_engine_t *e, pkm__keylog_fn fn, void *ctx);
 int pkm__engine_queue_raw(pkm_engine_t *e, const uint8_t *plain, size_t n);
 
 /* Puts a fresh engine (state handshake, nothing received) straight into the established state
- * with both chains started from (key, iv), skipping the handshake. For fuzzing the packet layer
- * without RSA work per input. PKM_ESTATE if the engine is not fresh. */
+ * with both chains started from (key, iv), skipping the handshake: the same key both ways (unlike
+ * a real handshake), so that two engines started alike talk to each other. For fuzzing the packet
+ * layer without RSA work per input. PKM_ESTATE if the engine is not fresh. */
 int pkm__engine_test_start(pkm_engine_t *e, const uint8_t key[32], const uint8_t iv[16]);
+
+/* How many RSA operations (public-key encryptions, private-key decryptions, ephemeral key
+ * generations) the engines of this process have performed so far. Tests compare it before and
+ * after feeding a refused key, to show that no RSA work was spent on it. */
+unsigned long pkm__engine_rsa_ops(void);
 
 #endif

@@ -44,7 +44,8 @@ static const struct pkm_errinfo errors[] = {
     {PKM_ETYPE, "PKM_ETYPE", "value does not match the field type"},
     {PKM_ERANGE, "PKM_ERANGE", "number out of range for the field type"},
     {PKM_EKEYLEN, "PKM_EKEYLEN", "public key length outside 1..1024 bytes"},
-    {PKM_EKEY, "PKM_EKEY", "not an RSA-2048 public key with a valid exponent"},
+    {PKM_EKEY, "PKM_EKEY",
+     "not an RSA-2048 key with public exponent 65537 (in canonical DER, for a received key)"},
     {PKM_EKEYPERM, "PKM_EKEYPERM",
      "private key file is readable by group or others (chmod 600 it)"},
     {PKM_EKEYFILE, "PKM_EKEYFILE", "key file cannot be read or written"},
@@ -66,6 +67,9 @@ static const struct pkm_errinfo errors[] = {
     {PKM_ECONNRESET, "PKM_ECONNRESET", "connection reset by the peer"},
     {PKM_EKNOWNHOST, "PKM_EKNOWNHOST",
      "server key differs from the one recorded in known_hosts: possible impersonation"},
+    {PKM_ENOPROOF, "PKM_ENOPROOF",
+     "the server could not prove it holds its key (the pinned one, if pinned), or the secret "
+     "differs: an impostor, a wrong secret, or a server that speaks only wire profile 1"},
 };
 
 static const struct pkm_errinfo *lookup(int err)

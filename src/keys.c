@@ -43,7 +43,8 @@ struct pkm_key {
 /* Construction and checks                                                                    */
 
 /* 0 if pkey is an RSA key (not RSA-PSS, not anything else) with an odd modulus of exactly 2048
- * bits and an odd public exponent in 3..n-1; PKM_EKEY otherwise. */
+ * bits and the public exponent 65537 (WIRE-PROFILE section 3 step 2: a peer refuses any other,
+ * so a key with another exponent is of no use to PkmCom); PKM_EKEY otherwise. */
 static int check_rsa2048(EVP_PKEY *pkey)
 {
     if (EVP_PKEY_get_base_id(pkey) != EVP_PKEY_RSA || !EVP_PKEY_is_a(pkey, "RSA")) return PKM_EKEY;
@@ -54,10 +55,7 @@ static int check_rsa2048(EVP_PKEY *pkey)
     /* An RSA modulus is a product of odd primes: an even one is no key (and OpenSSL's
      * Montgomery arithmetic refuses it at the first encryption, as PKM_ECRYPTO). */
     if (BN_is_negative(n) || BN_num_bits(n) != 2048 || !BN_is_odd(n)) goto out;
-    if (BN_is_negative(e) || !BN_is_odd(e) || BN_num_bits(e) < 2) goto out; /* odd, >= 3 */
-    /* e <= n - 1 (RFC 8017 section 3.1), which also bounds the DER of a key read from PEM, so
-     * that any accepted key fits a ServerKey/ClientKey message (PKM_MAX_KEY_DER). */
-    if (BN_cmp(e, n) >= 0) goto out;
+    if (BN_is_negative(e) || !BN_is_word(e, RSA_F4)) goto out; /* exactly 65537 */
     rc = 0;
 out:
     BN_free(n);
@@ -130,11 +128,15 @@ int pkm_key_generate(pkm_key_t **out)
  *     03 L 00  BIT STRING, no unused bits, holding the DER RSAPublicKey:
  *       30 L  SEQUENCE
  *         02 82 01 01 00 <256 bytes, the first >= 0x80>   INTEGER n: positive, 2048 bits, odd
- *         02 L <e>                                        INTEGER e: minimal, positive
+ *         02 03 01 00 01                                  INTEGER e = 65537
  *
  * with every length in its shortest form and nothing after the outer SEQUENCE. This accepts
- * exactly the inputs that the former d2i_PUBKEY + checks + re-encoding comparison accepted: an
- * input parses and re-encodes to itself if and only if it is this canonical layout. */
+ * exactly the inputs that d2i_PUBKEY + checks + a re-encoding comparison accept: an input parses
+ * and re-encodes to itself if and only if it is this canonical layout (tests/test_keys_der.c
+ * checks the two against each other). The exponent is matched as bytes before anything is built,
+ * so a refused key costs no RSA work and no bignum arithmetic (WIRE-PROFILE section 3 step 2). */
+
+static const uint8_t e65537[] = {0x01, 0x00, 0x01};
 
 static const uint8_t rsa_alg_id[] = {0x30, 0x0D, 0x06, 0x09, 0x2A, 0x86, 0x48, 0x86,
                                      0xF7, 0x0D, 0x01, 0x01, 0x01, 0x05, 0x00};
@@ -167,8 +169,8 @@ static int der_header(const uint8_t **p, const uint8_t *end, uint8_t tag, int wh
     return 0;
 }
 
-/* Finds n (256 bytes, top bit set, odd) and e (minimal big-endian magnitude, no leading zero) in a
- * canonical SPKI, and checks e: odd, >= 3, below n. PKM_EKEY otherwise. */
+/* Finds n (256 bytes, top bit set, odd) and e (which must be 65537, encoded minimally: 02 03 01 00
+ * 01) in a canonical SPKI. PKM_EKEY otherwise. */
 static int spki_parse(const uint8_t *der, size_t len, const uint8_t **n, const uint8_t **e,
                       size_t *elen)
 {
@@ -188,15 +190,8 @@ static int spki_parse(const uint8_t *der, size_t len, const uint8_t **n, const u
     *n = p + 1;
     p += l;
     PKM_GUARD(der_header(&p, end, 0x02, 1, &l));
-    if (l < 1 || (p[0] & 0x80)) return PKM_EKEY; /* empty, or negative */
-    if (l > 1 && p[0] == 0x00) {
-        if (!(p[1] & 0x80)) return PKM_EKEY; /* a leading zero that is not needed */
-        p++;
-        l--;
-    }
-    /* p[0..l) is e's magnitude without leading zero (or the single byte of e = 0). */
-    if (!(p[l - 1] & 1) || (l == 1 && p[0] < 3)) return PKM_EKEY;          /* even, or 1 */
-    if (l > 256 || (l == 256 && memcmp(p, *n, 256) >= 0)) return PKM_EKEY; /* e >= n */
+    /* 65537 and nothing else, in its one minimal encoding (a leading zero is not canonical). */
+    if (l != sizeof e65537 || memcmp(p, e65537, sizeof e65537) != 0) return PKM_EKEY;
     *e = p;
     *elen = l;
     return 0;

@@ -77,4 +77,28 @@ int t_under_valgrind(void);
 /* Pumps a fresh pair to the end of the handshake and asserts both are established. */
 void t_handshake(pkm_engine_t *c, pkm_engine_t *s, size_t chunk);
 
+/* The echoing impostor of issue 11 (tests/support/impostor.c): it holds only a real server's
+ * PUBLIC key. It shows that key as its ServerKey, answers the ClientKey with 528 random bytes as
+ * its KeyShare, reads the client's KeyShare, then echoes every byte the client sends. Under wire
+ * profile 1 the echoed 0xFF passed as the server's answer; under profile 2 a client must fail at
+ * the confirmation with PKM_ENOPROOF.
+ * In memory: t_impostor_hello writes the ServerKey message for der (4 + der_len bytes, cap at
+ * least that); t_impostor_client_hello_len says how many bytes of a client's first flight are its
+ * ClientKey + KeyShare (0 while incomplete), the rest being what the impostor echoes.
+ * Over TCP: t_impostor_start listens on 127.0.0.1 (an ephemeral port) and serves connections
+ * one after another in a thread until t_impostor_stop.
+ * As a process, for the CLI tests: `test_engine_auth --impostor KEY.pem [PORT]` (see there). */
+size_t t_impostor_hello(const uint8_t *der, size_t der_len, uint8_t *out, size_t cap);
+size_t t_impostor_client_hello_len(const uint8_t *p, size_t n);
+typedef struct t_impostor t_impostor;
+t_impostor *t_impostor_start(const uint8_t *server_der, size_t der_len);
+/* The same on a given port of 127.0.0.1 (0 = any), with SO_REUSEADDR. */
+t_impostor *t_impostor_start_port(const uint8_t *server_der, size_t der_len, uint16_t port);
+uint16_t t_impostor_port(const t_impostor *im);
+size_t t_impostor_connections(t_impostor *im); /* connections accepted so far */
+size_t t_impostor_echoed(t_impostor *im);      /* bytes echoed so far, over all connections */
+/* Stops and frees the impostor, after the connection it is serving ends; returns the bytes it
+ * echoed over all connections. */
+size_t t_impostor_stop(t_impostor *im);
+
 #endif

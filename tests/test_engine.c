@@ -57,14 +57,16 @@ static void sizes_both_ways(size_t chunk, int use_feed)
 }
 
 typedef struct {
-    uint8_t key[32], iv[16];
+    uint8_t k_cs[32], k_sc[32], iv[16];
     int n;
 } keylog_t;
 
-static void keylog_cb(void *ctx, const uint8_t key[32], const uint8_t iv[16])
+static void keylog_cb(void *ctx, const uint8_t k_cs[32], const uint8_t k_sc[32],
+                      const uint8_t iv[16])
 {
     keylog_t *k = ctx;
-    memcpy(k->key, key, 32);
+    memcpy(k->k_cs, k_cs, 32);
+    memcpy(k->k_sc, k_sc, 32);
     memcpy(k->iv, iv, 16);
     k->n++;
 }
@@ -353,20 +355,27 @@ static void deterministic_vector(void **state)
     t_rng_bytes(&ec, ivc, 16);
     t_rng_bytes(&es, ms, 256);
     t_rng_bytes(&es, ivs, 16);
-    /* K = SHA-256((Mc XOR Ms) || "pw"), IV = IVc XOR IVs, computed here with EVP_Digest. */
-    uint8_t m[258], key[32], iv[16];
+    /* K_cs = SHA-256((Mc XOR Ms) || "pw" || 'C'), K_sc the same with 'S', IV = IVc XOR IVs,
+     * computed here with EVP_Digest. */
+    uint8_t m[259], key[32], key_sc[32], iv[16];
     for (int i = 0; i < 256; i++)
         m[i] = mc[i] ^ ms[i];
     m[256] = 'p';
     m[257] = 'w';
+    m[258] = 0x43;
     unsigned int kl = 0;
     assert_int_equal(EVP_Digest(m, sizeof m, key, &kl, EVP_sha256(), NULL), 1);
+    m[258] = 0x53;
+    assert_int_equal(EVP_Digest(m, sizeof m, key_sc, &kl, EVP_sha256(), NULL), 1);
+    assert_memory_not_equal(key, key_sc, 32);
     for (int i = 0; i < 16; i++)
         iv[i] = ivc[i] ^ ivs[i];
     assert_int_equal(kc.n, 1);
     assert_int_equal(ks.n, 1);
-    assert_memory_equal(kc.key, key, 32);
-    assert_memory_equal(ks.key, key, 32);
+    assert_memory_equal(kc.k_cs, key, 32);
+    assert_memory_equal(ks.k_cs, key, 32);
+    assert_memory_equal(kc.k_sc, key_sc, 32);
+    assert_memory_equal(ks.k_sc, key_sc, 32);
     assert_memory_equal(kc.iv, iv, 16);
     assert_memory_equal(ks.iv, iv, 16);
 
@@ -402,12 +411,15 @@ static void deterministic_vector(void **state)
     }
     assert_memory_equal(share + 512, ivc, 16);
     assert_memory_equal(w + 298 + 512, ivs, 16);
-    /* Both 0xFF packets: AES-256-CBC(K, IV) of the padded 13 bytes, each direction its chain. */
-    uint8_t plain[16], ct[16];
+    /* Both 0xFF packets: the padded 13 bytes under AES-256-CBC from IV, the client's under K_cs,
+     * the server's answer under K_sc: not the client's own block (wire profile 2). */
+    uint8_t plain[16], ct[16], ct_sc[16];
     assert_int_equal(t_unhex(confirm_hex, plain, 16), 16);
     aes_cbc(key, iv, plain, 16, ct, 1);
+    aes_cbc(key_sc, iv, plain, 16, ct_sc, 1);
     assert_memory_equal(u + 298 + 528, ct, 16);
-    assert_memory_equal(w + 298 + 528, ct, 16); /* the answer is the same 16 bytes */
+    assert_memory_equal(w + 298 + 528, ct_sc, 16);
+    assert_memory_not_equal(ct, ct_sc, 16);
 
     /* The first application packet continues the chain: its IV is the 0xFF's ciphertext. It is
      * the standard PKCS#7-padded CBC of header + content, here checked with OpenSSL's own
@@ -442,7 +454,7 @@ static void deterministic_vector(void **state)
 
 /* ---- the 0xFF packet, crafted ---- */
 
-/* Runs a handshake up to the client's 0xFF, returning K and IV (from the key log). */
+/* Runs a handshake up to the client's 0xFF, returning K_cs, K_sc and IV (from the key log). */
 static void until_confirm(pkm_engine_t *c, pkm_engine_t *s, keylog_t *kl)
 {
     pkm__engine_set_keylog(c, keylog_cb, kl);
@@ -466,7 +478,7 @@ static void bad_confirm_one(const char *hex, int expect_ok)
     until_confirm(c, s, &kl);
     size_t len = 0;
     free(take_all(c, &len)); /* drop the real one */
-    aes_cbc(kl.key, kl.iv, plain, 16, ct, 1);
+    aes_cbc(kl.k_cs, kl.iv, plain, 16, ct, 1);
     int r = pkm_engine_feed(s, ct, 16);
     if (expect_ok) {
         assert_int_equal(r, 0);
@@ -487,14 +499,14 @@ static void bad_confirm_one(const char *hex, int expect_ok)
     assert_int_equal(pkm_engine_state(s), PKM_STATE_ESTABLISHED);
     free(take_all(s, &len));
     assert_int_equal(len, 16);
-    aes_cbc(kl.key, kl.iv, plain, 16, ct, 1); /* this connection's K and IV */
+    aes_cbc(kl.k_sc, kl.iv, plain, 16, ct, 1); /* this connection's K_sc and IV */
     r = pkm_engine_feed(c, ct, 16);
     if (expect_ok) {
         assert_int_equal(r, 0);
         assert_int_equal(pkm_engine_state(c), PKM_STATE_ESTABLISHED);
     } else {
-        assert_int_equal(r, PKM_EHANDSHAKE);
-        assert_closed(c, PKM_EHANDSHAKE, "confirmation (0xFF)");
+        assert_int_equal(r, PKM_ENOPROOF);
+        assert_closed(c, PKM_ENOPROOF, "confirmation (0xFF)");
     }
     pkm_engine_free(c);
     pkm_engine_free(s);

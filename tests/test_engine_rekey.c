@@ -9,14 +9,16 @@
 #define TRIGGER 0x05 /* the Complete Definition's "Re-establish Secret" */
 
 typedef struct {
-    uint8_t key[32], iv[16];
+    uint8_t key[32], k_sc[32], iv[16]; /* key: K_cs */
     int n;
 } keylog_t;
 
-static void keylog_cb(void *ctx, const uint8_t key[32], const uint8_t iv[16])
+static void keylog_cb(void *ctx, const uint8_t k_cs[32], const uint8_t k_sc[32],
+                      const uint8_t iv[16])
 {
     keylog_t *k = ctx;
-    memcpy(k->key, key, 32);
+    memcpy(k->key, k_cs, 32);
+    memcpy(k->k_sc, k_sc, 32);
     memcpy(k->iv, iv, 16);
     k->n++;
 }
@@ -118,6 +120,8 @@ static void rekey_run(const char *first, const char *second, size_t chunk)
     assert_int_equal(kc.n, 2);
     assert_int_equal(ks.n, 2);
     assert_memory_equal(kc.key, ks.key, 32);
+    assert_memory_equal(kc.k_sc, ks.k_sc, 32);
+    assert_memory_not_equal(kc.key, kc.k_sc, 32);
     assert_memory_equal(kc.iv, ks.iv, 16);
     assert_memory_not_equal(kc.key, k1, 32);
     traffic(c, s, chunk);

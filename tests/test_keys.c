@@ -12,10 +12,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
 #include <openssl/x509.h>
 
 #include "support.h"
@@ -444,6 +447,38 @@ static void load_errors(void **state)
     /* a valid RSA-1024 private key, and an EC key */
     copy_data(p, sizeof p, "rsa1024_key.pem", "rsa1024.pem", 0600);
     assert_int_equal(pkm_key_load_pem(p, &k), PKM_EKEY);
+    /* RSA-2048 private keys (mode 0600) and public keys with e = 3 and e = 2^16 + 3: they parse,
+     * but no PkmCom peer would accept them (wire profile 2), so they are refused here */
+    static const unsigned long bad_e[] = {3, 65539};
+    for (size_t i = 0; i < 2; i++) {
+        EVP_PKEY *pk = NULL;
+        BIGNUM *e = BN_new();
+        EVP_PKEY_CTX *kc = EVP_PKEY_CTX_new_id(EVP_PKEY_RSA, NULL);
+        assert_non_null(e);
+        assert_non_null(kc);
+        assert_int_equal(BN_set_word(e, bad_e[i]), 1);
+        assert_int_equal(EVP_PKEY_keygen_init(kc), 1);
+        assert_int_equal(EVP_PKEY_CTX_set_rsa_keygen_bits(kc, 2048), 1);
+        assert_int_equal(EVP_PKEY_CTX_set1_rsa_keygen_pubexp(kc, e), 1);
+        assert_int_equal(EVP_PKEY_keygen(kc, &pk), 1);
+        for (int pub = 0; pub < 2; pub++) {
+            BIO *mem = BIO_new(BIO_s_mem());
+            assert_non_null(mem);
+            assert_int_equal(pub ? PEM_write_bio_PUBKEY(mem, pk)
+                                 : PEM_write_bio_PrivateKey(mem, pk, NULL, NULL, 0, NULL, NULL),
+                             1);
+            char *text = NULL;
+            long tl = BIO_get_mem_data(mem, &text);
+            assert_true(tl > 0);
+            write_file(tpath(p, sizeof p, "odd_e.pem"), text, (size_t)tl, 0600);
+            BIO_free(mem);
+            assert_int_equal(pkm_key_load_pem(p, &k), PKM_EKEY);
+            assert_null(k);
+        }
+        EVP_PKEY_free(pk);
+        EVP_PKEY_CTX_free(kc);
+        BN_free(e);
+    }
     /* over 64 KiB: refused without parsing */
     char *big = malloc(70000);
     assert_non_null(big);
@@ -547,9 +582,10 @@ static void der_wrong_key_types(void **state)
         size_t len;
         int want;
     } cases[] = {
-        {"ec_p256.pub.der", 91, PKM_EKEY},  {"rsa_pss2048.pub.der", 292, PKM_EKEY},
-        {"rsa1024.pub.der", 162, PKM_EKEY}, {"rsa4096.pub.der", 550, PKM_EKEY},
-        {"rsa2048_e3.pub.der", 292, 0},     {"server_key.pub.der", 294, 0},
+        {"ec_p256.pub.der", 91, PKM_EKEY},     {"rsa_pss2048.pub.der", 292, PKM_EKEY},
+        {"rsa1024.pub.der", 162, PKM_EKEY},    {"rsa4096.pub.der", 550, PKM_EKEY},
+        {"rsa2048_e3.pub.der", 292, PKM_EKEY}, /* e = 3: wire profile 2 wants 65537 */
+        {"server_key.pub.der", 294, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char p[512];
@@ -576,18 +612,22 @@ static void der_exponents_and_sizes(void **state)
     (void)state;
     BIGNUM *n = g_modulus();
     expect_ne("RSA", n, 65537, 0);
-    expect_ne("RSA", n, 3, 0);
-    expect_ne("RSA", n, 5, 0);
+    /* Wire profile 2: 65537 and no other exponent, odd or not */
+    expect_ne("RSA", n, 3, PKM_EKEY);
+    expect_ne("RSA", n, 5, PKM_EKEY);
+    expect_ne("RSA", n, 65535, PKM_EKEY);
+    expect_ne("RSA", n, 65539, PKM_EKEY); /* 2^16 + 3 */
+    expect_ne("RSA", n, 0x1000001, PKM_EKEY);
     expect_ne("RSA", n, 65536, PKM_EKEY); /* even */
     expect_ne("RSA", n, 4, PKM_EKEY);
     expect_ne("RSA", n, 2, PKM_EKEY);
     expect_ne("RSA", n, 1, PKM_EKEY); /* odd but < 3 */
     expect_ne("RSA-PSS", n, 65537, PKM_EKEY);
-    /* e must be below n (RFC 8017): n - 2 (odd, as n is) passes, n and n + 2 do not */
+    /* n - 2 (odd, as n is, and below n) is refused like n and n + 2 */
     BIGNUM *e = BN_dup(n);
     assert_non_null(e);
     assert_int_equal(BN_sub_word(e, 2), 1);
-    expect_ne_bn("RSA", n, e, 0);
+    expect_ne_bn("RSA", n, e, PKM_EKEY);
     expect_ne_bn("RSA", n, n, PKM_EKEY);
     assert_int_equal(BN_add_word(e, 4), 1);
     expect_ne_bn("RSA", n, e, PKM_EKEY);

@@ -1,6 +1,6 @@
 /* Differential test of pkm_key_from_der against an oracle built from OpenSSL's own decoder: the
- * rule of WIRE-PROFILE section 3 (d2i_PUBKEY parses it all, rsaEncryption, odd 2048-bit n, odd e in
- * 3..n-1, and i2d_PUBKEY gives back the very bytes) on thousands of mutated encodings. */
+ * rule of WIRE-PROFILE section 3 (d2i_PUBKEY parses it all, rsaEncryption, odd 2048-bit n,
+ * e = 65537, and i2d_PUBKEY gives back the very bytes) on thousands of mutated encodings. */
 #include "support.h"
 #include <stdio.h>
 #include <string.h>
@@ -26,8 +26,7 @@ static int oracle(const uint8_t *der, size_t len, EVP_PKEY **out)
     if (ok)
         ok = EVP_PKEY_get_bn_param(k, OSSL_PKEY_PARAM_RSA_N, &n) == 1 &&
              EVP_PKEY_get_bn_param(k, OSSL_PKEY_PARAM_RSA_E, &e) == 1 && !BN_is_negative(n) &&
-             BN_num_bits(n) == 2048 && BN_is_odd(n) && !BN_is_negative(e) && BN_is_odd(e) &&
-             BN_num_bits(e) >= 2 && BN_cmp(e, n) < 0;
+             BN_num_bits(n) == 2048 && BN_is_odd(n) && !BN_is_negative(e) && BN_is_word(e, 65537);
     if (ok) {
         unsigned char re[PKM_MAX_KEY_DER + 64], *q = re;
         int rl = i2d_PUBKEY(k, NULL);
@@ -127,10 +126,12 @@ static int teardown(void **state)
     return 0;
 }
 
-/* Every exponent shape: small, large, around n, even, 1, 0, and each with its DER. */
+/* Every exponent shape: small, large, around n, even, 1, 0, and each with its DER. Of them all,
+ * only 65537 is accepted (WIRE-PROFILE version 2): 3, n - 2 and 2^16 + 3 among the refused. */
 static void exponents(void **state)
 {
     (void)state;
+    int accepted_before = g_accepted;
     static const unsigned long small[] = {
         0,           1,   2,   3,   4,     5,     17,           127,
         128,         129, 255, 257, 65535, 65537, 0x7fffffffUL, 0x80000001UL,
@@ -158,6 +159,13 @@ static void exponents(void **state)
             agree(der, spki(g_n, e, der, sizeof der));
         }
     }
+    /* 2^16 + 3, and 65537 itself once more, next to each other */
+    assert_int_equal(BN_set_word(e, 65539), 1);
+    agree(der, spki(g_n, e, der, sizeof der));
+    assert_int_equal(BN_set_word(e, 65537), 1);
+    agree(der, spki(g_n, e, der, sizeof der));
+    /* 65537 twice (the list and the line above), 2^16 + 1 from the powers of two: nothing else */
+    assert_int_equal(g_accepted - accepted_before, 3);
     BN_free(e);
 }
 

@@ -16,7 +16,8 @@
 
 /*
  * The check (no arguments) is independent of the engine where it can be:
- * - K = SHA-256(M_client XOR M_server || S) and IV = IV_client XOR IV_server with EVP_Digest;
+ * - K_cs = SHA-256(M || S || 0x43), K_sc = SHA-256(M || S || 0x53) (M = M_client XOR M_server)
+ *   and IV = IV_client XOR IV_server with EVP_Digest (wire profile 2);
  * - every KeyShare ciphertext decrypted with the committed private key (EVP, RSA PKCS#1 v1.5);
  * - every encrypted message decrypted with plain EVP AES-256-CBC: one run per direction and key
  *   (so the chain continues across packets), and each message alone from its recorded chain IV;
@@ -229,15 +230,16 @@ static int rq_random(void *ctx, uint8_t *out, size_t n)
 }
 
 typedef struct {
-    uint8_t key[4][32], iv[4][16];
+    uint8_t k_cs[4][32], k_sc[4][32], iv[4][16];
     int n;
 } klog_t;
 
-static void klog_cb(void *ctx, const uint8_t key[32], const uint8_t iv[16])
+static void klog_cb(void *ctx, const uint8_t k_cs[32], const uint8_t k_sc[32], const uint8_t iv[16])
 {
     klog_t *k = ctx;
     assert_true(k->n < 4);
-    memcpy(k->key[k->n], key, 32);
+    memcpy(k->k_cs[k->n], k_cs, 32);
+    memcpy(k->k_sc[k->n], k_sc, 32);
     memcpy(k->iv[k->n], iv, 16);
     k->n++;
 }
@@ -391,7 +393,8 @@ static json_t *gen_epoch(const char *secret, const uint8_t mc[256], const uint8_
                          const uint8_t ms[256], const uint8_t ivs[16], const klog_t *kc,
                          const klog_t *ks, int i)
 {
-    assert_memory_equal(kc->key[i], ks->key[i], 32);
+    assert_memory_equal(kc->k_cs[i], ks->k_cs[i], 32);
+    assert_memory_equal(kc->k_sc[i], ks->k_sc[i], 32);
     assert_memory_equal(kc->iv[i], ks->iv[i], 16);
     uint8_t m[256];
     for (int j = 0; j < 256; j++)
@@ -405,7 +408,8 @@ static json_t *gen_epoch(const char *secret, const uint8_t mc[256], const uint8_
     jset(o, "client", c);
     jset(o, "server", s);
     jset(o, "M", jhex(m, 256));
-    jset(o, "K", jhex(kc->key[i], 32));
+    jset(o, "K_cs", jhex(kc->k_cs[i], 32));
+    jset(o, "K_sc", jhex(kc->k_sc[i], 32));
     jset(o, "IV", jhex(kc->iv[i], 16));
     return o;
 }
@@ -590,12 +594,14 @@ static int generate(const char *dir)
 {
     static const gen_spec specs[] = {
         {"plain",
-         "Handshake without a secret (K = SHA-256(M)); packets of 0, 5, 16 and 100 bytes "
+         "Handshake without a secret (K_cs = SHA-256(M || 0x43), K_sc = SHA-256(M || 0x53)); "
+         "packets of 0, 5, 16 and 100 bytes "
          "each way; the server re-establishes the secret with a password (Reason 1, "
          "S = \"correct horse\"); one packet each way under the new key.",
          NULL, "correct horse", 1, 0x504B4D0001ull},
         {"secret",
-         "Alternative handshaking with S = \"hunter2\" (K = SHA-256(M || S)); packets of "
+         "Alternative handshaking with S = \"hunter2\" (K_cs = SHA-256(M || S || 0x43), K_sc = "
+         "SHA-256(M || S || 0x53)); packets of "
          "0, 5, 16 and 100 bytes each way; the server re-establishes the secret normally "
          "(Reason 0, no secret); one packet each way under the new key.",
          "hunter2", NULL, 0, 0x504B4D0002ull},
@@ -606,7 +612,7 @@ static int generate(const char *dir)
     snprintf(path, sizeof path, "%s/client_key.TEST-ONLY.pem", dir);
     char *cpem = read_text(path);
     json_t *doc = json_object(), *keys = json_object(), *sessions = json_array();
-    jset(doc, "format", json_string("pkmcom-test-vectors/handshake/1"));
+    jset(doc, "format", json_string("pkmcom-test-vectors/handshake/2"));
     jset(doc, "warning",
          json_string("TEST KEYS: the private keys below are published. Never use "
                      "them for anything but these test vectors."));
@@ -689,7 +695,8 @@ static void keys_consistent(void **state)
     }
 }
 
-/* K = SHA-256(M_c XOR M_s || S), IV = IV_c XOR IV_s, recomputed with EVP. */
+/* K_cs = SHA-256(M || S || 0x43), K_sc = SHA-256(M || S || 0x53) with M = M_c XOR M_s, and
+ * IV = IV_c XOR IV_s, recomputed with EVP. */
 static void derivations(void **state)
 {
     (void)state;
@@ -698,14 +705,16 @@ static void derivations(void **state)
     int with_secret = 0, without = 0;
     json_array_foreach(sessions(), i, s) json_array_foreach(jget(s, "epochs"), j, ep)
     {
-        uint8_t mc[256], ms[256], ivc[16], ivs[16], m[256 + PKM_MAX_SECRET], k[32], iv[16];
-        uint8_t want_m[256], want_k[32], want_iv[16];
+        uint8_t mc[256], ms[256], ivc[16], ivs[16], m[256 + PKM_MAX_SECRET + 1], k[32], iv[16];
+        uint8_t want_m[256], want_cs[32], want_sc[32], want_iv[16];
         assert_int_equal(jbytes(jget(ep, "client"), "M", mc, 256), 256);
         assert_int_equal(jbytes(jget(ep, "server"), "M", ms, 256), 256);
         assert_int_equal(jbytes(jget(ep, "client"), "IV", ivc, 16), 16);
         assert_int_equal(jbytes(jget(ep, "server"), "IV", ivs, 16), 16);
         assert_int_equal(jbytes(ep, "M", want_m, 256), 256);
-        assert_int_equal(jbytes(ep, "K", want_k, 32), 32);
+        assert_int_equal(jbytes(ep, "K_cs", want_cs, 32), 32);
+        assert_int_equal(jbytes(ep, "K_sc", want_sc, 32), 32);
+        assert_null(json_object_get(ep, "K")); /* profile 1's single key is gone */
         assert_int_equal(jbytes(ep, "IV", want_iv, 16), 16);
         for (int b = 0; b < 256; b++)
             m[b] = mc[b] ^ ms[b];
@@ -726,8 +735,13 @@ static void derivations(void **state)
             without++;
         }
         unsigned kl = 0;
-        assert_int_equal(EVP_Digest(m, mlen, k, &kl, EVP_sha256(), NULL), 1);
-        assert_memory_equal(k, want_k, 32);
+        m[mlen] = 0x43; /* 'C' */
+        assert_int_equal(EVP_Digest(m, mlen + 1, k, &kl, EVP_sha256(), NULL), 1);
+        assert_memory_equal(k, want_cs, 32);
+        m[mlen] = 0x53; /* 'S' */
+        assert_int_equal(EVP_Digest(m, mlen + 1, k, &kl, EVP_sha256(), NULL), 1);
+        assert_memory_equal(k, want_sc, 32);
+        assert_memory_not_equal(want_cs, want_sc, 32);
     }
     assert_true(with_secret >= 2 && without >= 2);
 }
@@ -771,9 +785,10 @@ static void keyshares(void **state)
     EVP_PKEY_free(cpk);
 }
 
-/* Encrypted messages: each direction under each key decrypts as ONE AES-256-CBC run from (K, IV)
- * (the chain continues across packets); each message also decrypts alone from its chain_iv;
- * plaintexts follow the header/padding rules; Confirm is the fixed 0xFF block. */
+/* Encrypted messages: each direction under each epoch decrypts as ONE AES-256-CBC run from its
+ * direction key and IV (K_cs for c2s, K_sc for s2c; the chain continues across packets); each
+ * message also decrypts alone from its chain_iv; plaintexts follow the header/padding rules;
+ * Confirm is the fixed 0xFF block, and the server's answer is not the client's block. */
 static void channel(void **state)
 {
     (void)state;
@@ -785,7 +800,9 @@ static void channel(void **state)
         for (size_t ep = 0; ep < json_array_size(epochs); ep++) {
             for (int d = 0; d < 2; d++) {
                 uint8_t key[32], iv[16];
-                jbytes(json_array_get(epochs, ep), "K", key, 32);
+                /* d = 1: c2s under K_cs; d = 0: s2c under K_sc */
+                assert_int_equal(jbytes(json_array_get(epochs, ep), d ? "K_cs" : "K_sc", key, 32),
+                                 32);
                 jbytes(json_array_get(epochs, ep), "IV", iv, 16);
                 uint8_t *run_ct = malloc(65536), *run_pt = malloc(65536), *run_dec = malloc(65536);
                 assert_non_null(run_ct);
@@ -874,6 +891,16 @@ static void transcripts(void **state)
             assert_int_equal(at, tlen);
             free(t);
         }
+        /* Wire profile 2: the server's 0xFF answer (under K_sc) is not the client's 0xFF block
+         * (under K_cs) echoed: a reflection would not pass. */
+        size_t n1 = 0, n2 = 0;
+        uint8_t *c1 = jbytes_alloc(json_array_get(jget(s, "messages"), 4), "bytes", &n1);
+        uint8_t *c2 = jbytes_alloc(json_array_get(jget(s, "messages"), 5), "bytes", &n2);
+        assert_int_equal(n1, 16);
+        assert_int_equal(n2, 16);
+        assert_memory_not_equal(c1, c2, 16);
+        free(c1);
+        free(c2);
     }
 }
 
@@ -934,9 +961,11 @@ static void check_keylog(const klog_t *kl, json_t *s)
     json_array_foreach(jget(s, "epochs"), ep, e)
     {
         uint8_t k[32], iv[16];
-        jbytes(e, "K", k, 32);
+        jbytes(e, "K_cs", k, 32);
+        assert_memory_equal(kl->k_cs[ep], k, 32);
+        jbytes(e, "K_sc", k, 32);
+        assert_memory_equal(kl->k_sc[ep], k, 32);
         jbytes(e, "IV", iv, 16);
-        assert_memory_equal(kl->key[ep], k, 32);
         assert_memory_equal(kl->iv[ep], iv, 16);
     }
 }

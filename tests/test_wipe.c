@@ -24,7 +24,7 @@
 
 /* ---- a scanning allocator: a 16-byte header holds the block's size ---- */
 
-#define MAX_PATTERNS 32
+#define MAX_PATTERNS 64
 #define PATLEN       32
 static uint8_t patterns[MAX_PATTERNS][PATLEN];
 static size_t pattern_len[MAX_PATTERNS];
@@ -142,10 +142,11 @@ static int recording_random(void *ctx, uint8_t *out, size_t n)
     return 0;
 }
 
-static void keylog(void *ctx, const uint8_t key[32], const uint8_t iv[16])
+static void keylog(void *ctx, const uint8_t k_cs[32], const uint8_t k_sc[32], const uint8_t iv[16])
 {
     (void)ctx, (void)iv; /* the IV is derived from values sent in the clear: not a secret */
-    add_pattern(key, 32);
+    add_pattern(k_cs, 32);
+    add_pattern(k_sc, 32);
 }
 
 static t_keys g_keys;

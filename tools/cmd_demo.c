@@ -448,13 +448,14 @@ static int client_handshake(struct demo *d, const char *server_fp)
     d->dec_m = tool_now_ms() - t;
     more(d, "decrypted M_server (two RSA private-key operations) in %.2f ms, then derived",
          d->dec_m);
-    more(d, "K = SHA-256(M_client XOR M_server) and IV = IV_client XOR IV_server");
+    more(d, "K_cs = SHA-256(M || 'C'), K_sc = SHA-256(M || 'S') (M = M_client XOR M_server)");
+    more(d, "and IV = IV_client XOR IV_server: one key per direction, both chains from IV");
 
     /* 4. the confirmation */
     out = pending(d, &len);
     say(d, "client",
         "-> confirmation: the 0xFF packet, 13 bytes FF 50 4B 6B E1 00 00 00 04 50 4B 4D 00,");
-    more(d, "AES-256-CBC encrypted with PKCS#7 padding: %zu bytes", len);
+    more(d, "AES-256-CBC encrypted under K_cs with PKCS#7 padding: %zu bytes", len);
     if (out) more(d, "%s", hexsnip(out, len, 32, hx, sizeof hx));
     size_t conf = len; /* the answer is the same packet: as many bytes */
     if (flush_out(d) < 0) return -1;
@@ -463,8 +464,8 @@ static int client_handshake(struct demo *d, const char *server_fp)
         return demo_error(d, "the confirmation did not establish the connection");
     d->handshake = tool_now_ms() - t0;
     say(d, "client",
-        "<- confirmation: %zu bytes that decrypt to the same 0xFF packet: the server "
-        "holds the same K",
+        "<- confirmation: %zu bytes that decrypt under K_sc to the same 0xFF packet: the server "
+        "derived K_sc, so it holds its private key",
         conf);
     more(d, "handshake complete in %.2f ms (from the first ServerKey byte)", d->handshake);
     return 0;
@@ -592,7 +593,8 @@ static int client_password(struct demo *d, const pkm_value_t *connect_vals)
     if (wire > 528) {
         say(d, "client", "<- KeyShare: 528 bytes (they had come right behind the 0x05 packet)");
         say(d, "client",
-            "-> confirmation: the 0xFF packet under K' = SHA-256(M' || \"%s\"): %zu bytes",
+            "-> confirmation: the 0xFF packet under K'_cs = SHA-256(M' || \"%s\" || 'C'): %zu "
+            "bytes",
             DEMO_PASSWORD, wire - 528);
         confirmed_sent = 1;
     }
@@ -604,7 +606,8 @@ static int client_password(struct demo *d, const pkm_value_t *connect_vals)
         if (wire && !confirmed_sent) {
             say(d, "client", "<- KeyShare: 528 bytes from the server");
             say(d, "client",
-                "-> confirmation: the 0xFF packet under K' = SHA-256(M' || \"%s\"): %zu bytes",
+                "-> confirmation: the 0xFF packet under K'_cs = SHA-256(M' || \"%s\" || 'C'): %zu "
+                "bytes",
                 DEMO_PASSWORD, wire);
             confirmed_sent = 1;
         }

@@ -60,7 +60,7 @@ typedef enum pkm_error {
     PKM_ERANGE = -43,       /* a number does not fit its field's type */
     /* keys */
     PKM_EKEYLEN = -60,  /* a public key length prefix outside 1..1024 */
-    PKM_EKEY = -61,     /* a key that does not parse, is not RSA, not 2048-bit, or bad exponent */
+    PKM_EKEY = -61,     /* a key that does not parse, is not RSA-2048, or e != 65537 */
     PKM_EKEYPERM = -62, /* a private key file readable by group or others */
     PKM_EKEYFILE = -63, /* a key file cannot be read or written */
     PKM_ECRYPTO = -64,  /* the cryptographic library failed (not caused by the peer) */
@@ -80,6 +80,8 @@ typedef enum pkm_error {
     PKM_EQUEUE = -91,     /* the send queue is full */
     PKM_ECONNRESET = -92, /* the peer reset the connection */
     PKM_EKNOWNHOST = -93, /* the server's key differs from the one recorded in known_hosts */
+    PKM_ENOPROOF = -94,   /* client: the server's 0xFF answer is wrong: it did not prove it holds
+                             its key, or the secret differs (or it speaks wire profile 1) */
 } pkm_error_t;
 
 /* A sentence describing an error code, for users. Never NULL; static storage. */

@@ -71,8 +71,10 @@ typedef struct pkm_conn_config {
     size_t secret_len;
 
     /* Client only, optional: the server's expected fingerprint "SHA256:..." (copied). Another key
-     * fails the handshake with PKM_EPIN. See the caveat at pkm_engine_config_t.pin_fingerprint:
-     * a pin alone does not prove the server answered (docs/PROTOCOL.md section 8). */
+     * fails the handshake with PKM_EPIN; a server that shows the pinned key but cannot prove it
+     * holds its private half (or whose secret differs) fails it with PKM_ENOPROOF. A connection
+     * made with a pin has authenticated the server (see pkm_engine_config_t.pin_fingerprint and
+     * docs/PROTOCOL.md section 8). */
     const char *pin_fingerprint;
 
     /* Largest packet Size accepted (default PKM_DEFAULT_MAX_SIZE, 1 MiB) and bound on the bytes

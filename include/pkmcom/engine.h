@@ -56,7 +56,7 @@ enum pkm_engine_state {
 /* Default bound on the bytes waiting to be sent (pkm_engine_config_t.max_send_buffer). */
 #define PKM_DEFAULT_MAX_SEND_BUFFER (4u << 20)
 
-/* Length of the optional secret for alternative handshaking, at most (K = SHA-256(M || S)). */
+/* Length of the optional secret S for alternative handshaking, at most. */
 #define PKM_MAX_SECRET 4096
 
 /* Configuration, read by pkm_engine_new(); the struct itself may be reused or freed afterwards
@@ -82,19 +82,24 @@ typedef struct pkm_engine_config {
      * takes the key from the pool). */
     pkm_keypool_t *keypool;
 
-    /* Optional secret S for alternative handshaking: K = SHA-256(M || S) instead of SHA-256(M).
-     * Both sides must be configured with the same S (a password's UTF-8 bytes). Copied by
-     * pkm_engine_new(); the copy is wiped as soon as the first handshake has derived K (a
+    /* Optional secret S for alternative handshaking: K_cs = SHA-256(M || S || 0x43) and
+     * K_sc = SHA-256(M || S || 0x53) instead of the same without S (wire profile 2). Both sides
+     * must be configured with the same S (a password's UTF-8 bytes). Copied by
+     * pkm_engine_new(); the copy is wiped as soon as the first handshake has derived the keys (a
      * re-establishment is given its own secret). NULL/0 = no secret. At most PKM_MAX_SECRET
-     * bytes. */
+     * bytes. S is not a PAKE: a client that uses one should also pin the server, or the server
+     * it talks to can guess S offline from the client's 0xFF (docs/PROTOCOL.md section 8). */
     const uint8_t *secret;
     size_t secret_len;
 
     /* Client only, optional: the expected server fingerprint "SHA256:..." (pkm_key_fingerprint).
-     * Copied. When set, a ServerKey with another fingerprint fails with PKM_EPIN. Caveat: under
-     * the wire profile a party holding only the server's PUBLIC key can reflect the client's 0xFF
-     * confirmation, so the pin proves which key the server claimed, not that it answered; such a
-     * party still learns nothing and can forge nothing new (docs/PROTOCOL.md section 8). */
+     * Copied. When set, a ServerKey with another fingerprint fails with PKM_EPIN, and an
+     * established engine has authenticated the server: its 0xFF answer is under K_sc, which only
+     * the holder of the pinned private key can derive (wire profile 2). A party showing the
+     * pinned public key without its private half (an echoing impostor) fails the handshake with
+     * PKM_ENOPROOF at "confirmation (0xFF)", as does a wrong secret or a wire-profile-1 server
+     * that answers. Without a pin the engine knows only that the server holds the key it showed
+     * (pkm_engine_peer_fingerprint). See docs/PROTOCOL.md section 8 for what is not proven. */
     const char *pin_fingerprint;
 
     /* Largest packet Size accepted from the peer (default PKM_DEFAULT_MAX_SIZE, 1 MiB; at most
@@ -233,7 +238,7 @@ PKM_API int pkm_engine_next_packet(pkm_engine_t *e, pkm_packet_t *out);
 /* ---- re-establishing the secret (WIRE-PROFILE section 5) ---- */
 
 /* Runs the handshake again from step 3 with both sides' keys, and new M, IV (and secret).
- * `secret` (copied, wiped once K' is derived; NULL/0 = no secret) is S for this derivation only:
+ * `secret` (copied, wiped after derivation; NULL/0 = no secret) is S for this derivation only:
  * both sides must pass the same. The engine must be established (PKM_ESTATE otherwise).
  * Server: call right after queueing the trigger packet, with nothing queued in between: the
  * engine sends its new KeyShare in the clear, then reads the client's KeyShare (any bytes not yet

@@ -30,8 +30,10 @@ PKM_API int pkm_key_generate(pkm_key_t **out);
  *                 checks below. A public key file may have any mode;
  *   PKM_EKEY      the content is not a usable key: no PEM key in it, a PEM that does not parse,
  *                 an encrypted private key (passphrases are not supported and never prompted
- *                 for), a file over 64 KiB, or a key that is not RSA-2048 (odd modulus) with an
- *                 odd exponent >= 3 (and below the modulus, as RFC 8017 requires).
+ *                 for), a file over 64 KiB, or a key that is not RSA-2048 (odd modulus) with
+ *                 the public exponent 65537. A PkmCom peer refuses any other exponent
+ *                 (WIRE-PROFILE version 2, section 3 step 2), so a private key with e = 3, say,
+ *                 is refused here rather than at every handshake; a public key likewise.
  * The file's bytes are wiped from memory after parsing. *out is the caller's (pkm_key_free);
  * NULL on any error. */
 PKM_API int pkm_key_load_pem(const char *path, pkm_key_t **out);
@@ -47,14 +49,15 @@ PKM_API int pkm_key_save_pem(const pkm_key_t *key, const char *path);
  * existing file). Same file handling and errors as pkm_key_save_pem. Works on any key. */
 PKM_API int pkm_key_save_public_pem(const pkm_key_t *key, const char *path);
 
-/* Parses a DER SubjectPublicKeyInfo, with every check of WIRE-PROFILE section 3: PKM_EKEYLEN for
- * len outside 1..1024, PKM_EKEY for DER that does not parse or has bytes after it, a key that is
- * not rsaEncryption (RSA-PSS, EC, ... are refused), a modulus that is not exactly 2048 bits or is
- * even, an even or < 3 exponent (or one not below the modulus, RFC 8017). The encoding must also be
- * the canonical DER, exactly as OpenSSL (and Java's getEncoded) writes it, with NULL
+/* Parses a DER SubjectPublicKeyInfo, with every check of WIRE-PROFILE section 3 step 2:
+ * PKM_EKEYLEN for len outside 1..1024, PKM_EKEY for DER that does not parse or has bytes after it,
+ * a key that is not rsaEncryption (RSA-PSS, EC, ... are refused), a modulus that is not exactly
+ * 2048 bits or is even, a public exponent other than 65537. The encoding must also be the
+ * canonical DER, exactly as OpenSSL (and Java's getEncoded) writes it, with NULL
  * AlgorithmIdentifier parameters: any other encoding of a key is PKM_EKEY, so one key has one
- * encoding and one fingerprint. The bytes are copied; *out (a public key) is the caller's, NULL on
- * any error. */
+ * encoding and one fingerprint. Every check looks at the bytes only, before any bignum is built:
+ * a refused key costs no RSA work (the engine relies on this for ServerKey and ClientKey). The
+ * bytes are copied; *out (a public key) is the caller's, NULL on any error. */
 PKM_API int pkm_key_from_der(const uint8_t *der, size_t len, pkm_key_t **out);
 
 /* Copies the key's DER SubjectPublicKeyInfo (294 bytes for e = 65537, at most PKM_MAX_KEY_DER)

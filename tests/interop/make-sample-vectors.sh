@@ -15,11 +15,17 @@ seq_bytes() { # seq_bytes START COUNT: bytes START, START+1, ... (mod 256), as h
   echo "$out"
 }
 
-# --- kdf: K = SHA-256(M) and K = SHA-256(M || "hunter2")
+# --- kdf (wire profile 2): K_cs = SHA-256(M || S || 0x43 'C'), K_sc = SHA-256(M || S || 0x53 'S'),
+#     without a secret and with S = "hunter2"
+kdf() { # kdf MHEX SECRET LABEL: SHA-256(M || SECRET || LABEL) as hex
+  (echo -n "$1" | unhex; printf '%s%s' "$2" "$3") | openssl dgst -sha256 -binary | hex
+}
 m=$(seq_bytes 0 256)
-k_plain=$(echo -n "$m" | unhex | openssl dgst -sha256 -binary | hex)
+kcs_plain=$(kdf "$m" "" C)
+ksc_plain=$(kdf "$m" "" S)
 secret=$(echo -n hunter2 | hex)
-k_secret=$( (echo -n "$m" | unhex; echo -n hunter2) | openssl dgst -sha256 -binary | hex)
+kcs_secret=$(kdf "$m" hunter2 C)
+ksc_secret=$(kdf "$m" hunter2 S)
 
 # --- handshake: client KeyShare under the server key, server KeyShare under a client key
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$tmp/client.pem" 2>/dev/null
@@ -41,9 +47,10 @@ xorhex() { # byte-wise XOR of two equal-length hex strings
 }
 m_hs=$(xorhex "$mc" "$ms")
 iv_hs=$(xorhex "$ivc" "$ivs")
-k_hs=$( (echo -n "$m_hs" | unhex; echo -n hunter2) | openssl dgst -sha256 -binary | hex)
+kcs_hs=$(kdf "$m_hs" hunter2 C)
+ksc_hs=$(kdf "$m_hs" hunter2 S)
 
-# --- channel: three packets on one chain. Plaintexts with PKCS#7 padding, written by hand:
+# --- channel: three packets on one chain (one direction: "k" is that direction's key). Plaintexts with PKCS#7 padding, written by hand:
 #   0xFF confirmation: ff 504b6be1 00000004 504b4d00 + 03 03 03              (16 bytes)
 #   trigger Id 5, empty: Hash 5*31 = 155 = 0x9b: 05 0000009b 00000000 + 7 x 07 (16 bytes)
 #   Id 1, "hello": hashsum = ((((104*31+101)*31+108)*31+108)*31+111) = 99162322,
@@ -62,8 +69,8 @@ jq_pem() { awk '{printf "%s\\n", $0}' "$1"; }
 cat >"$here/sample-vectors.json" <<EOF
 {
   "kdf": [
-    {"m": "$m", "k": "$k_plain"},
-    {"m": "$m", "secret": "$secret", "k": "$k_secret"}
+    {"m": "$m", "k_cs": "$kcs_plain", "k_sc": "$ksc_plain"},
+    {"m": "$m", "secret": "$secret", "k_cs": "$kcs_secret", "k_sc": "$ksc_secret"}
   ],
   "keyshare": [
     {"private_key_file": "../data/server_key.pem", "keyshare": "$ks_c", "m": "$mc", "iv": "$ivc"}
@@ -71,7 +78,7 @@ cat >"$here/sample-vectors.json" <<EOF
   "handshake": [
     {"server_key_file": "../data/server_key.pem", "client_key_pem": "$(jq_pem "$tmp/client.pem")",
      "client_keyshare": "$ks_c", "server_keyshare": "$ks_s", "secret": "$secret",
-     "m": "$m_hs", "k": "$k_hs", "iv": "$iv_hs"}
+     "m": "$m_hs", "k_cs": "$kcs_hs", "k_sc": "$ksc_hs", "iv": "$iv_hs"}
   ],
   "channel": [
     {"k": "$kc", "iv": "$ivch",
