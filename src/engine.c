@@ -548,7 +548,7 @@ void pkm_engine_config_init(pkm_engine_config_t *cfg, int role)
     cfg->max_send_buffer = PKM_DEFAULT_MAX_SEND_BUFFER;
 }
 
-static int check_config(const pkm_engine_config_t *cfg)
+int pkm__engine_config_check(const pkm_engine_config_t *cfg)
 {
     int client = cfg->role == PKM_ROLE_CLIENT;
     if (!client && cfg->role != PKM_ROLE_SERVER) return PKM_EINVAL;
@@ -576,7 +576,7 @@ int pkm_engine_new(const pkm_engine_config_t *cfg, pkm_engine_t **out)
     if (out) *out = NULL;
     if (!cfg || !out) return PKM_EINVAL;
     pkm_key_t *client_key = cfg->client_key; /* ours from here on, whatever happens */
-    int r = check_config(cfg);
+    int r = pkm__engine_config_check(cfg);
     if (r < 0) {
         pkm_key_free(client_key); /* ownership passed even on failure */
         return r;

@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <uv.h>
 #include "pkmcom/server.h"
+#include "engine_internal.h"
 #include "internal.h"
 #include "server_internal.h"
 
@@ -254,9 +255,9 @@ void pkm_server_config_init(pkm_server_config_t *cfg)
     if (!cfg) return;
     memset(cfg, 0, sizeof *cfg);
     cfg->backlog = PKM_SERVER_DEFAULT_BACKLOG;
+    pkm_engine_config_init(&cfg->engine, PKM_ROLE_SERVER);
+    cfg->engine.max_send_buffer = PKM_SERVER_DEFAULT_MAX_SEND_BUFFER;
     cfg->handshake_timeout_ms = PKM_SERVER_DEFAULT_HANDSHAKE_TIMEOUT_MS;
-    cfg->max_send_queue = PKM_SERVER_DEFAULT_MAX_SEND_QUEUE;
-    cfg->max_packet_size = PKM_DEFAULT_MAX_SIZE;
     cfg->trim_after_ms = PKM_SERVER_DEFAULT_TRIM_AFTER_MS;
     cfg->raise_fd_limit = 1;
 }
@@ -332,35 +333,37 @@ static void drain_and_close_loop(pkm_server_t *srv)
 int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
 {
     if (out) *out = NULL;
-    if (!cfg || !out || !cfg->server_key || !pkm_key_is_private(cfg->server_key)) return PKM_EINVAL;
-    if (cfg->max_packet_size == 0 || cfg->max_packet_size > INT32_MAX) return PKM_EINVAL;
-    if (cfg->max_send_queue == 0 || cfg->max_send_queue > SIZE_MAX / 4) return PKM_EINVAL;
-    if (cfg->secret_len > PKM_MAX_SECRET || (cfg->secret_len && !cfg->secret)) return PKM_EINVAL;
-    if (cfg->backlog < 0) return PKM_EINVAL;
+    if (!cfg || !out) return PKM_EINVAL;
+    pkm_engine_config_t ec = cfg->engine;
+    ec.role = PKM_ROLE_SERVER;
+    ec.defer_crypto = 1; /* the RSA work goes to the thread pool as jobs */
+    if (pkm__engine_config_check(&ec) < 0) return PKM_EINVAL;
+    if (cfg->backlog < 0 || cfg->handshake_timeout_ms < 0 || cfg->idle_timeout_ms < 0 ||
+        cfg->trim_after_ms < 0)
+        return PKM_EINVAL;
 
     pkm_server_t *srv = pkm__calloc(1, sizeof *srv);
     if (!srv) return PKM_ENOMEM;
-    srv->server_key = cfg->server_key;
+    srv->ec = ec;
+    srv->ec.secret = NULL;
+    srv->ec.secret_len = 0;
     srv->max_conns = cfg->max_conns;
-    srv->max_send_queue = cfg->max_send_queue;
-    srv->max_packet = cfg->max_packet_size;
-    srv->hs_timeout = cfg->handshake_timeout_ms;
-    srv->idle_timeout = cfg->idle_timeout_ms;
-    srv->trim_after = cfg->trim_after_ms;
-    srv->verify = cfg->verify;
-    srv->verify_ctx = cfg->verify_ctx;
+    srv->hs_timeout = (uint64_t)cfg->handshake_timeout_ms;
+    srv->idle_timeout = (uint64_t)cfg->idle_timeout_ms;
+    srv->trim_after = (uint64_t)cfg->trim_after_ms;
     srv->on_connect = cfg->on_connect;
     srv->on_packet = cfg->on_packet;
     srv->on_close = cfg->on_close;
     srv->on_log = cfg->on_log;
     srv->user = cfg->user;
-    if (cfg->secret_len) {
-        if (!(srv->secret = pkm__malloc(cfg->secret_len))) {
+    if (ec.secret_len) {
+        if (!(srv->secret = pkm__malloc(ec.secret_len))) {
             pkm__free(srv);
             return PKM_ENOMEM;
         }
-        memcpy(srv->secret, cfg->secret, cfg->secret_len);
-        srv->secret_len = cfg->secret_len;
+        memcpy(srv->secret, ec.secret, ec.secret_len);
+        srv->ec.secret = srv->secret;
+        srv->ec.secret_len = ec.secret_len;
     }
     struct sockaddr_storage ss;
     int r = resolve(cfg->host, cfg->port, &ss);
@@ -406,7 +409,7 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
 fail_loop:
     drain_and_close_loop(srv);
 fail_nolloop:
-    if (srv->secret) pkm__wipe(srv->secret, srv->secret_len);
+    pkm__wipe(srv->secret, srv->ec.secret_len);
     pkm__free(srv->secret);
     pkm__free(srv);
     return r;
@@ -438,7 +441,7 @@ void pkm_server_free(pkm_server_t *srv)
 {
     if (!srv) return;
     drain_and_close_loop(srv);
-    if (srv->secret) pkm__wipe(srv->secret, srv->secret_len);
+    pkm__wipe(srv->secret, srv->ec.secret_len);
     pkm__free(srv->secret);
     pkm__free(srv);
 }

@@ -413,17 +413,7 @@ int pkm__sconn_accept(pkm_server_t *srv)
         uv_close((uv_handle_t *)&c->tcp, free_unadmitted);
         return 0;
     }
-    pkm_engine_config_t ec;
-    pkm_engine_config_init(&ec, PKM_ROLE_SERVER);
-    ec.server_key = srv->server_key;
-    ec.secret = srv->secret;
-    ec.secret_len = srv->secret_len;
-    ec.max_packet_size = srv->max_packet;
-    ec.max_send_buffer = srv->max_send_queue;
-    ec.defer_crypto = 1;
-    ec.verify = srv->verify;
-    ec.verify_ctx = srv->verify_ctx;
-    int r = pkm_engine_new(&ec, &c->eng);
+    int r = pkm_engine_new(&srv->ec, &c->eng);
     if (r < 0) {
         pkm__slog(srv, PKM_LOG_ERROR, "cannot make an engine for a connection: %s",
                   pkm_strerror(r));
@@ -477,11 +467,11 @@ int pkm_server_send(pkm_server_conn_t *c, uint8_t id, uint32_t hash, const uint8
     if (id == PKM_HANDSHAKE_ID || (size && !content)) return PKM_EINVAL;
     pkm_server_t *srv = c->srv;
     size_t total = pkm_engine_wire_size(size);
-    if (total == 0 || total > srv->max_send_queue) return PKM_ETOOBIG;
+    if (total == 0 || total > srv->ec.max_send_buffer) return PKM_ETOOBIG;
     size_t engine_len = 0;
     pkm_engine_send_buf(c->eng, &engine_len);
     /* (During a re-establishment the engine holds packets back itself, within the same bound.) */
-    if (c->wq_bytes + engine_len > srv->max_send_queue - total) {
+    if (c->wq_bytes + engine_len > srv->ec.max_send_buffer - total) {
         do_close(c, PKM_EQUEUE, NULL);
         return PKM_EQUEUE;
     }

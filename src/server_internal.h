@@ -86,14 +86,11 @@ struct pkm_server {
     int stopping;
     uint16_t port;
 
-    const pkm_key_t *server_key;
-    uint8_t *secret;
-    size_t secret_len;
-    size_t max_conns, max_send_queue, max_packet;
-    uint64_t hs_timeout, idle_timeout, trim_after;
-    int (*verify)(void *ctx, const pkm_packet_t *pkt);
-    void *verify_ctx;
-    pkm__job_hook_fn job_hook; /* test-only (server_internal.h) */
+    pkm_engine_config_t ec; /* every connection's engine config; ec.secret is `secret` below */
+    uint8_t *secret;        /* the server's copy of the secret, wiped by pkm_server_free */
+    size_t max_conns;
+    uint64_t hs_timeout, idle_timeout, trim_after; /* ms, checked non-negative */
+    pkm__job_hook_fn job_hook;                     /* test-only (server_internal.h) */
     void *job_hook_ctx;
     void (*on_connect)(void *user, pkm_server_conn_t *conn);
     void (*on_packet)(void *user, pkm_server_conn_t *conn, const pkm_packet_t *pkt);

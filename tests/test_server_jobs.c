@@ -129,7 +129,7 @@ static void queued_job_of_closed_conn_is_cancelled(void **state)
     pkm_server_config_t cfg;
     pkm_server_config_init(&cfg);
     cfg.host = "127.0.0.1";
-    cfg.server_key = t_shared_keys.server_key;
+    cfg.engine.server_key = t_shared_keys.server_key;
     cfg.handshake_timeout_ms = 0; /* no timer: the connections close only when told */
     cfg.on_close = on_close;
     cfg.user = &j;

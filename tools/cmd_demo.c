@@ -628,7 +628,7 @@ static int wrong_password(struct demo *d, uint16_t port, const char *server_fp,
 {
     pkm_conn_config_t cfg;
     pkm_conn_config_init(&cfg);
-    cfg.pin_fingerprint = server_fp;
+    cfg.engine.pin_fingerprint = server_fp;
     char err[PKM_ERRMSG_SIZE];
     cfg.errbuf = err;
     cfg.errbuf_size = sizeof err;
@@ -673,10 +673,10 @@ static int demo_run(struct demo *d, pkm_key_t *skey, pkm_key_t *ckey, const char
     pkm_server_config_init(&cfg);
     cfg.host = "127.0.0.1";
     cfg.port = 0;
-    cfg.server_key = skey;
+    cfg.engine.server_key = skey;
     cfg.raise_fd_limit = 0;
-    cfg.verify = srv_verify;
-    cfg.verify_ctx = d->reg;
+    cfg.engine.verify = srv_verify;
+    cfg.engine.verify_ctx = d->reg;
     cfg.on_connect = srv_on_connect;
     cfg.on_packet = srv_on_packet;
     cfg.on_close = srv_on_close;
