@@ -23,23 +23,25 @@ struct pkm_side {
     pkm_engine_t *e;
 };
 
-/* Blocking handshake over fd: write what the engine has queued, read when it needs more. */
+/* Blocking handshake over fd, over what the engine wants: write what it has queued, read when it
+ * needs more. */
 static int pkm_drive_handshake(pkm_engine_t *e, int fd)
 {
     for (;;) {
-        size_t len = 0;
-        const uint8_t *out = pkm_engine_send_buf(e, &len);
-        if (len) {
-            if (bench_write_all(fd, out, len) != 0) return -1;
-            pkm_engine_send_ack(e, len);
-        }
-        int st = pkm_engine_state(e);
-        if (st == PKM_STATE_ESTABLISHED) return 0;
-        if (st == PKM_STATE_CLOSED) {
+        unsigned w = pkm_engine_wants(e);
+        if (w & PKM_WANT_CLOSED) {
             fprintf(stderr, "pkmcom: handshake failed: %s at %s\n",
                     pkm_errname(pkm_engine_error(e)), pkm_engine_fail_step(e));
             return -1;
         }
+        if (w & PKM_WANT_SEND) {
+            size_t len = 0;
+            const uint8_t *out = pkm_engine_send_buf(e, &len);
+            if (bench_write_all(fd, out, len) != 0) return -1;
+            pkm_engine_send_ack(e, len);
+            continue;
+        }
+        if (pkm_engine_state(e) == PKM_STATE_ESTABLISHED) return 0;
         size_t cap = 0;
         uint8_t *in = pkm_engine_recv_buf(e, &cap);
         if (!in) return -1;

@@ -34,7 +34,7 @@ static double one_connect(uint16_t port, pkm_keypool_t *pool)
 {
     pkm_conn_config_t cfg;
     pkm_conn_config_init(&cfg);
-    cfg.keypool = pool;
+    cfg.engine.keypool = pool;
     char err[PKM_ERRMSG_SIZE];
     cfg.errbuf = err;
     cfg.errbuf_size = sizeof err;
@@ -80,7 +80,7 @@ int main(void)
     pkm_server_config_t scfg;
     pkm_server_config_init(&scfg);
     scfg.host = "127.0.0.1";
-    scfg.server_key = server_key;
+    scfg.engine.server_key = server_key;
     scfg.on_log = quiet_log;
     pkm_server_t *srv = NULL;
     int r = pkm_server_new(&scfg, &srv);

@@ -618,7 +618,7 @@ static struct measure run_one(int pkm, int loops, const pkm_key_t *server_key)
         pkm_server_config_t cfg;
         pkm_server_config_init(&cfg);
         cfg.host = "127.0.0.1";
-        cfg.server_key = server_key;
+        cfg.engine.server_key = server_key;
         cfg.max_conns = CONNS + 16;
         cfg.handshake_timeout_ms = RUN_TIMEOUT_MS;
         cfg.on_log = quiet_log;

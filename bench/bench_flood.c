@@ -339,7 +339,7 @@ static double good_connect(uint16_t port, pkm_key_t *ckey)
 {
     pkm_conn_config_t cfg;
     pkm_conn_config_init(&cfg);
-    cfg.client_key = pkm_key_ref(ckey); /* one key for every connect: no key generation */
+    cfg.engine.client_key = pkm_key_ref(ckey); /* one key for every connect: no key generation */
     char err[PKM_ERRMSG_SIZE];
     cfg.errbuf = err;
     cfg.errbuf_size = sizeof err;

@@ -180,7 +180,7 @@ int main(void)
     pkm_server_config_t cfg;
     pkm_server_config_init(&cfg);
     cfg.host = "127.0.0.1";
-    cfg.server_key = server_key;
+    cfg.engine.server_key = server_key;
     cfg.on_log = quiet_log;
     cfg.handshake_timeout_ms = 60000;
     pkm_server_t *srv = NULL;

@@ -166,7 +166,7 @@ int main(void)
     pkm_server_config_t cfg;
     pkm_server_config_init(&cfg);
     cfg.host = "127.0.0.1";
-    cfg.server_key = server_key;
+    cfg.engine.server_key = server_key;
     cfg.trim_after_ms = 200;
     cfg.max_conns = CONNS + WARMUP;
     cfg.handshake_timeout_ms = 120000;

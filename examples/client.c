@@ -20,7 +20,7 @@ int main(int argc, char **argv)
     char err[PKM_ERRMSG_SIZE] = "";
     pkm_conn_config_t cfg;
     pkm_conn_config_init(&cfg);
-    if (argc == 4) cfg.pin_fingerprint = argv[3]; /* accept only this server key */
+    if (argc == 4) cfg.engine.pin_fingerprint = argv[3]; /* accept only this server key */
     cfg.errbuf = err;
     cfg.errbuf_size = sizeof err;
 

@@ -51,7 +51,7 @@ int main(int argc, char **argv)
     pkm_server_config_init(&cfg);
     cfg.host = "127.0.0.1";
     cfg.port = (uint16_t)atoi(argv[1]);
-    cfg.server_key = key; /* borrowed: freed after the server */
+    cfg.engine.server_key = key; /* borrowed: freed after the server */
     cfg.on_packet = on_packet;
     cfg.on_close = on_close;
     if ((rc = pkm_server_new(&cfg, &g_server)) < 0) { /* binds and listens */

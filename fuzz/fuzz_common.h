@@ -216,19 +216,24 @@ static inline int fuzz_service(fuzz_side *sd)
 {
     int count = 0, r;
     for (;;) {
-        if (pkm_engine_wants_work(sd->e) && (r = pkm_engine_work(sd->e)) < 0) return r;
+        unsigned w = pkm_engine_wants(sd->e);
+        if (w & PKM_WANT_JOB) {
+            pkm_job_t *job = NULL;
+            if ((r = pkm_engine_job_take(sd->e, &job)) < 0) return r;
+            (void)pkm_job_run(job);
+            if ((r = pkm_engine_job_done(sd->e, job)) < 0) return r;
+            continue;
+        }
+        if (!(w & (PKM_WANT_PACKET | PKM_WANT_CLOSED))) break;
         pkm_packet_t pk;
-        r = pkm_engine_next_packet(sd->e, &pk);
+        r = pkm_engine_next_packet(sd->e, &pk); /* closed: its error */
         if (r < 0) {
             FUZZ_CHECK(pkm_engine_state(sd->e) == PKM_STATE_CLOSED && pkm_engine_error(sd->e) == r);
             size_t len = 1;
             FUZZ_CHECK(pkm_engine_send_buf(sd->e, &len) == NULL && len == 0); /* no message */
             return r;
         }
-        if (r == 0) {
-            if (pkm_engine_wants_work(sd->e)) continue;
-            break;
-        }
+        if (r == 0) continue; /* the packet is not all in: the bit is clear now */
         FUZZ_CHECK(pk.id != PKM_HANDSHAKE_ID);
         sd->packets++;
         count++;

@@ -77,21 +77,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size = n;
     }
     pkm_packet_t pkt;
-    for (size_t off = 0; off < size && pkm_engine_state(e) != PKM_STATE_CLOSED;) {
-        size_t cap = 0, n = size - off < chunk ? size - off : chunk;
-        uint8_t *dst = pkm_engine_recv_buf(e, &cap);
-        if (cap == 0) break;
-        if (n > cap) n = cap;
-        memcpy(dst, data + off, n);
-        (void)pkm_engine_recv_ack(e, n);
-        off += n;
-        size_t len = 0;
-        if (pkm_engine_send_buf(e, &len)) (void)pkm_engine_send_ack(e, len);
-        while (pkm_engine_next_packet(e, &pkt) == 1)
-            if (pkt.size && pkt.content[pkt.size - 1] == 0x5A) (void)pkm_engine_rekey(e, NULL, 0);
-    }
-    (void)pkm_engine_recv_eof(e);
-    while (pkm_engine_next_packet(e, &pkt) == 1) {
+    size_t off = 0;
+    int eof = 0;
+    for (;;) {
+        unsigned w = pkm_engine_wants(e);
+        if (w & PKM_WANT_CLOSED) break;
+        if (w & PKM_WANT_SEND) {
+            size_t len = 0;
+            pkm_engine_send_buf(e, &len);
+            (void)pkm_engine_send_ack(e, len);
+        } else if (w & PKM_WANT_PACKET) {
+            if (pkm_engine_next_packet(e, &pkt) == 1 && pkt.size &&
+                pkt.content[pkt.size - 1] == 0x5A)
+                (void)pkm_engine_rekey(e, NULL, 0);
+        } else if ((w & PKM_WANT_RECV) && off < size) {
+            size_t cap = 0, n = size - off < chunk ? size - off : chunk;
+            uint8_t *dst = pkm_engine_recv_buf(e, &cap);
+            if (n > cap) n = cap;
+            if (n) memcpy(dst, data + off, n);
+            (void)pkm_engine_recv_ack(e, n);
+            off += n;
+        } else if (!eof) {
+            eof = 1;
+            (void)pkm_engine_recv_eof(e);
+        } else {
+            break;
+        }
     }
     pkm_engine_free(e);
     free(buf);

@@ -4,7 +4,7 @@
  * deterministic hook, so a recorded client transcript replays into the established state.
  *
  * Input: byte 0 = chunk pattern (fuzz_next_chunk); byte 1 = flags:
- *   bit 0 recv_buf/recv_ack instead of feed   bit 1 defer_crypto (pkm_engine_work)
+ *   bit 0 recv_buf/recv_ack instead of feed   bit 1 defer_crypto (RSA jobs)
  *   bit 2 recv_eof after the last byte        bit 3 alternative handshaking (a fixed secret)
  *   bit 4 after the first packet, send the trigger and re-establish the secret
  *   bit 5 max_packet_size 64                  bit 6 echo every packet back

@@ -13,9 +13,9 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
-#include <openssl/crypto.h>
 #include "pkmcom/conn.h"
 #include "conn_internal.h"
+#include "engine_internal.h"
 #include "internal.h"
 
 #define ADDR_SIZE 96 /* "[" + numeric IPv6 with scope + "]:" + port */
@@ -41,10 +41,10 @@ struct pkm_conn {
     int err;    /* the error that closed the connection, 0 while open */
     int phase;  /* enum phase */
     int rd_eof; /* the socket read returned 0 */
-    int idle_ms;
-    int hs_ms;       /* the first handshake's bound, for the sentence */
-    int limit_ms;    /* the re-establishment's bound, for the sentence */
-    int64_t last_rx; /* CLOCK_MONOTONIC ns of the last byte received */
+    int64_t idle_ms;
+    int64_t hs_ms;    /* the first handshake's bound, for the sentence */
+    int64_t limit_ms; /* the re-establishment's bound, for the sentence */
+    int64_t last_rx;  /* CLOCK_MONOTONIC ns of the last byte received */
     char peer[ADDR_SIZE];
     char msg[PKM_ERRMSG_SIZE];
 };
@@ -52,15 +52,10 @@ struct pkm_conn {
 struct pkm_listener {
     int fd;
     int port;
-    const pkm_key_t *server_key;
-    uint8_t *secret;
-    size_t secret_len;
-    size_t max_packet;
-    size_t max_send;
-    int (*verify)(void *ctx, const pkm_packet_t *pkt);
-    void *verify_ctx;
-    int hs_ms;
-    int idle_ms;
+    pkm_engine_config_t ec; /* every accepted connection's; ec.secret is `secret` below */
+    uint8_t *secret;        /* the listener's copy, wiped by pkm_listener_close */
+    int64_t hs_ms;
+    int64_t idle_ms;
     char msg[PKM_ERRMSG_SIZE];
 };
 
@@ -96,10 +91,11 @@ static int64_t now_ns(void)
 }
 
 /* An absolute deadline timeout_ms from now; -1 (none) for a negative timeout. */
-static int64_t deadline_in(int timeout_ms)
+static int64_t deadline_in(int64_t timeout_ms)
 {
     if (timeout_ms < 0) return -1;
-    return now_ns() + (int64_t)timeout_ms * 1000000;
+    if (timeout_ms > (INT64_MAX - now_ns()) / 1000000) return -1; /* beyond any clock: none */
+    return now_ns() + timeout_ms * 1000000;
 }
 
 /* Milliseconds left until `until` (rounded up, so that a wait never ends just short of it), for
@@ -265,38 +261,47 @@ static int expired(pkm_conn_t *c, enum goal g, int idle)
     char what[128];
     if (g == GOAL_HANDSHAKE) {
         int rekey = c->phase == PHASE_REKEY;
-        snprintf(what, sizeof what, "%s did not finish within %d ms",
-                 rekey ? "re-establishment" : "handshake", rekey ? c->limit_ms : c->hs_ms);
+        snprintf(what, sizeof what, "%s did not finish within %lld ms",
+                 rekey ? "re-establishment" : "handshake",
+                 (long long)(rekey ? c->limit_ms : c->hs_ms));
         return conn_fail(c, PKM_ETIMEOUT, what);
     }
     if (idle) {
-        snprintf(what, sizeof what, "no byte received for %d ms (idle timeout)", c->idle_ms);
+        snprintf(what, sizeof what, "no byte received for %lld ms (idle timeout)",
+                 (long long)c->idle_ms);
         return conn_fail(c, PKM_ETIMEOUT, what);
     }
     return PKM_EAGAIN;
 }
 
-/* The loop of every blocking call: writes what is waiting, reads what arrives, waits in poll()
- * when neither can move, until the goal is reached (returns 0, or 1 with *pkt for GOAL_PACKET),
- * the deadline passes (expired()), or the connection fails. */
+/* The loop of every blocking call, over what the engine wants: writes what is waiting, takes
+ * packets, reads what arrives, waits in poll() when nothing can move, until the goal is reached
+ * (returns 0, or 1 with *pkt for GOAL_PACKET), the deadline passes (expired()), or the
+ * connection fails. */
 static int drive(pkm_conn_t *c, int64_t deadline, enum goal g, pkm_packet_t *pkt)
 {
     for (;;) {
         int progress = 0, r;
         if (c->err) return c->err;
-        if ((r = write_some(c, &progress)) < 0) return r;
-        int st = pkm_engine_state(c->e);
-        if (st == PKM_STATE_CLOSED) return engine_failed(c);
-        size_t pending = 0;
-        pkm_engine_send_buf(c->e, &pending);
+        unsigned w = pkm_engine_wants(c->e); /* never PKM_WANT_JOB: RSA work is inline here */
+        if (w & PKM_WANT_SEND) {
+            if ((r = write_some(c, &progress)) < 0) return r;
+            w = pkm_engine_wants(c->e);
+        }
+        if (w & PKM_WANT_CLOSED) return engine_failed(c);
         if (g == GOAL_PACKET) {
-            r = pkm_engine_next_packet(c->e, pkt);
-            if (r < 0) return engine_failed(c);
-            if (r == 1) return 1;
-        } else if (pending == 0 && (g == GOAL_FLUSH || st == PKM_STATE_ESTABLISHED)) {
+            if (w & PKM_WANT_PACKET) {
+                r = pkm_engine_next_packet(c->e, pkt);
+                if (r < 0) return engine_failed(c);
+                if (r == 1) return 1;
+                continue; /* the packet is not all in: the bit is clear now */
+            }
+        } else if (!(w & PKM_WANT_SEND) &&
+                   (g == GOAL_FLUSH || pkm_engine_state(c->e) == PKM_STATE_ESTABLISHED)) {
             return 0;
         }
-        if ((r = read_some(c, &progress)) < 0) return r;
+        int can_read = !c->rd_eof && (w & PKM_WANT_RECV);
+        if (can_read && (r = read_some(c, &progress)) < 0) return r;
         if (progress) continue;
 
         /* Nothing can move now: wait for the socket, the deadline or the idle bound. */
@@ -311,9 +316,8 @@ static int drive(pkm_conn_t *c, int64_t deadline, enum goal g, pkm_packet_t *pkt
         }
         if (until >= 0 && now >= until) return expired(c, g, idle);
         struct pollfd pfd = {.fd = c->fd, .events = 0, .revents = 0};
-        size_t room = 0;
-        if (!c->rd_eof && pkm_engine_recv_buf(c->e, &room) && room) pfd.events |= POLLIN;
-        if (pending) pfd.events |= POLLOUT;
+        if (can_read) pfd.events |= POLLIN;
+        if (w & PKM_WANT_SEND) pfd.events |= POLLOUT;
         if (pfd.events == 0) return conn_fail(c, PKM_EINTERNAL, "nothing to wait for");
         r = c->io->poll(c->io->ctx, &pfd, 1, ms_left(until, now));
         if (r < 0 && errno != EINTR && errno != EAGAIN) return sock_failed(c, errno, "poll");
@@ -326,40 +330,28 @@ void pkm_conn_config_init(pkm_conn_config_t *cfg)
 {
     if (!cfg) return;
     memset(cfg, 0, sizeof *cfg);
-    cfg->max_packet_size = PKM_DEFAULT_MAX_SIZE;
-    cfg->max_send_buffer = PKM_DEFAULT_MAX_SEND_BUFFER;
+    pkm_engine_config_init(&cfg->engine, 0); /* the role is the call's */
     cfg->handshake_timeout_ms = PKM_DEFAULT_HANDSHAKE_TIMEOUT_MS;
     cfg->connect_timeout_ms = PKM_DEFAULT_CONNECT_TIMEOUT_MS;
 }
 
-static int check_timeouts(const pkm_conn_config_t *cfg)
+/* The engine config a call runs with: the caller's, in `role`, RSA work inline; checked by the
+ * engine's own validator, and the timeouts here (negative: PKM_EINVAL). */
+static int engine_config(const pkm_conn_config_t *cfg, int role, pkm_engine_config_t *ec)
 {
-    return cfg->handshake_timeout_ms >= 0 && cfg->connect_timeout_ms >= 0 &&
-                   cfg->idle_timeout_ms >= 0
-               ? 0
-               : PKM_EINVAL;
-}
-
-static void engine_config(const pkm_conn_config_t *cfg, int role, pkm_engine_config_t *ec)
-{
-    pkm_engine_config_init(ec, role);
-    ec->server_key = cfg->server_key;
-    ec->client_key = cfg->client_key;
-    ec->keypool = cfg->keypool;
-    ec->secret = cfg->secret;
-    ec->secret_len = cfg->secret_len;
-    ec->pin_fingerprint = cfg->pin_fingerprint;
-    ec->max_packet_size = cfg->max_packet_size;
-    ec->max_send_buffer = cfg->max_send_buffer;
-    ec->verify = cfg->verify;
-    ec->verify_ctx = cfg->verify_ctx;
+    *ec = cfg->engine;
+    ec->role = role;
+    ec->defer_crypto = 0;
+    if (cfg->handshake_timeout_ms < 0 || cfg->connect_timeout_ms < 0 || cfg->idle_timeout_ms < 0)
+        return PKM_EINVAL;
+    return pkm__engine_config_check(ec);
 }
 
 /* ---- making connections ---- */
 
 /* Runs the handshake over fd, which it owns from here on (closed on failure), as does the engine
  * config's client_key. On failure the sentence goes to msg. */
-static int conn_start(int fd, const pkm_engine_config_t *ec, int hs_ms, int idle_ms,
+static int conn_start(int fd, const pkm_engine_config_t *ec, int64_t hs_ms, int64_t idle_ms,
                       const struct pkm__io *io, char *msg, size_t msg_size, pkm_conn_t **out)
 {
     char text[128];
@@ -423,15 +415,14 @@ int pkm__conn_from_fd_io(int fd, int role, const pkm_conn_config_t *cfg, const s
     if (out) *out = NULL;
     char *eb = cfg ? cfg->errbuf : NULL;
     size_t ebn = cfg ? cfg->errbuf_size : 0;
+    pkm_engine_config_t ec;
     if (!cfg || !out || fd < 0 || (role != PKM_ROLE_CLIENT && role != PKM_ROLE_SERVER) ||
-        check_timeouts(cfg) < 0) {
+        engine_config(cfg, role, &ec) < 0) {
         if (fd >= 0) close(fd);
-        if (cfg) pkm_key_free(cfg->client_key);
+        if (cfg) pkm_key_free(cfg->engine.client_key);
         put_msg(eb, ebn, "invalid argument to pkm_conn_from_fd");
         return PKM_EINVAL;
     }
-    pkm_engine_config_t ec;
-    engine_config(cfg, role, &ec);
     return conn_start(fd, &ec, cfg->handshake_timeout_ms, cfg->idle_timeout_ms, io, eb, ebn, out);
 }
 
@@ -468,9 +459,10 @@ int pkm__connect_io(const char *host, int port, const pkm_conn_config_t *cfg,
     if (out) *out = NULL;
     char *eb = cfg ? cfg->errbuf : NULL;
     size_t ebn = cfg ? cfg->errbuf_size : 0;
-    if (!host || !cfg || !out || port < 1 || port > 65535 || check_timeouts(cfg) < 0 ||
-        cfg->server_key) {
-        if (cfg) pkm_key_free(cfg->client_key);
+    pkm_engine_config_t ec;
+    if (!host || !cfg || !out || port < 1 || port > 65535 ||
+        engine_config(cfg, PKM_ROLE_CLIENT, &ec) < 0) {
+        if (cfg) pkm_key_free(cfg->engine.client_key);
         put_msg(eb, ebn, "invalid argument to pkm_connect");
         return PKM_EINVAL;
     }
@@ -480,7 +472,7 @@ int pkm__connect_io(const char *host, int port, const pkm_conn_config_t *cfg,
     int g = resolve(host, port, 0, &res, what, sizeof what);
     if (g < 0) {
         put_msg(eb, ebn, what);
-        pkm_key_free(cfg->client_key);
+        pkm_key_free(ec.client_key);
         return g;
     }
 
@@ -507,17 +499,16 @@ int pkm__connect_io(const char *host, int port, const pkm_conn_config_t *cfg,
     freeaddrinfo(res);
     if (fd < 0) {
         if (last == ETIMEDOUT && cfg->connect_timeout_ms > 0)
-            snprintf(text, sizeof text, "timed out after %d ms", cfg->connect_timeout_ms);
+            snprintf(text, sizeof text, "timed out after %lld ms",
+                     (long long)cfg->connect_timeout_ms);
         else
             errno_text(last, text, sizeof text);
         snprintf(what, sizeof what, "connect to %s:%d failed: %s%s", host, port, text,
                  tried > 1 ? " (every address tried)" : "");
         put_msg(eb, ebn, what);
-        pkm_key_free(cfg->client_key);
+        pkm_key_free(ec.client_key);
         return PKM_ECONNECT;
     }
-    pkm_engine_config_t ec;
-    engine_config(cfg, PKM_ROLE_CLIENT, &ec);
     return conn_start(fd, &ec, cfg->handshake_timeout_ms, cfg->idle_timeout_ms, io, eb, ebn, out);
 }
 
@@ -531,10 +522,10 @@ int pkm_connect(const char *host, int port, const pkm_conn_config_t *cfg, pkm_co
 static void listener_free(pkm_listener_t *l)
 {
     if (l->secret) {
-        OPENSSL_cleanse(l->secret, l->secret_len);
+        pkm__wipe(l->secret, l->ec.secret_len);
         pkm__free(l->secret);
     }
-    OPENSSL_cleanse(l, sizeof *l);
+    pkm__wipe(l, sizeof *l);
     pkm__free(l);
 }
 
@@ -561,12 +552,9 @@ int pkm_listen(const char *host, int port, const pkm_conn_config_t *cfg, pkm_lis
     if (out) *out = NULL;
     char *eb = cfg ? cfg->errbuf : NULL;
     size_t ebn = cfg ? cfg->errbuf_size : 0;
-    if (!cfg || !out || port < 0 || port > 65535 || check_timeouts(cfg) < 0 || !cfg->server_key ||
-        !pkm_key_is_private(cfg->server_key) || cfg->client_key || cfg->keypool ||
-        cfg->pin_fingerprint || cfg->secret_len > PKM_MAX_SECRET ||
-        (cfg->secret_len && !cfg->secret) || cfg->max_packet_size == 0 ||
-        cfg->max_packet_size > INT32_MAX || cfg->max_send_buffer == 0) {
-        if (cfg) pkm_key_free(cfg->client_key);
+    pkm_engine_config_t ec;
+    if (!cfg || !out || port < 0 || port > 65535 || engine_config(cfg, PKM_ROLE_SERVER, &ec) < 0) {
+        if (cfg) pkm_key_free(cfg->engine.client_key);
         put_msg(eb, ebn,
                 "invalid argument to pkm_listen (a server needs server_key, and no "
                 "client_key, keypool or pin_fingerprint)");
@@ -578,20 +566,19 @@ int pkm_listen(const char *host, int port, const pkm_conn_config_t *cfg, pkm_lis
         return PKM_ENOMEM;
     }
     l->fd = -1;
-    if (cfg->secret_len) {
-        if (!(l->secret = pkm__malloc(cfg->secret_len))) {
+    l->ec = ec;
+    l->ec.secret = NULL;
+    l->ec.secret_len = 0;
+    if (ec.secret_len) {
+        if (!(l->secret = pkm__malloc(ec.secret_len))) {
             listener_free(l);
             put_msg(eb, ebn, pkm_strerror(PKM_ENOMEM));
             return PKM_ENOMEM;
         }
-        memcpy(l->secret, cfg->secret, cfg->secret_len);
-        l->secret_len = cfg->secret_len;
+        memcpy(l->secret, ec.secret, ec.secret_len);
+        l->ec.secret = l->secret;
+        l->ec.secret_len = ec.secret_len;
     }
-    l->server_key = cfg->server_key;
-    l->max_packet = cfg->max_packet_size;
-    l->max_send = cfg->max_send_buffer;
-    l->verify = cfg->verify;
-    l->verify_ctx = cfg->verify_ctx;
     l->hs_ms = cfg->handshake_timeout_ms;
     l->idle_ms = cfg->idle_timeout_ms;
 
@@ -673,16 +660,7 @@ int pkm__accept_io(pkm_listener_t *l, const struct pkm__io *io, pkm_conn_t **out
         return PKM_EIO;
     }
     (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
-    pkm_engine_config_t ec;
-    pkm_engine_config_init(&ec, PKM_ROLE_SERVER);
-    ec.server_key = l->server_key;
-    ec.secret = l->secret;
-    ec.secret_len = l->secret_len;
-    ec.max_packet_size = l->max_packet;
-    ec.max_send_buffer = l->max_send;
-    ec.verify = l->verify;
-    ec.verify_ctx = l->verify_ctx;
-    return conn_start(fd, &ec, l->hs_ms, l->idle_ms, io, l->msg, sizeof l->msg, out);
+    return conn_start(fd, &l->ec, l->hs_ms, l->idle_ms, io, l->msg, sizeof l->msg, out);
 }
 
 int pkm_accept(pkm_listener_t *l, pkm_conn_t **out)
@@ -700,7 +678,7 @@ void pkm_listener_close(pkm_listener_t *l)
 /* ---- using a connection ---- */
 
 int pkm_conn_send(pkm_conn_t *c, uint8_t id, uint32_t hash, const void *content, size_t size,
-                  int timeout_ms)
+                  int64_t timeout_ms)
 {
     if (!c) return PKM_EINVAL;
     if (c->err) return c->err;
@@ -719,19 +697,19 @@ int pkm_conn_send(pkm_conn_t *c, uint8_t id, uint32_t hash, const void *content,
     return drive(c, deadline, GOAL_FLUSH, NULL);
 }
 
-int pkm_conn_flush(pkm_conn_t *c, int timeout_ms)
+int pkm_conn_flush(pkm_conn_t *c, int64_t timeout_ms)
 {
     if (!c) return PKM_EINVAL;
     return drive(c, deadline_in(timeout_ms), GOAL_FLUSH, NULL);
 }
 
-int pkm_conn_recv(pkm_conn_t *c, pkm_packet_t *out, int timeout_ms)
+int pkm_conn_recv(pkm_conn_t *c, pkm_packet_t *out, int64_t timeout_ms)
 {
     if (!c || !out) return PKM_EINVAL;
     return drive(c, deadline_in(timeout_ms), GOAL_PACKET, out);
 }
 
-int pkm_conn_rekey(pkm_conn_t *c, const uint8_t *secret, size_t secret_len, int timeout_ms)
+int pkm_conn_rekey(pkm_conn_t *c, const uint8_t *secret, size_t secret_len, int64_t timeout_ms)
 {
     if (!c) return PKM_EINVAL;
     if (c->err) return c->err;

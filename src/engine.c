@@ -1,5 +1,6 @@
 /* The sans-IO PkmCom/TCP engine: the handshake state machine (WIRE-PROFILE sections 3 and 5) over
- * caller-fed byte buffers, and the packet layer of the encrypted channel (section 4). */
+ * caller-fed byte buffers, its RSA work (inline or as jobs), configuration and lifetime, the
+ * re-establishment. The buffers and the packet layer of the channel are engine_stream.c's. */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,116 +13,37 @@
 #include "pkmcom/engine.h"
 #include "channel_internal.h"
 #include "engine_internal.h"
+#include "engine_state.h"
 #include "internal.h"
 #include "keylog_internal.h"
 #include "keys_internal.h"
 
-#define M_HALF        128 /* one RSA-2048 PKCS#1 v1.5 block carries at most 245 bytes: M in two */
-#define RSA_CT        256 /* an RSA-2048 ciphertext */
-#define KEYSHARE_SIZE (2 * RSA_CT + PKM__IV_SIZE) /* 528 */
-#define LEN_PREFIX    4                           /* the Int before a ServerKey/ClientKey */
-#define RECV_CHUNK    16384 /* room offered per recv_buf when the buffer must grow */
-#define SEND_MIN      4096
+#define M_HALF     128 /* one RSA-2048 PKCS#1 v1.5 block carries at most 245 bytes: M in two */
+#define LEN_PREFIX 4   /* the Int before a ServerKey/ClientKey */
 
 /* The 0xFF packet of step 5, padded: 13 bytes + 3 bytes of 03 = one block. */
 static const uint8_t confirm_block[PKM__BLOCK_SIZE] = {
     0xFF, 0x50, 0x4B, 0x6B, 0xE1, 0x00, 0x00, 0x00, 0x04, 0x50, 0x4B, 0x4D, 0x00, 0x03, 0x03, 0x03};
 
-/* Where the handshake stands. A client goes SERVERKEY -> OWNKEY -> KEYSHARE -> KEYSHARE_WORK ->
- * CONFIRM -> DONE; a server CLIENTKEY -> KEYSHARE -> KEYSHARE_WORK -> CONFIRM -> DONE; a
- * re-establishment re-enters at KEYSHARE on both sides. */
-enum hs_step {
-    HS_SERVERKEY,     /* client: waiting for ServerKey */
-    HS_CLIENTKEY,     /* server: waiting for ClientKey */
-    HS_OWNKEY,        /* client: needs its ephemeral key before sending ClientKey + KeyShare */
-    HS_KEYSHARE,      /* waiting for the peer's 528-byte KeyShare */
-    HS_KEYSHARE_WORK, /* the peer's KeyShare is in share_in: decrypt it and derive */
-    HS_CONFIRM,       /* waiting for the encrypted 0xFF (server: the client's; client: answer) */
-    HS_DONE,
+/* An RSA job (engine.h): what it does, with copies of its inputs, so that it runs on any thread
+ * while the engine, which it never touches, goes on with its own. */
+enum job_kind {
+    JOB_KEYGEN = 1, /* client: make (or take from the pool) the ephemeral key pair */
+    JOB_KEYSHARE,   /* decrypt the peer's KeyShare: M_peer from its two ciphertexts */
 };
 
-struct pkm_engine {
-    int client; /* 1 client, 0 server */
-    int state;  /* enum pkm_engine_state */
-    int err;
-    const char *fail_step;
-    enum hs_step hs;
-    int defer;        /* config.defer_crypto */
-    int work_pending; /* waiting for pkm_engine_work() */
-    int in_work;      /* inside pkm_engine_work(): do the expensive steps inline */
-    int eof;          /* the peer closed its side */
-
-    const pkm_key_t *server_key; /* server: borrowed long-term key pair */
-    pkm_key_t *own_key;          /* client: owned ephemeral key pair */
-    pkm_keypool_t *keypool;      /* client: borrowed */
-    pkm_key_t *peer_key;         /* owned, once accepted */
-    char peer_fp[PKM_FINGERPRINT_SIZE];
-    char pin[PKM_FINGERPRINT_SIZE];
-    int has_pin;
-
-    uint8_t *secret; /* S for the next derivation; wiped right after it */
-    size_t secret_len;
-    uint8_t m_own[PKM__M_SIZE];      /* own M until derivation, then wiped */
-    uint8_t iv_own[PKM__IV_SIZE];    /* own IV until derivation, then wiped */
-    uint8_t share_in[KEYSHARE_SIZE]; /* the peer's KeyShare until derivation, then wiped */
-    pkm__channel_t ch;
-
-    size_t max_packet;
-    size_t max_send;
-    int (*verify)(void *ctx, const pkm_packet_t *pkt);
-    void *verify_ctx;
-    int (*random)(void *ctx, uint8_t *out, size_t n);
-    void *random_ctx;
-    void (*keylog_fn)(void *ctx, const pkm_keylog_entry_t *entry); /* config.keylog_fn */
-    void *keylog_ctx;
-    char *keylog_path;          /* PKMCOM_KEYLOGFILE at pkm_engine_new(), or NULL */
-    pkm__keylog_fn test_keylog; /* pkm__engine_set_keylog() */
-    void *test_keylog_ctx;
-
-    /* Receive buffer: [rpos, rend) holds bytes not yet consumed; rgiven is the room last
-     * offered by recv_buf. Once established, a packet whose first block is decrypted (in place)
-     * but whose rest has not arrived is described by pk_head / pk / pk_total. */
-    uint8_t *rbuf;
-    size_t rcap, rpos, rend, rgiven;
-    int pk_head;
-    pkm_packet_t pk;
-    size_t pk_total;
-
-    /* Send buffer: [sstart, senc) is ready to go out (clear handshake messages or ciphertext);
-     * [senc, slen) holds padded plaintext packets queued during a re-establishment, encrypted
-     * under the new key once it is confirmed. */
-    uint8_t *sbuf;
-    size_t scap, sstart, senc, slen;
+struct pkm_job {
+    enum job_kind kind;
+    int ran;                /* pkm_job_run() is done */
+    int result;             /* its result: 0 or a negative PKM_E* */
+    pkm_key_t *key;         /* KEYSHARE: a reference to the engine's private key (pkm_key_ref);
+                               KEYGEN: the key made, until the engine takes it */
+    pkm_keypool_t *pool;    /* KEYGEN: borrowed (keypool in the config), or NULL */
+    uint8_t ct[2 * RSA_CT]; /* KEYSHARE: the peer's two RSA ciphertexts (public) */
+    uint8_t m[PKM__M_SIZE]; /* KEYSHARE: M_peer, the result (secret: wiped by pkm_job_free) */
 };
 
 /* ---- small helpers ---- */
-
-static void wipe_free(void *p, size_t n)
-{
-    if (!p) return;
-    OPENSSL_cleanse(p, n);
-    pkm__free(p);
-}
-
-/* Moves a buffer to a larger allocation, wiping the old one (it may hold plaintext). */
-static int buf_grow(uint8_t **buf, size_t *cap, size_t used, size_t want)
-{
-    size_t ncap = *cap ? *cap : SEND_MIN;
-    while (ncap < want) {
-        if (ncap > SIZE_MAX / 2) {
-            ncap = want;
-            break;
-        }
-        ncap *= 2;
-    }
-    uint8_t *n = pkm__malloc(ncap);
-    if (!n) return PKM_ENOMEM;
-    if (used) memcpy(n, *buf, used);
-    wipe_free(*buf, *cap);
-    *buf = n;
-    *cap = ncap;
-    return 0;
-}
 
 static uint32_t be32(const uint8_t *p)
 {
@@ -154,7 +76,7 @@ static void wipe_handshake(pkm_engine_t *e)
     OPENSSL_cleanse(e->m_own, sizeof e->m_own);
     OPENSSL_cleanse(e->iv_own, sizeof e->iv_own);
     OPENSSL_cleanse(e->share_in, sizeof e->share_in);
-    if (e->secret) wipe_free(e->secret, e->secret_len);
+    if (e->secret) pkm__engine_wipe_free(e->secret, e->secret_len);
     e->secret = NULL;
     e->secret_len = 0;
 }
@@ -168,39 +90,11 @@ static int fail(pkm_engine_t *e, int err)
         e->fail_step = step_name(e->hs);
     e->state = PKM_STATE_CLOSED;
     e->err = err < 0 ? err : PKM_EINTERNAL;
-    e->work_pending = 0;
+    e->job_state = JS_NONE; /* a job still out is freed by job_done (or its taker) */
+    e->job_out = NULL;
     e->sstart = e->senc = e->slen = 0;
     wipe_handshake(e);
     return e->err;
-}
-
-/* ---- send buffer ---- */
-
-/* Makes room for n more bytes at slen. */
-static int send_reserve(pkm_engine_t *e, size_t n)
-{
-    if (e->scap - e->slen >= n) return 0;
-    if (e->sstart > 0) {
-        memmove(e->sbuf, e->sbuf + e->sstart, e->slen - e->sstart);
-        e->senc -= e->sstart;
-        e->slen -= e->sstart;
-        e->sstart = 0;
-        if (e->scap - e->slen >= n) return 0;
-    }
-    if (n > SIZE_MAX - e->slen) return PKM_ENOMEM;
-    return buf_grow(&e->sbuf, &e->scap, e->slen, e->slen + n);
-}
-
-/* Inserts n ready-to-send bytes at senc (before any held plaintext) and returns where to write
- * them, or NULL when out of memory. */
-static uint8_t *send_insert(pkm_engine_t *e, size_t n)
-{
-    if (send_reserve(e, n) < 0) return NULL;
-    memmove(e->sbuf + e->senc + n, e->sbuf + e->senc, e->slen - e->senc);
-    uint8_t *p = e->sbuf + e->senc;
-    e->senc += n;
-    e->slen += n;
-    return p;
 }
 
 /* ---- randomness and RSA ---- */
@@ -282,6 +176,14 @@ static int rsa_decrypt_half(EVP_PKEY *own, const uint8_t in[RSA_CT], uint8_t out
     return 0;
 }
 
+/* Both halves of M_peer from a KeyShare's two ciphertexts (implicit rejection in each). */
+static int rsa_decrypt_share(EVP_PKEY *own, const uint8_t ct[2 * RSA_CT], uint8_t m[PKM__M_SIZE])
+{
+    int r = rsa_decrypt_half(own, ct, m);
+    if (r == 0) r = rsa_decrypt_half(own, ct + RSA_CT, m + M_HALF);
+    return r;
+}
+
 /* ---- handshake messages ---- */
 
 /* ServerKey / ClientKey: Int n, then n bytes of DER SubjectPublicKeyInfo. */
@@ -290,7 +192,7 @@ static int send_key_msg(pkm_engine_t *e, const pkm_key_t *key)
     size_t len = 0;
     const uint8_t *der = pkm__key_der(key, &len);
     if (!der || len < 1 || len > PKM_MAX_KEY_DER) return PKM_EINTERNAL;
-    uint8_t *p = send_insert(e, LEN_PREFIX + len);
+    uint8_t *p = pkm__engine_send_insert(e, LEN_PREFIX + len);
     if (!p) return PKM_ENOMEM;
     p[0] = (uint8_t)(len >> 24);
     p[1] = (uint8_t)(len >> 16);
@@ -333,7 +235,7 @@ static int send_keyshare(pkm_engine_t *e)
 {
     PKM_GUARD(get_random(e, e->m_own, PKM__M_SIZE));
     PKM_GUARD(get_random(e, e->iv_own, PKM__IV_SIZE));
-    uint8_t *p = send_insert(e, KEYSHARE_SIZE);
+    uint8_t *p = pkm__engine_send_insert(e, KEYSHARE_SIZE);
     if (!p) return PKM_ENOMEM;
     EVP_PKEY *peer = pkm__key_evp(e->peer_key);
     PKM_GUARD(rsa_encrypt_half(peer, e->m_own, p));
@@ -358,29 +260,23 @@ static void emit_keylog(pkm_engine_t *e, const uint8_t client_iv[PKM__IV_SIZE],
     OPENSSL_cleanse(&ent, sizeof ent);
 }
 
-/* Decrypts the peer's KeyShare (two RSA private operations), derives K_cs, K_sc and IV (step 4),
- * starts both chains (a client sends under K_cs and receives under K_sc, a server the other way
- * round) and wipes everything but the cipher contexts. */
-static int take_keyshare(pkm_engine_t *e)
+/* With M_peer decrypted from the peer's KeyShare (inline, or by a job): derives K_cs, K_sc and
+ * IV (step 4), starts both chains (a client sends under K_cs and receives under K_sc, a server
+ * the other way round) and wipes everything but the cipher contexts. */
+static int derive(pkm_engine_t *e, const uint8_t m_peer[PKM__M_SIZE])
 {
-    uint8_t m_peer[PKM__M_SIZE], m[PKM__M_SIZE], iv[PKM__IV_SIZE];
+    uint8_t m[PKM__M_SIZE], iv[PKM__IV_SIZE];
     uint8_t k_cs[PKM__KEY_SIZE], k_sc[PKM__KEY_SIZE];
-    EVP_PKEY *own = pkm__key_evp(e->client ? e->own_key : e->server_key);
-    int r = rsa_decrypt_half(own, e->share_in, m_peer);
-    if (r == 0) r = rsa_decrypt_half(own, e->share_in + RSA_CT, m_peer + M_HALF);
-    if (r == 0) {
-        for (size_t i = 0; i < PKM__M_SIZE; i++)
-            m[i] = e->m_own[i] ^ m_peer[i];
-        for (size_t i = 0; i < PKM__IV_SIZE; i++)
-            iv[i] = e->iv_own[i] ^ e->share_in[2 * RSA_CT + i];
-        r = pkm__derive_keys(m, e->secret, e->secret_len, k_cs, k_sc);
-        if (r == 0)
-            emit_keylog(e, e->client ? e->iv_own : e->share_in + 2 * RSA_CT, k_cs, k_sc, iv);
-        if (r == 0)
-            r = e->client ? pkm__channel_start(&e->ch, k_cs, k_sc, iv)
-                          : pkm__channel_start(&e->ch, k_sc, k_cs, iv);
-    }
-    OPENSSL_cleanse(m_peer, sizeof m_peer);
+    for (size_t i = 0; i < PKM__M_SIZE; i++)
+        m[i] = e->m_own[i] ^ m_peer[i];
+    for (size_t i = 0; i < PKM__IV_SIZE; i++)
+        iv[i] = e->iv_own[i] ^ e->share_in[2 * RSA_CT + i];
+    int r = pkm__derive_keys(m, e->secret, e->secret_len, k_cs, k_sc);
+    if (r == 0)
+        emit_keylog(e, e->client ? e->iv_own : e->share_in + 2 * RSA_CT, k_cs, k_sc, iv);
+    if (r == 0)
+        r = e->client ? pkm__channel_start(&e->ch, k_cs, k_sc, iv)
+                      : pkm__channel_start(&e->ch, k_sc, k_cs, iv);
     OPENSSL_cleanse(m, sizeof m);
     OPENSSL_cleanse(k_cs, sizeof k_cs);
     OPENSSL_cleanse(k_sc, sizeof k_sc);
@@ -389,10 +285,27 @@ static int take_keyshare(pkm_engine_t *e)
     return r;
 }
 
+/* The engine's own private key: the client's ephemeral one, or the server's long-term one. */
+static const pkm_key_t *own_private(const pkm_engine_t *e)
+{
+    return e->client ? e->own_key : e->server_key;
+}
+
+/* Decrypts the peer's KeyShare here (two RSA private operations) and derives. */
+static int take_keyshare(pkm_engine_t *e)
+{
+    uint8_t m_peer[PKM__M_SIZE];
+    int r = rsa_decrypt_share(pkm__key_evp(own_private(e)), e->share_in, m_peer);
+    if (r == 0) r = derive(e, m_peer);
+    OPENSSL_cleanse(m_peer, sizeof m_peer);
+    if (r < 0) wipe_handshake(e);
+    return r;
+}
+
 /* The encrypted 0xFF packet, inserted ahead of any held plaintext. */
 static int send_confirm(pkm_engine_t *e)
 {
-    uint8_t *p = send_insert(e, PKM__BLOCK_SIZE);
+    uint8_t *p = pkm__engine_send_insert(e, PKM__BLOCK_SIZE);
     if (!p) return PKM_ENOMEM;
     memcpy(p, confirm_block, PKM__BLOCK_SIZE);
     return pkm__channel_encrypt(&e->ch, p, PKM__BLOCK_SIZE);
@@ -441,13 +354,21 @@ static int need_more(pkm_engine_t *e)
     return e->eof ? fail(e, PKM_EHANDSHAKE) : 0;
 }
 
+/* The peer's KeyShare is decrypted and K derived: step 5, the client speaks first. */
+static int keyshare_taken(pkm_engine_t *e)
+{
+    if (e->client) PKM_GUARD(send_confirm(e));
+    e->hs = HS_CONFIRM;
+    return 0;
+}
+
 /* Runs the handshake as far as the buffered bytes (and the defer flag) allow. */
 static int advance(pkm_engine_t *e)
 {
     for (;;) {
         int r;
         if (e->state == PKM_STATE_CLOSED) return e->err;
-        if (e->work_pending || e->hs == HS_DONE) return 0;
+        if (e->job_state != JS_NONE || e->hs == HS_DONE) return 0;
         size_t avail = e->rend - e->rpos;
         switch (e->hs) {
         case HS_SERVERKEY:
@@ -465,8 +386,8 @@ static int advance(pkm_engine_t *e)
             break;
         case HS_OWNKEY:
             if (!e->own_key) {
-                if (e->defer && !e->in_work) {
-                    e->work_pending = 1;
+                if (e->defer) {
+                    e->job_state = JS_WANTED; /* JOB_KEYGEN */
                     return 0;
                 }
                 if ((r = acquire_own_key(e)) < 0) return fail(e, r);
@@ -483,14 +404,11 @@ static int advance(pkm_engine_t *e)
             e->hs = HS_KEYSHARE_WORK;
             break;
         case HS_KEYSHARE_WORK:
-            if (e->defer && !e->in_work) {
-                e->work_pending = 1;
+            if (e->defer) {
+                e->job_state = JS_WANTED; /* JOB_KEYSHARE */
                 return 0;
             }
-            if ((r = take_keyshare(e)) < 0) return fail(e, r);
-            /* Step 5: the client speaks first. */
-            if (e->client && (r = send_confirm(e)) < 0) return fail(e, r);
-            e->hs = HS_CONFIRM;
+            if ((r = take_keyshare(e)) < 0 || (r = keyshare_taken(e)) < 0) return fail(e, r);
             break;
         case HS_CONFIRM:
             if (avail < PKM__BLOCK_SIZE) return need_more(e);
@@ -510,6 +428,17 @@ static int process(pkm_engine_t *e)
     return advance(e);
 }
 
+/* For engine_stream.c (engine_state.h). */
+int pkm__engine_fail(pkm_engine_t *e, int err)
+{
+    return fail(e, err);
+}
+
+int pkm__engine_process(pkm_engine_t *e)
+{
+    return process(e);
+}
+
 /* ---- configuration and lifetime ---- */
 
 void pkm_engine_config_init(pkm_engine_config_t *cfg, int role)
@@ -521,7 +450,7 @@ void pkm_engine_config_init(pkm_engine_config_t *cfg, int role)
     cfg->max_send_buffer = PKM_DEFAULT_MAX_SEND_BUFFER;
 }
 
-static int check_config(const pkm_engine_config_t *cfg)
+int pkm__engine_config_check(const pkm_engine_config_t *cfg)
 {
     int client = cfg->role == PKM_ROLE_CLIENT;
     if (!client && cfg->role != PKM_ROLE_SERVER) return PKM_EINVAL;
@@ -549,7 +478,7 @@ int pkm_engine_new(const pkm_engine_config_t *cfg, pkm_engine_t **out)
     if (out) *out = NULL;
     if (!cfg || !out) return PKM_EINVAL;
     pkm_key_t *client_key = cfg->client_key; /* ours from here on, whatever happens */
-    int r = check_config(cfg);
+    int r = pkm__engine_config_check(cfg);
     if (r < 0) {
         pkm_key_free(client_key); /* ownership passed even on failure */
         return r;
@@ -618,232 +547,11 @@ void pkm_engine_free(pkm_engine_t *e)
     pkm__channel_free(&e->ch);
     pkm_key_free(e->own_key);
     pkm_key_free(e->peer_key);
-    wipe_free(e->rbuf, e->rcap);
-    wipe_free(e->sbuf, e->scap);
+    pkm__engine_wipe_free(e->rbuf, e->rcap);
+    pkm__engine_wipe_free(e->sbuf, e->scap);
     pkm__free(e->keylog_path);
     OPENSSL_cleanse(e, sizeof *e);
     pkm__free(e);
-}
-
-/* ---- bytes in ---- */
-
-/* Makes room for n more bytes at rend, compacting first. */
-static int recv_reserve(pkm_engine_t *e, size_t n)
-{
-    if (e->rpos == e->rend) e->rpos = e->rend = 0; /* nothing buffered (pk_head implies bytes) */
-    if (e->rcap - e->rend >= n) return 0;
-    if (e->rpos > 0) {
-        memmove(e->rbuf, e->rbuf + e->rpos, e->rend - e->rpos);
-        e->rend -= e->rpos;
-        e->rpos = 0;
-        if (e->rcap - e->rend >= n) return 0;
-    }
-    if (n > SIZE_MAX - e->rend) return PKM_ENOMEM;
-    return buf_grow(&e->rbuf, &e->rcap, e->rend, e->rend + n);
-}
-
-/* How many unconsumed bytes the engine is willing to hold: one largest packet plus a chunk
- * (ample for every handshake message too). */
-static size_t recv_limit(const pkm_engine_t *e)
-{
-    return pkm__padded_size(e->max_packet) + RECV_CHUNK;
-}
-
-uint8_t *pkm_engine_recv_buf(pkm_engine_t *e, size_t *cap)
-{
-    if (cap) *cap = 0;
-    if (!e || !cap || e->state == PKM_STATE_CLOSED) return NULL;
-    e->rgiven = 0;
-    size_t held = e->rend - e->rpos, limit = recv_limit(e);
-    if (held >= limit) return NULL;
-    size_t room = limit - held;
-    int r = recv_reserve(e, room < RECV_CHUNK ? room : RECV_CHUNK);
-    if (r < 0) {
-        fail(e, r);
-        return NULL;
-    }
-    size_t free_bytes = e->rcap - e->rend;
-    e->rgiven = free_bytes < room ? free_bytes : room;
-    *cap = e->rgiven;
-    return e->rbuf + e->rend;
-}
-
-int pkm_engine_recv_ack(pkm_engine_t *e, size_t n)
-{
-    if (!e) return PKM_EINVAL;
-    if (e->state == PKM_STATE_CLOSED) return e->err;
-    if (n > e->rgiven) return PKM_EINVAL;
-    e->rgiven = 0;
-    e->rend += n;
-    return process(e);
-}
-
-int pkm_engine_feed(pkm_engine_t *e, const uint8_t *p, size_t n)
-{
-    if (!e || (n && !p)) return PKM_EINVAL;
-    if (e->state == PKM_STATE_CLOSED) return e->err;
-    e->rgiven = 0;
-    if (n) {
-        int r = recv_reserve(e, n);
-        if (r < 0) return fail(e, r);
-        memcpy(e->rbuf + e->rend, p, n);
-        e->rend += n;
-    }
-    return process(e);
-}
-
-int pkm_engine_recv_eof(pkm_engine_t *e)
-{
-    if (!e) return PKM_EINVAL;
-    e->eof = 1;
-    return process(e);
-}
-
-/* ---- bytes out ---- */
-
-const uint8_t *pkm_engine_send_buf(pkm_engine_t *e, size_t *len)
-{
-    if (len) *len = 0;
-    if (!e || !len || e->state == PKM_STATE_CLOSED || e->senc == e->sstart) return NULL;
-    *len = e->senc - e->sstart;
-    return e->sbuf + e->sstart;
-}
-
-int pkm_engine_send_ack(pkm_engine_t *e, size_t n)
-{
-    if (!e || n > e->senc - e->sstart) return PKM_EINVAL;
-    e->sstart += n;
-    if (e->sstart == e->slen) e->sstart = e->senc = e->slen = 0;
-    return 0;
-}
-
-/* ---- application packets ---- */
-
-/* From this content size on, a packet's content is encrypted where it lies instead of being
- * copied next to its header first (below it, the copy is cheaper than two more EVP calls). */
-#define ENCRYPT_IN_PLACE_BELOW 4096
-
-size_t pkm_engine_wire_size(size_t size)
-{
-    return size > INT32_MAX ? 0 : pkm__padded_size(size);
-}
-
-/* Writes the packet (header, content, PKCS#7 padding: `total` bytes) at p, encrypted on the send
- * chain when `encrypt` is set, as plaintext otherwise (held during a re-establishment). */
-static int seal(pkm_engine_t *e, uint8_t *p, size_t total, uint8_t id, uint32_t hash,
-                const uint8_t *content, size_t size, int encrypt)
-{
-    PKM_GUARD(pkm_packet_header_write(p, id, hash, size));
-    size_t pad = total - PKM_HEADER_SIZE - size; /* 1..16 */
-    if (encrypt && size >= ENCRYPT_IN_PLACE_BELOW) {
-        /* A large packet is encrypted from where its content lies, without copying it first:
-         * the first block (header + 7 content bytes) and the last (the content's tail + padding)
-         * are assembled at p, the full blocks between go straight from `content`. Three EVP
-         * calls on the same chain; the bytes are the same as the one-call path's. */
-        const size_t head = PKM__BLOCK_SIZE - PKM_HEADER_SIZE; /* 7 content bytes */
-        size_t mid = (size - head) / PKM__BLOCK_SIZE * PKM__BLOCK_SIZE;
-        size_t tail = size - head - mid; /* 0..15, then pad = 16 - tail */
-        memcpy(p + PKM_HEADER_SIZE, content, head);
-        uint8_t *last = p + PKM__BLOCK_SIZE + mid;
-        memcpy(last, content + head + mid, tail);
-        memset(last + tail, (int)pad, pad);
-        int r = pkm__channel_encrypt(&e->ch, p, PKM__BLOCK_SIZE);
-        if (r == 0) r = pkm__channel_encrypt_from(&e->ch, p + PKM__BLOCK_SIZE, content + head, mid);
-        if (r == 0) r = pkm__channel_encrypt(&e->ch, last, PKM__BLOCK_SIZE);
-        return r;
-    }
-    if (size) memcpy(p + PKM_HEADER_SIZE, content, size);
-    memset(p + PKM_HEADER_SIZE + size, (int)pad, pad);
-    /* Whole packet, one EVP call, in place. */
-    return encrypt ? pkm__channel_encrypt(&e->ch, p, total) : 0;
-}
-
-int pkm_engine_queue_packet(pkm_engine_t *e, uint8_t id, uint32_t hash, const uint8_t *content,
-                            size_t size)
-{
-    if (!e) return PKM_EINVAL;
-    if (e->state == PKM_STATE_CLOSED) return PKM_ECLOSED;
-    if (e->state == PKM_STATE_HANDSHAKE) return PKM_ESTATE;
-    if (id == PKM_HANDSHAKE_ID || (size && !content)) return PKM_EINVAL;
-    if (size > INT32_MAX) return PKM_ETOOBIG;
-    size_t total = pkm__padded_size(size);
-    if (total > e->max_send) return PKM_ETOOBIG;
-    if (e->slen - e->sstart > e->max_send - total) return PKM_EQUEUE;
-    PKM_GUARD(send_reserve(e, total));
-    int established = e->state == PKM_STATE_ESTABLISHED;
-    int r = seal(e, e->sbuf + e->slen, total, id, hash, content, size, established);
-    if (r < 0) return fail(e, r); /* the send chain is in an unknown state */
-    e->slen += total;
-    if (established) e->senc = e->slen;
-    /* else REKEYING: held as plaintext until the new key is confirmed */
-    return 0;
-}
-
-int pkm_engine_seal_packet(pkm_engine_t *e, uint8_t id, uint32_t hash, const uint8_t *content,
-                           size_t size, uint8_t *out, size_t out_cap, size_t *out_len)
-{
-    if (out_len) *out_len = 0;
-    if (!e || !out || !out_len) return PKM_EINVAL;
-    if (e->state == PKM_STATE_CLOSED) return PKM_ECLOSED;
-    /* Sealed bytes are written after the send buffer's: so only when it is empty, and never
-     * while a re-establishment holds packets back. */
-    if (e->state != PKM_STATE_ESTABLISHED || e->slen != 0) return PKM_ESTATE;
-    if (id == PKM_HANDSHAKE_ID || (size && !content)) return PKM_EINVAL;
-    if (size > INT32_MAX) return PKM_ETOOBIG;
-    size_t total = pkm__padded_size(size);
-    if (out_cap < total) return PKM_ENOSPC;
-    uintptr_t c0 = (uintptr_t)content, o0 = (uintptr_t)out; /* not overlapping */
-    if (size && c0 < o0 + total && o0 < c0 + size) return PKM_EINVAL;
-    int r = seal(e, out, total, id, hash, content, size, 1);
-    if (r < 0) {
-        OPENSSL_cleanse(out, total); /* no half-encrypted plaintext left behind */
-        return fail(e, r);
-    }
-    *out_len = total;
-    return 0;
-}
-
-/* The stream ended: cleanly between packets, or inside one. */
-static int recv_ended(pkm_engine_t *e)
-{
-    return fail(e, e->rend == e->rpos ? PKM_EEOF : PKM_EPROTO);
-}
-
-int pkm_engine_next_packet(pkm_engine_t *e, pkm_packet_t *out)
-{
-    int r;
-    if (!e || !out) return PKM_EINVAL;
-    if (e->state == PKM_STATE_CLOSED) return e->err;
-    if (e->state != PKM_STATE_ESTABLISHED) return 0;
-    size_t avail = e->rend - e->rpos;
-    if (!e->pk_head && avail < PKM__BLOCK_SIZE) return e->eof ? recv_ended(e) : 0;
-    uint8_t *p = e->rbuf + e->rpos; /* at least one block is buffered: rbuf is not NULL */
-    if (!e->pk_head) {
-        /* The first block alone tells the packet's length. */
-        if ((r = pkm__channel_decrypt(&e->ch, p, PKM__BLOCK_SIZE)) < 0) return fail(e, r);
-        if ((r = pkm_packet_header_read(p, e->max_packet, &e->pk)) < 0) return fail(e, r);
-        e->pk_total = pkm__padded_size(e->pk.size);
-        e->pk_head = 1;
-    }
-    if (avail < e->pk_total) return e->eof ? recv_ended(e) : 0;
-    if ((r = pkm__channel_decrypt(&e->ch, p + PKM__BLOCK_SIZE, e->pk_total - PKM__BLOCK_SIZE)) < 0)
-        return fail(e, r);
-    /* PKCS#7: the pad length is fixed by Size, and every pad byte must equal it. */
-    size_t pad = e->pk_total - PKM_HEADER_SIZE - e->pk.size;
-    unsigned bad = 0;
-    for (size_t i = e->pk_total - pad; i < e->pk_total; i++)
-        bad |= p[i] ^ (unsigned)pad;
-    e->pk_head = 0;
-    if (bad) return fail(e, PKM_EPADDING);
-    if (e->pk.id == PKM_HANDSHAKE_ID) return fail(e, PKM_EPROTO);
-    *out = e->pk;
-    out->content = p + PKM_HEADER_SIZE;
-    e->rpos += e->pk_total;
-    if (e->verify) {
-        r = e->verify(e->verify_ctx, out);
-        if (r != 0) return fail(e, r < 0 ? r : PKM_EPROTO);
-    }
-    return 1;
 }
 
 /* ---- re-establishing the secret ---- */
@@ -872,40 +580,81 @@ int pkm_engine_rekey(pkm_engine_t *e, const uint8_t *secret, size_t secret_len)
     return advance(e);
 }
 
-/* ---- deferred crypto ---- */
+/* ---- RSA work as jobs ---- */
 
-int pkm_engine_wants_work(const pkm_engine_t *e)
+int pkm_engine_job_take(pkm_engine_t *e, pkm_job_t **out)
 {
-    return e && e->state != PKM_STATE_CLOSED && e->work_pending;
-}
-
-int pkm_engine_work(pkm_engine_t *e)
-{
-    if (!e) return PKM_EINVAL;
+    if (out) *out = NULL;
+    if (!e || !out) return PKM_EINVAL;
     if (e->state == PKM_STATE_CLOSED) return e->err;
-    if (!e->work_pending) return 0;
-    e->work_pending = 0;
-    e->in_work = 1;
-    int r = advance(e);
-    e->in_work = 0;
-    return r;
+    if (e->job_state != JS_WANTED) return PKM_ESTATE;
+    pkm_job_t *job = pkm__calloc(1, sizeof *job);
+    if (!job) return fail(e, PKM_ENOMEM);
+    if (e->hs == HS_OWNKEY) {
+        job->kind = JOB_KEYGEN;
+        job->pool = e->keypool;
+    } else {
+        /* HS_KEYSHARE_WORK. The key is only ever read; the reference keeps it alive for a job
+         * that outlives its engine (a server's key may then be freed by its owner). */
+        job->kind = JOB_KEYSHARE;
+        job->key = pkm_key_ref((pkm_key_t *)(uintptr_t)own_private(e));
+        memcpy(job->ct, e->share_in, sizeof job->ct);
+    }
+    e->job_state = JS_OUT;
+    e->job_out = job;
+    *out = job;
+    return 0;
 }
 
-/* ---- memory ---- */
-
-void pkm_engine_trim(pkm_engine_t *e)
+int pkm_job_run(pkm_job_t *job)
 {
-    if (!e) return;
-    if (e->rpos == e->rend && !e->pk_head) { /* a decrypted first block implies held bytes */
-        wipe_free(e->rbuf, e->rcap);
-        e->rbuf = NULL;
-        e->rcap = e->rpos = e->rend = e->rgiven = 0;
+    if (!job) return PKM_EINVAL;
+    if (job->ran) return job->result;
+    if (job->kind == JOB_KEYGEN) {
+        count_rsa_op();
+        job->result =
+            job->pool ? pkm_keypool_take(job->pool, &job->key) : pkm_key_generate(&job->key);
+    } else {
+        job->result = rsa_decrypt_share(pkm__key_evp(job->key), job->ct, job->m);
     }
-    if (e->sstart == e->slen) {
-        wipe_free(e->sbuf, e->scap);
-        e->sbuf = NULL;
-        e->scap = e->sstart = e->senc = e->slen = 0;
+    job->ran = 1;
+    return job->result;
+}
+
+void pkm_job_free(pkm_job_t *job)
+{
+    if (!job) return;
+    pkm_key_free(job->key); /* a reference dropped, or a key never taken: freed and wiped */
+    OPENSSL_cleanse(job, sizeof *job);
+    pkm__free(job);
+}
+
+int pkm_engine_job_done(pkm_engine_t *e, pkm_job_t *job)
+{
+    if (!e || !job) {
+        pkm_job_free(job);
+        return PKM_EINVAL;
     }
+    if (e->state == PKM_STATE_CLOSED) {
+        pkm_job_free(job);
+        return e->err;
+    }
+    if (e->job_state != JS_OUT || job != e->job_out) {
+        pkm_job_free(job); /* not this engine's job: the engine is unchanged */
+        return PKM_EINVAL;
+    }
+    int r = pkm_job_run(job); /* nothing to do when it ran already, as it should have */
+    e->job_state = JS_NONE;
+    e->job_out = NULL;
+    if (r == 0 && job->kind == JOB_KEYGEN) {
+        e->own_key = job->key;
+        job->key = NULL;
+    } else if (r == 0) {
+        if ((r = derive(e, job->m)) == 0) r = keyshare_taken(e);
+    }
+    pkm_job_free(job);
+    if (r < 0) return fail(e, r);
+    return advance(e);
 }
 
 /* ---- status ---- */
@@ -960,19 +709,6 @@ void pkm__engine_set_keylog(pkm_engine_t *e, pkm__keylog_fn fn, void *ctx)
     e->test_keylog_ctx = ctx;
     e->keylog_fn = fn ? test_keylog_adapter : NULL;
     e->keylog_ctx = e;
-}
-
-int pkm__engine_queue_raw(pkm_engine_t *e, const uint8_t *plain, size_t n)
-{
-    if (e->state != PKM_STATE_ESTABLISHED) return PKM_ESTATE;
-    if (n == 0 || n % PKM__BLOCK_SIZE != 0) return PKM_EINVAL;
-    PKM_GUARD(send_reserve(e, n));
-    uint8_t *p = e->sbuf + e->slen;
-    memcpy(p, plain, n);
-    PKM_GUARD(pkm__channel_encrypt(&e->ch, p, n));
-    e->slen += n;
-    e->senc = e->slen;
-    return 0;
 }
 
 int pkm__engine_test_start(pkm_engine_t *e, const uint8_t key[32], const uint8_t iv[16])

@@ -1,9 +1,15 @@
-/* Test-only hooks into the engine (never in the public header): a key log for test vectors and
- * a way to put crafted plaintext on an engine's encrypted send chain. Not installed. */
+/* What the engine shares beyond its public header (not installed): the one validator of an
+ * engine configuration, used by the conn API and the server for the engine config they embed;
+ * and test-only hooks: a key log for test vectors, a way to put crafted plaintext on an engine's
+ * encrypted send chain. */
 #ifndef PKM_ENGINE_INTERNAL_H
 #define PKM_ENGINE_INTERNAL_H
 
 #include "pkmcom/engine.h"
+
+/* 0 when pkm_engine_new() would accept cfg (in its role), else PKM_EINVAL: the checks its
+ * documentation lists. Takes nothing (a client_key stays the caller's). */
+int pkm__engine_config_check(const pkm_engine_config_t *cfg);
 
 /* Called once per derivation (first handshake and each re-establishment) with K_cs (client to
  * server), K_sc (server to client) and IV, just before they are wiped. For test vectors only: a

@@ -11,6 +11,9 @@ void *pkm__malloc(size_t n);
 void *pkm__calloc(size_t count, size_t size);
 void *pkm__realloc(void *p, size_t n);
 void pkm__free(void *p);
+/* Wipes n bytes (OPENSSL_cleanse: never optimised away), for the files that must not include
+ * OpenSSL's headers (wipe.c). */
+void pkm__wipe(void *p, size_t n);
 
 /* Propagate a negative result. */
 #define PKM_GUARD(expr)                                                                            \

@@ -1,5 +1,6 @@
-/* The event-driven PkmCom/TCP server on libuv: one loop, the handshake RSA on the thread pool,
- * one gathered write per connection and turn, deadline lists for timeouts and idle trimming. */
+/* The event-driven PkmCom/TCP server on libuv, its listener, loop and timers: accepting (with
+ * the connection cap), one gathered write per connection and turn, the deadline lists for
+ * timeouts and idle trimming, stop and lifetime. One connection's life is server_conn.c's. */
 #include <errno.h>
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -12,132 +13,14 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <uv.h>
-#include <openssl/crypto.h>
 #include "pkmcom/server.h"
-#include "channel_internal.h"
+#include "engine_internal.h"
 #include "internal.h"
-
-/* Which deadline list a connection is on: handshake (ordered by start), active or trimmed (both
- * ordered by the last read; every trimmed connection read less recently than every active one,
- * since a connection is trimmed from the active list's head and leaves the trimmed list when it
- * reads). Appending `now` keeps every list sorted, so each deadline check looks at heads only. */
-enum tlist_id { TL_NONE = 0, TL_HS, TL_ACTIVE, TL_TRIMMED, TL_COUNT };
-
-typedef struct tlist {
-    pkm_server_conn_t *head, *tail;
-} tlist_t;
-
-/* A packet sent while the connection's engine is busy on the thread pool (a re-establishment's
- * KeyShare work): it waits here and is queued into the engine when the work is done. */
-struct pend {
-    struct pend *next;
-    uint8_t id;
-    uint32_t hash;
-    size_t size;
-    uint8_t data[];
-};
-
-/* Bytes the socket did not take at once: copied out of the engine and written with uv_write. */
-struct wreq {
-    uv_write_t req;
-    pkm_server_conn_t *c;
-    size_t len;
-    uint8_t data[];
-};
-
-struct workreq {
-    uv_work_t req;
-    pkm_server_conn_t *c;
-    size_t ack; /* bytes read into the engine's receive buffer, to acknowledge on the pool */
-};
-
-struct pkm_server_conn {
-    uv_tcp_t tcp; /* tcp.data = this */
-    pkm_server_t *srv;
-    pkm_engine_t *eng;
-    void *data;
-    uint64_t id;
-    uint64_t since;                     /* handshake start, or the last read (ms, uv_now) */
-    pkm_server_conn_t *prev, *next;     /* srv->all */
-    pkm_server_conn_t *tprev, *tnext;   /* deadline list */
-    pkm_server_conn_t *dnext;           /* srv->dirty */
-    struct workreq *work;               /* RSA work in flight on the thread pool */
-    struct pend *pend_head, *pend_tail; /* sends held during work */
-    size_t pend_bytes;                  /* their padded sizes */
-    size_t wq_bytes;                    /* bytes in uv_write requests not yet completed */
-    int deferred_err;                   /* close with this once the work is back */
-    unsigned writes;                    /* uv_write requests not yet completed */
-    uint8_t tlist;                      /* enum tlist_id */
-    uint8_t family;                     /* peer address */
-    uint16_t peer_port;
-    uint8_t peer_addr[16];
-    unsigned established : 1, hs_active : 1, closing : 1, tcp_closed : 1, reading : 1, dirty : 1,
-        peer_eof : 1, in_pump : 1;
-};
-
-typedef struct stats_atomic {
-    _Atomic uint64_t conns_open, conns_established, accepted, rejected, handshakes_ok,
-        handshakes_failed, timeouts, dropped_queue, packets_in, packets_out, bytes_in, bytes_out;
-} stats_atomic_t;
-
-struct pkm_server {
-    uv_loop_t loop;
-    uv_tcp_t listener;
-    uv_timer_t timer;
-    uv_prepare_t prepare;
-    uv_async_t async;
-    int handles_closed; /* the four handles above are closed (or closing) */
-    atomic_int stop_requested;
-    atomic_int running;
-    int ran;
-    int stopping;
-    uint16_t port;
-
-    const pkm_key_t *server_key;
-    uint8_t *secret;
-    size_t secret_len;
-    size_t max_conns, max_send_queue, max_packet;
-    uint64_t hs_timeout, idle_timeout, trim_after;
-    int (*verify)(void *ctx, const pkm_packet_t *pkt);
-    void *verify_ctx;
-    void (*on_connect)(void *user, pkm_server_conn_t *conn);
-    void (*on_packet)(void *user, pkm_server_conn_t *conn, const pkm_packet_t *pkt);
-    void (*on_close)(void *user, pkm_server_conn_t *conn, int err, const char *fail_step);
-    void (*on_log)(void *user, int level, const char *msg);
-    void *user;
-
-    /* reject()'s handle when none can be allocated; spare_busy while it closes; accept_stalled:
-     * a connection waits in the listener for it (see reject). */
-    uv_tcp_t spare;
-    int spare_busy, accept_stalled;
-
-    pkm_server_conn_t *all; /* every connection not yet freed */
-    pkm_server_conn_t *dirty;
-    tlist_t tl[TL_COUNT];
-    uint64_t next_id;
-    size_t open; /* connections admitted and not closing */
-    uint64_t rejected_unlogged, last_reject_log;
-    stats_atomic_t st;
-};
+#include "server_internal.h"
 
 /* ---- small helpers ---- */
 
-/* Counters have one writer (the loop thread), so a relaxed load + store is enough; readers on
- * other threads see each counter atomically. */
-static void st_add(_Atomic uint64_t *x, uint64_t n)
-{
-    atomic_store_explicit(x, atomic_load_explicit(x, memory_order_relaxed) + n,
-                          memory_order_relaxed);
-}
-
-static void st_sub(_Atomic uint64_t *x, uint64_t n)
-{
-    atomic_store_explicit(x, atomic_load_explicit(x, memory_order_relaxed) - n,
-                          memory_order_relaxed);
-}
-
-__attribute__((format(printf, 3, 4))) static void slog(pkm_server_t *srv, int level,
-                                                       const char *fmt, ...)
+void pkm__slog(pkm_server_t *srv, int level, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
@@ -150,21 +33,9 @@ __attribute__((format(printf, 3, 4))) static void slog(pkm_server_t *srv, int le
         fprintf(stderr, "pkmcom server: %s\n", msg);
 }
 
-static int uv_to_pkm(int uverr)
-{
-    switch (uverr) {
-    case UV_ECONNRESET:
-    case UV_EPIPE:
-    case UV_ECONNABORTED: return PKM_ECONNRESET;
-    case UV_ENOMEM: return PKM_ENOMEM;
-    case UV_ETIMEDOUT: return PKM_ETIMEOUT;
-    default: return PKM_EIO;
-    }
-}
-
 /* ---- deadline lists ---- */
 
-static void tl_remove(pkm_server_t *srv, pkm_server_conn_t *c)
+void pkm__tl_remove(pkm_server_t *srv, pkm_server_conn_t *c)
 {
     if (c->tlist == TL_NONE) return;
     tlist_t *l = &srv->tl[c->tlist];
@@ -182,13 +53,11 @@ static void tl_remove(pkm_server_t *srv, pkm_server_conn_t *c)
 
 static void arm_timer(pkm_server_t *srv);
 static void on_timer(uv_timer_t *t);
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
 /* Moves c to the tail of list `id`, with `since` = now. */
-static void tl_append(pkm_server_t *srv, pkm_server_conn_t *c, enum tlist_id id)
+void pkm__tl_append(pkm_server_t *srv, pkm_server_conn_t *c, enum tlist_id id)
 {
-    tl_remove(srv, c);
+    pkm__tl_remove(srv, c);
     tlist_t *l = &srv->tl[id];
     int was_empty = l->head == NULL;
     c->since = uv_now(&srv->loop);
@@ -229,371 +98,6 @@ static void arm_timer(pkm_server_t *srv)
     uv_timer_start(&srv->timer, on_timer, due > now ? due - now : 0, 0);
 }
 
-/* ---- closing ---- */
-
-static void on_tcp_closed(uv_handle_t *h);
-
-/* Frees c once nothing refers to it any more: its handle closed, no work in flight, not on the
- * dirty list. */
-static void maybe_free(pkm_server_conn_t *c)
-{
-    if (!c->tcp_closed || c->work || c->dirty || c->writes) return;
-    pkm_server_t *srv = c->srv;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        srv->all = c->next;
-    if (c->next) c->next->prev = c->prev;
-    while (c->pend_head) {
-        struct pend *p = c->pend_head;
-        c->pend_head = p->next;
-        OPENSSL_cleanse(p->data, p->size);
-        pkm__free(p);
-    }
-    pkm_engine_free(c->eng);
-    pkm__free(c);
-}
-
-/* The one way a connection closes: stats, on_close, then the socket. err 0 = closed by this
- * side; fail_step non-NULL = a handshake failed. */
-static void do_close(pkm_server_conn_t *c, int err, const char *fail_step)
-{
-    if (c->closing) return;
-    pkm_server_t *srv = c->srv;
-    c->closing = 1;
-    if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
-    c->reading = 0;
-    tl_remove(srv, c);
-    srv->open--;
-    st_sub(&srv->st.conns_open, 1);
-    if (c->established) st_sub(&srv->st.conns_established, 1);
-    if (fail_step) st_add(&srv->st.handshakes_failed, 1);
-    if (err == PKM_ETIMEOUT) st_add(&srv->st.timeouts, 1);
-    if (err == PKM_EQUEUE) st_add(&srv->st.dropped_queue, 1);
-    if (srv->on_close) srv->on_close(srv->user, c, err, fail_step);
-    uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
-}
-
-/* Closes c because of its engine's failure. */
-static void close_engine(pkm_server_conn_t *c)
-{
-    int err = pkm_engine_error(c->eng);
-    do_close(c, err ? err : PKM_ECLOSED, pkm_engine_fail_step(c->eng));
-}
-
-/* Closes c with err (0 = by this side), naming the handshake step if one was running. */
-static void close_with(pkm_server_conn_t *c, int err)
-{
-    if (c->closing) return;
-    if (c->work) {
-        if (err == 0) {
-            do_close(c, 0, NULL);
-        } else {
-            /* The engine is on the pool: close when it is back, so that on_close can name the
-             * handshake step (and the fingerprint) exactly. */
-            tl_remove(c->srv, c);
-            if (!c->deferred_err) c->deferred_err = err;
-        }
-        return;
-    }
-    if (err == 0) {
-        pkm_engine_close(c->eng, PKM_ECLOSED);
-        do_close(c, 0, NULL);
-        return;
-    }
-    pkm_engine_close(c->eng, err);
-    do_close(c, err, pkm_engine_fail_step(c->eng));
-}
-
-static void on_tcp_closed(uv_handle_t *h)
-{
-    pkm_server_conn_t *c = h->data;
-    c->tcp_closed = 1;
-    maybe_free(c);
-}
-
-/* ---- writing ---- */
-
-static void mark_dirty(pkm_server_conn_t *c)
-{
-    if (c->dirty || c->closing || c->srv->stopping) return;
-    c->dirty = 1;
-    c->dnext = c->srv->dirty;
-    c->srv->dirty = c;
-}
-
-static void on_write(uv_write_t *req, int status)
-{
-    struct wreq *w = (struct wreq *)req;
-    pkm_server_conn_t *c = w->c;
-    c->writes--;
-    c->wq_bytes -= w->len;
-    if (status == 0) st_add(&c->srv->st.bytes_out, w->len);
-    pkm__free(w);
-    if (c->closing) {
-        maybe_free(c);
-        return;
-    }
-    if (status < 0) {
-        close_with(c, uv_to_pkm(status));
-        return;
-    }
-    if (c->peer_eof) mark_dirty(c); /* the end-of-stream check runs in the flush */
-}
-
-/* Moves all the engine's output to the socket: uv_try_write when no write is pending, the rest
- * copied into one uv_write. The engine holds no output afterwards. */
-static void flush_now(pkm_server_conn_t *c)
-{
-    if (c->closing || c->work) return;
-    size_t len = 0;
-    const uint8_t *p = pkm_engine_send_buf(c->eng, &len);
-    if (!len) return;
-    size_t done = 0;
-    if (c->writes == 0) {
-        uv_buf_t b =
-            uv_buf_init((char *)(uintptr_t)p, (unsigned)(len > UINT32_MAX ? UINT32_MAX : len));
-        int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-        if (n < 0 && n != UV_EAGAIN) {
-            close_with(c, uv_to_pkm(n));
-            return;
-        }
-        if (n > 0) {
-            done = (size_t)n;
-            st_add(&c->srv->st.bytes_out, done);
-        }
-    }
-    if (done < len) {
-        size_t rest = len - done;
-        struct wreq *w = pkm__malloc(sizeof *w + rest);
-        if (!w) {
-            close_with(c, PKM_ENOMEM);
-            return;
-        }
-        memcpy(w->data, p + done, rest);
-        w->c = c;
-        w->len = rest;
-        uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)rest);
-        int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
-        if (r < 0) {
-            pkm__free(w);
-            pkm_engine_send_ack(c->eng, len);
-            close_with(c, uv_to_pkm(r));
-            return;
-        }
-        c->writes++;
-        c->wq_bytes += rest;
-    }
-    pkm_engine_send_ack(c->eng, len);
-}
-
-/* ---- the per-connection pump ---- */
-
-static void start_work(pkm_server_conn_t *c, size_t ack);
-static void pump(pkm_server_conn_t *c);
-
-/* The client closed its side of an established connection and everything owed to it is written:
- * end the stream in the engine (PKM_EEOF, or PKM_EPROTO inside a packet) and close. */
-static void check_eof(pkm_server_conn_t *c)
-{
-    if (!c->peer_eof || c->closing || c->work || c->writes) return;
-    size_t len = 0;
-    pkm_engine_send_buf(c->eng, &len);
-    if (len) return;
-    pkm_engine_recv_eof(c->eng);
-    pump(c);
-}
-
-/* Drives c after anything happened to its engine: starts work, reports the handshake's end,
- * hands out packets, schedules the write. */
-static void pump(pkm_server_conn_t *c)
-{
-    pkm_server_t *srv = c->srv;
-    if (c->in_pump || c->closing || c->work) return;
-    c->in_pump = 1;
-    for (;;) {
-        int st = pkm_engine_state(c->eng);
-        if (st == PKM_STATE_CLOSED) {
-            close_engine(c);
-            break;
-        }
-        if (pkm_engine_wants_work(c->eng)) {
-            start_work(c, 0);
-            break;
-        }
-        if (st != PKM_STATE_ESTABLISHED) break;
-        if (c->hs_active) { /* a handshake (first or re-establishment) just completed */
-            c->hs_active = 0;
-            tl_append(srv, c, TL_ACTIVE);
-            if (!c->established) {
-                c->established = 1;
-                st_add(&srv->st.handshakes_ok, 1);
-                st_add(&srv->st.conns_established, 1);
-                if (srv->on_connect) srv->on_connect(srv->user, c);
-                if (c->closing) break;
-                continue;
-            }
-        }
-        pkm_packet_t pkt;
-        int r = pkm_engine_next_packet(c->eng, &pkt);
-        if (r < 0) {
-            close_engine(c);
-            break;
-        }
-        if (r == 0) break;
-        st_add(&srv->st.packets_in, 1);
-        if (srv->on_packet) srv->on_packet(srv->user, c, &pkt);
-        if (c->closing) break;
-    }
-    c->in_pump = 0;
-    if (!c->closing && !c->work) {
-        size_t len = 0;
-        pkm_engine_send_buf(c->eng, &len);
-        if (len || c->peer_eof) mark_dirty(c);
-    }
-}
-
-static void work_cb(uv_work_t *req)
-{
-    struct workreq *w = (struct workreq *)req;
-    pkm_engine_t *e = w->c->eng;
-    /* Errors close the engine: pump sees them. */
-    if (w->ack) {
-        if (pkm_engine_recv_ack(e, w->ack) < 0) return;
-        size_t len = 0;
-        pkm_engine_send_buf(e, &len);
-        /* Output first (the server's KeyShare, so that the client decrypts while we do), then
-         * back to the pool for the RSA work. */
-        if (len) return;
-    }
-    while (pkm_engine_wants_work(e))
-        if (pkm_engine_work(e) < 0) return;
-}
-
-static void after_work(uv_work_t *req, int status)
-{
-    struct workreq *w = (struct workreq *)req;
-    pkm_server_conn_t *c = w->c;
-    (void)status; /* UV_ECANCELED only when stopping: the connection is closing then */
-    pkm__free(w);
-    c->work = NULL;
-    if (c->closing) {
-        maybe_free(c);
-        return;
-    }
-    if (c->deferred_err) {
-        close_with(c, c->deferred_err);
-        return;
-    }
-    /* Sends held meanwhile go into the engine, in order. */
-    while (c->pend_head) {
-        struct pend *p = c->pend_head;
-        c->pend_head = p->next;
-        size_t total = pkm__padded_size(p->size);
-        c->pend_bytes -= total;
-        int r = pkm_engine_queue_packet(c->eng, p->id, p->hash, p->data, p->size);
-        OPENSSL_cleanse(p->data, p->size);
-        pkm__free(p);
-        if (r < 0) {
-            if (r == PKM_EQUEUE) {
-                do_close(c, PKM_EQUEUE, NULL);
-            } else {
-                close_with(c, r);
-            }
-            return;
-        }
-        st_add(&c->srv->st.packets_out, 1);
-    }
-    c->pend_tail = NULL;
-    if (!c->peer_eof && !c->reading) {
-        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = 1;
-    }
-    pump(c);
-}
-
-/* Hands the engine to the thread pool: for its RSA work, and during a handshake also for the
- * processing of the `ack` bytes just read (parsing the client's key costs about as much as an RSA
- * decryption with OpenSSL 3's decoder, and the server's KeyShare takes two RSA encryptions), so
- * the loop itself does next to nothing for a handshake. Stops reading; before RSA work, first
- * writes out what the engine has (the server's KeyShare must not wait for our decryption). */
-static void start_work(pkm_server_conn_t *c, size_t ack)
-{
-    if (!ack) flush_now(c); /* (with ack, no call between recv_buf and recv_ack) */
-    if (c->closing) return;
-    struct workreq *w = pkm__malloc(sizeof *w);
-    if (!w) {
-        close_with(c, PKM_ENOMEM);
-        return;
-    }
-    w->c = c;
-    w->ack = ack;
-    if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
-    c->reading = 0;
-    int r = uv_queue_work(&c->srv->loop, &w->req, work_cb, after_work);
-    if (r < 0) {
-        pkm__free(w);
-        close_with(c, PKM_EINTERNAL);
-        return;
-    }
-    c->work = w;
-}
-
-/* ---- reading ---- */
-
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    pkm_server_conn_t *c = h->data;
-    size_t cap = 0;
-    uint8_t *p = NULL;
-    (void)suggested;
-    if (!c->closing && !c->work) p = pkm_engine_recv_buf(c->eng, &cap);
-    if (cap > UINT32_MAX) cap = UINT32_MAX;
-    *buf = uv_buf_init((char *)p, (unsigned)cap);
-}
-
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
-{
-    pkm_server_conn_t *c = s->data;
-    pkm_server_t *srv = c->srv;
-    (void)buf;
-    if (c->closing || c->work) return;
-    if (nread > 0) {
-        st_add(&srv->st.bytes_in, (uint64_t)nread);
-        if (c->tlist == TL_ACTIVE || c->tlist == TL_TRIMMED) tl_append(srv, c, TL_ACTIVE);
-        if (c->hs_active) { /* handshake bytes: processed on the thread pool */
-            start_work(c, (size_t)nread);
-            return;
-        }
-        if (pkm_engine_recv_ack(c->eng, (size_t)nread) < 0) {
-            close_engine(c);
-            return;
-        }
-        pump(c);
-        return;
-    }
-    if (nread == 0) return; /* EAGAIN */
-    if (nread == UV_EOF) {
-        c->peer_eof = 1;
-        uv_read_stop(s);
-        c->reading = 0;
-        if (pkm_engine_state(c->eng) != PKM_STATE_ESTABLISHED) {
-            pkm_engine_recv_eof(c->eng); /* fails the handshake */
-            pump(c);
-        } else {
-            mark_dirty(c); /* flush what is owed, then end the stream (check_eof) */
-        }
-        return;
-    }
-    if (nread == UV_ENOBUFS) { /* the engine is closed, or would buffer more than a packet */
-        if (pkm_engine_state(c->eng) == PKM_STATE_CLOSED)
-            close_engine(c);
-        else
-            close_with(c, PKM_EPROTO);
-        return;
-    }
-    close_with(c, uv_to_pkm((int)nread));
-}
-
 /* ---- the loop's own handles ---- */
 
 /* Before the loop waits: one write per connection that has output. */
@@ -608,14 +112,7 @@ static void on_prepare(uv_prepare_t *p)
             list = c->dnext;
             c->dnext = NULL;
             c->dirty = 0;
-            if (c->closing) {
-                maybe_free(c);
-                continue;
-            }
-            if (c->work) continue;
-            flush_now(c);
-            check_eof(c);
-            if (srv->trim_after == 0 && !c->closing && !c->work) pkm_engine_trim(c->eng);
+            pkm__sconn_prepare(c);
         }
     }
 }
@@ -626,17 +123,17 @@ static void on_timer(uv_timer_t *t)
     uint64_t now = uv_now(&srv->loop);
     pkm_server_conn_t *c;
     while (srv->hs_timeout && (c = srv->tl[TL_HS].head) && c->since + srv->hs_timeout <= now)
-        close_with(c, PKM_ETIMEOUT);
+        pkm__sconn_close(c, PKM_ETIMEOUT);
     if (srv->idle_timeout) {
         while ((c = srv->tl[TL_TRIMMED].head) && c->since + srv->idle_timeout <= now)
-            close_with(c, PKM_ETIMEOUT);
+            pkm__sconn_close(c, PKM_ETIMEOUT);
         while ((c = srv->tl[TL_ACTIVE].head) && c->since + srv->idle_timeout <= now)
-            close_with(c, PKM_ETIMEOUT);
+            pkm__sconn_close(c, PKM_ETIMEOUT);
     }
     while (srv->trim_after && (c = srv->tl[TL_ACTIVE].head) && c->since + srv->trim_after <= now) {
         uint64_t since = c->since;
-        if (!c->work) pkm_engine_trim(c->eng);
-        tl_append(srv, c, TL_TRIMMED);
+        pkm_engine_trim(c->eng);
+        pkm__tl_append(srv, c, TL_TRIMMED);
         c->since = since; /* keeps its last read time */
     }
     arm_timer(srv);
@@ -655,9 +152,8 @@ static void shutdown_all(pkm_server_t *srv)
     srv->stopping = 1;
     close_handle((uv_handle_t *)&srv->listener);
     for (pkm_server_conn_t *c = srv->all; c; c = c->next) {
-        if (c->closing) continue;
-        if (c->work) uv_cancel((uv_req_t *)&c->work->req);
-        close_with(c, 0);
+        if (c->state >= CS_CLOSING) continue;
+        pkm__sconn_close(c, 0); /* cancels its queued job, if any */
     }
     /* The prepare handle goes: nothing is flushed any more, and the dirty list is forgotten. */
     while (srv->dirty) {
@@ -723,8 +219,8 @@ static void reject(pkm_server_t *srv, int for_cap)
         srv->rejected_unlogged++;
         uint64_t now = uv_now(&srv->loop);
         if (srv->last_reject_log == 0 || now - srv->last_reject_log >= 1000) {
-            slog(srv, PKM_LOG_WARN, "refused %llu connection(s): the cap of %zu is reached",
-                 (unsigned long long)srv->rejected_unlogged, srv->max_conns);
+            pkm__slog(srv, PKM_LOG_WARN, "refused %llu connection(s): the cap of %zu is reached",
+                      (unsigned long long)srv->rejected_unlogged, srv->max_conns);
             srv->rejected_unlogged = 0;
             srv->last_reject_log = now;
         }
@@ -732,30 +228,13 @@ static void reject(pkm_server_t *srv, int for_cap)
     uv_close((uv_handle_t *)t, done);
 }
 
-static void store_peer(pkm_server_conn_t *c)
-{
-    struct sockaddr_storage ss;
-    int len = sizeof ss;
-    memset(&ss, 0, sizeof ss);
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0) return;
-    if (ss.ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
-        c->family = 4;
-        c->peer_port = ntohs(a->sin_port);
-        memcpy(c->peer_addr, &a->sin_addr, 4);
-    } else if (ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
-        c->family = 6;
-        c->peer_port = ntohs(a->sin6_port);
-        memcpy(c->peer_addr, &a->sin6_addr, 16);
-    }
-}
-
+/* A connection waits in the listener: admitted (its life is server_conn.c's) or, over the cap or
+ * out of memory, accepted and closed at once (reject). */
 static void on_connection(uv_stream_t *l, int status)
 {
     pkm_server_t *srv = l->data;
     if (status < 0) {
-        slog(srv, PKM_LOG_WARN, "accept failed: %s", uv_strerror(status));
+        pkm__slog(srv, PKM_LOG_WARN, "accept failed: %s", uv_strerror(status));
         return;
     }
     if (srv->stopping) return;
@@ -763,52 +242,10 @@ static void on_connection(uv_stream_t *l, int status)
         reject(srv, 1);
         return;
     }
-    pkm_server_conn_t *c = pkm__calloc(1, sizeof *c);
-    if (!c) {
-        slog(srv, PKM_LOG_ERROR, "out of memory accepting a connection");
+    if (pkm__sconn_accept(srv) == PKM_ENOMEM) {
+        pkm__slog(srv, PKM_LOG_ERROR, "out of memory accepting a connection");
         reject(srv, 0);
-        return;
     }
-    uv_tcp_init(&srv->loop, &c->tcp);
-    c->tcp.data = c;
-    c->srv = srv;
-    if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0) {
-        uv_close((uv_handle_t *)&c->tcp, free_handle);
-        return;
-    }
-    pkm_engine_config_t ec;
-    pkm_engine_config_init(&ec, PKM_ROLE_SERVER);
-    ec.server_key = srv->server_key;
-    ec.secret = srv->secret;
-    ec.secret_len = srv->secret_len;
-    ec.max_packet_size = srv->max_packet;
-    ec.max_send_buffer = srv->max_send_queue;
-    ec.defer_crypto = 1;
-    ec.verify = srv->verify;
-    ec.verify_ctx = srv->verify_ctx;
-    int r = pkm_engine_new(&ec, &c->eng);
-    if (r < 0) {
-        slog(srv, PKM_LOG_ERROR, "cannot make an engine for a connection: %s", pkm_strerror(r));
-        uv_close((uv_handle_t *)&c->tcp, free_handle);
-        return;
-    }
-    uv_tcp_nodelay(&c->tcp, 1); /* writes are gathered per turn already */
-    store_peer(c);
-    c->id = ++srv->next_id;
-    c->next = srv->all;
-    if (srv->all) srv->all->prev = c;
-    srv->all = c;
-    srv->open++;
-    st_add(&srv->st.accepted, 1);
-    st_add(&srv->st.conns_open, 1);
-    c->hs_active = 1;
-    tl_append(srv, c, TL_HS);
-    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
-        close_with(c, PKM_EIO);
-        return;
-    }
-    c->reading = 1;
-    mark_dirty(c); /* ServerKey */
 }
 
 /* ---- lifetime ---- */
@@ -818,9 +255,9 @@ void pkm_server_config_init(pkm_server_config_t *cfg)
     if (!cfg) return;
     memset(cfg, 0, sizeof *cfg);
     cfg->backlog = PKM_SERVER_DEFAULT_BACKLOG;
+    pkm_engine_config_init(&cfg->engine, PKM_ROLE_SERVER);
+    cfg->engine.max_send_buffer = PKM_SERVER_DEFAULT_MAX_SEND_BUFFER;
     cfg->handshake_timeout_ms = PKM_SERVER_DEFAULT_HANDSHAKE_TIMEOUT_MS;
-    cfg->max_send_queue = PKM_SERVER_DEFAULT_MAX_SEND_QUEUE;
-    cfg->max_packet_size = PKM_DEFAULT_MAX_SIZE;
     cfg->trim_after_ms = PKM_SERVER_DEFAULT_TRIM_AFTER_MS;
     cfg->raise_fd_limit = 1;
 }
@@ -834,12 +271,12 @@ static void raise_fd_limit(pkm_server_t *srv, int raise)
         struct rlimit want = rl;
         want.rlim_cur = rl.rlim_max == RLIM_INFINITY ? (rlim_t)1 << 20 : rl.rlim_max;
         if (setrlimit(RLIMIT_NOFILE, &want) == 0) {
-            slog(srv, PKM_LOG_INFO, "open-file limit raised from %llu to %llu",
-                 (unsigned long long)rl.rlim_cur, (unsigned long long)want.rlim_cur);
+            pkm__slog(srv, PKM_LOG_INFO, "open-file limit raised from %llu to %llu",
+                      (unsigned long long)rl.rlim_cur, (unsigned long long)want.rlim_cur);
             rl.rlim_cur = want.rlim_cur;
         } else {
-            slog(srv, PKM_LOG_WARN, "cannot raise the open-file limit from %llu: %s",
-                 (unsigned long long)rl.rlim_cur, strerror(errno));
+            pkm__slog(srv, PKM_LOG_WARN, "cannot raise the open-file limit from %llu: %s",
+                      (unsigned long long)rl.rlim_cur, strerror(errno));
         }
     }
     /* A connection is one descriptor; the loop, listener and thread pool take a few more. */
@@ -847,14 +284,14 @@ static void raise_fd_limit(pkm_server_t *srv, int raise)
     if (rl.rlim_cur != RLIM_INFINITY) {
         uint64_t fit = rl.rlim_cur > reserve ? rl.rlim_cur - reserve : 0;
         if (srv->max_conns && srv->max_conns > fit)
-            slog(srv, PKM_LOG_WARN,
-                 "open-file limit %llu (hard limit %llu) is too low for %zu connections: at "
-                 "most about %llu fit; raise the hard limit (ulimit -Hn, LimitNOFILE=)",
-                 (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max, srv->max_conns,
-                 (unsigned long long)fit);
+            pkm__slog(srv, PKM_LOG_WARN,
+                      "open-file limit %llu (hard limit %llu) is too low for %zu connections: at "
+                      "most about %llu fit; raise the hard limit (ulimit -Hn, LimitNOFILE=)",
+                      (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max,
+                      srv->max_conns, (unsigned long long)fit);
         else if (!srv->max_conns)
-            slog(srv, PKM_LOG_INFO, "open-file limit %llu: at most about %llu connections",
-                 (unsigned long long)rl.rlim_cur, (unsigned long long)fit);
+            pkm__slog(srv, PKM_LOG_INFO, "open-file limit %llu: at most about %llu connections",
+                      (unsigned long long)rl.rlim_cur, (unsigned long long)fit);
     }
 }
 
@@ -890,46 +327,48 @@ static void drain_and_close_loop(pkm_server_t *srv)
 {
     shutdown_all(srv);
     uv_run(&srv->loop, UV_RUN_DEFAULT);
-    if (uv_loop_close(&srv->loop) != 0) slog(srv, PKM_LOG_ERROR, "loop still busy at free");
+    if (uv_loop_close(&srv->loop) != 0) pkm__slog(srv, PKM_LOG_ERROR, "loop still busy at free");
 }
 
 int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
 {
     if (out) *out = NULL;
-    if (!cfg || !out || !cfg->server_key || !pkm_key_is_private(cfg->server_key)) return PKM_EINVAL;
-    if (cfg->max_packet_size == 0 || cfg->max_packet_size > INT32_MAX) return PKM_EINVAL;
-    if (cfg->max_send_queue == 0 || cfg->max_send_queue > SIZE_MAX / 4) return PKM_EINVAL;
-    if (cfg->secret_len > PKM_MAX_SECRET || (cfg->secret_len && !cfg->secret)) return PKM_EINVAL;
-    if (cfg->backlog < 0) return PKM_EINVAL;
+    if (!cfg || !out) return PKM_EINVAL;
+    pkm_engine_config_t ec = cfg->engine;
+    ec.role = PKM_ROLE_SERVER;
+    ec.defer_crypto = 1; /* the RSA work goes to the thread pool as jobs */
+    if (pkm__engine_config_check(&ec) < 0) return PKM_EINVAL;
+    if (cfg->backlog < 0 || cfg->handshake_timeout_ms < 0 || cfg->idle_timeout_ms < 0 ||
+        cfg->trim_after_ms < 0)
+        return PKM_EINVAL;
 
     pkm_server_t *srv = pkm__calloc(1, sizeof *srv);
     if (!srv) return PKM_ENOMEM;
-    srv->server_key = cfg->server_key;
+    srv->ec = ec;
+    srv->ec.secret = NULL;
+    srv->ec.secret_len = 0;
     srv->max_conns = cfg->max_conns;
-    srv->max_send_queue = cfg->max_send_queue;
-    srv->max_packet = cfg->max_packet_size;
-    srv->hs_timeout = cfg->handshake_timeout_ms;
-    srv->idle_timeout = cfg->idle_timeout_ms;
-    srv->trim_after = cfg->trim_after_ms;
-    srv->verify = cfg->verify;
-    srv->verify_ctx = cfg->verify_ctx;
+    srv->hs_timeout = (uint64_t)cfg->handshake_timeout_ms;
+    srv->idle_timeout = (uint64_t)cfg->idle_timeout_ms;
+    srv->trim_after = (uint64_t)cfg->trim_after_ms;
     srv->on_connect = cfg->on_connect;
     srv->on_packet = cfg->on_packet;
     srv->on_close = cfg->on_close;
     srv->on_log = cfg->on_log;
     srv->user = cfg->user;
-    if (cfg->secret_len) {
-        if (!(srv->secret = pkm__malloc(cfg->secret_len))) {
+    if (ec.secret_len) {
+        if (!(srv->secret = pkm__malloc(ec.secret_len))) {
             pkm__free(srv);
             return PKM_ENOMEM;
         }
-        memcpy(srv->secret, cfg->secret, cfg->secret_len);
-        srv->secret_len = cfg->secret_len;
+        memcpy(srv->secret, ec.secret, ec.secret_len);
+        srv->ec.secret = srv->secret;
+        srv->ec.secret_len = ec.secret_len;
     }
     struct sockaddr_storage ss;
     int r = resolve(cfg->host, cfg->port, &ss);
     if (r < 0) {
-        slog(srv, PKM_LOG_ERROR, "cannot resolve %s", cfg->host ? cfg->host : "(null)");
+        pkm__slog(srv, PKM_LOG_ERROR, "cannot resolve %s", cfg->host ? cfg->host : "(null)");
         goto fail_nolloop;
     }
     if (uv_loop_init(&srv->loop) != 0) {
@@ -951,8 +390,8 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
         ur = uv_listen((uv_stream_t *)&srv->listener,
                        cfg->backlog ? cfg->backlog : PKM_SERVER_DEFAULT_BACKLOG, on_connection);
     if (ur != 0) {
-        slog(srv, PKM_LOG_ERROR, "cannot listen on %s port %u: %s",
-             cfg->host ? cfg->host : "0.0.0.0", (unsigned)cfg->port, uv_strerror(ur));
+        pkm__slog(srv, PKM_LOG_ERROR, "cannot listen on %s port %u: %s",
+                  cfg->host ? cfg->host : "0.0.0.0", (unsigned)cfg->port, uv_strerror(ur));
         r = PKM_EIO;
         goto fail_loop;
     }
@@ -970,7 +409,7 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
 fail_loop:
     drain_and_close_loop(srv);
 fail_nolloop:
-    if (srv->secret) OPENSSL_cleanse(srv->secret, srv->secret_len);
+    pkm__wipe(srv->secret, srv->ec.secret_len);
     pkm__free(srv->secret);
     pkm__free(srv);
     return r;
@@ -1002,9 +441,15 @@ void pkm_server_free(pkm_server_t *srv)
 {
     if (!srv) return;
     drain_and_close_loop(srv);
-    if (srv->secret) OPENSSL_cleanse(srv->secret, srv->secret_len);
+    pkm__wipe(srv->secret, srv->ec.secret_len);
     pkm__free(srv->secret);
     pkm__free(srv);
+}
+
+void pkm__server_set_job_hook(pkm_server_t *srv, pkm__job_hook_fn fn, void *ctx)
+{
+    srv->job_hook = fn;
+    srv->job_hook_ctx = ctx;
 }
 
 uint16_t pkm_server_port(const pkm_server_t *srv)
@@ -1044,7 +489,7 @@ size_t pkm_server_foreach(pkm_server_t *srv, void (*fn)(void *ctx, pkm_server_co
     size_t n = 0;
     /* Connections are freed only from the loop's own callbacks, never during fn. */
     for (pkm_server_conn_t *c = srv->all; c; c = c->next) {
-        if (c->closing || !c->established) continue;
+        if (c->state >= CS_CLOSING || !c->ever_established) continue;
         fn(ctx, c);
         n++;
     }
@@ -1057,135 +502,8 @@ size_t pkm_server_broadcast(pkm_server_t *srv, const pkm_server_conn_t *except, 
     if (!srv) return 0;
     size_t n = 0;
     for (pkm_server_conn_t *c = srv->all; c; c = c->next) {
-        if (c == except || c->closing || !c->established) continue;
+        if (c == except || c->state >= CS_CLOSING || !c->ever_established) continue;
         if (pkm_server_send(c, id, hash, content, size) == 0) n++;
     }
     return n;
-}
-
-/* ---- per connection ---- */
-
-int pkm_server_send(pkm_server_conn_t *c, uint8_t id, uint32_t hash, const uint8_t *content,
-                    size_t size)
-{
-    if (!c) return PKM_EINVAL;
-    if (c->closing) return PKM_ECLOSED;
-    if (!c->established) return PKM_ESTATE;
-    if (id == PKM_HANDSHAKE_ID || (size && !content)) return PKM_EINVAL;
-    pkm_server_t *srv = c->srv;
-    if (size > INT32_MAX || pkm__padded_size(size) > srv->max_send_queue) return PKM_ETOOBIG;
-    size_t total = pkm__padded_size(size);
-    size_t engine_len = 0;
-    if (!c->work) pkm_engine_send_buf(c->eng, &engine_len);
-    size_t unsent = c->wq_bytes + c->pend_bytes + engine_len;
-    if (unsent > srv->max_send_queue - total) {
-        do_close(c, PKM_EQUEUE, NULL);
-        return PKM_EQUEUE;
-    }
-    if (c->work) { /* the engine is on the thread pool: hold the packet */
-        struct pend *p = pkm__malloc(sizeof *p + size);
-        if (!p) return PKM_ENOMEM;
-        p->next = NULL;
-        p->id = id;
-        p->hash = hash;
-        p->size = size;
-        if (size) memcpy(p->data, content, size);
-        if (c->pend_tail)
-            c->pend_tail->next = p;
-        else
-            c->pend_head = p;
-        c->pend_tail = p;
-        c->pend_bytes += total;
-        return 0;
-    }
-    int r = pkm_engine_queue_packet(c->eng, id, hash, content, size);
-    if (r == PKM_EQUEUE) { /* the engine's own bound (packets held during a re-establishment) */
-        do_close(c, PKM_EQUEUE, NULL);
-        return PKM_EQUEUE;
-    }
-    if (r < 0) {
-        if (pkm_engine_state(c->eng) == PKM_STATE_CLOSED) close_engine(c);
-        return r;
-    }
-    st_add(&srv->st.packets_out, 1);
-    mark_dirty(c);
-    return 0;
-}
-
-void pkm_server_conn_close(pkm_server_conn_t *c)
-{
-    if (c) close_with(c, 0);
-}
-
-int pkm_server_conn_rekey(pkm_server_conn_t *c, const uint8_t *secret, size_t secret_len)
-{
-    if (!c) return PKM_EINVAL;
-    if (c->closing) return PKM_ECLOSED;
-    if (!c->established || c->hs_active || c->work) return PKM_ESTATE;
-    int r = pkm_engine_rekey(c->eng, secret, secret_len);
-    if (r == PKM_EINVAL || r == PKM_ESTATE) return r;
-    c->hs_active = 1;
-    tl_append(c->srv, c, TL_HS);
-    if (r < 0) {
-        /* The engine may still be open (PKM_ENOMEM copying the secret): close it with r, so
-         * that on_close reports r rather than PKM_ECLOSED. */
-        close_with(c, r);
-        return r;
-    }
-    mark_dirty(c);
-    pump(c); /* inside on_packet this is a no-op: the running pump goes on */
-    return 0;
-}
-
-void pkm_server_conn_set_data(pkm_server_conn_t *c, void *data)
-{
-    if (c) c->data = data;
-}
-
-void *pkm_server_conn_get_data(const pkm_server_conn_t *c)
-{
-    return c ? c->data : NULL;
-}
-
-const char *pkm_server_conn_fingerprint(const pkm_server_conn_t *c)
-{
-    if (!c || c->work) return NULL;
-    return pkm_engine_peer_fingerprint(c->eng);
-}
-
-uint64_t pkm_server_conn_id(const pkm_server_conn_t *c)
-{
-    return c ? c->id : 0;
-}
-
-int pkm_server_conn_peer(const pkm_server_conn_t *c, char *buf, size_t cap)
-{
-    if (!c || !buf || cap == 0) return PKM_EINVAL;
-    char ip[64];
-    int n;
-    if (c->family == 4) {
-        if (uv_inet_ntop(AF_INET, c->peer_addr, ip, sizeof ip) != 0) return PKM_EINVAL;
-        n = snprintf(buf, cap, "%s:%u", ip, (unsigned)c->peer_port);
-    } else if (c->family == 6) {
-        if (uv_inet_ntop(AF_INET6, c->peer_addr, ip, sizeof ip) != 0) return PKM_EINVAL;
-        n = snprintf(buf, cap, "[%s]:%u", ip, (unsigned)c->peer_port);
-    } else {
-        n = snprintf(buf, cap, "unknown");
-    }
-    if (n < 0) return PKM_EINVAL;
-    if ((size_t)n >= cap) {
-        buf[0] = 0;
-        return PKM_ENOSPC;
-    }
-    return n;
-}
-
-int pkm_server_conn_established(const pkm_server_conn_t *c)
-{
-    return c ? c->established : 0;
-}
-
-pkm_server_t *pkm_server_conn_server(const pkm_server_conn_t *c)
-{
-    return c ? c->srv : NULL;
 }

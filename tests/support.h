@@ -22,7 +22,7 @@ void t_rng_bytes(t_rng *r, uint8_t *out, size_t n);
 
 /* An in-memory "network" between two engines (tests/support/pump.c): moves the bytes each engine
  * has to send into the other's receive buffer, at most `chunk` bytes per move (0 = no limit),
- * runs pkm_engine_work() when an engine wants it, and tells an engine the peer closed (recv_eof)
+ * runs the RSA job an engine wants (t_run_job), and tells an engine the peer closed (recv_eof)
  * once the other engine is closed. Optionally records what went each way. */
 typedef struct {
     pkm_engine_t *a, *b;
@@ -39,6 +39,9 @@ void t_pump_init(t_pump *p, pkm_engine_t *a, pkm_engine_t *b, size_t chunk);
 size_t t_pump_run(t_pump *p);
 /* Frees the transcripts. */
 void t_pump_done(t_pump *p);
+/* Takes the job the engine wants, runs it on this thread and gives it back: returns what
+ * pkm_engine_job_take / pkm_engine_job_done returned. */
+int t_run_job(pkm_engine_t *e);
 
 /* Engine fixtures (tests/support/engine_fixture.c): keys made once per test program. */
 typedef struct {

@@ -53,7 +53,7 @@ static int64_t mono_ms(void)
 static void client_cfg(pkm_conn_config_t *cfg, char *errbuf)
 {
     pkm_conn_config_init(cfg);
-    cfg->client_key = pkm_key_ref(g_client_key);
+    cfg->engine.client_key = pkm_key_ref(g_client_key);
     cfg->handshake_timeout_ms = WAIT;
     cfg->errbuf = errbuf;
     cfg->errbuf_size = PKM_ERRMSG_SIZE;
@@ -63,14 +63,14 @@ static void client_cfg(pkm_conn_config_t *cfg, char *errbuf)
 static void server_cfg(pkm_conn_config_t *cfg)
 {
     pkm_conn_config_init(cfg);
-    cfg->server_key = g_server_key;
+    cfg->engine.server_key = g_server_key;
     cfg->handshake_timeout_ms = WAIT;
 }
 
 static void with_secret(pkm_conn_config_t *cfg, const char *s)
 {
-    cfg->secret = (const uint8_t *)s;
-    cfg->secret_len = strlen(s);
+    cfg->engine.secret = (const uint8_t *)s;
+    cfg->engine.secret_len = strlen(s);
 }
 
 /* ---- the peer thread ---- */
@@ -401,7 +401,7 @@ static void pins(void **state)
     char eb[PKM_ERRMSG_SIZE];
     pkm_conn_config_t cfg;
     client_cfg(&cfg, eb);
-    cfg.pin_fingerprint = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    cfg.engine.pin_fingerprint = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
     pkm_conn_t *c = NULL;
     assert_int_equal(pkm_conn_from_fd(sv[0], PKM_ROLE_CLIENT, &cfg, &c), PKM_EPIN);
     assert_null(c);
@@ -416,7 +416,7 @@ static void pins(void **state)
     server_peer(&srv, sv[1], NULL);
     peer_start(&srv);
     client_cfg(&cfg, eb);
-    cfg.pin_fingerprint = g_client_fp;
+    cfg.engine.pin_fingerprint = g_client_fp;
     assert_int_equal(pkm_conn_from_fd(sv[0], PKM_ROLE_CLIENT, &cfg, &c), PKM_EPIN);
     peer_join(&srv);
 
@@ -425,7 +425,7 @@ static void pins(void **state)
     server_peer(&srv, sv[1], echo_script);
     peer_start(&srv);
     client_cfg(&cfg, eb);
-    cfg.pin_fingerprint = g_server_fp;
+    cfg.engine.pin_fingerprint = g_server_fp;
     assert_int_equal(pkm_conn_from_fd(sv[0], PKM_ROLE_CLIENT, &cfg, &c), 0);
     echo_round(c, 4, (const uint8_t *)"pinned", 6);
     pkm_conn_close(c);
@@ -497,7 +497,7 @@ static void too_big_packet(void **state)
     pair(sv);
     peer_t srv;
     server_peer(&srv, sv[1], wait_eof_script);
-    srv.cfg.max_packet_size = 100;
+    srv.cfg.engine.max_packet_size = 100;
     peer_start(&srv);
     pkm_conn_config_t cfg;
     client_cfg(&cfg, NULL);
@@ -569,7 +569,7 @@ static void verify_hook(void **state)
     pair(sv);
     peer_t srv;
     server_peer(&srv, sv[1], echo_script);
-    srv.cfg.verify = refuse_66;
+    srv.cfg.engine.verify = refuse_66;
     peer_start(&srv);
     pkm_conn_config_t cfg;
     client_cfg(&cfg, NULL);
@@ -620,7 +620,7 @@ static void send_timeout_and_queue(void **state)
     peer_start(&srv);
     pkm_conn_config_t cfg;
     client_cfg(&cfg, NULL);
-    cfg.max_send_buffer = 1000;
+    cfg.engine.max_send_buffer = 1000;
     pkm_conn_t *c = NULL;
     assert_int_equal(pkm_conn_from_fd(sv[0], PKM_ROLE_CLIENT, &cfg, &c), 0);
     static const struct pkm__io stuck = {io_read_real, stuck_write, stuck_poll, NULL};
@@ -1006,6 +1006,14 @@ static void bad_arguments(void **state)
     cfg.handshake_timeout_ms = -1;
     assert_int_equal(pkm_connect("127.0.0.1", 1, &cfg, &c), PKM_EINVAL);
     assert_non_null(strstr(eb, "invalid argument"));
+    /* The engine's own validator, before any connection is attempted. */
+    client_cfg(&cfg, eb);
+    cfg.engine.pin_fingerprint = "SHA256:not a fingerprint";
+    assert_int_equal(pkm_connect("127.0.0.1", 1, &cfg, &c), PKM_EINVAL);
+    assert_non_null(strstr(eb, "invalid argument"));
+    client_cfg(&cfg, eb);
+    cfg.engine.max_packet_size = 0;
+    assert_int_equal(pkm_connect("127.0.0.1", 1, &cfg, &c), PKM_EINVAL);
     client_cfg(&cfg, eb);
     assert_int_equal(pkm_connect("127.0.0.1", 1, &cfg, NULL), PKM_EINVAL);
     assert_int_equal(pkm_connect("127.0.0.1", 1, NULL, &c), PKM_EINVAL);
@@ -1013,6 +1021,9 @@ static void bad_arguments(void **state)
     pkm_listener_t *l = NULL;
     assert_int_equal(pkm_listen("127.0.0.1", 0, &cfg, &l), PKM_EINVAL); /* no server_key */
     assert_null(l);
+    server_cfg(&cfg);
+    cfg.idle_timeout_ms = -1;
+    assert_int_equal(pkm_listen("127.0.0.1", 0, &cfg, &l), PKM_EINVAL);
     server_cfg(&cfg);
     assert_int_equal(pkm_listen("127.0.0.1", -1, &cfg, &l), PKM_EINVAL);
     assert_int_equal(pkm_listen("nonexistent.invalid", 0, &cfg, &l), PKM_ERESOLVE);
@@ -1024,7 +1035,7 @@ static void bad_arguments(void **state)
     assert_int_equal(pkm_conn_from_fd(sv[0], 3, &cfg, &c), PKM_EINVAL);
     assert_int_equal(fcntl(sv[0], F_GETFD), -1);
     server_cfg(&cfg);
-    cfg.server_key = NULL; /* a server needs its key */
+    cfg.engine.server_key = NULL; /* a server needs its key */
     assert_int_equal(pkm_conn_from_fd(sv[1], PKM_ROLE_SERVER, &cfg, &c), PKM_EINVAL);
     assert_int_equal(fcntl(sv[1], F_GETFD), -1);
 

@@ -152,8 +152,10 @@ static void handshake_plain(void **state)
     assert_null(pkm_engine_fail_step(c));
     assert_int_equal(pkm_engine_next_packet(c, &pkt), 0);
     assert_int_equal(pkm_engine_next_packet(s, &pkt), 0);
-    assert_int_equal(pkm_engine_wants_work(c), 0);
-    assert_int_equal(pkm_engine_work(c), 0);
+    assert_int_equal(pkm_engine_wants(c) & PKM_WANT_JOB, 0);
+    pkm_job_t *job = (pkm_job_t *)&job; /* set to NULL by the call */
+    assert_int_equal(pkm_engine_job_take(c, &job), PKM_ESTATE);
+    assert_null(job);
     pkm_engine_free(c);
     pkm_engine_free(s);
 }
@@ -981,6 +983,54 @@ static void recv_api(void **state)
     pkm_engine_free(s);
 }
 
+/* pkm_engine_wants() through a life: what each side needs next, bit by bit. */
+static void wants_bits(void **state)
+{
+    (void)state;
+    pkm_engine_t *c = t_client(&t_shared_keys, NULL), *s = t_server(&t_shared_keys, NULL);
+    pkm_packet_t pkt;
+    assert_int_equal(pkm_engine_wants(c), PKM_WANT_RECV); /* the client waits for ServerKey */
+    assert_int_equal(pkm_engine_wants(s), PKM_WANT_SEND | PKM_WANT_RECV);
+    assert_true(move_all(s, c) > 0);
+    assert_int_equal(pkm_engine_wants(s), PKM_WANT_RECV);
+    assert_int_equal(pkm_engine_wants(c), PKM_WANT_SEND | PKM_WANT_RECV); /* ClientKey+KeyShare */
+    t_handshake(c, s, 0);
+    assert_int_equal(pkm_engine_wants(c), PKM_WANT_RECV);
+    assert_int_equal(pkm_engine_wants(s), PKM_WANT_RECV);
+    /* A packet: SEND on the sender; PACKET on the receiver once one block is in. */
+    const uint8_t content[40] = {1, 2, 3};
+    assert_int_equal(pkm_engine_queue_packet(c, 7, 0, content, sizeof content), 0);
+    assert_int_equal(pkm_engine_wants(c), PKM_WANT_SEND | PKM_WANT_RECV);
+    size_t len = 0;
+    const uint8_t *w = pkm_engine_send_buf(c, &len);
+    assert_int_equal(len, 64);
+    assert_int_equal(pkm_engine_feed(s, w, 15), 0);
+    assert_int_equal(pkm_engine_wants(s), PKM_WANT_RECV); /* less than a block */
+    assert_int_equal(pkm_engine_feed(s, w + 15, 1), 0);
+    assert_int_equal(pkm_engine_wants(s), PKM_WANT_RECV | PKM_WANT_PACKET); /* may be one */
+    assert_int_equal(pkm_engine_next_packet(s, &pkt), 0);                   /* not all in */
+    assert_int_equal(pkm_engine_wants(s), PKM_WANT_RECV); /* ...and now the engine knows it */
+    assert_int_equal(pkm_engine_feed(s, w + 16, 47), 0);
+    assert_int_equal(pkm_engine_wants(s), PKM_WANT_RECV);
+    assert_int_equal(pkm_engine_feed(s, w + 63, 1), 0);
+    assert_int_equal(pkm_engine_wants(s), PKM_WANT_RECV | PKM_WANT_PACKET);
+    assert_int_equal(pkm_engine_send_ack(c, len), 0);
+    assert_int_equal(pkm_engine_wants(c), PKM_WANT_RECV);
+    assert_int_equal(pkm_engine_next_packet(s, &pkt), 1);
+    assert_int_equal(pkt.size, sizeof content);
+    assert_int_equal(pkm_engine_wants(s), PKM_WANT_RECV);
+    /* The end of the stream: nothing more to receive, next_packet has the answer. */
+    assert_int_equal(pkm_engine_recv_eof(s), 0);
+    assert_int_equal(pkm_engine_wants(s), PKM_WANT_PACKET);
+    assert_int_equal(pkm_engine_next_packet(s, &pkt), PKM_EEOF);
+    assert_int_equal(pkm_engine_wants(s), PKM_WANT_CLOSED);
+    pkm_engine_close(c, PKM_ETIMEOUT);
+    assert_int_equal(pkm_engine_wants(c), PKM_WANT_CLOSED);
+    assert_int_equal(pkm_engine_wants(NULL), PKM_WANT_CLOSED);
+    pkm_engine_free(c);
+    pkm_engine_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1004,6 +1054,7 @@ int main(void)
         cmocka_unit_test(verify_hook),
         cmocka_unit_test(send_buffer_bound),
         cmocka_unit_test(recv_api),
+        cmocka_unit_test(wants_bits),
     };
     return cmocka_run_group_tests(tests, t_keys_setup, t_keys_teardown);
 }

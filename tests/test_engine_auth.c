@@ -159,14 +159,14 @@ static void impostor_connect(void **state)
         char eb[PKM_ERRMSG_SIZE];
         pkm_conn_config_t cfg;
         pkm_conn_config_init(&cfg);
-        cfg.client_key = t_client_key(&t_shared_keys);
-        cfg.pin_fingerprint = t_shared_keys.server_fp; /* the key the impostor shows */
+        cfg.engine.client_key = t_client_key(&t_shared_keys);
+        cfg.engine.pin_fingerprint = t_shared_keys.server_fp; /* the key the impostor shows */
         cfg.handshake_timeout_ms = WAIT;
         cfg.errbuf = eb;
         cfg.errbuf_size = sizeof eb;
         if (secrets[i]) {
-            cfg.secret = (const uint8_t *)secrets[i];
-            cfg.secret_len = strlen(secrets[i]);
+            cfg.engine.secret = (const uint8_t *)secrets[i];
+            cfg.engine.secret_len = strlen(secrets[i]);
         }
         pkm_conn_t *c = NULL;
         int r = pkm_connect("127.0.0.1", t_impostor_port(im), &cfg, &c);

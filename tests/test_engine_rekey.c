@@ -1,5 +1,6 @@
 /* Tests of the engine's re-establishment of the secret (WIRE-PROFILE section 5) and of deferred
- * crypto (pkm_engine_wants_work / pkm_engine_work), including a client key from a key pool. */
+ * crypto (RSA jobs: PKM_WANT_JOB, pkm_engine_job_take / _run / _done), including a client key from
+ * a key pool. */
 #include <stdlib.h>
 #include <string.h>
 #include "support.h"
@@ -292,39 +293,39 @@ static void deferred_handshake(void **state)
     t_opts o = {.defer = 1, .generate_key = 1};
     pkm_engine_t *c = t_client(&t_shared_keys, &o), *s = t_server(&t_shared_keys, &o);
     size_t len = 0;
-    assert_int_equal(pkm_engine_wants_work(c), 0);
+    assert_int_equal(pkm_engine_wants(c) & PKM_WANT_JOB, 0);
     assert_true(move_all(s, c) > 0); /* ServerKey */
     /* The client has no key: generating one is deferred work. */
-    assert_int_equal(pkm_engine_wants_work(c), 1);
+    assert_int_equal(pkm_engine_wants(c) & PKM_WANT_JOB, PKM_WANT_JOB);
     assert_null(pkm_engine_send_buf(c, &len));
-    assert_int_equal(pkm_engine_work(c), 0);
-    assert_int_equal(pkm_engine_wants_work(c), 0);
+    assert_int_equal(t_run_job(c), 0);
+    assert_int_equal(pkm_engine_wants(c) & PKM_WANT_JOB, 0);
     assert_int_equal(move_all(c, s), 298 + 528); /* ClientKey + KeyShare */
     /* The server answered ClientKey with its KeyShare (public-key work only) and waits to
      * decrypt the client's. */
-    assert_int_equal(pkm_engine_wants_work(s), 1);
+    assert_int_equal(pkm_engine_wants(s) & PKM_WANT_JOB, PKM_WANT_JOB);
     assert_int_equal(move_all(s, c), 528);
-    assert_int_equal(pkm_engine_wants_work(c), 1);
+    assert_int_equal(pkm_engine_wants(c) & PKM_WANT_JOB, PKM_WANT_JOB);
     assert_null(pkm_engine_send_buf(c, &len));
-    assert_int_equal(pkm_engine_work(c), 0);
+    assert_int_equal(t_run_job(c), 0);
     /* The client's 0xFF reaches the server before the server did its work: it is buffered. */
     assert_int_equal(move_all(c, s), 16);
     assert_int_equal(pkm_engine_state(s), PKM_STATE_HANDSHAKE);
-    assert_int_equal(pkm_engine_wants_work(s), 1);
-    assert_int_equal(pkm_engine_work(s), 0);
+    assert_int_equal(pkm_engine_wants(s) & PKM_WANT_JOB, PKM_WANT_JOB);
+    assert_int_equal(t_run_job(s), 0);
     assert_int_equal(pkm_engine_state(s), PKM_STATE_ESTABLISHED);
-    assert_int_equal(pkm_engine_wants_work(s), 0);
+    assert_int_equal(pkm_engine_wants(s) & PKM_WANT_JOB, 0);
     assert_int_equal(move_all(s, c), 16);
     assert_int_equal(pkm_engine_state(c), PKM_STATE_ESTABLISHED);
     assert_string_equal(pkm_engine_peer_fingerprint(c), t_shared_keys.server_fp);
-    assert_int_equal(pkm_engine_work(c), 0); /* nothing to do */
+    assert_int_equal(t_run_job(c), PKM_ESTATE); /* nothing to do */
     traffic(c, s, 0);
 
     /* Re-establishment with deferred decryption, driven by the pump. */
     server_trigger(s, "pw");
     pump(c, s, 0);
     client_take_trigger(c, "pw");
-    assert_int_equal(pkm_engine_wants_work(c), 1);
+    assert_int_equal(pkm_engine_wants(c) & PKM_WANT_JOB, PKM_WANT_JOB);
     pump(c, s, 3);
     assert_int_equal(pkm_engine_state(c), PKM_STATE_ESTABLISHED);
     assert_int_equal(pkm_engine_state(s), PKM_STATE_ESTABLISHED);
@@ -341,11 +342,57 @@ static void deferred_eof(void **state)
     pkm_engine_t *c = t_client(&t_shared_keys, &o), *s = t_server(&t_shared_keys, &o);
     move_all(s, c);
     move_all(c, s);
-    assert_int_equal(pkm_engine_wants_work(s), 1);
+    assert_int_equal(pkm_engine_wants(s) & PKM_WANT_JOB, PKM_WANT_JOB);
     assert_int_equal(pkm_engine_recv_eof(s), 0); /* noted; work first */
-    assert_int_equal(pkm_engine_work(s), PKM_EHANDSHAKE);
+    assert_int_equal(t_run_job(s), PKM_EHANDSHAKE);
     assert_string_equal(pkm_engine_fail_step(s), "confirmation (0xFF)");
-    assert_int_equal(pkm_engine_wants_work(s), 0);
+    assert_int_equal(pkm_engine_wants(s) & PKM_WANT_JOB, 0);
+    pkm_engine_free(c);
+    pkm_engine_free(s);
+}
+
+/* The job API's edges: one job at a time, given back only to its engine, freed in every case. */
+static void job_api(void **state)
+{
+    (void)state;
+    t_opts o = {.defer = 1, .generate_key = 1};
+    pkm_engine_t *c = t_client(&t_shared_keys, &o), *s = t_server(&t_shared_keys, &o);
+    pkm_job_t *job = NULL, *other = NULL;
+    assert_int_equal(pkm_engine_job_take(c, &job), PKM_ESTATE); /* nothing wanted yet */
+    assert_null(job);
+    assert_true(move_all(s, c) > 0);
+    assert_int_equal(pkm_engine_job_take(c, &job), 0); /* key generation */
+    assert_non_null(job);
+    assert_int_equal(pkm_engine_job_take(c, &other), PKM_ESTATE); /* one at a time */
+    assert_int_equal(pkm_engine_wants(c) & PKM_WANT_JOB, 0);
+    assert_int_equal(pkm_job_run(job), 0);
+    assert_int_equal(pkm_job_run(job), 0);                     /* twice: nothing more */
+    assert_int_equal(pkm_engine_job_done(s, job), PKM_EINVAL); /* not s's job: freed */
+    assert_int_equal(pkm_engine_state(s), PKM_STATE_HANDSHAKE);
+    assert_int_equal(pkm_engine_job_done(c, NULL), PKM_EINVAL);
+    assert_int_equal(pkm_job_run(NULL), PKM_EINVAL);
+    pkm_job_free(NULL);
+    /* c still waits for its job: a closed engine frees a job given back and says why. */
+    assert_int_equal(pkm_engine_state(c), PKM_STATE_HANDSHAKE);
+    assert_null(pkm_engine_send_buf(c, &(size_t){0}));
+    pkm_engine_free(c);
+    c = t_client(&t_shared_keys, &o);
+    pkm_engine_free(s);
+    s = t_server(&t_shared_keys, &o);
+    assert_true(move_all(s, c) > 0);
+    assert_int_equal(pkm_engine_job_take(c, &job), 0);
+    pkm_engine_close(c, PKM_ETIMEOUT);
+    assert_int_equal(pkm_engine_job_done(c, job), PKM_ETIMEOUT); /* never run, freed */
+    /* A job given back unrun is run by job_done itself. */
+    pkm_engine_free(c);
+    c = t_client(&t_shared_keys, &o);
+    pkm_engine_free(s);
+    s = t_server(&t_shared_keys, &o);
+    assert_true(move_all(s, c) > 0);
+    assert_int_equal(pkm_engine_job_take(c, &job), 0);
+    assert_int_equal(pkm_engine_job_done(c, job), 0);
+    assert_true(move_all(c, s) > 0); /* ClientKey + KeyShare, made with the key it generated */
+    t_handshake(c, s, 0);
     pkm_engine_free(c);
     pkm_engine_free(s);
 }
@@ -377,7 +424,8 @@ int main(void)
         cmocka_unit_test(rekey_fragmented),   cmocka_unit_test(rekey_wrong_secret),
         cmocka_unit_test(rekey_held_packets), cmocka_unit_test(rekey_stray_packet),
         cmocka_unit_test(rekey_eof),          cmocka_unit_test(deferred_handshake),
-        cmocka_unit_test(deferred_eof),       cmocka_unit_test(keypool_client),
+        cmocka_unit_test(deferred_eof),       cmocka_unit_test(job_api),
+        cmocka_unit_test(keypool_client),
     };
     return cmocka_run_group_tests(tests, t_keys_setup, t_keys_teardown);
 }

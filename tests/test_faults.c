@@ -683,9 +683,9 @@ static void *speer_main(void *arg)
     fa_mark = p->mark;
     pkm_conn_config_t cfg;
     pkm_conn_config_init(&cfg);
-    cfg.server_key = g_skey;
-    cfg.secret = (const uint8_t *)SECRET;
-    cfg.secret_len = strlen(SECRET);
+    cfg.engine.server_key = g_skey;
+    cfg.engine.secret = (const uint8_t *)SECRET;
+    cfg.engine.secret_len = strlen(SECRET);
     cfg.handshake_timeout_ms = g_wait;
     cfg.errbuf = p->msg;
     cfg.errbuf_size = sizeof p->msg;
@@ -729,9 +729,9 @@ static int client_conn(int fd, const struct pkm__io *io, char *eb, pkm_conn_t **
 {
     pkm_conn_config_t cfg;
     pkm_conn_config_init(&cfg);
-    cfg.client_key = pkm_key_ref(g_ckey);
-    cfg.secret = (const uint8_t *)SECRET;
-    cfg.secret_len = strlen(SECRET);
+    cfg.engine.client_key = pkm_key_ref(g_ckey);
+    cfg.engine.secret = (const uint8_t *)SECRET;
+    cfg.engine.secret_len = strlen(SECRET);
     cfg.handshake_timeout_ms = g_wait;
     cfg.errbuf = eb;
     cfg.errbuf_size = PKM_ERRMSG_SIZE;
@@ -883,9 +883,9 @@ static void listener_alloc(void)
     char eb[PKM_ERRMSG_SIZE];
     pkm_conn_config_t cfg;
     pkm_conn_config_init(&cfg);
-    cfg.server_key = g_skey;
-    cfg.secret = (const uint8_t *)SECRET;
-    cfg.secret_len = strlen(SECRET);
+    cfg.engine.server_key = g_skey;
+    cfg.engine.secret = (const uint8_t *)SECRET;
+    cfg.engine.secret_len = strlen(SECRET);
     cfg.handshake_timeout_ms = g_wait;
     cfg.errbuf = eb;
     cfg.errbuf_size = sizeof eb;
@@ -909,9 +909,9 @@ static void listener_alloc(void)
     for (int i = 0; i < 2; i++) {
         pkm_conn_config_t cc;
         pkm_conn_config_init(&cc);
-        cc.client_key = pkm_key_ref(g_ckey);
-        cc.secret = (const uint8_t *)SECRET;
-        cc.secret_len = strlen(SECRET);
+        cc.engine.client_key = pkm_key_ref(g_ckey);
+        cc.engine.secret = (const uint8_t *)SECRET;
+        cc.engine.secret_len = strlen(SECRET);
         cc.handshake_timeout_ms = g_wait;
         pkm_conn_t *c = NULL;
         int r = pkm_connect("127.0.0.1", pkm_listener_port(l), &cc, &c);
@@ -1173,9 +1173,9 @@ static void sx_start(sx_t *f, size_t max_send_queue)
     pkm_server_config_t cfg;
     pkm_server_config_init(&cfg);
     cfg.host = "127.0.0.1";
-    cfg.server_key = g_skey;
+    cfg.engine.server_key = g_skey;
     cfg.handshake_timeout_ms = (uint64_t)g_wait * 6;
-    if (max_send_queue) cfg.max_send_queue = max_send_queue;
+    if (max_send_queue) cfg.engine.max_send_buffer = max_send_queue;
     cfg.on_connect = sx_on_connect;
     cfg.on_packet = sx_on_packet;
     cfg.on_close = sx_on_close;

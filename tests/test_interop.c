@@ -169,8 +169,9 @@ static int nonblocking(int fd)
 static int io_round(fix_t *f, long long deadline)
 {
     pkm_engine_t *e = f->e;
-    if (pkm_engine_wants_work(e) && pkm_engine_work(e) != 0) return pkm_engine_error(e);
-    if (pkm_engine_state(e) == PKM_STATE_CLOSED) return pkm_engine_error(e);
+    unsigned w = pkm_engine_wants(e);
+    if ((w & PKM_WANT_JOB) && t_run_job(e) != 0) return pkm_engine_error(e);
+    if (pkm_engine_wants(e) & PKM_WANT_CLOSED) return pkm_engine_error(e);
     size_t len = 0;
     const uint8_t *out = pkm_engine_send_buf(e, &len);
     while (len > 0) {

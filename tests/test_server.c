@@ -122,8 +122,8 @@ static void fx_config(pkm_server_config_t *cfg)
 {
     pkm_server_config_init(cfg);
     cfg->host = "127.0.0.1";
-    cfg->server_key = g_server_key;
-    cfg->verify = fx_verify;
+    cfg->engine.server_key = g_server_key;
+    cfg->engine.verify = fx_verify;
     /* Under valgrind every thread shares one core and RSA is ~50x slower. */
     if (valgrind_run()) cfg->handshake_timeout_ms = 600000;
 }
@@ -406,14 +406,26 @@ static void test_config_errors(void **state)
     pkm_server_t *srv = (pkm_server_t *)&cfg;
     pkm_server_config_init(&cfg);
     assert_int_equal(cfg.handshake_timeout_ms, 10000);
+    assert_int_equal(cfg.engine.role, PKM_ROLE_SERVER);
+    assert_int_equal(cfg.engine.max_packet_size, PKM_DEFAULT_MAX_SIZE);
+    assert_int_equal(cfg.engine.max_send_buffer, PKM_SERVER_DEFAULT_MAX_SEND_BUFFER);
     assert_int_equal(pkm_server_new(&cfg, &srv), PKM_EINVAL); /* no key */
     assert_null(srv);
     assert_int_equal(pkm_server_new(NULL, &srv), PKM_EINVAL);
     fx_config(&cfg);
-    cfg.max_packet_size = 0;
+    cfg.engine.max_packet_size = 0;
     assert_int_equal(pkm_server_new(&cfg, &srv), PKM_EINVAL);
     fx_config(&cfg);
-    cfg.max_send_queue = 0;
+    cfg.engine.max_send_buffer = 0;
+    assert_int_equal(pkm_server_new(&cfg, &srv), PKM_EINVAL);
+    fx_config(&cfg);
+    cfg.engine.pin_fingerprint = "SHA256:"; /* a client-only field */
+    assert_int_equal(pkm_server_new(&cfg, &srv), PKM_EINVAL);
+    fx_config(&cfg);
+    cfg.idle_timeout_ms = -1;
+    assert_int_equal(pkm_server_new(&cfg, &srv), PKM_EINVAL);
+    fx_config(&cfg);
+    cfg.trim_after_ms = -5;
     assert_int_equal(pkm_server_new(&cfg, &srv), PKM_EINVAL);
     pkm_key_t *pub = NULL;
     uint8_t der[PKM_MAX_KEY_DER];
@@ -421,7 +433,7 @@ static void test_config_errors(void **state)
     assert_true(dl > 0);
     assert_int_equal(pkm_key_from_der(der, (size_t)dl, &pub), 0);
     fx_config(&cfg);
-    cfg.server_key = pub; /* public only */
+    cfg.engine.server_key = pub; /* public only */
     assert_int_equal(pkm_server_new(&cfg, &srv), PKM_EINVAL);
     pkm_key_free(pub);
     fx_config(&cfg);
@@ -482,8 +494,8 @@ static void test_wrong_secret(void **state)
     fx_t f;
     pkm_server_config_t cfg;
     fx_config(&cfg);
-    cfg.secret = (const uint8_t *)"right";
-    cfg.secret_len = 5;
+    cfg.engine.secret = (const uint8_t *)"right";
+    cfg.engine.secret_len = 5;
     fx_start(&f, &cfg, FX_ECHO);
     tcl_result_t bad = run_clients(pkm_server_port(f.srv), 1, 1, 10, "wrong");
     assert_int_equal(bad.established, 0);
@@ -558,7 +570,7 @@ static void test_send_queue_overflow(void **state)
     fx_t f;
     pkm_server_config_t cfg;
     fx_config(&cfg);
-    cfg.max_send_queue = 64 * 1024;
+    cfg.engine.max_send_buffer = 64 * 1024;
     fx_start(&f, &cfg, FX_ECHO);
     flood_t fl = {pkm_server_port(f.srv), 0, 0, 0};
     pthread_t th;

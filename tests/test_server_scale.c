@@ -118,7 +118,7 @@ static void test_10k_idle_connections(void **state)
     pkm_server_config_t cfg;
     pkm_server_config_init(&cfg);
     cfg.host = "127.0.0.1";
-    cfg.server_key = server_key;
+    cfg.engine.server_key = server_key;
     cfg.trim_after_ms = 200;
     cfg.max_conns = n + WARMUP_CONNS;
     cfg.on_log = quiet_log;

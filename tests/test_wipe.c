@@ -92,9 +92,13 @@ static void *hdr_realloc(void *p, size_t n, const char *who)
     return q;
 }
 
+static long pkm_live; /* blocks libpkmcom allocated and has not freed */
+
 static void *pkm_m(size_t n)
 {
-    return hdr_alloc(n);
+    void *p = hdr_alloc(n);
+    if (p) pkm_live++;
+    return p;
 }
 static void *pkm_r(void *p, size_t n)
 {
@@ -102,6 +106,7 @@ static void *pkm_r(void *p, size_t n)
 }
 static void pkm_f(void *p)
 {
+    if (p) pkm_live--;
     hdr_free(p, "freed by libpkmcom");
 }
 static void *ossl_m(size_t n, const char *file, int line)
@@ -129,8 +134,8 @@ static int recording_random(void *ctx, uint8_t *out, size_t n)
 {
     (void)ctx;
     if (RAND_bytes_ex(NULL, out, n, 0) != 1) return PKM_ERANDOM;
-    if (n == 256 && n_m < 4) {
-        memcpy(m_seen[n_m++], out, 256);
+    if (n == 256) {
+        if (n_m < 4) memcpy(m_seen[n_m++], out, 256);
         add_pattern(out, 32);       /* first half's start */
         add_pattern(out + 128, 32); /* second half's start */
     }
@@ -269,6 +274,60 @@ static void engine_session_leaves_no_secret_in_freed_memory(void **state)
     assert_true(n_patterns >= 10); /* 4 M halves x2, 2 M, 2 K, 2 secrets, d */
 }
 
+/* RSA jobs (defer_crypto): a job holding the decrypted M_peer is wiped when freed, whether given
+ * back or dropped; a job dropped without running is freed with everything it held. */
+static void jobs_leave_no_secret_in_freed_memory(void **state)
+{
+    (void)state;
+    pkm_engine_config_t cc, sc;
+    pkm_engine_config_init(&cc, PKM_ROLE_CLIENT);
+    pkm_engine_config_init(&sc, PKM_ROLE_SERVER);
+    cc.client_key = t_client_key(&g_keys);
+    sc.server_key = g_keys.server_key;
+    cc.random = sc.random = recording_random; /* the M halves become patterns */
+    cc.defer_crypto = sc.defer_crypto = 1;
+    for (int round = 0; round < 2; round++) {
+        pkm_engine_t *c = NULL, *s = NULL;
+        if (round == 1) cc.client_key = t_client_key(&g_keys);
+        assert_int_equal(pkm_engine_new(&cc, &c), 0);
+        assert_int_equal(pkm_engine_new(&sc, &s), 0);
+        t_pump pump;
+        t_pump_init(&pump, c, s, 0);
+        pump.no_work = 1;
+        t_pump_run(&pump); /* up to both KeyShares: each side wants its decryption job */
+        assert_int_equal(pkm_engine_wants(c) & PKM_WANT_JOB, PKM_WANT_JOB);
+        assert_int_equal(pkm_engine_wants(s) & PKM_WANT_JOB, PKM_WANT_JOB);
+        pkm_job_t *jc = NULL, *js = NULL;
+        if (round == 0) {
+            /* Dropped without running: the job and its key reference go, nothing is left. */
+            long live0 = pkm_live;
+            assert_int_equal(pkm_engine_job_take(s, &js), 0);
+            assert_int_equal(pkm_live, live0 + 1);
+            assert_int_equal(pkm_engine_wants(s) & PKM_WANT_JOB, 0); /* taken */
+            pkm_job_free(js);
+            assert_int_equal(pkm_live, live0);
+            /* Run, then dropped (its connection went away): it holds M_server until freed. */
+            assert_int_equal(pkm_engine_job_take(c, &jc), 0);
+            assert_int_equal(pkm_job_run(jc), 0);
+            int v0 = violations;
+            scan((const uint8_t *)jc, hdr_size(jc), "a live job");
+            assert_int_equal(violations, v0 + 1); /* so the wipe below is what the test sees */
+            violations = v0;
+            pkm_job_free(jc);
+        } else {
+            /* Run and given back: the engines go on to establish. */
+            pump.no_work = 0;
+            t_pump_run(&pump);
+            assert_int_equal(pkm_engine_state(c), PKM_STATE_ESTABLISHED);
+            assert_int_equal(pkm_engine_state(s), PKM_STATE_ESTABLISHED);
+        }
+        t_pump_done(&pump);
+        pkm_engine_free(c);
+        pkm_engine_free(s);
+    }
+    if (violations) fail_msg("%d block(s) held secrets; first: %s", violations, violation_what);
+}
+
 int main(void)
 {
     /* Before OpenSSL allocates anything: every block it frees is scanned too. */
@@ -280,6 +339,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(scanner_catches_an_unwiped_block),
         cmocka_unit_test(engine_session_leaves_no_secret_in_freed_memory),
+        cmocka_unit_test(jobs_leave_no_secret_in_freed_memory),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
     pkm_set_allocator(NULL, NULL, NULL);

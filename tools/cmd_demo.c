@@ -373,15 +373,23 @@ static int flush_out(struct demo *d)
     return 0;
 }
 
-/* Reads until the engine yields a packet. */
+/* Drives the engine, over what it wants, until it yields a packet. */
 static int next_packet(struct demo *d, pkm_packet_t *pkt)
 {
     uint8_t buf[4096];
     for (;;) {
-        int r = pkm_engine_next_packet(d->e, pkt);
-        if (r == 1) return 0;
-        if (r < 0) return demo_error(d, "%s", pkm_strerror(r));
-        if (flush_out(d) < 0) return -1;
+        unsigned w = pkm_engine_wants(d->e);
+        if (w & PKM_WANT_CLOSED) return demo_error(d, "%s", pkm_strerror(pkm_engine_error(d->e)));
+        if (w & PKM_WANT_SEND) {
+            if (flush_out(d) < 0) return -1;
+            continue;
+        }
+        if (w & PKM_WANT_PACKET) {
+            int r = pkm_engine_next_packet(d->e, pkt);
+            if (r == 1) return 0;
+            if (r < 0) return demo_error(d, "%s", pkm_strerror(r));
+            continue; /* not all in yet: the bit is clear now */
+        }
         size_t got;
         if (read_some(d, buf, sizeof buf, &got) < 0 || feed(d, buf, got) < 0) return -1;
     }
@@ -620,7 +628,7 @@ static int wrong_password(struct demo *d, uint16_t port, const char *server_fp,
 {
     pkm_conn_config_t cfg;
     pkm_conn_config_init(&cfg);
-    cfg.pin_fingerprint = server_fp;
+    cfg.engine.pin_fingerprint = server_fp;
     char err[PKM_ERRMSG_SIZE];
     cfg.errbuf = err;
     cfg.errbuf_size = sizeof err;
@@ -665,10 +673,10 @@ static int demo_run(struct demo *d, pkm_key_t *skey, pkm_key_t *ckey, const char
     pkm_server_config_init(&cfg);
     cfg.host = "127.0.0.1";
     cfg.port = 0;
-    cfg.server_key = skey;
+    cfg.engine.server_key = skey;
     cfg.raise_fd_limit = 0;
-    cfg.verify = srv_verify;
-    cfg.verify_ctx = d->reg;
+    cfg.engine.verify = srv_verify;
+    cfg.engine.verify_ctx = d->reg;
     cfg.on_connect = srv_on_connect;
     cfg.on_packet = srv_on_packet;
     cfg.on_close = srv_on_close;

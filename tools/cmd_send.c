@@ -480,10 +480,10 @@ static int run_send(const struct send_opts *o, const char *password, uint32_t ha
     /* The key seen is now trusted: pin it, so the handshake runs with exactly that key. */
     pkm_conn_config_t cfg;
     pkm_conn_config_init(&cfg);
-    cfg.pin_fingerprint = fp;
+    cfg.engine.pin_fingerprint = fp;
     if (password) {
-        cfg.secret = (const uint8_t *)password;
-        cfg.secret_len = strlen(password);
+        cfg.engine.secret = (const uint8_t *)password;
+        cfg.engine.secret_len = strlen(password);
     }
     cfg.handshake_timeout_ms = remaining_ms(deadline);
     cfg.errbuf = err;

@@ -227,10 +227,10 @@ int cmd_serve(int argc, char **argv)
     pkm_server_config_init(&cfg);
     cfg.host = host;
     cfg.port = (uint16_t)port;
-    cfg.server_key = key;
+    cfg.engine.server_key = key;
     if (password) {
-        cfg.secret = (const uint8_t *)password;
-        cfg.secret_len = strlen(password);
+        cfg.engine.secret = (const uint8_t *)password;
+        cfg.engine.secret_len = strlen(password);
     }
     cfg.max_conns = (size_t)max_conns;
     cfg.on_connect = on_connect;

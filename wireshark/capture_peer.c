@@ -89,17 +89,17 @@ int main(int argc, char **argv)
     if (r < 0) die("server key", r);
     pkm_conn_config_t sc;
     pkm_conn_config_init(&sc);
-    sc.server_key = key;
-    sc.secret = (const uint8_t *)secret;
-    sc.secret_len = strlen(secret);
+    sc.engine.server_key = key;
+    sc.engine.secret = (const uint8_t *)secret;
+    sc.engine.secret_len = strlen(secret);
     if ((r = pkm_listen("127.0.0.1", port, &sc, &listener)) < 0) die("listen", r);
     pthread_t t;
     if (pthread_create(&t, NULL, server, NULL) != 0) die("thread", PKM_ENOMEM);
 
     pkm_conn_config_t cc;
     pkm_conn_config_init(&cc);
-    cc.secret = (const uint8_t *)secret;
-    cc.secret_len = strlen(secret);
+    cc.engine.secret = (const uint8_t *)secret;
+    cc.engine.secret_len = strlen(secret);
     pkm_conn_t *c = NULL;
     if ((r = pkm_connect("127.0.0.1", port, &cc, &c)) < 0) die("connect", r);
     pkm_value_t req[] = {PKM_V_VERSION(1, 0), PKM_V_STR("{\"trainer\":\"Red\"}"),

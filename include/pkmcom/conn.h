@@ -14,8 +14,9 @@ extern "C" {
 
 /*
  * A pkm_conn_t is one established PkmCom/TCP connection over a socket it owns. Every call blocks
- * at most for the time it is given (timeout_ms: -1 = wait as long as it takes, 0 = do what can
- * be done now without waiting, > 0 = milliseconds). Internally the socket is non-blocking and
+ * at most for the time it is given (timeout_ms, an int64_t as every duration in the library:
+ * -1 = wait as long as it takes, 0 = do what can be done now without waiting, > 0 =
+ * milliseconds). Internally the socket is non-blocking and
  * every wait is a poll() against a CLOCK_MONOTONIC deadline; EINTR is retried, short reads and
  * writes are handled, SIGPIPE is never raised (MSG_NOSIGNAL), TCP_NODELAY is set.
  *
@@ -48,55 +49,39 @@ typedef struct pkm_listener pkm_listener_t;
  * the call and may be reused or freed afterwards, except for what it borrows (see each field).
  * Always start from pkm_conn_config_init(). */
 typedef struct pkm_conn_config {
-    /* Server (pkm_listen, pkm_conn_from_fd with PKM_ROLE_SERVER), required: the long-term
-     * RSA-2048 key pair. BORROWED: it must outlive the listener and every connection made with
-     * it. Must be NULL for a client. */
-    const pkm_key_t *server_key;
-
-    /* Client only, optional: the ephemeral key pair. OWNERSHIP PASSES to the library when
-     * pkm_connect() or pkm_conn_from_fd() is called, whatever the result (it is freed, and so
-     * wiped, with the connection, or at once on failure; also when given to pkm_listen(), which
-     * frees it and fails with PKM_EINVAL). To reuse one key for several connections pass
-     * pkm_key_ref(key). NULL: a key is taken from `keypool`, or generated (~100 ms, counted in the
-     * handshake timeout). */
-    pkm_key_t *client_key;
-
-    /* Client only, optional: pool of ready ephemeral keys. BORROWED: must outlive the call. */
-    pkm_keypool_t *keypool;
-
-    /* Optional secret S for alternative handshaking (a password's UTF-8 bytes; at most
-     * PKM_MAX_SECRET). Copied: pkm_listen() keeps a copy for every accepted connection, wiped by
-     * pkm_listener_close(). NULL/0 = none. Both sides must agree. */
-    const uint8_t *secret;
-    size_t secret_len;
-
-    /* Client only, optional: the server's expected fingerprint "SHA256:..." (copied). Another key
-     * fails the handshake with PKM_EPIN; a server that shows the pinned key but cannot prove it
-     * holds its private half (or whose secret differs) fails it with PKM_ENOPROOF. A connection
-     * made with a pin has authenticated the server (see pkm_engine_config_t.pin_fingerprint and
-     * docs/PROTOCOL.md section 8). */
-    const char *pin_fingerprint;
-
-    /* Largest packet Size accepted (default PKM_DEFAULT_MAX_SIZE, 1 MiB) and bound on the bytes
-     * waiting to be written (default PKM_DEFAULT_MAX_SEND_BUFFER): see pkm_engine_config_t. */
-    size_t max_packet_size;
-    size_t max_send_buffer;
-
-    /* Optional check of every received packet (see pkm_engine_config_t.verify). ctx BORROWED:
-     * must outlive the connections (for a listener: every connection it accepts). */
-    int (*verify)(void *ctx, const pkm_packet_t *pkt);
-    void *verify_ctx;
+    /* The engine's configuration (engine.h: keys, key pool, secret, pin, max_packet_size,
+     * max_send_buffer, verify, random), with the same names, defaults, ownership and checks.
+     * The call sets engine.role itself (pkm_connect: client; pkm_listen: server; pkm_conn_from_fd:
+     * its `role`), and RSA work is always done inline (engine.defer_crypto is ignored).
+     * Ownership and lifetimes as the engine's, per connection, with these additions:
+     * - engine.server_key: BORROWED, it must outlive the listener and every connection made
+     *   with it. Required for a server, NULL for a client.
+     * - engine.client_key: OWNERSHIP PASSES when pkm_connect() or pkm_conn_from_fd() is called,
+     *   whatever the result (freed, and so wiped, with the connection, or at once on failure;
+     *   also when given to pkm_listen(), which frees it and fails with PKM_EINVAL). To reuse one
+     *   key for several connections pass pkm_key_ref(key). NULL: a key is taken from
+     *   engine.keypool (BORROWED: must outlive the call), or generated (~100 ms, counted in the
+     *   handshake timeout).
+     * - engine.secret: copied; pkm_listen() keeps a copy for every accepted connection, wiped by
+     *   pkm_listener_close().
+     * - engine.pin_fingerprint (client): another key fails the handshake with PKM_EPIN; a server
+     *   that shows the pinned key but cannot prove it holds its private half (or whose secret
+     *   differs) fails it with PKM_ENOPROOF. A connection made with a pin has authenticated the
+     *   server (docs/PROTOCOL.md section 8).
+     * - engine.verify_ctx, engine.random_ctx: BORROWED, must outlive the connections (for a
+     *   listener: every connection it accepts). */
+    pkm_engine_config_t engine;
 
     /* Bound on the whole handshake, from the first byte to the confirmation (default 10000 ms;
      * 0 = no bound). On expiry the handshake fails with PKM_ETIMEOUT. */
-    int handshake_timeout_ms;
+    int64_t handshake_timeout_ms;
     /* Bound on pkm_connect's TCP connection, all resolved addresses together (default 10000 ms;
      * 0 = only the operating system's own bound). Expiry: PKM_ECONNECT ("timed out"). */
-    int connect_timeout_ms;
+    int64_t connect_timeout_ms;
     /* Idle bound (default 0 = none): when pkm_conn_recv() waits and no byte at all has arrived
      * from the peer for this long (counted from the last byte received, or from the end of the
      * handshake), the connection is closed with PKM_ETIMEOUT. */
-    int idle_timeout_ms;
+    int64_t idle_timeout_ms;
 
     /* Optional: where pkm_connect(), pkm_conn_from_fd() and pkm_listen() write, on failure, a
      * NUL-terminated sentence saying what failed (truncated to errbuf_size; PKM_ERRMSG_SIZE is
@@ -107,8 +92,8 @@ typedef struct pkm_conn_config {
     size_t errbuf_size;
 } pkm_conn_config_t;
 
-/* Fills *cfg with the defaults: everything NULL/0 except max_packet_size, max_send_buffer,
- * handshake_timeout_ms and connect_timeout_ms. */
+/* Fills *cfg with the defaults: engine as pkm_engine_config_init() makes it (role 0: set by the
+ * call), handshake_timeout_ms and connect_timeout_ms; everything else NULL/0. */
 PKM_API void pkm_conn_config_init(pkm_conn_config_t *cfg);
 
 /* ---- making connections ---- */
@@ -121,15 +106,15 @@ PKM_API void pkm_conn_config_init(pkm_conn_config_t *cfg);
  * range, inconsistent config), PKM_ERESOLVE, PKM_ECONNECT (refused, unreachable, timed out),
  * PKM_ETIMEOUT (handshake too slow), PKM_EHANDSHAKE (wrong secret, or not the server you
  * expected), PKM_EPIN, PKM_ECONNRESET, PKM_EIO, PKM_ENOMEM, or any handshake error of the engine
- * (PKM_EKEY, PKM_EKEYLEN, ...). Ownership of cfg->client_key passes in every case. */
+ * (PKM_EKEY, PKM_EKEYLEN, ...). Ownership of cfg->engine.client_key passes in every case. */
 PKM_API int pkm_connect(const char *host, int port, const pkm_conn_config_t *cfg, pkm_conn_t **out);
 
 /* Server: binds a TCP socket to host:port (host: a numeric IPv4 or IPv6 address or a name; NULL
  * = every interface, IPv6 dual-stack when available, else IPv4; port 0 = an ephemeral port, see
- * pkm_listener_port) with SO_REUSEADDR, and listens. cfg->server_key is required. The listener
- * keeps what it needs of cfg (server_key and verify_ctx stay BORROWED). *out is the caller's
- * (pkm_listener_close). Errors: PKM_EINVAL, PKM_ERESOLVE, PKM_EIO (bind/listen failed: see
- * cfg->errbuf), PKM_ENOMEM. */
+ * pkm_listener_port) with SO_REUSEADDR, and listens. cfg->engine.server_key is required. The
+ * listener keeps what it needs of cfg (engine.server_key and engine.verify_ctx stay BORROWED). *out
+ * is the caller's (pkm_listener_close). Errors: PKM_EINVAL, PKM_ERESOLVE, PKM_EIO (bind/listen
+ * failed: see cfg->errbuf), PKM_ENOMEM. */
 PKM_API int pkm_listen(const char *host, int port, const pkm_conn_config_t *cfg,
                        pkm_listener_t **out);
 
@@ -156,8 +141,8 @@ PKM_API const char *pkm_listener_errmsg(const pkm_listener_t *l);
  * already accepted are independent and stay open. NULL is allowed. */
 PKM_API void pkm_listener_close(pkm_listener_t *l);
 
-/* Runs the handshake as `role` (PKM_ROLE_CLIENT or PKM_ROLE_SERVER; cfg->server_key required for
- * a server) over fd, an already connected stream socket (TCP, or a socketpair for tests).
+/* Runs the handshake as `role` (PKM_ROLE_CLIENT or PKM_ROLE_SERVER; cfg->engine.server_key required
+ * for a server) over fd, an already connected stream socket (TCP, or a socketpair for tests).
  * OWNERSHIP of fd PASSES to the library at the call, whatever the result: on success the
  * connection owns it (it is made non-blocking and closed by pkm_conn_close); on failure it has
  * been closed. Do not read, write or close fd yourself afterwards. Errors as pkm_connect (except
@@ -177,12 +162,12 @@ PKM_API int pkm_conn_from_fd(int fd, int role, const pkm_conn_config_t *cfg, pkm
  * queued, connection still usable); or an error that closed the connection. While waiting it also
  * reads what the peer sends (buffered for pkm_conn_recv). */
 PKM_API int pkm_conn_send(pkm_conn_t *c, uint8_t id, uint32_t hash, const void *content,
-                          size_t size, int timeout_ms);
+                          size_t size, int64_t timeout_ms);
 
 /* Writes out the bytes still waiting to go (after a PKM_EAGAIN from pkm_conn_send). Returns 0
  * when none are left, PKM_EAGAIN if the timeout ran out first, or an error that closed the
  * connection. */
-PKM_API int pkm_conn_flush(pkm_conn_t *c, int timeout_ms);
+PKM_API int pkm_conn_flush(pkm_conn_t *c, int64_t timeout_ms);
 
 /* Receives one packet. Returns 1 with *out filled: out->content points into the connection's
  * buffer and stays valid until the next call on this connection (copy what you keep). Returns
@@ -191,7 +176,7 @@ PKM_API int pkm_conn_flush(pkm_conn_t *c, int timeout_ms);
  * the connection: PKM_EEOF (the peer closed between packets: the normal end), PKM_ETIMEOUT (idle
  * timeout), PKM_ECONNRESET, PKM_EPADDING, PKM_ETOOBIG, PKM_EPROTO, the verify hook's error, ...
  * Bytes waiting to be sent are written while waiting. */
-PKM_API int pkm_conn_recv(pkm_conn_t *c, pkm_packet_t *out, int timeout_ms);
+PKM_API int pkm_conn_recv(pkm_conn_t *c, pkm_packet_t *out, int64_t timeout_ms);
 
 /* Re-establishes the secret (WIRE-PROFILE section 5) and runs the whole exchange to completion:
  * returns 0 once established again under K', IV'. `secret` (copied, wiped once used; NULL/0 =
@@ -202,7 +187,8 @@ PKM_API int pkm_conn_recv(pkm_conn_t *c, pkm_packet_t *out, int timeout_ms);
  * Errors close the connection: PKM_EHANDSHAKE (e.g. different secrets), PKM_ETIMEOUT (not done
  * within timeout_ms; -1 = no bound), ...; these do not close it: PKM_ESTATE (not established),
  * PKM_EINVAL (secret longer than PKM_MAX_SECRET, or NULL with a length), PKM_ENOMEM. */
-PKM_API int pkm_conn_rekey(pkm_conn_t *c, const uint8_t *secret, size_t secret_len, int timeout_ms);
+PKM_API int pkm_conn_rekey(pkm_conn_t *c, const uint8_t *secret, size_t secret_len,
+                           int64_t timeout_ms);
 
 /* The socket, for the caller's own poll(); -1 once the connection is closed. Owned by the
  * connection: do not close it. Bytes may already be buffered inside the connection, so a

@@ -21,8 +21,8 @@ extern "C" {
  *   app     -> pkm_engine_seal_packet() -> the caller's own buffer -> network   (optional)
  *
  * Handshake messages are processed as their bytes are acknowledged (recv_ack / feed), so the
- * caller's loop is: read what the socket has into recv_buf, ack it, write out what send_buf
- * holds, take packets with next_packet, run pkm_engine_work() when pkm_engine_wants_work().
+ * caller's loop asks pkm_engine_wants() what to do next: write out what send_buf holds, read what
+ * the socket has into recv_buf and ack it, take packets with next_packet, run RSA work.
  * Once established, received ciphertext is decrypted only when next_packet asks for a packet
  * (lazily), so the byte where a re-establishment switches the stream back to clear text is
  * never decrypted by mistake.
@@ -31,9 +31,14 @@ extern "C" {
  * says why, the unsent bytes are dropped (no message is ever sent because of a failure) and the
  * caller closes the connection. Calls on a closed engine return its error (or PKM_ECLOSED).
  *
- * Threads: an engine is used by one thread at a time (pkm_engine_work() may run on another thread
- * while the caller makes no other call on that engine). Different engines are independent.
+ * Threads: an engine is used by one thread at a time, and never leaves it: with defer_crypto, its
+ * RSA private-key work is handed out as a job (pkm_engine_job_take) that holds copies of its
+ * inputs and runs on any thread (pkm_job_run) while the engine goes on; the engine takes the
+ * result back on its own thread (pkm_engine_job_done). Different engines are independent.
  */
+
+/* One piece of RSA work an engine handed out (see "RSA work as jobs" below). Opaque. */
+typedef struct pkm_job pkm_job_t;
 
 typedef struct pkm_engine pkm_engine_t;
 
@@ -61,19 +66,21 @@ typedef struct pkm_engine_config {
     int role; /* PKM_ROLE_CLIENT or PKM_ROLE_SERVER */
 
     /* Server only, required: the server's long-term RSA-2048 key pair. BORROWED: it must outlive
-     * the engine; one key may serve any number of engines at once (it is never modified). */
+     * the engine; one key may serve any number of engines at once (it is never modified; a job
+     * holds a reference of its own, pkm_key_ref, so it may outlive both). */
     const pkm_key_t *server_key;
 
     /* Client only, optional: the ephemeral key pair to use. OWNERSHIP PASSES to the engine when
      * pkm_engine_new() is called, whether it succeeds or not (also when the config is rejected,
      * e.g. for a server): the engine frees (and so wipes) it.
      * Do not use or free it afterwards. NULL: the engine takes a key from `keypool`, or generates
-     * one (~100 ms, done in pkm_engine_work() when defer_crypto is set). The client keeps the key
-     * until pkm_engine_free(), since a re-establishment reuses it. */
+     * one (~100 ms; a job when defer_crypto is set). The client keeps the key until
+     * pkm_engine_free(), since a re-establishment reuses it. */
     pkm_key_t *client_key;
 
     /* Client only, optional: pool to take the ephemeral key from when client_key is NULL.
-     * BORROWED: it must outlive the engine. */
+     * BORROWED: it must outlive the engine and every job taken from it (the key-generation job
+     * takes the key from the pool). */
     pkm_keypool_t *keypool;
 
     /* Optional secret S for alternative handshaking: K_cs = SHA-256(M || S || 0x43) and
@@ -107,8 +114,8 @@ typedef struct pkm_engine_config {
 
     /* Nonzero: the expensive RSA private-key work (decrypting the peer's KeyShare; a client's key
      * generation when it has no key) is not done inside recv_ack/feed/rekey; the engine instead
-     * reports pkm_engine_wants_work() and the caller runs pkm_engine_work(), e.g. on a worker
-     * thread. Zero (default): the work is done inline. */
+     * sets PKM_WANT_JOB and hands the work out as a job (pkm_engine_job_take), for the caller to
+     * run anywhere, e.g. on a worker thread. Zero (default): the work is done inline. */
     int defer_crypto;
 
     /* Optional check of each received application packet (never the handshake's 0xFF), e.g. a
@@ -124,7 +131,8 @@ typedef struct pkm_engine_config {
      * deterministic test vectors; each KeyShare asks for M, then for IV. Returns 0 on success,
      * nonzero on failure (the engine closes with PKM_ERANDOM). NULL (default): OpenSSL's
      * RAND_bytes. The RSA PKCS#1 v1.5 padding and the implicit-rejection substitute always use
-     * OpenSSL's generator. May be called from pkm_engine_work()'s thread. ctx is borrowed. */
+     * OpenSSL's generator. Called on the engine's thread only (never from a job). ctx is borrowed.
+     */
     int (*random)(void *ctx, uint8_t *out, size_t n);
     void *random_ctx;
 
@@ -133,8 +141,8 @@ typedef struct pkm_engine_config {
      * KeyShare IV, K_cs, K_sc and the combined IV, as soon as they are derived. THE ENTRY HOLDS THE
      * SESSION'S SECRETS: whoever gets it and a capture reads and forges the traffic. It is
      * BORROWED for the call only (the engine wipes it afterwards): copy what you keep, and wipe
-     * your copy. Called from the thread that runs the handshake (pkm_engine_work()'s with
-     * defer_crypto). ctx is borrowed. Independently of this, when the environment variable
+     * your copy. Called on the engine's own thread (with defer_crypto, from
+     * pkm_engine_job_done(), never from a job's thread). ctx is borrowed. Independently of this, when the environment variable
      * PKMCOM_KEYLOGFILE names a file at pkm_engine_new() (and the program is not set-id), the
      * engine appends the entry's line to that file (created 0600). */
     void (*keylog_fn)(void *ctx, const pkm_keylog_entry_t *entry);
@@ -160,8 +168,8 @@ PKM_API void pkm_engine_free(pkm_engine_t *e);
 /* Where to put bytes read from the network: returns a pointer to *cap writable bytes. The buffer
  * grows only as bytes arrive (never to a size a packet header merely announces). *cap == 0
  * (pointer NULL) when the engine is closed, or when it already buffers as much as it will
- * (about one largest packet): take packets with pkm_engine_next_packet() (or run
- * pkm_engine_work()) first. The pointer is valid until the next call on the engine. */
+ * (about one largest packet): take packets with pkm_engine_next_packet() first. The pointer is
+ * valid until the next call on the engine. */
 PKM_API uint8_t *pkm_engine_recv_buf(pkm_engine_t *e, size_t *cap);
 
 /* Tells the engine that n bytes were written at pkm_engine_recv_buf() (n <= the cap it gave,
@@ -231,7 +239,7 @@ PKM_API int pkm_engine_seal_packet(pkm_engine_t *e, uint8_t id, uint32_t hash,
 
 /* Takes the next received packet. Returns 1 with *out filled; out->content points into the
  * engine's receive buffer and stays valid until the next call of pkm_engine_recv_buf, _recv_ack,
- * _feed, _recv_eof, _next_packet, _rekey, _work or _free on this engine (copy what you keep).
+ * _feed, _recv_eof, _next_packet, _rekey, _job_done or _free on this engine (copy what you keep).
  * Returns 0 when no complete packet is buffered yet (always during a handshake or a
  * re-establishment), or a negative error: the engine is now closed with it (PKM_ENEGLEN,
  * PKM_ETOOBIG, PKM_EPADDING, PKM_EPROTO for an 0xFF packet, the verify hook's error, PKM_EEOF
@@ -258,16 +266,64 @@ PKM_API int pkm_engine_next_packet(pkm_engine_t *e, pkm_packet_t *out);
  * wait (see pkm_engine_queue_packet). Returns 0 or the error that closed the engine. */
 PKM_API int pkm_engine_rekey(pkm_engine_t *e, const uint8_t *secret, size_t secret_len);
 
-/* ---- deferred crypto (config.defer_crypto) ---- */
+/* ---- what the engine wants ---- */
 
-/* 1 when the engine waits for pkm_engine_work() (it then processes no more received bytes,
- * though more may still be put in with recv_buf/recv_ack/feed), 0 otherwise. */
-PKM_API int pkm_engine_wants_work(const pkm_engine_t *e);
+/* Bits of pkm_engine_wants(), as BearSSL's br_ssl_engine_current_state(): */
+#define PKM_WANT_SEND   0x01u /* bytes wait in pkm_engine_send_buf(): write them, send_ack */
+#define PKM_WANT_RECV   0x02u /* the engine takes bytes: pkm_engine_recv_buf() has room */
+#define PKM_WANT_PACKET 0x04u /* call pkm_engine_next_packet(): see below */
+#define PKM_WANT_JOB    0x08u /* RSA work waits (defer_crypto): pkm_engine_job_take() */
+#define PKM_WANT_CLOSED 0x10u /* the engine is closed (alone: no other bit is set) */
 
-/* Does the pending RSA private-key work, then goes on with the handshake as far as the buffered
- * bytes allow. May run on any thread, provided no other call is made on this engine meanwhile.
- * Returns 0 (also when there was nothing to do) or the error that closed the engine. */
-PKM_API int pkm_engine_work(pkm_engine_t *e);
+/* What the engine needs next, a combination of the PKM_WANT_* bits; 0 when it waits for nothing
+ * the caller could do (e.g. while its job is out, after the peer closed).
+ * PKM_WANT_PACKET: established, and either the end of the stream was reported (next_packet
+ * then closes the engine with PKM_EEOF or PKM_EPROTO), or at least one block of a packet is
+ * buffered. A packet's length is known only once its first block is decrypted, which
+ * next_packet does lazily (never wants()): so next_packet may return 0 when the bit was set,
+ * after which the bit stays clear until the rest of the packet has arrived. A driver is a loop:
+ *   w = pkm_engine_wants(e): CLOSED: close the socket, done; JOB: take the job, run it (here or
+ *   elsewhere) and give it back with pkm_engine_job_done;
+ *   SEND: write send_buf, send_ack; PACKET: next_packet; RECV: read into recv_buf, recv_ack
+ *   (0 bytes read: pkm_engine_recv_eof); wait for the socket when nothing moved.
+ * A pure function of the engine's state: no side effect. NULL counts as closed. */
+PKM_API unsigned pkm_engine_wants(const pkm_engine_t *e);
+
+/* ---- RSA work as jobs (config.defer_crypto) ---- */
+
+/* An engine configured with defer_crypto hands each piece of RSA private-key work out as a job:
+ * a client's key generation (or its take from the key pool) and the decryption of the peer's
+ * KeyShare (two RSA private-key operations). At most one job at a time. While a job is wanted or
+ * out, the engine processes no more received bytes (more may still be put in with recv_buf /
+ * recv_ack / feed / recv_eof) and everything else works as usual.
+ * Life of a job:  take (engine's thread) -> run (any thread) -> done (engine's thread)
+ *                                                            -> or pkm_job_free (anywhere).
+ * A job holds copies of what it needs (a reference to the private key, the ciphertexts) and no
+ * pointer to its engine, so it may be run or freed after the engine was freed. */
+
+/* Takes the job the engine wants (PKM_WANT_JOB). *out is the caller's: give it back with
+ * pkm_engine_job_done(), or drop it with pkm_job_free() (e.g. when the connection went away).
+ * Returns 0, PKM_ESTATE (no job wanted; *out NULL), or the error that closed the engine
+ * (PKM_ENOMEM: the job could not be allocated). */
+PKM_API int pkm_engine_job_take(pkm_engine_t *e, pkm_job_t **out);
+
+/* Does the job's work. Pure: touches nothing but the job (and, for a key-generation job, the
+ * borrowed key pool), so it may run on any thread while the engine is in use elsewhere; one
+ * thread at a time per job. Returns 0 or the error the engine will close with at done (also
+ * stored in the job); running a job twice does nothing more. */
+PKM_API int pkm_job_run(pkm_job_t *job);
+
+/* Gives the job back to the engine that handed it out, on the engine's thread, and frees the job
+ * (in every case). A job not run yet is run first, here. The engine then goes on with the
+ * handshake as far as the buffered bytes allow. Returns 0, PKM_EINVAL (NULL, or not the job this
+ * engine waits for: the engine is unchanged), or the error that closed the engine (the job's, or
+ * the engine's own if it was closed meanwhile). */
+PKM_API int pkm_engine_job_done(pkm_engine_t *e, pkm_job_t *job);
+
+/* Frees a job without giving it back, run or not, wiping what it holds (the decrypted M, a key
+ * made and not taken) and dropping its key reference. Its engine, if still alive, then waits for
+ * that job forever: free or close it. Any thread. NULL is allowed. */
+PKM_API void pkm_job_free(pkm_job_t *job);
 
 /* ---- memory ---- */
 
@@ -277,7 +333,7 @@ PKM_API int pkm_engine_work(pkm_engine_t *e);
  * allocated again when bytes next arrive or are queued. A partly received packet or unsent bytes
  * keep their buffer. Meant for a server's idle sweep (connections quiet for a while), not after
  * every packet: the next bytes then cost an allocation. Invalidates pointers from recv_buf /
- * send_buf / next_packet. Not while pkm_engine_work() runs. NULL is allowed. */
+ * send_buf / next_packet. A job out is unaffected (it holds copies). NULL is allowed. */
 PKM_API void pkm_engine_trim(pkm_engine_t *e);
 
 /* ---- status ---- */

@@ -16,17 +16,20 @@ extern "C" {
  * Model. pkm_server_new() binds and listens (so the port is known, and clients may connect,
  * before pkm_server_run()); pkm_server_run() runs the loop on the calling thread until
  * pkm_server_stop(). Each accepted connection gets its own sans-IO engine (engine.h) with
- * defer_crypto set. During a handshake (the first, or a re-establishment) the bytes read are
- * processed on libuv's thread pool (uv_queue_work; its size is libuv's, UV_THREADPOOL_SIZE,
- * default 4): the client key's parsing, the two RSA encryptions of the server's KeyShare and the
- * two RSA private-key decryptions of the client's, so a handshake never stalls other
- * connections. While a connection's engine is on the pool the loop does not read from it and
- * makes no call on its engine. Established traffic (AES) is processed on the loop.
+ * defer_crypto set, which stays on the loop thread. The expensive part of a handshake (the
+ * first, or a re-establishment), the two RSA private-key decryptions of the client's KeyShare,
+ * is the engine's job (pkm_engine_job_take): it runs on libuv's thread pool (uv_queue_work; its
+ * size is libuv's, UV_THREADPOOL_SIZE, default 4), so a handshake never stalls other
+ * connections; the client key's parsing and the two RSA public-key encryptions of the server's
+ * KeyShare (about 0.15 ms together) are done on the loop. Meanwhile the loop goes on reading
+ * from that connection into its engine. A connection that closes while its job is still queued
+ * has the job cancelled (never run); a job already running is freed when it ends. Established
+ * traffic (AES) is processed on the loop.
  *
  * Writes: everything queued for a connection during one loop turn goes out in one write, just
  * before the loop next waits for events (uv_try_write; what the socket does not take is copied
  * into a buffer of its own and written with uv_write). A connection whose unsent bytes would
- * exceed max_send_queue (a client that does not read) is dropped: closed with PKM_EQUEUE.
+ * exceed engine.max_send_buffer (a client that does not read) is dropped: closed with PKM_EQUEUE.
  *
  * Memory: a connection that has read nothing for `trim_after_ms` gives its engine's buffers back
  * (pkm_engine_trim); an idle established connection then costs about 5.3 KiB of heap (measured
@@ -58,7 +61,7 @@ enum pkm_log_level {
 
 /* Defaults of pkm_server_config_init(). */
 #define PKM_SERVER_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000
-#define PKM_SERVER_DEFAULT_MAX_SEND_QUEUE       (1u << 20)
+#define PKM_SERVER_DEFAULT_MAX_SEND_BUFFER      (1u << 20)
 #define PKM_SERVER_DEFAULT_TRIM_AFTER_MS        1000
 #define PKM_SERVER_DEFAULT_BACKLOG              511
 
@@ -75,13 +78,23 @@ typedef struct pkm_server_config {
     uint16_t port; /* 0 = an ephemeral port: read it with pkm_server_port() */
     int backlog;   /* listen(2) backlog; default PKM_SERVER_DEFAULT_BACKLOG */
 
-    /* Required: the server's long-term RSA-2048 key pair. BORROWED: it must outlive the server. */
-    const pkm_key_t *server_key;
-
-    /* Optional secret S for alternative handshaking (a password's UTF-8 bytes); every client
-     * must use the same. Copied (and wiped by pkm_server_free). NULL/0 = none. */
-    const uint8_t *secret;
-    size_t secret_len;
+    /* Every connection's engine configuration (engine.h), with its names, meanings and checks.
+     * The server sets engine.role (server) and engine.defer_crypto (its RSA work runs as jobs on
+     * the thread pool) itself. In particular:
+     * - engine.server_key: required, the long-term RSA-2048 key pair. BORROWED: it must outlive
+     *   the server.
+     * - engine.secret: optional secret S (a password's UTF-8 bytes); every client must use the
+     *   same. Copied (and wiped by pkm_server_free). NULL/0 = none.
+     * - engine.max_packet_size: largest packet Size accepted from a client (default
+     *   PKM_DEFAULT_MAX_SIZE, 1 MiB); a larger one closes the connection with PKM_ETOOBIG.
+     * - engine.max_send_buffer: per connection, bound on the bytes queued and not yet written to
+     *   the socket (engine output plus an unfinished write). A pkm_server_send() that would
+     *   exceed it drops the connection (PKM_EQUEUE). Default here
+     *   PKM_SERVER_DEFAULT_MAX_SEND_BUFFER (1 MiB).
+     * - engine.verify: optional check of each received packet; verify_ctx is borrowed and called
+     *   only on the loop thread.
+     * - client-only fields (client_key, keypool, pin_fingerprint) must stay NULL. */
+    pkm_engine_config_t engine;
 
     /* Connection cap: at most max_conns connections (handshaking or established) at once.
      * Beyond it a new TCP connection is accepted and closed at once, without a byte (the client
@@ -91,35 +104,21 @@ typedef struct pkm_server_config {
 
     /* The whole handshake must complete within this many ms of the connection's acceptance,
      * else the connection is closed with PKM_ETIMEOUT. Default 10000; 0 = no limit. */
-    uint64_t handshake_timeout_ms;
+    int64_t handshake_timeout_ms;
 
     /* An established connection that sends nothing for this many ms is closed with
      * PKM_ETIMEOUT. 0 (default) = never. */
-    uint64_t idle_timeout_ms;
-
-    /* Per connection: bound on the bytes queued and not yet written to the socket (engine
-     * output plus an unfinished write). A pkm_server_send() that would exceed it drops the
-     * connection (PKM_EQUEUE). Default PKM_SERVER_DEFAULT_MAX_SEND_QUEUE (1 MiB). */
-    size_t max_send_queue;
-
-    /* Largest packet Size accepted from a client (default PKM_DEFAULT_MAX_SIZE, 1 MiB); a larger
-     * one closes the connection with PKM_ETOOBIG. */
-    size_t max_packet_size;
+    int64_t idle_timeout_ms;
 
     /* An established connection that has read nothing for this many ms releases its engine's
      * drained buffers (pkm_engine_trim). Default PKM_SERVER_DEFAULT_TRIM_AFTER_MS; 0 = at once,
      * after every loop turn in which its buffers drained (least memory, one allocation per
      * read). */
-    uint64_t trim_after_ms;
+    int64_t trim_after_ms;
 
     /* Nonzero (default): pkm_server_new() raises this process's soft RLIMIT_NOFILE to the hard
      * limit, and warns (PKM_LOG_WARN) when even that is below what max_conns needs. */
     int raise_fd_limit;
-
-    /* Optional check of each received packet, passed to every engine (engine.h's verify). ctx
-     * is borrowed and may be called concurrently by nobody else: only on the loop thread. */
-    int (*verify)(void *ctx, const pkm_packet_t *pkt);
-    void *verify_ctx;
 
     /* Callbacks, all optional, all on the loop thread, all given `user` (borrowed). */
 
@@ -166,18 +165,23 @@ typedef struct pkm_server_stats {
     uint64_t bytes_in, bytes_out;     /* bytes read from / written to sockets */
 } pkm_server_stats_t;
 
-/* Fills *cfg with the defaults (everything else NULL/0). */
+/* Fills *cfg with the defaults: engine as pkm_engine_config_init(PKM_ROLE_SERVER) makes it but
+ * max_send_buffer = PKM_SERVER_DEFAULT_MAX_SEND_BUFFER, the timeouts, backlog and
+ * raise_fd_limit; everything else NULL/0. */
 PKM_API void pkm_server_config_init(pkm_server_config_t *cfg);
 
 /* Makes a server: creates its loop, binds and listens (the port is known on return), raises the
- * fd limit (raise_fd_limit). Errors: PKM_EINVAL (no server_key or not private, max_packet_size 0
- * or above INT32_MAX, max_send_queue 0, secret too long), PKM_ERESOLVE (host), PKM_EIO (bind or
+ * fd limit (raise_fd_limit). Errors: PKM_EINVAL (an engine config pkm_engine_new() refuses for
+ * a server: no server_key or not private, max_packet_size 0 or above INT32_MAX,
+ * max_send_buffer 0, secret too long, a client-only field set; a negative timeout or backlog),
+ * PKM_ERESOLVE (host), PKM_EIO (bind or
  * listen failed, e.g. address in use; the reason is logged), PKM_ENOMEM. *out is the caller's:
  * pkm_server_free(). */
 PKM_API int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out);
 
 /* Runs the loop on the calling thread until pkm_server_stop(): then stops accepting, closes every
- * connection (on_close with err 0 for each), waits for work in flight on the thread pool, and
+ * connection (on_close with err 0 for each; their queued jobs are cancelled), waits for the jobs
+ * already running on the thread pool, and
  * returns 0. PKM_ESTATE if called twice or concurrently. If stop was requested before run, run
  * returns at once after closing. */
 PKM_API int pkm_server_run(pkm_server_t *srv);
@@ -219,8 +223,8 @@ PKM_API size_t pkm_server_broadcast(pkm_server_t *srv, const pkm_server_conn_t *
  * connection; `content` is copied (encrypted into the connection's send buffer) before the call
  * returns. It is written before the loop next waits. Errors: PKM_EINVAL (id 0xFF, content NULL
  * with size > 0), PKM_ESTATE (handshake not completed yet), PKM_ECLOSED (closing or closed),
- * PKM_ETOOBIG (one packet larger than max_send_queue allows); PKM_EQUEUE: the bytes not yet
- * written would exceed max_send_queue, and the connection has been DROPPED (on_close with
+ * PKM_ETOOBIG (one packet larger than engine.max_send_buffer allows); PKM_EQUEUE: the bytes not yet
+ * written would exceed engine.max_send_buffer, and the connection has been DROPPED (on_close with
  * PKM_EQUEUE has run by the time this returns). During a re-establishment the packet waits and
  * goes out under the new key. */
 PKM_API int pkm_server_send(pkm_server_conn_t *conn, uint8_t id, uint32_t hash,

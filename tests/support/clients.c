@@ -22,6 +22,7 @@ typedef struct tcl_conn {
     uv_tcp_t tcp;
     uv_connect_t creq;
     uv_work_t work;
+    pkm_job_t *job; /* the RSA job on the thread pool, while busy */
     tcl_t *t;
     pkm_engine_t *eng;
     size_t idx, sent, got;
@@ -137,34 +138,43 @@ static void after_work(uv_work_t *w, int status)
 {
     tcl_conn_t *c = w->data;
     (void)status;
+    pkm_job_t *job = c->job;
     c->busy = 0;
-    if (uv_is_closing((uv_handle_t *)&c->tcp)) return;
+    c->job = NULL;
+    if (uv_is_closing((uv_handle_t *)&c->tcp)) {
+        pkm_job_free(job);
+        return;
+    }
+    pkm_engine_job_done(c->eng, job); /* an error closes the engine: pump sees it */
     pump(c);
 }
 
 static void do_work(uv_work_t *w)
 {
     tcl_conn_t *c = w->data;
-    pkm_engine_work(c->eng);
+    pkm_job_run(c->job); /* the job only: the engine stays on the loop thread */
 }
 
 static void pump(tcl_conn_t *c)
 {
     tcl_t *t = c->t;
     if (c->busy || c->state >= C_DONE) return;
-    if (pkm_engine_wants_work(c->eng)) {
-        flush(c);
-        c->busy = 1;
-        c->work.data = c;
-        uv_queue_work(&t->loop, &c->work, do_work, after_work);
-        return;
+    unsigned w = pkm_engine_wants(c->eng);
+    if (w & PKM_WANT_JOB) {
+        if (pkm_engine_job_take(c->eng, &c->job) == 0) {
+            flush(c);
+            c->busy = 1;
+            c->work.data = c;
+            uv_queue_work(&t->loop, &c->work, do_work, after_work);
+            return;
+        }
+        w = pkm_engine_wants(c->eng); /* closed by the failure */
     }
-    int st = pkm_engine_state(c->eng);
-    if (st == PKM_STATE_CLOSED) {
+    if (w & PKM_WANT_CLOSED) {
         finish(c, pkm_engine_error(c->eng));
         return;
     }
-    if (st == PKM_STATE_ESTABLISHED && c->state == C_HANDSHAKE) {
+    if (pkm_engine_state(c->eng) == PKM_STATE_ESTABLISHED && c->state == C_HANDSHAKE) {
         c->state = C_ECHO;
         t->res->established++;
         t->pending--;
@@ -206,9 +216,9 @@ static void on_alloc(uv_handle_t *h, size_t sugg, uv_buf_t *buf)
 {
     tcl_conn_t *c = h->data;
     size_t cap = 0;
-    uint8_t *p = NULL;
     (void)sugg;
-    if (!c->busy) p = pkm_engine_recv_buf(c->eng, &cap);
+    uint8_t *p =
+        pkm_engine_recv_buf(c->eng, &cap); /* also while a job is out: the engine stays here */
     *buf = uv_buf_init((char *)p, (unsigned)cap);
 }
 
@@ -222,7 +232,6 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         finish(c, c->state == C_DONE ? 0 : (n == UV_EOF ? PKM_EEOF : PKM_EIO));
         return;
     }
-    if (c->busy) return;
     pkm_engine_recv_ack(c->eng, (size_t)n);
     pump(c);
 }

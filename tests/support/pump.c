@@ -26,12 +26,22 @@ static void log_append(uint8_t **buf, size_t *len, size_t *cap, const uint8_t *s
     *len += n;
 }
 
+int t_run_job(pkm_engine_t *e)
+{
+    pkm_job_t *job = NULL;
+    int r = pkm_engine_job_take(e, &job);
+    if (r < 0) return r;
+    (void)pkm_job_run(job);
+    return pkm_engine_job_done(e, job);
+}
+
 /* One move from `from` to `to`; returns the bytes moved. */
 static size_t move(t_pump *p, pkm_engine_t *from, pkm_engine_t *to, int ab)
 {
+    if (!(pkm_engine_wants(from) & PKM_WANT_SEND) || (pkm_engine_wants(to) & PKM_WANT_CLOSED))
+        return 0;
     size_t len = 0;
     const uint8_t *src = pkm_engine_send_buf(from, &len);
-    if (len == 0 || pkm_engine_state(to) == PKM_STATE_CLOSED) return 0;
     if (p->chunk && len > p->chunk) len = p->chunk;
     if (p->use_feed) {
         if (p->record) {
@@ -66,22 +76,22 @@ size_t t_pump_run(t_pump *p)
         size_t moved = move(p, p->a, p->b, 1) + move(p, p->b, p->a, 0);
         int progress = moved > 0;
         if (!p->no_work) {
-            if (pkm_engine_wants_work(p->a)) {
-                (void)pkm_engine_work(p->a);
+            if (pkm_engine_wants(p->a) & PKM_WANT_JOB) {
+                (void)t_run_job(p->a);
                 progress = 1;
             }
-            if (pkm_engine_wants_work(p->b)) {
-                (void)pkm_engine_work(p->b);
+            if (pkm_engine_wants(p->b) & PKM_WANT_JOB) {
+                (void)t_run_job(p->b);
                 progress = 1;
             }
         }
         /* A closed engine's socket is closed: its peer reads EOF. */
-        if (pkm_engine_state(p->a) == PKM_STATE_CLOSED && !p->eof_b) {
+        if ((pkm_engine_wants(p->a) & PKM_WANT_CLOSED) && !p->eof_b) {
             p->eof_b = 1;
             (void)pkm_engine_recv_eof(p->b);
             progress = 1;
         }
-        if (pkm_engine_state(p->b) == PKM_STATE_CLOSED && !p->eof_a) {
+        if ((pkm_engine_wants(p->b) & PKM_WANT_CLOSED) && !p->eof_a) {
             p->eof_a = 1;
             (void)pkm_engine_recv_eof(p->a);
             progress = 1;

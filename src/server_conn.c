@@ -1,0 +1,568 @@
+/* SPDX-License-Identifier: MIT */
+/* One connection of the libuv server, its whole life as one state machine (enum conn_state):
+ * accepted, the handshake with its RSA job on the thread pool, packets both ways, a
+ * re-establishment, closing; and the per-connection calls of server.h. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <uv.h>
+#include "pkmcom/server.h"
+#include "internal.h"
+#include "server_internal.h"
+
+/* Bytes the socket did not take at once: copied out of the engine and written with uv_write. */
+struct wreq {
+    uv_write_t req;
+    pkm_server_conn_t *c;
+    size_t len;
+    uint8_t data[];
+};
+
+/* One connection's RSA job on the thread pool. The pool thread touches the job only (and srv's
+ * test hook). c is set to NULL when the connection closes first: the job is then cancelled if
+ * still queued, or freed when the pool hands it back, without touching the freed connection. */
+struct jobreq {
+    uv_work_t req;
+    pkm_server_t *srv;
+    pkm_server_conn_t *c;
+    pkm_job_t *job;
+};
+
+static int uv_to_pkm(int uverr)
+{
+    switch (uverr) {
+    case UV_ECONNRESET:
+    case UV_EPIPE:
+    case UV_ECONNABORTED: return PKM_ECONNRESET;
+    case UV_ENOMEM: return PKM_ENOMEM;
+    case UV_ETIMEDOUT: return PKM_ETIMEOUT;
+    default: return PKM_EIO;
+    }
+}
+
+/* ---- closing ---- */
+
+static void on_tcp_closed(uv_handle_t *h);
+
+/* Frees c once nothing refers to it any more: its handle closed, no write request pending, not
+ * on the dirty list. (A job of c's still on the pool was detached by do_close.) */
+static void maybe_free(pkm_server_conn_t *c)
+{
+    if (c->state != CS_CLOSED || c->dirty || c->writes) return;
+    pkm_server_t *srv = c->srv;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->all = c->next;
+    if (c->next) c->next->prev = c->prev;
+    pkm_engine_free(c->eng);
+    pkm__free(c);
+}
+
+static void job_event(pkm_server_t *srv, int event)
+{
+    if (srv->job_hook) srv->job_hook(srv->job_hook_ctx, event);
+}
+
+/* Lets go of c's job: cancelled if still queued (then never run), otherwise freed by job_after
+ * when the pool is done with it; either way it no longer refers to c. */
+static void detach_job(pkm_server_conn_t *c)
+{
+    struct jobreq *j = c->job;
+    if (!j) return;
+    c->job = NULL;
+    j->c = NULL;
+    uv_cancel((uv_req_t *)&j->req); /* fails harmlessly when it is already running or done */
+}
+
+/* The one way a connection closes: stats, on_close, then the socket. err 0 = closed by this
+ * side; fail_step non-NULL = a handshake failed. */
+static void do_close(pkm_server_conn_t *c, int err, const char *fail_step)
+{
+    if (c->state >= CS_CLOSING) return;
+    pkm_server_t *srv = c->srv;
+    c->state = CS_CLOSING;
+    detach_job(c);
+    if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
+    pkm__tl_remove(srv, c);
+    srv->open--;
+    st_sub(&srv->st.conns_open, 1);
+    if (c->ever_established) st_sub(&srv->st.conns_established, 1);
+    if (fail_step) st_add(&srv->st.handshakes_failed, 1);
+    if (err == PKM_ETIMEOUT) st_add(&srv->st.timeouts, 1);
+    if (err == PKM_EQUEUE) st_add(&srv->st.dropped_queue, 1);
+    if (srv->on_close) srv->on_close(srv->user, c, err, fail_step);
+    uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
+}
+
+/* Closes c because of its engine's failure. */
+static void close_engine(pkm_server_conn_t *c)
+{
+    int err = pkm_engine_error(c->eng);
+    do_close(c, err ? err : PKM_ECLOSED, pkm_engine_fail_step(c->eng));
+}
+
+/* Closes c with err (0 = by this side), naming the handshake step if one was running (the engine
+ * is always here, also while its job is on the pool, so the step is exact). */
+static void close_with(pkm_server_conn_t *c, int err)
+{
+    if (c->state >= CS_CLOSING) return;
+    if (err == 0) {
+        pkm_engine_close(c->eng, PKM_ECLOSED);
+        do_close(c, 0, NULL);
+        return;
+    }
+    pkm_engine_close(c->eng, err);
+    do_close(c, err, pkm_engine_fail_step(c->eng));
+}
+
+static void on_tcp_closed(uv_handle_t *h)
+{
+    pkm_server_conn_t *c = h->data;
+    c->state = CS_CLOSED;
+    maybe_free(c);
+}
+
+/* ---- writing ---- */
+
+static void mark_dirty(pkm_server_conn_t *c)
+{
+    if (c->dirty || c->state >= CS_CLOSING || c->srv->stopping) return;
+    c->dirty = 1;
+    c->dnext = c->srv->dirty;
+    c->srv->dirty = c;
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct wreq *w = (struct wreq *)req;
+    pkm_server_conn_t *c = w->c;
+    c->writes--;
+    c->wq_bytes -= w->len;
+    if (status == 0) st_add(&c->srv->st.bytes_out, w->len);
+    pkm__free(w);
+    if (c->state >= CS_CLOSING) {
+        maybe_free(c);
+        return;
+    }
+    if (status < 0) {
+        close_with(c, uv_to_pkm(status));
+        return;
+    }
+    if (c->peer_eof) mark_dirty(c); /* the end-of-stream check runs in the flush */
+}
+
+/* Moves all the engine's output to the socket: uv_try_write when no write is pending, the rest
+ * copied into one uv_write. The engine holds no output afterwards. */
+static void flush_now(pkm_server_conn_t *c)
+{
+    if (c->state >= CS_CLOSING) return;
+    size_t len = 0;
+    const uint8_t *p = pkm_engine_send_buf(c->eng, &len);
+    if (!len) return;
+    size_t done = 0;
+    if (c->writes == 0) {
+        uv_buf_t b =
+            uv_buf_init((char *)(uintptr_t)p, (unsigned)(len > UINT32_MAX ? UINT32_MAX : len));
+        int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (n < 0 && n != UV_EAGAIN) {
+            close_with(c, uv_to_pkm(n));
+            return;
+        }
+        if (n > 0) {
+            done = (size_t)n;
+            st_add(&c->srv->st.bytes_out, done);
+        }
+    }
+    if (done < len) {
+        size_t rest = len - done;
+        struct wreq *w = pkm__malloc(sizeof *w + rest);
+        if (!w) {
+            close_with(c, PKM_ENOMEM);
+            return;
+        }
+        memcpy(w->data, p + done, rest);
+        w->c = c;
+        w->len = rest;
+        uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)rest);
+        int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+        if (r < 0) {
+            pkm__free(w);
+            pkm_engine_send_ack(c->eng, len);
+            close_with(c, uv_to_pkm(r));
+            return;
+        }
+        c->writes++;
+        c->wq_bytes += rest;
+    }
+    pkm_engine_send_ack(c->eng, len);
+}
+
+/* ---- the per-connection pump ---- */
+
+static void start_job(pkm_server_conn_t *c);
+static void pump(pkm_server_conn_t *c);
+
+/* The client closed its side of an established connection and everything owed to it is written:
+ * end the stream in the engine (PKM_EEOF, or PKM_EPROTO inside a packet) and close. */
+static void check_eof(pkm_server_conn_t *c)
+{
+    if (!c->peer_eof || c->state >= CS_CLOSING || c->writes) return;
+    if (pkm_engine_wants(c->eng) & PKM_WANT_SEND) return;
+    pkm_engine_recv_eof(c->eng);
+    pump(c);
+}
+
+/* Drives c after anything happened to its engine, over what the engine wants: hands out its RSA
+ * job, reports the handshake's end, hands out packets, schedules the write. */
+static void pump(pkm_server_conn_t *c)
+{
+    pkm_server_t *srv = c->srv;
+    if (c->in_pump || c->state >= CS_CLOSING) return;
+    c->in_pump = 1;
+    for (;;) {
+        unsigned w = pkm_engine_wants(c->eng);
+        if (w & PKM_WANT_CLOSED) {
+            close_engine(c);
+            break;
+        }
+        if (w & PKM_WANT_JOB) {
+            start_job(c);
+            if (c->state >= CS_CLOSING) break;
+            continue;
+        }
+        if ((c->state == CS_HANDSHAKE || c->state == CS_REKEYING) &&
+            pkm_engine_state(c->eng) == PKM_STATE_ESTABLISHED) {
+            /* a handshake (first or re-establishment) just completed */
+            int first = c->state == CS_HANDSHAKE;
+            c->state = CS_ESTABLISHED;
+            pkm__tl_append(srv, c, TL_ACTIVE);
+            if (first) {
+                c->ever_established = 1;
+                st_add(&srv->st.handshakes_ok, 1);
+                st_add(&srv->st.conns_established, 1);
+                if (srv->on_connect) srv->on_connect(srv->user, c);
+                if (c->state >= CS_CLOSING) break;
+                continue;
+            }
+        }
+        if (!(w & PKM_WANT_PACKET)) break;
+        pkm_packet_t pkt;
+        int r = pkm_engine_next_packet(c->eng, &pkt);
+        if (r < 0) {
+            close_engine(c);
+            break;
+        }
+        if (r == 0) continue; /* not all in yet: the bit is clear now */
+        st_add(&srv->st.packets_in, 1);
+        if (srv->on_packet) srv->on_packet(srv->user, c, &pkt);
+        if (c->state >= CS_CLOSING) break;
+    }
+    c->in_pump = 0;
+    if (c->state < CS_CLOSING && ((pkm_engine_wants(c->eng) & PKM_WANT_SEND) || c->peer_eof))
+        mark_dirty(c);
+}
+
+/* On a pool thread: the job's work, and nothing else (no connection, no engine). */
+static void job_work(uv_work_t *req)
+{
+    struct jobreq *j = (struct jobreq *)req;
+    job_event(j->srv, PKM__JOB_RUN);
+    (void)pkm_job_run(j->job); /* an error is the job's result: job_done closes the engine */
+}
+
+/* Back on the loop: the result goes into the engine, unless the connection is gone. */
+static void job_after(uv_work_t *req, int status)
+{
+    struct jobreq *j = (struct jobreq *)req;
+    pkm_server_conn_t *c = j->c;
+    pkm_job_t *job = j->job;
+    pkm_server_t *srv = j->srv;
+    pkm__free(j);
+    if (status == UV_ECANCELED || !c) {
+        /* Cancelled (only ever by detach_job), or run after its connection closed. */
+        job_event(srv, status == UV_ECANCELED ? PKM__JOB_CANCELLED : PKM__JOB_ORPHANED);
+        pkm_job_free(job);
+        if (c) { /* (not reached: a cancelled job was detached first) */
+            c->job = NULL;
+            close_with(c, PKM_EINTERNAL);
+        }
+        return;
+    }
+    c->job = NULL;
+    (void)pkm_engine_job_done(c->eng, job); /* an error closes the engine: pump sees it */
+    pump(c);
+}
+
+/* Hands the engine's RSA job (the decryption of the client's KeyShare) to the thread pool; the
+ * engine stays here and goes on reading meanwhile. First writes out what the engine has (the
+ * server's KeyShare must not wait for our decryption: the client decrypts meanwhile). */
+static void start_job(pkm_server_conn_t *c)
+{
+    flush_now(c);
+    if (c->state >= CS_CLOSING) return;
+    pkm_job_t *job = NULL;
+    if (pkm_engine_job_take(c->eng, &job) < 0) return; /* the engine closed: pump sees it */
+    struct jobreq *j = pkm__malloc(sizeof *j);
+    if (!j) {
+        pkm_job_free(job);
+        close_with(c, PKM_ENOMEM);
+        return;
+    }
+    j->srv = c->srv;
+    j->c = c;
+    j->job = job;
+    if (uv_queue_work(&c->srv->loop, &j->req, job_work, job_after) < 0) {
+        pkm__free(j);
+        pkm_job_free(job);
+        close_with(c, PKM_EINTERNAL);
+        return;
+    }
+    c->job = j;
+    job_event(c->srv, PKM__JOB_QUEUED);
+}
+
+/* ---- reading ---- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    pkm_server_conn_t *c = h->data;
+    size_t cap = 0;
+    uint8_t *p = NULL;
+    (void)suggested;
+    if (c->state < CS_CLOSING) p = pkm_engine_recv_buf(c->eng, &cap); /* also during a job */
+    if (cap > UINT32_MAX) cap = UINT32_MAX;
+    *buf = uv_buf_init((char *)p, (unsigned)cap);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    pkm_server_conn_t *c = s->data;
+    pkm_server_t *srv = c->srv;
+    (void)buf;
+    if (c->state >= CS_CLOSING) return;
+    if (nread > 0) {
+        st_add(&srv->st.bytes_in, (uint64_t)nread);
+        if (c->tlist == TL_ACTIVE || c->tlist == TL_TRIMMED) pkm__tl_append(srv, c, TL_ACTIVE);
+        if (pkm_engine_recv_ack(c->eng, (size_t)nread) < 0) {
+            close_engine(c);
+            return;
+        }
+        pump(c);
+        return;
+    }
+    if (nread == 0) return; /* EAGAIN */
+    if (nread == UV_EOF) {
+        c->peer_eof = 1;
+        uv_read_stop(s);
+        c->reading = 0;
+        if (pkm_engine_state(c->eng) != PKM_STATE_ESTABLISHED) {
+            pkm_engine_recv_eof(c->eng); /* fails the handshake */
+            pump(c);
+        } else {
+            mark_dirty(c); /* flush what is owed, then end the stream (check_eof) */
+        }
+        return;
+    }
+    if (nread == UV_ENOBUFS) { /* the engine is closed, or would buffer more than a packet */
+        if (pkm_engine_state(c->eng) == PKM_STATE_CLOSED)
+            close_engine(c);
+        else
+            close_with(c, PKM_EPROTO);
+        return;
+    }
+    close_with(c, uv_to_pkm((int)nread));
+}
+
+static void store_peer(pkm_server_conn_t *c)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    memset(&ss, 0, sizeof ss);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0) return;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+        c->family = 4;
+        c->peer_port = ntohs(a->sin_port);
+        memcpy(c->peer_addr, &a->sin_addr, 4);
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+        c->family = 6;
+        c->peer_port = ntohs(a->sin6_port);
+        memcpy(c->peer_addr, &a->sin6_addr, 16);
+    }
+}
+
+/* A connection that was never admitted: its struct (the handle is its first member). */
+static void free_unadmitted(uv_handle_t *h)
+{
+    pkm__free(h);
+}
+
+int pkm__sconn_accept(pkm_server_t *srv)
+{
+    pkm_server_conn_t *c = pkm__calloc(1, sizeof *c);
+    if (!c) return PKM_ENOMEM;
+    uv_tcp_init(&srv->loop, &c->tcp);
+    c->tcp.data = c;
+    c->srv = srv;
+    if (uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)&c->tcp) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, free_unadmitted);
+        return 0;
+    }
+    int r = pkm_engine_new(&srv->ec, &c->eng);
+    if (r < 0) {
+        pkm__slog(srv, PKM_LOG_ERROR, "cannot make an engine for a connection: %s",
+                  pkm_strerror(r));
+        uv_close((uv_handle_t *)&c->tcp, free_unadmitted);
+        return 0;
+    }
+    uv_tcp_nodelay(&c->tcp, 1); /* writes are gathered per turn already */
+    store_peer(c);
+    c->id = ++srv->next_id;
+    c->next = srv->all;
+    if (srv->all) srv->all->prev = c;
+    srv->all = c;
+    srv->open++;
+    st_add(&srv->st.accepted, 1);
+    st_add(&srv->st.conns_open, 1);
+    c->state = CS_HANDSHAKE;
+    pkm__tl_append(srv, c, TL_HS);
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
+        close_with(c, PKM_EIO);
+        return 0;
+    }
+    c->reading = 1;
+    mark_dirty(c); /* ServerKey */
+    return 0;
+}
+
+void pkm__sconn_close(pkm_server_conn_t *c, int err)
+{
+    close_with(c, err);
+}
+
+void pkm__sconn_prepare(pkm_server_conn_t *c)
+{
+    if (c->state >= CS_CLOSING) {
+        maybe_free(c);
+        return;
+    }
+    flush_now(c);
+    check_eof(c);
+    if (c->srv->trim_after == 0 && c->state < CS_CLOSING) pkm_engine_trim(c->eng);
+}
+
+/* ---- per connection ---- */
+
+int pkm_server_send(pkm_server_conn_t *c, uint8_t id, uint32_t hash, const uint8_t *content,
+                    size_t size)
+{
+    if (!c) return PKM_EINVAL;
+    if (c->state >= CS_CLOSING) return PKM_ECLOSED;
+    if (!c->ever_established) return PKM_ESTATE;
+    if (id == PKM_HANDSHAKE_ID || (size && !content)) return PKM_EINVAL;
+    pkm_server_t *srv = c->srv;
+    size_t total = pkm_engine_wire_size(size);
+    if (total == 0 || total > srv->ec.max_send_buffer) return PKM_ETOOBIG;
+    size_t engine_len = 0;
+    pkm_engine_send_buf(c->eng, &engine_len);
+    /* (During a re-establishment the engine holds packets back itself, within the same bound.) */
+    if (c->wq_bytes + engine_len > srv->ec.max_send_buffer - total) {
+        do_close(c, PKM_EQUEUE, NULL);
+        return PKM_EQUEUE;
+    }
+    int r = pkm_engine_queue_packet(c->eng, id, hash, content, size);
+    if (r == PKM_EQUEUE) { /* the engine's own bound (packets held during a re-establishment) */
+        do_close(c, PKM_EQUEUE, NULL);
+        return PKM_EQUEUE;
+    }
+    if (r < 0) {
+        if (pkm_engine_state(c->eng) == PKM_STATE_CLOSED) close_engine(c);
+        return r;
+    }
+    st_add(&srv->st.packets_out, 1);
+    mark_dirty(c);
+    return 0;
+}
+
+void pkm_server_conn_close(pkm_server_conn_t *c)
+{
+    if (c) close_with(c, 0);
+}
+
+int pkm_server_conn_rekey(pkm_server_conn_t *c, const uint8_t *secret, size_t secret_len)
+{
+    if (!c) return PKM_EINVAL;
+    if (c->state >= CS_CLOSING) return PKM_ECLOSED;
+    if (c->state != CS_ESTABLISHED) return PKM_ESTATE; /* handshaking, or re-establishing */
+    int r = pkm_engine_rekey(c->eng, secret, secret_len);
+    if (r == PKM_EINVAL || r == PKM_ESTATE) return r;
+    c->state = CS_REKEYING;
+    pkm__tl_append(c->srv, c, TL_HS);
+    if (r < 0) {
+        /* The engine may still be open (PKM_ENOMEM copying the secret): close it with r, so
+         * that on_close reports r rather than PKM_ECLOSED. */
+        close_with(c, r);
+        return r;
+    }
+    mark_dirty(c);
+    pump(c); /* inside on_packet this is a no-op: the running pump goes on */
+    return 0;
+}
+
+void pkm_server_conn_set_data(pkm_server_conn_t *c, void *data)
+{
+    if (c) c->data = data;
+}
+
+void *pkm_server_conn_get_data(const pkm_server_conn_t *c)
+{
+    return c ? c->data : NULL;
+}
+
+const char *pkm_server_conn_fingerprint(const pkm_server_conn_t *c)
+{
+    if (!c) return NULL;
+    return pkm_engine_peer_fingerprint(c->eng);
+}
+
+uint64_t pkm_server_conn_id(const pkm_server_conn_t *c)
+{
+    return c ? c->id : 0;
+}
+
+int pkm_server_conn_peer(const pkm_server_conn_t *c, char *buf, size_t cap)
+{
+    if (!c || !buf || cap == 0) return PKM_EINVAL;
+    char ip[64];
+    int n;
+    if (c->family == 4) {
+        if (uv_inet_ntop(AF_INET, c->peer_addr, ip, sizeof ip) != 0) return PKM_EINVAL;
+        n = snprintf(buf, cap, "%s:%u", ip, (unsigned)c->peer_port);
+    } else if (c->family == 6) {
+        if (uv_inet_ntop(AF_INET6, c->peer_addr, ip, sizeof ip) != 0) return PKM_EINVAL;
+        n = snprintf(buf, cap, "[%s]:%u", ip, (unsigned)c->peer_port);
+    } else {
+        n = snprintf(buf, cap, "unknown");
+    }
+    if (n < 0) return PKM_EINVAL;
+    if ((size_t)n >= cap) {
+        buf[0] = 0;
+        return PKM_ENOSPC;
+    }
+    return n;
+}
+
+int pkm_server_conn_established(const pkm_server_conn_t *c)
+{
+    return c ? c->ever_established : 0;
+}
+
+pkm_server_t *pkm_server_conn_server(const pkm_server_conn_t *c)
+{
+    return c ? c->srv : NULL;
+}

@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: MIT */
+/* What the libuv server's two files share (not installed): server.c (listener, loop, timers,
+ * lifetime) and server_conn.c (one connection's life, an explicit state machine), and the
+ * test-only hooks into the server. */
+#ifndef PKM_SERVER_INTERNAL_H
+#define PKM_SERVER_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <uv.h>
+#include "pkmcom/server.h"
+
+/* What happened to one connection's RSA job. */
+enum pkm__job_event {
+    PKM__JOB_QUEUED = 1, /* submitted to the thread pool (loop thread) */
+    PKM__JOB_RUN,        /* about to run (a pool thread) */
+    PKM__JOB_CANCELLED,  /* never run: its connection closed while it was queued (loop thread) */
+    PKM__JOB_ORPHANED,   /* ran, and was freed because its connection had closed (loop thread) */
+};
+typedef void (*pkm__job_hook_fn)(void *ctx, int event);
+
+/* Sets the hook, called with each event (from the thread named above: make it thread-safe).
+ * Before pkm_server_run() only. For tests. */
+void pkm__server_set_job_hook(pkm_server_t *srv, pkm__job_hook_fn fn, void *ctx);
+
+/* Which deadline list a connection is on: handshake (ordered by start), active or trimmed (both
+ * ordered by the last read; every trimmed connection read less recently than every active one,
+ * since a connection is trimmed from the active list's head and leaves the trimmed list when it
+ * reads). Appending `now` keeps every list sorted, so each deadline check looks at heads only. */
+enum tlist_id { TL_NONE = 0, TL_HS, TL_ACTIVE, TL_TRIMMED, TL_COUNT };
+
+typedef struct tlist {
+    pkm_server_conn_t *head, *tail;
+} tlist_t;
+
+/* A connection's life, one state at a time:
+ *   HANDSHAKE -> ESTABLISHED <-> REKEYING      (the engine's handshakes)
+ *   any of those -> CLOSING                    (do_close: on_close called, the handle closing)
+ *   CLOSING -> CLOSED                          (the handle is closed)
+ * and a CLOSED connection is freed once no write request refers to it and it is off the dirty
+ * list. An RSA job in flight never holds a connection back: closing detaches it (see jobreq). */
+enum conn_state { CS_HANDSHAKE, CS_ESTABLISHED, CS_REKEYING, CS_CLOSING, CS_CLOSED };
+
+struct jobreq; /* server_conn.c: a connection's RSA job on the thread pool */
+
+struct pkm_server_conn {
+    uv_tcp_t tcp; /* tcp.data = this */
+    pkm_server_t *srv;
+    pkm_engine_t *eng;
+    void *data;
+    uint64_t id;
+    uint64_t since;                   /* handshake start, or the last read (ms, uv_now) */
+    pkm_server_conn_t *prev, *next;   /* srv->all */
+    pkm_server_conn_t *tprev, *tnext; /* deadline list */
+    pkm_server_conn_t *dnext;         /* srv->dirty */
+    struct jobreq *job;               /* its RSA job on the thread pool, or NULL */
+    size_t wq_bytes;                  /* bytes in uv_write requests not yet completed */
+    unsigned writes;                  /* uv_write requests not yet completed */
+    uint8_t state;                    /* enum conn_state */
+    uint8_t tlist;                    /* enum tlist_id */
+    uint8_t family;                   /* peer address */
+    uint16_t peer_port;
+    uint8_t peer_addr[16];
+    unsigned ever_established : 1; /* the first handshake completed (stats, foreach, getters) */
+    unsigned reading : 1;          /* uv_read_start is in force */
+    unsigned dirty : 1;            /* on srv->dirty */
+    unsigned peer_eof : 1;         /* the client closed its side of an established connection */
+    unsigned in_pump : 1;          /* pump() is running (callbacks re-enter it) */
+};
+
+typedef struct stats_atomic {
+    _Atomic uint64_t conns_open, conns_established, accepted, rejected, handshakes_ok,
+        handshakes_failed, timeouts, dropped_queue, packets_in, packets_out, bytes_in, bytes_out;
+} stats_atomic_t;
+
+struct pkm_server {
+    uv_loop_t loop;
+    uv_tcp_t listener;
+    uv_timer_t timer;
+    uv_prepare_t prepare;
+    uv_async_t async;
+    int handles_closed; /* the four handles above are closed (or closing) */
+    atomic_int stop_requested;
+    atomic_int running;
+    int ran;
+    int stopping;
+    uint16_t port;
+
+    pkm_engine_config_t ec; /* every connection's engine config; ec.secret is `secret` below */
+    uint8_t *secret;        /* the server's copy of the secret, wiped by pkm_server_free */
+    size_t max_conns;
+    uint64_t hs_timeout, idle_timeout, trim_after; /* ms, checked non-negative */
+    pkm__job_hook_fn job_hook;                     /* test-only (server_internal.h) */
+    void *job_hook_ctx;
+    void (*on_connect)(void *user, pkm_server_conn_t *conn);
+    void (*on_packet)(void *user, pkm_server_conn_t *conn, const pkm_packet_t *pkt);
+    void (*on_close)(void *user, pkm_server_conn_t *conn, int err, const char *fail_step);
+    void (*on_log)(void *user, int level, const char *msg);
+    void *user;
+
+    /* reject()'s handle when none can be allocated; spare_busy while it closes; accept_stalled:
+     * a connection waits in the listener for it (see reject). */
+    uv_tcp_t spare;
+    int spare_busy, accept_stalled;
+
+    pkm_server_conn_t *all; /* every connection not yet freed */
+    pkm_server_conn_t *dirty;
+    tlist_t tl[TL_COUNT];
+    uint64_t next_id;
+    size_t open; /* connections admitted and not closing */
+    uint64_t rejected_unlogged, last_reject_log;
+    stats_atomic_t st;
+};
+
+/* Counters have one writer (the loop thread), so a relaxed load + store is enough; readers on
+ * other threads see each counter atomically. */
+static inline void st_add(_Atomic uint64_t *x, uint64_t n)
+{
+    atomic_store_explicit(x, atomic_load_explicit(x, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+static inline void st_sub(_Atomic uint64_t *x, uint64_t n)
+{
+    atomic_store_explicit(x, atomic_load_explicit(x, memory_order_relaxed) - n,
+                          memory_order_relaxed);
+}
+
+/* ---- server.c, for server_conn.c ---- */
+
+/* Logs through on_log (stderr for warnings and errors without one). */
+__attribute__((format(printf, 3, 4))) void pkm__slog(pkm_server_t *srv, int level, const char *fmt,
+                                                     ...);
+/* Moves c to the tail of deadline list `id`, with `since` = now; re-arms the timer. */
+void pkm__tl_append(pkm_server_t *srv, pkm_server_conn_t *c, enum tlist_id id);
+/* Takes c off its deadline list (none: no-op). */
+void pkm__tl_remove(pkm_server_t *srv, pkm_server_conn_t *c);
+
+/* ---- server_conn.c, for server.c ---- */
+
+/* Accepts the connection waiting in the listener and starts its life (the ServerKey goes out
+ * before the loop next waits). Returns 0 (also when the connection could not be admitted and was
+ * closed at once, logged), or PKM_ENOMEM when not even its struct could be allocated: the caller
+ * must then still take the connection from the listener (reject). */
+int pkm__sconn_accept(pkm_server_t *srv);
+/* Before the loop waits: writes out what c has to send, ends the stream of a client that closed
+ * its side once everything owed is written, frees c when it is closed and released. */
+void pkm__sconn_prepare(pkm_server_conn_t *c);
+/* Closes c with err (0: by this side; PKM_ETIMEOUT: a deadline passed), cancelling its queued
+ * job; on_close is called. No-op once closing. */
+void pkm__sconn_close(pkm_server_conn_t *c, int err);
+
+#endif
