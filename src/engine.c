@@ -272,8 +272,7 @@ static int derive(pkm_engine_t *e, const uint8_t m_peer[PKM__M_SIZE])
     for (size_t i = 0; i < PKM__IV_SIZE; i++)
         iv[i] = e->iv_own[i] ^ e->share_in[2 * RSA_CT + i];
     int r = pkm__derive_keys(m, e->secret, e->secret_len, k_cs, k_sc);
-    if (r == 0)
-        emit_keylog(e, e->client ? e->iv_own : e->share_in + 2 * RSA_CT, k_cs, k_sc, iv);
+    if (r == 0) emit_keylog(e, e->client ? e->iv_own : e->share_in + 2 * RSA_CT, k_cs, k_sc, iv);
     if (r == 0)
         r = e->client ? pkm__channel_start(&e->ch, k_cs, k_sc, iv)
                       : pkm__channel_start(&e->ch, k_sc, k_cs, iv);
