@@ -142,9 +142,9 @@ typedef struct pkm_engine_config {
      * SESSION'S SECRETS: whoever gets it and a capture reads and forges the traffic. It is
      * BORROWED for the call only (the engine wipes it afterwards): copy what you keep, and wipe
      * your copy. Called on the engine's own thread (with defer_crypto, from
-     * pkm_engine_job_done(), never from a job's thread). ctx is borrowed. Independently of this, when the environment variable
-     * PKMCOM_KEYLOGFILE names a file at pkm_engine_new() (and the program is not set-id), the
-     * engine appends the entry's line to that file (created 0600). */
+     * pkm_engine_job_done(), never from a job's thread). ctx is borrowed. Independently of this,
+     * when the environment variable PKMCOM_KEYLOGFILE names a file at pkm_engine_new() (and the
+     * program is not set-id), the engine appends the entry's line to that file (created 0600). */
     void (*keylog_fn)(void *ctx, const pkm_keylog_entry_t *entry);
     void *keylog_ctx;
 } pkm_engine_config_t;
