@@ -539,7 +539,7 @@ int pkm_listen(const char *host, int port, const pkm_conn_config_t *cfg, pkm_lis
 
 int pkm_listener_port(const pkm_listener_t *l)
 {
-    return l ? l->port : PKM_EINVAL;
+    return l ? l->port : 0;
 }
 
 int pkm_listener_fd(const pkm_listener_t *l)

@@ -1,5 +1,9 @@
 /* libpkmcom: error codes, pkm_strerror(), the allocator hook and version macros shared by every
- * module. Every fallible function returns 0 (or a count) on success and a negative PKM_E* code. */
+ * module. Every fallible function returns 0 (or a count) on success and a negative PKM_E* code.
+ * Getters given a NULL object all answer "none" the same way: NULL for a value that may be
+ * absent (a fingerprint, a failed step), "" for a sentence or an address, -1 for a descriptor,
+ * 0 for a port, an id, a count or a flag, PKM_EINVAL for an error code, PKM_STATE_CLOSED for a
+ * state. */
 #ifndef PKMCOM_COMMON_H
 #define PKMCOM_COMMON_H
 

@@ -118,7 +118,7 @@ PKM_API int pkm_connect(const char *host, int port, const pkm_conn_config_t *cfg
 PKM_API int pkm_listen(const char *host, int port, const pkm_conn_config_t *cfg,
                        pkm_listener_t **out);
 
-/* The port the listener is bound to (useful after port 0); PKM_EINVAL for NULL. */
+/* The port the listener is bound to (useful after port 0); 0 for NULL, as pkm_server_port. */
 PKM_API int pkm_listener_port(const pkm_listener_t *l);
 
 /* The listening socket, for the caller's own poll() (readable = a client is waiting). Stays owned
