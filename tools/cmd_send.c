@@ -2,11 +2,8 @@
  * the handshake (pinned or known_hosts trust), send it N times and print the replies. */
 #include <errno.h>
 #include <math.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 #include <openssl/crypto.h>
 #include "tool.h"
@@ -341,64 +338,6 @@ static int remaining_ms(double deadline)
     return left <= 0 ? 0 : left > INT32_MAX ? INT32_MAX : (int)left + 1;
 }
 
-/* Reads (without consuming: MSG_PEEK) the ServerKey the server sends first, and gives its
- * fingerprint, so that the trust decision is made before any byte is sent. 0 or -1 with err. */
-static int peek_server_key(int fd, double deadline, char fp[PKM_FINGERPRINT_SIZE], char *err,
-                           size_t errcap)
-{
-    uint8_t buf[4 + PKM_MAX_KEY_DER];
-    for (;;) {
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        int pr = poll(&pfd, 1, remaining_ms(deadline));
-        if (pr < 0 && errno == EINTR) continue;
-        if (pr < 0) {
-            snprintf(err, errcap, "poll failed: %s", strerror(errno));
-            return -1;
-        }
-        if (pr == 0 || tool_now_ms() >= deadline) {
-            snprintf(err, errcap, "the server sent no key in time (not a PkmCom/TCP server?)");
-            return -1;
-        }
-        ssize_t n = recv(fd, buf, sizeof buf, MSG_PEEK);
-        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-        if (n < 0) {
-            snprintf(err, errcap, "receive failed: %s", strerror(errno));
-            return -1;
-        }
-        if (n == 0) {
-            snprintf(err, errcap,
-                     "the server closed the connection before sending its key (connection "
-                     "limit reached?)");
-            return -1;
-        }
-        if (n >= 4) {
-            int32_t len = (int32_t)((uint32_t)buf[0] << 24 | (uint32_t)buf[1] << 16 |
-                                    (uint32_t)buf[2] << 8 | buf[3]);
-            if (len < 1 || len > PKM_MAX_KEY_DER) {
-                snprintf(err, errcap, "not a PkmCom/TCP server: bad ServerKey length %ld",
-                         (long)len);
-                return -1;
-            }
-            if (n >= 4 + len) {
-                pkm_key_t *key = NULL;
-                int rc = pkm_key_from_der(buf + 4, (size_t)len, &key);
-                if (rc < 0) {
-                    snprintf(err, errcap, "not a PkmCom/TCP server: its ServerKey is refused: %s",
-                             pkm_strerror(rc));
-                    return -1;
-                }
-                pkm_key_fingerprint(key, fp);
-                pkm_key_free(key);
-                return 0;
-            }
-        }
-        /* Part of the key is here: give the rest a moment (a peek does not drain the socket,
-         * so poll would not wait). */
-        struct timespec ts = {0, 2 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-}
-
 struct send_opts {
     char host[TOOL_HOST_MAX];
     int port;
@@ -409,6 +348,110 @@ struct send_opts {
     uint64_t count, expect, timeout_s;
     int expect_set, verbose, dry_run, strict;
 };
+
+/* The trust decision on the server's key, made by check_server() (the engine's check_peer hook)
+ * before any byte is sent to the server or any RSA work is done for it. */
+struct trust {
+    const struct send_opts *o;
+    const char *khfile, *password;
+    char fp[PKM_FINGERPRINT_SIZE]; /* the key the server offered */
+    char known[PKM_FINGERPRINT_SIZE];
+    int seen;          /* the server's key was parsed (and fp set) */
+    int first_contact; /* known_hosts did not list HOST:PORT: record it once established */
+    int khline;        /* the known_hosts line that matched */
+    enum { T_OK, T_PIN, T_CHANGED, T_UNKNOWN, T_KHERR } refused;
+};
+
+static int check_server(void *ctx, const uint8_t *der, size_t der_len, const char *fingerprint)
+{
+    struct trust *t = ctx;
+    const struct send_opts *o = t->o;
+    (void)der;
+    (void)der_len;
+    snprintf(t->fp, sizeof t->fp, "%s", fingerprint);
+    t->seen = 1;
+    if (o->pin) {
+        if (!pkm_fingerprint_equal(fingerprint, o->pin)) t->refused = T_PIN;
+        return t->refused ? PKM_EPIN : 0;
+    }
+    int r = kh_lookup(t->khfile, o->hostport, t->known, &t->khline);
+    if (r < 0)
+        t->refused = T_KHERR; /* said by kh_lookup */
+    else if (r == 1 && !pkm_fingerprint_equal(fingerprint, t->known))
+        t->refused = T_CHANGED;
+    else if (r == 0 && o->strict)
+        t->refused = T_UNKNOWN;
+    if (t->refused) return PKM_EPIN;
+    t->first_contact = r == 0;
+    /* WIRE-PROFILE section 6: the password is not a PAKE; a server not verified yet that gets
+     * the password-derived 0xFF can guess the password offline. Trust on first use stays
+     * automatic, but not silent about that. */
+    if (t->first_contact && t->password && *t->password)
+        tool_log("warning: first contact with %s: the password goes to a server whose key %s "
+                 "nothing has verified yet, and a false server could guess it offline; check "
+                 "that fingerprint out of band, or pin it (--pin)",
+                 o->hostport, fingerprint);
+    return 0;
+}
+
+/* pkm_connect failed with rc (err: its sentence): says why, in the tool's words. */
+static int connect_failed(const struct trust *t, int rc, const char *err)
+{
+    const struct send_opts *o = t->o;
+    switch (t->refused) {
+    case T_PIN:
+        return tool_fail(TOOL_EXIT_FAIL,
+                         "%s: the server's key %s does not match the pinned fingerprint %s: "
+                         "refusing to connect",
+                         o->hostport, t->fp, o->pin);
+    case T_CHANGED:
+        return tool_fail(TOOL_EXIT_FAIL,
+                         "WARNING: THE SERVER KEY OF %s HAS CHANGED: %s line %d records %s but "
+                         "the server now offers %s. Someone may be impersonating the server; "
+                         "refusing to connect. If the key was replaced on purpose, delete that "
+                         "line (or pass --pin %s)",
+                         o->hostport, t->khfile, t->khline, t->known, t->fp, t->fp);
+    case T_UNKNOWN:
+        return tool_fail(TOOL_EXIT_FAIL,
+                         "%s is not in %s and --strict refuses unknown servers; the server "
+                         "offers the key %s: if that is its key (check out of band), connect "
+                         "once with --pin %s, or add the line \"%s %s\" to %s",
+                         o->hostport, t->khfile, t->fp, t->fp, o->hostport, t->fp, t->khfile);
+    case T_KHERR: return TOOL_EXIT_FAIL;
+    case T_OK: break;
+    }
+    if (rc == PKM_ECONNECT || rc == PKM_ERESOLVE) return tool_fail(TOOL_EXIT_FAIL, "%s", err);
+    if (!t->seen) {
+        /* The handshake failed at the server's first message. */
+        if (rc == PKM_EHANDSHAKE || rc == PKM_ECONNRESET)
+            return tool_fail(TOOL_EXIT_FAIL,
+                             "%s: the server closed the connection before sending its key "
+                             "(connection limit reached?)",
+                             o->hostport);
+        if (rc == PKM_ETIMEOUT)
+            return tool_fail(TOOL_EXIT_FAIL,
+                             "%s: the server sent no key in time (not a PkmCom/TCP server?)",
+                             o->hostport);
+        if (rc == PKM_EKEYLEN || rc == PKM_EKEY)
+            return tool_fail(TOOL_EXIT_FAIL, "%s: not a PkmCom/TCP server: its ServerKey is %s",
+                             o->hostport, rc == PKM_EKEYLEN ? "of a bad length" : "refused");
+    }
+    /* Step 5 failed: the answer did not decrypt (PKM_ENOPROOF), or the server closed instead
+     * of answering (what a real server does on a wrong password). */
+    if (rc == PKM_ENOPROOF || (rc == PKM_EHANDSHAKE && strstr(err, "confirmation")))
+        return tool_fail(TOOL_EXIT_FAIL,
+                         "%s: the server could not prove it holds its key %s (%s): the "
+                         "handshake failed at its confirmation (0xFF)%s: a wrong password, an "
+                         "impostor showing that server's public key, or a server that speaks "
+                         "only wire profile 1",
+                         o->hostport, t->fp,
+                         o->pin             ? "pinned"
+                         : t->first_contact ? "first contact: not recorded"
+                                            : "as known_hosts records",
+                         rc == PKM_EHANDSHAKE ? ", the server closed the connection"
+                                              : ", its answer did not decrypt");
+    return tool_fail(TOOL_EXIT_FAIL, "%s: %s", o->hostport, err);
+}
 
 static int run_send(const struct send_opts *o, const char *password, uint32_t hash,
                     const uint8_t *content, size_t size)
@@ -424,87 +467,24 @@ static int run_send(const struct send_opts *o, const char *password, uint32_t ha
         }
     }
 
-    int fd = tool_tcp_connect(o->host, o->port, remaining_ms(deadline), err, sizeof err);
-    if (fd < 0) return tool_fail(TOOL_EXIT_FAIL, "%s", err);
-    char fp[PKM_FINGERPRINT_SIZE];
-    if (peek_server_key(fd, deadline, fp, err, sizeof err) < 0) {
-        close(fd);
-        return tool_fail(TOOL_EXIT_FAIL, "%s: %s", o->hostport, err);
-    }
-
-    int first_contact = 0, khline = 0;
-    if (o->pin) {
-        if (!pkm_fingerprint_equal(fp, o->pin)) {
-            close(fd);
-            return tool_fail(TOOL_EXIT_FAIL,
-                             "%s: the server's key %s does not match the pinned fingerprint %s: "
-                             "refusing to connect",
-                             o->hostport, fp, o->pin);
-        }
-    } else {
-        char known[PKM_FINGERPRINT_SIZE];
-        int r = kh_lookup(khfile, o->hostport, known, &khline);
-        if (r < 0) {
-            close(fd);
-            return TOOL_EXIT_FAIL;
-        }
-        if (r == 1 && !pkm_fingerprint_equal(fp, known)) {
-            close(fd);
-            return tool_fail(TOOL_EXIT_FAIL,
-                             "WARNING: THE SERVER KEY OF %s HAS CHANGED: %s line %d records %s but "
-                             "the server now offers %s. Someone may be impersonating the server; "
-                             "refusing to connect. If the key was replaced on purpose, delete that "
-                             "line (or pass --pin %s)",
-                             o->hostport, khfile, khline, known, fp, fp);
-        }
-        if (r == 0 && o->strict) {
-            close(fd);
-            return tool_fail(TOOL_EXIT_FAIL,
-                             "%s is not in %s and --strict refuses unknown servers; the server "
-                             "offers the key %s: if that is its key (check out of band), connect "
-                             "once with --pin %s, or add the line \"%s %s\" to %s",
-                             o->hostport, khfile, fp, fp, o->hostport, fp, khfile);
-        }
-        first_contact = r == 0;
-    }
-
-    /* WIRE-PROFILE section 6: the password is not a PAKE; a server not verified yet that gets
-     * the password-derived 0xFF can guess the password offline. Trust on first use stays
-     * automatic, but not silent about that. */
-    if (first_contact && password && *password)
-        tool_log("warning: first contact with %s: the password goes to a server whose key %s "
-                 "nothing has verified yet, and a false server could guess it offline; check "
-                 "that fingerprint out of band, or pin it (--pin)",
-                 o->hostport, fp);
-
-    /* The key seen is now trusted: pin it, so the handshake runs with exactly that key. */
+    struct trust t = {.o = o, .khfile = khfile, .password = password};
     pkm_conn_config_t cfg;
     pkm_conn_config_init(&cfg);
-    cfg.engine.pin_fingerprint = fp;
+    cfg.engine.check_peer = check_server;
+    cfg.engine.check_peer_ctx = &t;
     if (password) {
         cfg.engine.secret = (const uint8_t *)password;
         cfg.engine.secret_len = strlen(password);
     }
+    cfg.connect_timeout_ms = remaining_ms(deadline);
     cfg.handshake_timeout_ms = remaining_ms(deadline);
     cfg.errbuf = err;
     cfg.errbuf_size = sizeof err;
     pkm_conn_t *c = NULL;
-    int rc = pkm_conn_from_fd(fd, PKM_ROLE_CLIENT, &cfg, &c);
-    /* Step 5 failed: the answer did not decrypt (PKM_ENOPROOF), or the server closed instead
-     * of answering (what a real server does on a wrong password). */
-    if (rc == PKM_ENOPROOF || (rc == PKM_EHANDSHAKE && strstr(err, "confirmation")))
-        return tool_fail(TOOL_EXIT_FAIL,
-                         "%s: the server could not prove it holds its key %s (%s): the "
-                         "handshake failed at its confirmation (0xFF)%s: a wrong password, an "
-                         "impostor showing that server's public key, or a server that speaks "
-                         "only wire profile 1",
-                         o->hostport, fp,
-                         o->pin          ? "pinned"
-                         : first_contact ? "first contact: not recorded"
-                                         : "as known_hosts records",
-                         rc == PKM_EHANDSHAKE ? ", the server closed the connection"
-                                              : ", its answer did not decrypt");
-    if (rc < 0) return tool_fail(TOOL_EXIT_FAIL, "%s: %s", o->hostport, err);
+    int rc = pkm_connect(o->host, o->port, &cfg, &c);
+    if (rc < 0) return connect_failed(&t, rc, err);
+    const char *fp = t.fp;
+    int first_contact = t.first_contact, khline = t.khline;
 
     if (first_contact) {
         if (kh_add(khfile, o->hostport, fp) == 0)
