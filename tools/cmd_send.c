@@ -150,6 +150,165 @@ static int parse_uuid(const char *s, pkm_uuid_t *u)
     return 0;
 }
 
+/* Parses VALUE as a value of def's type (any type but ENUM, BITFLAG, STRUCT and arrays of other
+ * than Byte): the TYPE:VALUE rules. A Byte Array's bytes are put in *owned (the caller frees it).
+ * Returns 0, -1 with the reason in why, or -2 (out of memory). */
+static int parse_value(const pkm_field_t *def, const char *v, pkm_value_t *val, uint8_t **owned,
+                       char *why, size_t whycap)
+{
+#define BAD(...)                                                                                   \
+    do {                                                                                           \
+        snprintf(why, whycap, __VA_ARGS__);                                                        \
+        return -1;                                                                                 \
+    } while (0)
+    int r;
+    int64_t i64 = 0;
+    uint64_t u64 = 0;
+    switch (def->type) {
+    case PKM_T_BYTE:
+    case PKM_T_USHORT:
+    case PKM_T_UINT: {
+        uint64_t max = def->type == PKM_T_BYTE     ? 0xFF
+                       : def->type == PKM_T_USHORT ? 0xFFFF
+                                                   : 0xFFFFFFFF;
+        r = parse_uint(v, max, &u64);
+        if (r == -1) BAD("not a number (decimal or 0x-hex)");
+        if (r == -2) BAD("value out of range 0..%llu", (unsigned long long)max);
+        val->u64 = u64;
+        break;
+    }
+    case PKM_T_SBYTE:
+    case PKM_T_SHORT:
+    case PKM_T_INT:
+    case PKM_T_LONG: {
+        int64_t lo = def->type == PKM_T_SBYTE   ? INT8_MIN
+                     : def->type == PKM_T_SHORT ? INT16_MIN
+                     : def->type == PKM_T_INT   ? INT32_MIN
+                                                : INT64_MIN;
+        int64_t hi = def->type == PKM_T_SBYTE   ? INT8_MAX
+                     : def->type == PKM_T_SHORT ? INT16_MAX
+                     : def->type == PKM_T_INT   ? INT32_MAX
+                                                : INT64_MAX;
+        r = parse_int(v, lo, hi, &i64);
+        if (r == -1) BAD("not a number (decimal or 0x-hex)");
+        if (r == -2) BAD("value out of range %lld..%lld", (long long)lo, (long long)hi);
+        val->i64 = i64;
+        break;
+    }
+    case PKM_T_FLOAT:
+    case PKM_T_DOUBLE: {
+        char *end;
+        double d;
+        if (!*v || *v == ' ' || *v == '\t' || *v == '\n') BAD("not a number");
+        errno = 0;
+        if (def->type == PKM_T_FLOAT)
+            d = strtof(v, &end);
+        else
+            d = strtod(v, &end);
+        if (*end) BAD("not a number");
+        if (isnan(d)) BAD("NaN is not allowed (APL precondition)");
+        if (errno == ERANGE && isinf(d))
+            BAD("value out of range for a %s", def->type == PKM_T_FLOAT ? "float" : "double");
+        if (def->type == PKM_T_FLOAT)
+            val->f32 = (float)d;
+        else
+            val->f64 = d;
+        break;
+    }
+    case PKM_T_BOOL:
+        if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0)
+            val->b = true;
+        else if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0)
+            val->b = false;
+        else
+            BAD("expected true, false, 1 or 0");
+        break;
+    case PKM_T_STRING:
+    case PKM_T_JSON:
+    case PKM_T_LSTRING:
+    case PKM_T_LJSON: val->str = (pkm_str_t){v, strlen(v)}; break;
+    case PKM_T_VERSION: {
+        const char *dot = strchr(v, '.');
+        char major[24];
+        if (!dot || (size_t)(dot - v) >= sizeof major) BAD("expected MAJOR.MINOR, e.g. 1.0");
+        memcpy(major, v, (size_t)(dot - v));
+        major[dot - v] = '\0';
+        uint64_t ma = 0, mi = 0;
+        int r1 = parse_uint(major, 256, &ma), r2 = parse_uint(dot + 1, 255, &mi);
+        if (r1 == -1 || r2 == -1) BAD("expected MAJOR.MINOR, e.g. 1.0");
+        if (r1 == -2 || r2 == -2 || ma < 1)
+            BAD("version out of range (major 1..256, minor 0..255)");
+        val->version = (pkm_version_t){(uint16_t)ma, (uint16_t)mi};
+        break;
+    }
+    case PKM_T_UUID:
+        if (parse_uuid(v, &val->uuid) < 0)
+            BAD("expected a UUID in canonical form xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx");
+        break;
+    case PKM_T_INSTANT:
+    case PKM_T_DURATION: {
+        const char *comma = strchr(v, ',');
+        char secs[32];
+        size_t sl = comma ? (size_t)(comma - v) : strlen(v);
+        if (sl >= sizeof secs) BAD("seconds out of range %lld..%lld", SECONDS_MIN, SECONDS_MAX);
+        memcpy(secs, v, sl);
+        secs[sl] = '\0';
+        r = parse_int(secs, SECONDS_MIN, SECONDS_MAX, &i64);
+        if (r == -1) BAD("expected SECONDS,NANOS (decimal integers)");
+        if (r == -2) BAD("seconds out of range %lld..%lld", SECONDS_MIN, SECONDS_MAX);
+        int64_t ns = 0;
+        if (comma) {
+            const char *n = comma + 1;
+            r = (*n == '-') ? -2 : parse_int(n, 0, 999999999, &ns);
+            if (r == -1) BAD("expected SECONDS,NANOS (decimal integers)");
+            if (r == -2) BAD("nanos out of range 0..999999999");
+        }
+        val->time = (pkm_time_t){i64, (int32_t)ns};
+        break;
+    }
+    case PKM_T_ARRAY: {
+        size_t n;
+        r = tool_unhex(v, owned, &n);
+        if (r == -2) return -2;
+        if (r < 0) BAD("expected hex digits, an even number of them");
+        if (n > INT32_MAX) BAD("too long");
+        val->bytes = (pkm_bytes_t){*owned, n};
+        break;
+    }
+    default: BAD("unsupported type");
+    }
+    return 0;
+#undef BAD
+}
+
+/* What only the codec knows (UTF-8, JSON, String length, an enum's values, reserved bits):
+ * encodes the field alone. Returns 0, -1 with the reason in why, or -2 (out of memory).
+ * `hint`: suggest the long types for a String or Json that is too long. */
+static int check_alone(const pkm_field_t *def, const pkm_value_t *val, int hint, char *why,
+                       size_t whycap)
+{
+    pkm_schema_t one = {"FIELD", def, 1};
+    size_t len;
+    uint8_t *tmp = NULL;
+    int r = pkm_schema_encode_alloc(&one, val, 1, &tmp, &len, NULL);
+    pkm_bytes_free(tmp);
+    int text = def->type == PKM_T_STRING || def->type == PKM_T_JSON;
+    switch (r) {
+    case 0: return 0;
+    case PKM_EUTF8: snprintf(why, whycap, "not valid UTF-8"); break;
+    case PKM_EJSON: snprintf(why, whycap, "not valid JSON (RFC 8259)"); break;
+    case PKM_EJSON_NOTOBJ: snprintf(why, whycap, "not a JSON object ({...})"); break;
+    case PKM_ETOOLONG:
+        snprintf(why, whycap, "%s%s",
+                 text ? "too long: at most 65535 bytes of Modified UTF-8" : "too long",
+                 text && hint ? " (use lstring or ljson)" : "");
+        break;
+    case PKM_ENOMEM: return -2;
+    default: snprintf(why, whycap, "%s", pkm_strerror(r)); break;
+    }
+    return -1;
+}
+
 /* One parsed FIELD: its schema field, its value and memory it owns (bytes). */
 struct field {
     pkm_field_t def;
@@ -189,143 +348,17 @@ static int parse_field(size_t idx, const char *arg, struct field *f)
     f->def.type = field_types[t].type;
     f->def.name = field_types[t].name;
 
-    int r;
-    int64_t i64 = 0;
-    uint64_t u64 = 0;
-    switch (f->def.type) {
-    case PKM_T_BYTE:
-    case PKM_T_USHORT:
-    case PKM_T_UINT: {
-        uint64_t max = f->def.type == PKM_T_BYTE     ? 0xFF
-                       : f->def.type == PKM_T_USHORT ? 0xFFFF
-                                                     : 0xFFFFFFFF;
-        r = parse_uint(v, max, &u64);
-        if (r == -1) BAD("not a number (decimal or 0x-hex)");
-        if (r == -2) BAD("value out of range 0..%llu", (unsigned long long)max);
-        f->val.u64 = u64;
-        break;
-    }
-    case PKM_T_SBYTE:
-    case PKM_T_SHORT:
-    case PKM_T_INT:
-    case PKM_T_LONG: {
-        int64_t lo = f->def.type == PKM_T_SBYTE   ? INT8_MIN
-                     : f->def.type == PKM_T_SHORT ? INT16_MIN
-                     : f->def.type == PKM_T_INT   ? INT32_MIN
-                                                  : INT64_MIN;
-        int64_t hi = f->def.type == PKM_T_SBYTE   ? INT8_MAX
-                     : f->def.type == PKM_T_SHORT ? INT16_MAX
-                     : f->def.type == PKM_T_INT   ? INT32_MAX
-                                                  : INT64_MAX;
-        r = parse_int(v, lo, hi, &i64);
-        if (r == -1) BAD("not a number (decimal or 0x-hex)");
-        if (r == -2) BAD("value out of range %lld..%lld", (long long)lo, (long long)hi);
-        f->val.i64 = i64;
-        break;
-    }
-    case PKM_T_FLOAT:
-    case PKM_T_DOUBLE: {
-        char *end;
-        double d;
-        if (!*v || *v == ' ' || *v == '\t' || *v == '\n') BAD("not a number");
-        errno = 0;
-        if (f->def.type == PKM_T_FLOAT)
-            d = strtof(v, &end);
-        else
-            d = strtod(v, &end);
-        if (*end) BAD("not a number");
-        if (isnan(d)) BAD("NaN is not allowed (APL precondition)");
-        if (errno == ERANGE && isinf(d))
-            BAD("value out of range for a %s", f->def.type == PKM_T_FLOAT ? "float" : "double");
-        if (f->def.type == PKM_T_FLOAT)
-            f->val.f32 = (float)d;
-        else
-            f->val.f64 = d;
-        break;
-    }
-    case PKM_T_BOOL:
-        if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0)
-            f->val.b = true;
-        else if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0)
-            f->val.b = false;
-        else
-            BAD("expected true, false, 1 or 0");
-        break;
-    case PKM_T_STRING:
-    case PKM_T_JSON:
-    case PKM_T_LSTRING:
-    case PKM_T_LJSON: f->val.str = (pkm_str_t){v, strlen(v)}; break;
-    case PKM_T_VERSION: {
-        const char *dot = strchr(v, '.');
-        char major[24];
-        if (!dot || (size_t)(dot - v) >= sizeof major) BAD("expected MAJOR.MINOR, e.g. 1.0");
-        memcpy(major, v, (size_t)(dot - v));
-        major[dot - v] = '\0';
-        uint64_t ma = 0, mi = 0;
-        int r1 = parse_uint(major, 256, &ma), r2 = parse_uint(dot + 1, 255, &mi);
-        if (r1 == -1 || r2 == -1) BAD("expected MAJOR.MINOR, e.g. 1.0");
-        if (r1 == -2 || r2 == -2 || ma < 1)
-            BAD("version out of range (major 1..256, minor 0..255)");
-        f->val.version = (pkm_version_t){(uint16_t)ma, (uint16_t)mi};
-        break;
-    }
-    case PKM_T_UUID:
-        if (parse_uuid(v, &f->val.uuid) < 0)
-            BAD("expected a UUID in canonical form xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx");
-        break;
-    case PKM_T_INSTANT:
-    case PKM_T_DURATION: {
-        const char *comma = strchr(v, ',');
-        char secs[32];
-        size_t sl = comma ? (size_t)(comma - v) : strlen(v);
-        if (sl >= sizeof secs) BAD("seconds out of range %lld..%lld", SECONDS_MIN, SECONDS_MAX);
-        memcpy(secs, v, sl);
-        secs[sl] = '\0';
-        r = parse_int(secs, SECONDS_MIN, SECONDS_MAX, &i64);
-        if (r == -1) BAD("expected SECONDS,NANOS (decimal integers)");
-        if (r == -2) BAD("seconds out of range %lld..%lld", SECONDS_MIN, SECONDS_MAX);
-        int64_t ns = 0;
-        if (comma) {
-            const char *n = comma + 1;
-            r = (*n == '-') ? -2 : parse_int(n, 0, 999999999, &ns);
-            if (r == -1) BAD("expected SECONDS,NANOS (decimal integers)");
-            if (r == -2) BAD("nanos out of range 0..999999999");
-        }
-        f->val.time = (pkm_time_t){i64, (int32_t)ns};
-        break;
-    }
-    case PKM_T_ARRAY: {
-        size_t n;
-        r = tool_unhex(v, &f->owned, &n);
-        if (r == -2) return tool_fail(TOOL_EXIT_FAIL, "out of memory");
-        if (r < 0) BAD("expected hex digits, an even number of them");
-        if (n > INT32_MAX) BAD("too long");
+    char why[512];
+    int r = parse_value(&f->def, v, &f->val, &f->owned, why, sizeof why);
+    if (r == -2) return tool_fail(TOOL_EXIT_FAIL, "out of memory");
+    if (r < 0) BAD("%s", why);
+    if (f->def.type == PKM_T_ARRAY) {
         f->def.elem = &byte_elem;
-        f->def.fixed_len = (uint32_t)n;
-        f->val.bytes = (pkm_bytes_t){f->owned, n};
-        break;
+        f->def.fixed_len = (uint32_t)f->val.bytes.len;
     }
-    default: BAD("unsupported type");
-    }
-
-    /* What only the codec knows (UTF-8, JSON, String length): encode the field alone. */
-    pkm_schema_t one = {"FIELD", &f->def, 1};
-    size_t len;
-    uint8_t *tmp = NULL;
-    r = pkm_schema_encode_alloc(&one, &f->val, 1, &tmp, &len, NULL);
-    pkm_bytes_free(tmp);
-    switch (r) {
-    case 0: break;
-    case PKM_EUTF8: BAD("not valid UTF-8");
-    case PKM_EJSON: BAD("not valid JSON (RFC 8259)");
-    case PKM_EJSON_NOTOBJ: BAD("not a JSON object ({...})");
-    case PKM_ETOOLONG:
-        BAD("%s", f->def.type == PKM_T_STRING || f->def.type == PKM_T_JSON
-                      ? "too long: at most 65535 bytes of Modified UTF-8 (use lstring or ljson)"
-                      : "too long");
-    case PKM_ENOMEM: return tool_fail(TOOL_EXIT_FAIL, "out of memory");
-    default: BAD("%s", pkm_strerror(r));
-    }
+    r = check_alone(&f->def, &f->val, 1, why, sizeof why);
+    if (r == -2) return tool_fail(TOOL_EXIT_FAIL, "out of memory");
+    if (r < 0) BAD("%s", why);
     return 0;
 #undef BAD
 }
