@@ -10,7 +10,8 @@
 
 static const char send_help[] =
     "usage: pkmcom send HOST:PORT --id ID [FIELD...] [options]\n"
-    "       pkmcom send --dry-run --id ID [FIELD...]\n"
+    "       pkmcom send HOST:PORT --packet NAME [FIELD=VALUE...] [options]\n"
+    "       pkmcom send --dry-run (--id ID [FIELD...] | --packet NAME [FIELD=VALUE...])\n"
     "\n"
     "Connects to a PkmCom/TCP server, runs the handshake, sends the packet built from the\n"
     "FIELDs (N times), prints each packet received as one JSON line\n"
@@ -18,6 +19,7 @@ static const char send_help[] =
     "and exits 0 once the expected number of replies has arrived.\n"
     "\n"
     "  --id ID              packet id, 0..254 (decimal or 0x-hex; 255 is the handshake's)\n"
+    "  --packet NAME        a Complete Definition packet, built from NAME=VALUE (below)\n"
     "  --password-file F    the server's password (alternative handshaking): the first\n"
     "                       line of F. Default: $PKMCOM_PASSWORD, if set\n"
     "  --password PW        the password on the command line: works, with a warning\n"
@@ -46,6 +48,21 @@ static const char send_help[] =
     "  uuid                                    canonical 8-4-4-4-12 hex\n"
     "  instant duration                        SECONDS,NANOS (or SECONDS)\n"
     "  bytes                                   a Byte Array, as hex (even length)\n"
+    "\n";
+
+/* (A second string: C11 compilers need support only 4095 characters in one.) */
+static const char send_help_packet[] =
+    "With --packet NAME (a Complete Definition packet: connect-request, connect-success,\n"
+    "connect-failure, challenge-identity, challenge-response, reestablish-secret,\n"
+    "keep-alive-clientbound, keep-alive-serverbound), the id and the schema are the spec's and\n"
+    "each argument is FIELD=VALUE, FIELD a field's name (case, spaces and punctuation ignored;\n"
+    "the end of one field's name is enough: Actions for Available Actions). VALUE is read by\n"
+    "the field's type with the rules above; an Enum also takes its names (Reason=password), a\n"
+    "Bitflag names or numbers joined by | (Actions=trade|irc). Every field must be given,\n"
+    "except an array (give it once per element, e.g. Args={...} Args={...}) and the count\n"
+    "of an array (Num. Args: counted when left out). Example:\n"
+    "  pkmcom send HOST:PORT --packet connect-request PkmVersion=1.0 \\\n"
+    "      'TrainerInfo={\"name\":\"Red\"}' SentryAccount=00000000-0000-0000-0000-000000000000\n"
     "\n"
     "Trust: with --pin the server's key must have that fingerprint. Otherwise known_hosts\n"
     "decides: by default the first contact with HOST:PORT records its fingerprint there\n"
@@ -363,6 +380,337 @@ static int parse_field(size_t idx, const char *arg, struct field *f)
 #undef BAD
 }
 
+/* ---- --packet NAME: a Complete Definition packet from NAME=VALUE arguments ---- */
+
+static const char *type_name(pkm_type_t t)
+{
+    switch (t) {
+    case PKM_T_BYTE: return "Byte";
+    case PKM_T_SBYTE: return "Signed Byte";
+    case PKM_T_SHORT: return "Short";
+    case PKM_T_USHORT: return "Unsigned Short";
+    case PKM_T_INT: return "Int";
+    case PKM_T_UINT: return "Unsigned Int";
+    case PKM_T_LONG: return "Long";
+    case PKM_T_FLOAT: return "Float";
+    case PKM_T_DOUBLE: return "Double";
+    case PKM_T_BOOL: return "Boolean";
+    case PKM_T_STRING: return "String";
+    case PKM_T_JSON: return "Json";
+    case PKM_T_LSTRING: return "Long String";
+    case PKM_T_LJSON: return "Long Json";
+    case PKM_T_VERSION: return "Version";
+    case PKM_T_UUID: return "UUID";
+    case PKM_T_INSTANT: return "Instant";
+    case PKM_T_DURATION: return "Duration";
+    case PKM_T_ENUM: return "Enum";
+    case PKM_T_BITFLAG: return "Bitflag";
+    case PKM_T_ARRAY: return "Array";
+    case PKM_T_STRUCT: return "Structure";
+    }
+    return "?";
+}
+
+static int is_plain_byte_array(const pkm_field_t *f)
+{
+    return f->type == PKM_T_ARRAY && f->elem && f->elem->type == PKM_T_BYTE;
+}
+
+/* "A, B, C": the names of the schema's fields, or of field `field`'s symbols. */
+static void list_fields(const pkm_schema_t *s, char *out, size_t cap)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < s->n_fields && used < cap; i++)
+        used += (size_t)snprintf(out + used, cap - used, "%s%s", i ? ", " : "", s->fields[i].name);
+}
+
+static void list_symbols(const pkm_cmpl_packet_t *p, size_t field, char *out, size_t cap)
+{
+    size_t n = 0, used = 0;
+    const pkm_cmpl_symbol_t *sym = pkm_cmpl_symbols(p, field, &n);
+    out[0] = '\0';
+    for (size_t i = 0; i < n && used < cap; i++)
+        used += (size_t)snprintf(out + used, cap - used, "%s%s (%llu)", i ? ", " : "", sym[i].name,
+                                 (unsigned long long)sym[i].value);
+}
+
+/* The name without what pkm_cmpl_name_eq ignores, lower case, into out (cap bytes). */
+static void normalise(const char *name, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (; *name && n + 1 < cap; name++) {
+        char c = *name;
+        if (c >= 'A' && c <= 'Z') c = (char)(c - 'A' + 'a');
+        if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) out[n++] = c;
+    }
+    out[n] = '\0';
+}
+
+/* The field `name` names: its whole name (as pkm_cmpl_field matches it), else the end of
+ * exactly one field's name ("Actions" for "Available Actions"). 1 with *idx, 0 for none, -1
+ * when the end matches several fields. */
+static int find_field(const pkm_schema_t *s, const char *name, size_t *idx)
+{
+    if (pkm_cmpl_field(s, name, idx)) return 1;
+    char want[128], have[128];
+    normalise(name, want, sizeof want);
+    size_t wl = strlen(want), hits = 0;
+    if (wl == 0) return 0;
+    for (size_t i = 0; i < s->n_fields; i++) {
+        normalise(s->fields[i].name, have, sizeof have);
+        size_t hl = strlen(have);
+        if (hl > wl && strcmp(have + hl - wl, want) == 0) {
+            *idx = i;
+            hits++;
+        }
+    }
+    return hits == 1 ? 1 : hits ? -1 : 0;
+}
+
+/* One number or symbol of an Enum / Bitflag field (field index `field` of p, or SIZE_MAX for an
+ * array element, which has no symbols). 0, -1 (why), -2. */
+static int parse_symbolic(const pkm_cmpl_packet_t *p, size_t field, const pkm_field_t *def,
+                          const char *v, uint64_t *out, char *why, size_t whycap)
+{
+    const pkm_cmpl_symbol_t *sym = field == SIZE_MAX ? NULL : pkm_cmpl_symbol_by_name(p, field, v);
+    if (sym) {
+        *out = sym->value;
+        return 0;
+    }
+    pkm_field_t base = {.type = def->base};
+    pkm_value_t val;
+    uint8_t *owned = NULL;
+    int r = parse_value(&base, v, &val, &owned, why, whycap);
+    free(owned);
+    if (r == -1) {
+        char names[400];
+        list_symbols(p, field, names, sizeof names);
+        if (names[0]) snprintf(why, whycap, "'%s' is neither a number nor one of %s", v, names);
+    }
+    if (r == 0) *out = val.u64; /* the bit pattern: a non-negative number reads the same */
+    return r;
+}
+
+/* VALUE for field def (index `field` of p's schema; SIZE_MAX for an array element). */
+static int parse_named(const pkm_cmpl_packet_t *p, size_t field, const pkm_field_t *def,
+                       const char *v, pkm_value_t *val, uint8_t **owned, char *why, size_t whycap)
+{
+    int r;
+    memset(val, 0, sizeof *val);
+    switch (def->type) {
+    case PKM_T_ENUM: {
+        uint64_t x;
+        if ((r = parse_symbolic(p, field, def, v, &x, why, whycap)) < 0) return r;
+        int known = 0;
+        for (size_t i = 0; i < def->n_enum_values; i++)
+            if ((uint64_t)def->enum_values[i] == x) known = 1;
+        if (!known) {
+            char names[400];
+            list_symbols(p, field, names, sizeof names);
+            snprintf(why, whycap, "%llu is not a value of this enum%s%s", (unsigned long long)x,
+                     names[0] ? ": " : "", names);
+            return -1;
+        }
+        val->u64 = x;
+        break;
+    }
+    case PKM_T_BITFLAG: {
+        if (def->base == PKM_T_UUID) {
+            snprintf(why, whycap, "a UUID bitflag cannot be given by name");
+            return -1;
+        }
+        uint64_t bits = 0;
+        const char *t = v;
+        for (;;) {
+            const char *bar = strchr(t, '|');
+            size_t tl = bar ? (size_t)(bar - t) : strlen(t);
+            char tok[128];
+            if (tl == 0 || tl >= sizeof tok) {
+                snprintf(why, whycap, "expected bit names or numbers separated by |");
+                return -1;
+            }
+            memcpy(tok, t, tl);
+            tok[tl] = '\0';
+            uint64_t x;
+            if ((r = parse_symbolic(p, field, def, tok, &x, why, whycap)) < 0) return r;
+            bits |= x;
+            if (!bar) break;
+            t = bar + 1;
+        }
+        if (bits & def->reserved_mask) {
+            snprintf(why, whycap, "reserved bits 0x%llX set (they must be 0)",
+                     (unsigned long long)(bits & def->reserved_mask));
+            return -1;
+        }
+        val->u64 = bits;
+        break;
+    }
+    case PKM_T_STRUCT: snprintf(why, whycap, "a Structure cannot be given as one value"); return -1;
+    case PKM_T_ARRAY:
+        if (!is_plain_byte_array(def)) {
+            snprintf(why, whycap, "an array of %s: give the field once per element",
+                     type_name(def->elem ? def->elem->type : PKM_T_BYTE));
+            return -1;
+        }
+        if ((r = parse_value(def, v, val, owned, why, whycap)) < 0) return r; /* hex */
+        break;
+    default:
+        if ((r = parse_value(def, v, val, owned, why, whycap)) < 0) return r;
+        break;
+    }
+    return check_alone(def, val, 0, why, whycap);
+}
+
+/* The packet built from NAME=VALUE arguments: its values and what they own. */
+struct named {
+    const pkm_cmpl_packet_t *pkt;
+    pkm_value_t *vals;  /* one per field of the schema */
+    pkm_value_t *items; /* the elements of its arrays (at most one per argument) */
+    uint8_t **owned;    /* Byte Array buffers (at most one per argument) */
+    size_t n_owned;
+};
+
+static void named_free(struct named *nm)
+{
+    for (size_t i = 0; i < nm->n_owned; i++)
+        free(nm->owned[i]);
+    free(nm->owned);
+    free(nm->items);
+    free(nm->vals);
+    memset(nm, 0, sizeof *nm);
+}
+
+/* Builds --packet NAME's content from args[n] ("Field=VALUE"). Every field must be given once,
+ * except an array field (given once per element; none = empty) and an array's length field
+ * (filled from the element count when not given). Returns 0 or an exit status (message said). */
+static int build_named(const char *name, const char **args, size_t n, struct named *nm,
+                       uint8_t **content, size_t *size, uint32_t *chash)
+{
+    memset(nm, 0, sizeof *nm);
+    const pkm_cmpl_packet_t *p = pkm_cmpl_by_name(name);
+    if (!p) {
+        const pkm_cmpl_registry_t *reg = pkm_cmpl_registry();
+        char names[600];
+        size_t used = 0;
+        names[0] = '\0';
+        for (size_t i = 0; i < reg->n_packets && used < sizeof names; i++)
+            used += (size_t)snprintf(names + used, sizeof names - used, "%s\"%s\"", i ? ", " : "",
+                                     reg->packets[i].name);
+        return tool_usage_error(
+            "send", "--packet: no Complete Definition packet is named '%s' (%s)", name, names);
+    }
+    if (!p->schema)
+        return tool_usage_error("send",
+                                "--packet: the spec does not define the content of 0x%02X %s, so "
+                                "it cannot be built by field names (use --id and TYPE:VALUE)",
+                                p->id, p->name);
+    const pkm_schema_t *s = p->schema;
+    nm->pkt = p;
+    size_t *field_of = calloc(n ? n : 1, sizeof *field_of);
+    nm->vals = calloc(s->n_fields ? s->n_fields : 1, sizeof *nm->vals);
+    nm->items = calloc(n ? n : 1, sizeof *nm->items);
+    nm->owned = calloc(n ? n : 1, sizeof *nm->owned);
+    int *given = calloc(s->n_fields ? s->n_fields : 1, sizeof *given);
+    if (!field_of || !nm->vals || !nm->items || !nm->owned || !given) {
+        free(field_of);
+        free(given);
+        named_free(nm);
+        return tool_fail(TOOL_EXIT_FAIL, "out of memory");
+    }
+    int status = TOOL_EXIT_OK;
+    char list[600], why[512];
+    list_fields(s, list, sizeof list);
+    /* Which field each argument names. */
+    for (size_t k = 0; k < n && status == TOOL_EXIT_OK; k++) {
+        const char *eq = strchr(args[k], '=');
+        char fname[128];
+        size_t fl = eq ? (size_t)(eq - args[k]) : 0;
+        if (!eq || fl == 0 || fl >= sizeof fname) {
+            status =
+                tool_usage_error("send", "'%.60s': expected FIELD=VALUE with --packet (%s: %s)",
+                                 args[k], p->name, list);
+            break;
+        }
+        memcpy(fname, args[k], fl);
+        fname[fl] = '\0';
+        size_t idx;
+        int found = find_field(s, fname, &idx);
+        if (found == 0) {
+            status = tool_usage_error("send", "%s has no field '%s' (its fields: %s)", p->name,
+                                      fname, list);
+            break;
+        }
+        if (found < 0) {
+            status = tool_usage_error("send",
+                                      "'%s' names several fields of %s (%s): give more of "
+                                      "the name",
+                                      fname, p->name, list);
+            break;
+        }
+        const pkm_field_t *f = &s->fields[idx];
+        if (given[idx] && !(f->type == PKM_T_ARRAY && !is_plain_byte_array(f))) {
+            status = tool_usage_error("send", "field '%s' of %s is given twice", f->name, p->name);
+            break;
+        }
+        given[idx]++;
+        field_of[k] = idx;
+    }
+    /* The values, field by field (an array's elements in the order given). */
+    size_t n_items = 0;
+    for (size_t i = 0; i < s->n_fields && status == TOOL_EXIT_OK; i++) {
+        const pkm_field_t *f = &s->fields[i];
+        int elements = f->type == PKM_T_ARRAY && !is_plain_byte_array(f);
+        size_t first = n_items;
+        for (size_t k = 0; k < n && status == TOOL_EXIT_OK; k++) {
+            if (field_of[k] != i) continue;
+            const char *v = strchr(args[k], '=') + 1;
+            pkm_value_t *dst = elements ? &nm->items[n_items++] : &nm->vals[i];
+            int r = parse_named(p, elements ? SIZE_MAX : i, elements ? f->elem : f, v, dst,
+                                &nm->owned[nm->n_owned], why, sizeof why);
+            if (nm->owned[nm->n_owned]) nm->n_owned++;
+            if (r == -2) status = tool_fail(TOOL_EXIT_FAIL, "out of memory");
+            if (r == -1)
+                status = tool_fail(TOOL_EXIT_USAGE, "field '%s' of %s (%.60s): %s", f->name,
+                                   p->name, args[k], why);
+        }
+        if (elements) nm->vals[i].array = (pkm_array_t){nm->items + first, n_items - first};
+    }
+    /* Length fields: filled from their array, or checked against it. */
+    for (size_t i = 0; i < s->n_fields && status == TOOL_EXIT_OK; i++) {
+        const pkm_field_t *f = &s->fields[i];
+        if (f->type != PKM_T_ARRAY || !f->len_field) continue;
+        size_t L = f->len_field - 1;
+        size_t count = is_plain_byte_array(f) ? nm->vals[i].bytes.len : nm->vals[i].array.n;
+        if (!given[L]) {
+            nm->vals[L].u64 = count;
+            given[L] = 1;
+        } else if (nm->vals[L].u64 != count) {
+            status = tool_fail(TOOL_EXIT_USAGE,
+                               "field '%s' of %s is %llu but '%s' has %zu element(s) (leave '%s' "
+                               "out: it is counted)",
+                               s->fields[L].name, p->name, (unsigned long long)nm->vals[L].u64,
+                               f->name, count, s->fields[L].name);
+        }
+    }
+    for (size_t i = 0; i < s->n_fields && status == TOOL_EXIT_OK; i++) {
+        const pkm_field_t *f = &s->fields[i];
+        if (given[i] || (f->type == PKM_T_ARRAY && !is_plain_byte_array(f))) continue;
+        status = tool_usage_error("send", "missing field '%s' (%s) of %s (its fields: %s)", f->name,
+                                  type_name(f->type), p->name, list);
+    }
+    if (status == TOOL_EXIT_OK) {
+        int rc = pkm_schema_encode_alloc(s, nm->vals, s->n_fields, content, size, chash);
+        if (rc < 0)
+            status = tool_fail(rc == PKM_ENOMEM ? TOOL_EXIT_FAIL : TOOL_EXIT_USAGE,
+                               "cannot encode %s: %s", p->name, pkm_strerror(rc));
+    }
+    free(field_of);
+    free(given);
+    if (status != TOOL_EXIT_OK) named_free(nm);
+    return status;
+}
+
 /* ---- the connection ---- */
 
 static int remaining_ms(double deadline)
@@ -378,6 +726,7 @@ struct send_opts {
     int id;
     char *password; /* --password's argv string (wiped once copied) */
     const char *password_file, *pin, *known_hosts;
+    const char *packet; /* --packet NAME, or NULL */
     uint64_t count, expect, timeout_s;
     int expect_set, verbose, dry_run, strict;
 };
@@ -634,6 +983,7 @@ int cmd_send(int argc, char **argv)
         }
         if (tool_is_help(a)) {
             fputs(send_help, stdout);
+            fputs(send_help_packet, stdout);
             free(fieldargs);
             return TOOL_EXIT_OK;
         }
@@ -656,6 +1006,8 @@ int cmd_send(int argc, char **argv)
             else if (n == PKM_HANDSHAKE_ID)
                 status = tool_usage_error("send", "--id: 255 (0xFF) is the handshake packet");
             o.id = (int)n;
+        } else if (r == 0 && (r = tool_opt("send", argc, argv, &i, "packet", 0, &v)) > 0) {
+            o.packet = v;
         } else if (r == 0 && (r = tool_opt("send", argc, argv, &i, "password", 0, &v)) > 0) {
             o.password = (char *)v; /* argv strings are writable: wiped once copied */
         } else if (r == 0 && (r = tool_opt("send", argc, argv, &i, "password-file", 0, &v)) > 0) {
@@ -694,13 +1046,28 @@ int cmd_send(int argc, char **argv)
     if (status == TOOL_EXIT_OK && target && tool_parse_hostport(target, 0, o.host, &o.port) < 0)
         status =
             tool_usage_error("send", "bad address '%s': expected HOST:PORT or [IPV6]:PORT", target);
-    if (status == TOOL_EXIT_OK && o.id < 0) status = tool_usage_error("send", "missing --id ID");
+    if (status == TOOL_EXIT_OK && o.packet && o.id >= 0)
+        status = tool_usage_error("send", "--id is not used with --packet (the packet has its id)");
+    if (status == TOOL_EXIT_OK && o.id < 0 && !o.packet)
+        status = tool_usage_error("send", "missing --id ID (or --packet NAME)");
     if (status == TOOL_EXIT_OK && o.pin && o.known_hosts)
         status = tool_usage_error("send", "--known-hosts is not used with --pin");
     if (status == TOOL_EXIT_OK && o.pin && o.strict)
         status = tool_usage_error("send", "--strict is about known_hosts, not used with --pin");
     if (!o.expect_set) o.expect = o.count;
 
+    uint8_t *content = NULL;
+    size_t size = 0;
+    uint32_t chash = 0;
+    struct named nm = {0};
+    if (status == TOOL_EXIT_OK && o.packet) {
+        status = build_named(o.packet, fieldargs, nfields, &nm, &content, &size, &chash);
+        if (status == TOOL_EXIT_OK) o.id = nm.pkt->id;
+        if (status == TOOL_EXIT_OK && !o.dry_run && !(nm.pkt->dir & PKM_CMPL_SERVERBOUND))
+            tool_log("warning: 0x%02X %s is %s: a server does not expect it from a client",
+                     nm.pkt->id, nm.pkt->name, pkm_cmpl_dir_name(nm.pkt->dir));
+        nfields = 0; /* they were NAME=VALUEs */
+    }
     struct field *fields = NULL;
     if (status == TOOL_EXIT_OK && nfields) {
         fields = calloc(nfields, sizeof *fields);
@@ -710,17 +1077,14 @@ int cmd_send(int argc, char **argv)
         status = parse_field(k + 1, fieldargs[k], &fields[k]);
 
     /* The packet: one synthetic schema with the FIELDs' types, encoded by the codec. */
-    uint8_t *content = NULL;
-    size_t size = 0;
-    uint32_t chash = 0;
     pkm_field_t *defs = NULL;
     pkm_value_t *vals = NULL;
-    if (status == TOOL_EXIT_OK) {
+    if (status == TOOL_EXIT_OK && !o.packet) {
         defs = calloc(nfields ? nfields : 1, sizeof *defs);
         vals = calloc(nfields ? nfields : 1, sizeof *vals);
         if (!defs || !vals) status = tool_fail(TOOL_EXIT_FAIL, "out of memory");
     }
-    if (status == TOOL_EXIT_OK) {
+    if (status == TOOL_EXIT_OK && !o.packet) {
         for (size_t k = 0; k < nfields; k++) {
             defs[k] = fields[k].def;
             vals[k] = fields[k].val;
@@ -745,6 +1109,7 @@ int cmd_send(int argc, char **argv)
         status = run_send(&o, pwbuf, pkm_packet_hash((uint8_t)o.id, chash), content, size);
     }
     tool_secret_free(pwbuf);
+    named_free(&nm);
     pkm_bytes_free(content);
     free(defs);
     free(vals);
