@@ -155,6 +155,7 @@ static void on_timer(uv_timer_t *t)
         st_add(&srv->st.partial_closed, 1);
         pkm__sconn_close(p->user, PKM_ETIMEOUT);
     }
+    st_limits(srv);
     while (srv->trim_after && (c = srv->tl[TL_ACTIVE].head) && c->since + srv->trim_after <= now) {
         uint64_t since = c->since;
         pkm_engine_trim(c->eng);
@@ -542,6 +543,9 @@ void pkm_server_stats(const pkm_server_t *srv, pkm_server_stats_t *out)
     LOAD(dropped_queue);
     LOAD(refused);
     LOAD(partial_closed);
+    LOAD(handshakes_in_flight);
+    LOAD(handshakes_waiting);
+    LOAD(partial_bytes);
     LOAD(packets_in);
     LOAD(packets_out);
     LOAD(bytes_in);

@@ -84,6 +84,7 @@ static void hs_release(pkm_server_t *srv, const pkm__source_key *src)
         c->hs_slot = 1;
         pump(c); /* submits its job (a pump running for c does it when it goes on) */
     }
+    st_limits(srv);
 }
 
 /* Lets go of c's job: cancelled if still queued (then never run), otherwise freed by job_after
@@ -119,6 +120,7 @@ static void do_close(pkm_server_conn_t *c, int err, const char *fail_step)
         c->hs_slot = 0;
         hs_release(srv, &c->src);
     }
+    st_limits(srv);
     if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = 0;
     pkm__tl_remove(srv, c);
@@ -267,6 +269,7 @@ static void update_partial(pkm_server_conn_t *c)
         st_add(&srv->st.partial_closed, 1);
         close_with(p->user, PKM_ENOMEM);
     }
+    st_limits(srv);
 }
 
 /* c's engine wants its RSA job run: asks for admission when c holds no slot. Returns 1 when the
@@ -278,7 +281,9 @@ static int admit(pkm_server_conn_t *c)
     pkm_server_t *srv = c->srv;
     pkm__refusal why = PKM__REFUSE_NONE;
     uint64_t ticket = 0;
-    switch (pkm__limits_hs_begin(srv->lim, &c->src, c, uv_now(&srv->loop), &ticket, &why)) {
+    pkm__admit a = pkm__limits_hs_begin(srv->lim, &c->src, c, uv_now(&srv->loop), &ticket, &why);
+    st_limits(srv);
+    switch (a) {
     case PKM__ADMIT_NOW: c->hs_slot = 1; return 1;
     case PKM__ADMIT_QUEUED:
         c->hs_queued = 1;

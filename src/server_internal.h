@@ -78,7 +78,7 @@ struct pkm_server_conn {
 typedef struct stats_atomic {
     _Atomic uint64_t conns_open, conns_established, accepted, rejected, handshakes_ok,
         handshakes_failed, timeouts, dropped_queue, packets_in, packets_out, bytes_in, bytes_out,
-        refused, partial_closed;
+        refused, partial_closed, handshakes_in_flight, handshakes_waiting, partial_bytes;
 } stats_atomic_t;
 
 struct pkm_server {
@@ -135,6 +135,16 @@ static inline void st_sub(_Atomic uint64_t *x, uint64_t n)
 {
     atomic_store_explicit(x, atomic_load_explicit(x, memory_order_relaxed) - n,
                           memory_order_relaxed);
+}
+
+/* Publishes the limits' and the budget's current counts in the stats. */
+static inline void st_limits(pkm_server_t *srv)
+{
+    pkm__limits_stats ls;
+    pkm__limits_stats_get(srv->lim, &ls);
+    atomic_store_explicit(&srv->st.handshakes_in_flight, ls.in_flight, memory_order_relaxed);
+    atomic_store_explicit(&srv->st.handshakes_waiting, ls.queued, memory_order_relaxed);
+    atomic_store_explicit(&srv->st.partial_bytes, srv->budget.total, memory_order_relaxed);
 }
 
 /* ---- server.c, for server_conn.c ---- */

@@ -209,17 +209,20 @@ typedef struct pkm_server_config {
 
 /* Counters, read with pkm_server_stats(). */
 typedef struct pkm_server_stats {
-    uint64_t conns_open;        /* connections open now (handshaking or established) */
-    uint64_t conns_established; /* of which established */
-    uint64_t accepted;          /* connections admitted since start */
-    uint64_t rejected;          /* connections refused by max_conns */
-    uint64_t handshakes_ok;     /* first handshakes completed */
-    uint64_t handshakes_failed; /* handshakes (first or re-establishment) failed, timeouts too */
-    uint64_t timeouts;          /* connections closed by the handshake or idle timeout */
-    uint64_t dropped_queue;     /* connections dropped for send queue overflow */
-    uint64_t refused;           /* connections or handshakes refused by the limits (per source
-                                   caps, queue caps, failed-secret ban) */
-    uint64_t partial_closed;    /* connections closed by the partial-packet deadline or budget */
+    uint64_t conns_open;           /* connections open now (handshaking or established) */
+    uint64_t conns_established;    /* of which established */
+    uint64_t accepted;             /* connections admitted since start */
+    uint64_t rejected;             /* connections refused by max_conns */
+    uint64_t handshakes_ok;        /* first handshakes completed */
+    uint64_t handshakes_failed;    /* handshakes (first or re-establishment) failed, timeouts too */
+    uint64_t timeouts;             /* connections closed by the handshake or idle timeout */
+    uint64_t dropped_queue;        /* connections dropped for send queue overflow */
+    uint64_t refused;              /* connections or handshakes refused by the limits (per source
+                                      caps, queue caps, failed-secret ban) */
+    uint64_t partial_closed;       /* connections closed by the partial-packet deadline or budget */
+    uint64_t handshakes_in_flight; /* now: admitted, RSA work queued or running */
+    uint64_t handshakes_waiting;   /* now: waiting for admission, no RSA work submitted */
+    uint64_t partial_bytes;        /* now: receive buffers holding partial packets, in all */
     uint64_t packets_in, packets_out; /* application packets received / queued */
     uint64_t bytes_in, bytes_out;     /* bytes read from / written to sockets */
 } pkm_server_stats_t;
