@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include "tool.h"
 
@@ -92,6 +93,10 @@ static const struct {
 struct serve {
     pkm_server_t *srv;
     int relay, print, quiet;
+    /* Handshakes the client abandoned (end of stream or reset): under a flood there are
+     * thousands a second, so they are summed up in one line at most once a second. */
+    unsigned long left_unlogged;
+    time_t left_logged_at;
 };
 
 /* For the signal handler only: the server to stop and the signal that stopped it. */
@@ -142,6 +147,20 @@ static void on_close(void *user, pkm_server_conn_t *conn, int err, const char *f
     struct serve *s = user;
     char name[PKM_SERVER_PEER_SIZE + 32];
     conn_name(conn, name, sizeof name);
+    if (fail_step && (err == PKM_EEOF || err == PKM_ECONNRESET)) {
+        s->left_unlogged++;
+        time_t now = time(NULL);
+        if (now != s->left_logged_at) {
+            if (s->left_unlogged == 1)
+                tool_log("%s handshake failed at step %s: %s", name, fail_step, pkm_strerror(err));
+            else
+                tool_log("%lu clients left during the handshake (the last %s at step %s: %s)",
+                         s->left_unlogged, name, fail_step, pkm_strerror(err));
+            s->left_unlogged = 0;
+            s->left_logged_at = now;
+        }
+        return;
+    }
     if (fail_step) {
         tool_log("%s handshake failed at step %s: %s", name, fail_step, pkm_strerror(err));
         return;
