@@ -472,6 +472,11 @@ int pkm__engine_config_check(const pkm_engine_config_t *cfg)
     return 0;
 }
 
+int pkm_engine_config_check(const pkm_engine_config_t *cfg)
+{
+    return cfg ? pkm__engine_config_check(cfg) : PKM_EINVAL;
+}
+
 int pkm_engine_new(const pkm_engine_config_t *cfg, pkm_engine_t **out)
 {
     if (out) *out = NULL;

@@ -152,6 +152,11 @@ typedef struct pkm_engine_config {
 /* Fills *cfg with the defaults for `role` (everything else NULL/0). */
 PKM_API void pkm_engine_config_init(pkm_engine_config_t *cfg, int role);
 
+/* 0 when pkm_engine_new() would accept *cfg, else PKM_EINVAL (also for NULL): the one validator,
+ * for the layers that embed an engine config (pkm_connect(), the server) and check it before they
+ * start. Takes nothing (a client_key stays the caller's). */
+PKM_API int pkm_engine_config_check(const pkm_engine_config_t *cfg);
+
 /* Makes an engine. A server queues its ServerKey at once (read it from pkm_engine_send_buf()).
  * PKM_EINVAL for an inconsistent config (no server_key for a server, a server_key or client_key
  * without a private half, a client_key given to a server, a malformed pin, a max_packet_size of 0
