@@ -35,9 +35,4 @@ int pkm__engine_test_start(pkm_engine_t *e, const uint8_t key[32], const uint8_t
  * after feeding a refused key, to show that no RSA work was spent on it. */
 unsigned long pkm__engine_rsa_ops(void);
 
-/* The memory a peer pins with a packet it has started and not finished: once established (or
- * re-establishing), the receive buffer's capacity while it holds bytes of an incomplete packet
- * (call after taking every complete packet), else 0. For the server's partial-packet budget. */
-size_t pkm__engine_partial_held(const pkm_engine_t *e);
-
 #endif

@@ -9,7 +9,6 @@
 #include <sys/socket.h>
 #include <uv.h>
 #include "pkmcom/server.h"
-#include "engine_internal.h"
 #include "internal.h"
 #include "server_internal.h"
 
@@ -259,7 +258,7 @@ static void update_partial(pkm_server_conn_t *c)
     if (c->state >= CS_CLOSING) return;
     uint64_t now = uv_now(&srv->loop);
     size_t before = srv->budget.count;
-    if (pkm__budget_set(&srv->budget, &c->partial, pkm__engine_partial_held(c->eng), now) < 0) {
+    if (pkm__budget_set(&srv->budget, &c->partial, pkm_engine_partial_held(c->eng), now) < 0) {
         close_with(c, PKM_ENOMEM);
         return;
     }
