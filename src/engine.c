@@ -782,6 +782,13 @@ int pkm__engine_test_start(pkm_engine_t *e, const uint8_t key[32], const uint8_t
     return established(e);
 }
 
+size_t pkm_engine_partial_held(const pkm_engine_t *e)
+{
+    if (!e || (e->state != PKM_STATE_ESTABLISHED && e->state != PKM_STATE_REKEYING)) return 0;
+    if (e->rend <= e->rpos && !e->pk_head) return 0;
+    return e->rcap ? e->rcap : e->rend - e->rpos;
+}
+
 unsigned long pkm__engine_rsa_ops(void)
 {
     return atomic_load_explicit(&rsa_ops, memory_order_relaxed);

@@ -636,6 +636,17 @@ static void sift_down(pkm__budget *b, size_t pos)
     heap_put(b, pos, p);
 }
 
+int pkm__budget_reserve(pkm__budget *b, size_t n)
+{
+    if (n <= b->heap_cap) return 0;
+    if (n > SIZE_MAX / sizeof *b->heap) return PKM_ENOMEM;
+    pkm__partial **h = pkm__realloc(b->heap, n * sizeof *h);
+    if (!h) return PKM_ENOMEM;
+    b->heap = h;
+    b->heap_cap = n;
+    return 0;
+}
+
 int pkm__budget_set(pkm__budget *b, pkm__partial *p, size_t held, uint64_t now_ms)
 {
     if (held == 0) {
@@ -643,14 +654,8 @@ int pkm__budget_set(pkm__budget *b, pkm__partial *p, size_t held, uint64_t now_m
         return 0;
     }
     if (p->heap_pos == 0) {
-        if (b->count == b->heap_cap) {
-            size_t ncap = b->heap_cap ? b->heap_cap * 2 : 64;
-            if (ncap > SIZE_MAX / sizeof *b->heap) return PKM_ENOMEM;
-            pkm__partial **h = pkm__realloc(b->heap, ncap * sizeof *h);
-            if (!h) return PKM_ENOMEM;
-            b->heap = h;
-            b->heap_cap = ncap;
-        }
+        if (b->count == b->heap_cap && pkm__budget_reserve(b, b->heap_cap ? b->heap_cap * 2 : 64))
+            return PKM_ENOMEM;
         p->held = held;
         p->started_ms = now_ms;
         b->total += held;

@@ -232,6 +232,9 @@ static inline void pkm__partial_init(pkm__partial *p, void *user)
 
 /* limit 0: no budget; deadline_ms 0: no deadline. Allocates nothing. */
 void pkm__budget_init(pkm__budget *b, size_t limit, uint64_t deadline_ms);
+/* Makes room for n partials at once (so that the first ones allocate nothing later).
+ * Returns 0 or PKM_ENOMEM (nothing changed). */
+int pkm__budget_reserve(pkm__budget *b, size_t n);
 /* Frees the heap; partials still in it are dropped (their fields left as they are). */
 void pkm__budget_free(pkm__budget *b);
 /* p's partial packet now holds `held` bytes (0: finished, or none started). The deadline clock

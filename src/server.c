@@ -55,6 +55,25 @@ void pkm__tl_remove(pkm_server_t *srv, pkm_server_conn_t *c)
 static void arm_timer(pkm_server_t *srv);
 static void on_timer(uv_timer_t *t);
 
+void pkm__arm_timer(pkm_server_t *srv)
+{
+    arm_timer(srv);
+}
+
+void pkm__log_refusal(pkm_server_t *srv, const pkm__source_key *src, pkm__refusal why,
+                      const char *what)
+{
+    uint32_t more = 0;
+    if (!pkm__limits_log_ok(srv->lim, src, uv_now(&srv->loop), &more)) return;
+    char name[PKM__SOURCE_KEY_STRLEN];
+    pkm__source_key_str(src, name, sizeof name);
+    if (more)
+        pkm__slog(srv, PKM_LOG_WARN, "refused %s from %s: %s (and %lu more since the last line)",
+                  what, name, pkm__refusal_str(why), (unsigned long)more);
+    else
+        pkm__slog(srv, PKM_LOG_WARN, "refused %s from %s: %s", what, name, pkm__refusal_str(why));
+}
+
 /* Moves c to the tail of list `id`, with `since` = now. */
 void pkm__tl_append(pkm_server_t *srv, pkm_server_conn_t *c, enum tlist_id id)
 {
@@ -91,6 +110,7 @@ static void arm_timer(pkm_server_t *srv)
     }
     if (srv->idle_timeout && (h = srv->tl[TL_TRIMMED].head))
         due = deadline_min(due, h->since + srv->idle_timeout);
+    due = deadline_min(due, pkm__budget_next_deadline(&srv->budget));
     if (due == UINT64_MAX) {
         uv_timer_stop(&srv->timer);
         return;
@@ -131,6 +151,12 @@ static void on_timer(uv_timer_t *t)
         while ((c = srv->tl[TL_ACTIVE].head) && c->since + srv->idle_timeout <= now)
             pkm__sconn_close(c, PKM_ETIMEOUT);
     }
+    pkm__partial *p;
+    while ((p = pkm__budget_expired(&srv->budget, now))) {
+        st_add(&srv->st.partial_closed, 1);
+        pkm__sconn_close(p->user, PKM_ETIMEOUT);
+    }
+    st_limits(srv);
     while (srv->trim_after && (c = srv->tl[TL_ACTIVE].head) && c->since + srv->trim_after <= now) {
         uint64_t since = c->since;
         pkm_engine_trim(c->eng);
@@ -261,6 +287,14 @@ void pkm_server_config_init(pkm_server_config_t *cfg)
     cfg->handshake_timeout_ms = PKM_SERVER_DEFAULT_HANDSHAKE_TIMEOUT_MS;
     cfg->trim_after_ms = PKM_SERVER_DEFAULT_TRIM_AFTER_MS;
     cfg->raise_fd_limit = 1;
+    cfg->max_handshakes = PKM_SERVER_DEFAULT_MAX_HANDSHAKES;
+    cfg->max_queued = PKM_SERVER_DEFAULT_MAX_QUEUED;
+    cfg->max_queued_per_source = PKM_SERVER_DEFAULT_MAX_QUEUED;
+    cfg->secret_window_ms = PKM_SERVER_DEFAULT_SECRET_WINDOW_MS;
+    cfg->secret_ban_ms = PKM_SERVER_DEFAULT_SECRET_BAN_MS;
+    cfg->partial_deadline_ms = PKM_SERVER_DEFAULT_PARTIAL_DEADLINE_MS;
+    cfg->partial_budget = PKM_SERVER_DEFAULT_PARTIAL_BUDGET;
+    cfg->log_interval_ms = PKM_SERVER_DEFAULT_LOG_INTERVAL_MS;
 }
 
 /* Raises the soft RLIMIT_NOFILE to the hard limit; warns when max_conns cannot fit. */
@@ -313,9 +347,23 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
     ec.defer_crypto = 1; /* the RSA work goes to the thread pool as jobs */
     if (pkm_engine_config_check(&ec) < 0) return PKM_EINVAL;
     if (cfg->backlog < 0 || cfg->handshake_timeout_ms < 0 || cfg->idle_timeout_ms < 0 ||
-        cfg->trim_after_ms < 0)
+        cfg->trim_after_ms < 0 || cfg->secret_window_ms < 0 || cfg->secret_ban_ms < 0 ||
+        cfg->partial_deadline_ms < 0 || cfg->log_interval_ms < 0)
         return PKM_EINVAL;
+    pkm__limits_config lc;
+    pkm__limits_config_init(&lc);
+    lc.max_handshakes = cfg->max_handshakes ? cfg->max_handshakes : UINT32_MAX;
+    lc.max_handshakes_per_source =
+        cfg->max_handshakes_per_source ? cfg->max_handshakes_per_source : UINT32_MAX;
+    lc.max_queued = cfg->max_queued;
+    lc.max_queued_per_source = cfg->max_queued_per_source;
+    lc.max_conns_per_source = cfg->max_conns_per_source;
+    lc.secret_fails = cfg->engine.secret_len ? cfg->secret_fails : 0;
+    lc.secret_window_ms = (uint64_t)cfg->secret_window_ms;
+    lc.secret_ban_ms = (uint64_t)cfg->secret_ban_ms;
+    if (cfg->log_interval_ms) lc.log_interval_ms = (uint64_t)cfg->log_interval_ms;
 
+    int r;
     pkm_server_t *srv = pkm__calloc(1, sizeof *srv);
     if (!srv) return PKM_ENOMEM;
     srv->ec = ec;
@@ -325,6 +373,18 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
     srv->hs_timeout = (uint64_t)cfg->handshake_timeout_ms;
     srv->idle_timeout = (uint64_t)cfg->idle_timeout_ms;
     srv->trim_after = (uint64_t)cfg->trim_after_ms;
+    r = pkm__limits_new(&lc, &srv->lim);
+    if (r < 0) {
+        pkm__free(srv);
+        return r;
+    }
+    srv->secret_limit = lc.secret_fails != 0;
+    pkm__budget_init(&srv->budget, cfg->partial_budget, (uint64_t)cfg->partial_deadline_ms);
+    if (pkm__budget_reserve(&srv->budget, 64) < 0) { /* the usual case allocates no more */
+        pkm__limits_free(srv->lim);
+        pkm__free(srv);
+        return PKM_ENOMEM;
+    }
     srv->on_connect = cfg->on_connect;
     srv->on_packet = cfg->on_packet;
     srv->on_close = cfg->on_close;
@@ -332,6 +392,7 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
     srv->user = cfg->user;
     if (ec.secret_len) {
         if (!(srv->secret = pkm__malloc(ec.secret_len))) {
+            pkm__limits_free(srv->lim);
             pkm__free(srv);
             return PKM_ENOMEM;
         }
@@ -339,7 +400,6 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
         srv->ec.secret = srv->secret;
         srv->ec.secret_len = ec.secret_len;
     }
-    int r;
     if (uv_loop_init(&srv->loop) != 0) {
         r = PKM_ENOMEM;
         goto fail_nolloop;
@@ -385,6 +445,8 @@ fail_loop:
 fail_nolloop:
     pkm__wipe(srv->secret, srv->ec.secret_len);
     pkm__free(srv->secret);
+    pkm__budget_free(&srv->budget);
+    pkm__limits_free(srv->lim);
     pkm__free(srv);
     return r;
 }
@@ -417,6 +479,8 @@ void pkm_server_free(pkm_server_t *srv)
     drain_and_close_loop(srv);
     pkm__wipe(srv->secret, srv->ec.secret_len);
     pkm__free(srv->secret);
+    pkm__budget_free(&srv->budget);
+    pkm__limits_free(srv->lim);
     pkm__free(srv);
 }
 
@@ -450,6 +514,11 @@ void pkm_server_stats(const pkm_server_t *srv, pkm_server_stats_t *out)
     LOAD(handshakes_failed);
     LOAD(timeouts);
     LOAD(dropped_queue);
+    LOAD(refused);
+    LOAD(partial_closed);
+    LOAD(handshakes_in_flight);
+    LOAD(handshakes_waiting);
+    LOAD(partial_bytes);
     LOAD(packets_in);
     LOAD(packets_out);
     LOAD(bytes_in);

@@ -28,6 +28,7 @@ struct jobreq {
     pkm_server_t *srv;
     pkm_server_conn_t *c;
     pkm_job_t *job;
+    pkm__source_key src; /* the admission slot it holds, freed when it ends or is cancelled */
 };
 
 static int uv_to_pkm(int uverr)
@@ -66,6 +67,25 @@ static void job_event(pkm_server_t *srv, int event)
     if (srv->job_hook) srv->job_hook(srv->job_hook_ctx, event);
 }
 
+static void pump(pkm_server_conn_t *c);
+
+/* An admission slot of `src` is free again (its RSA work ended or was cancelled, or it was
+ * never used): hands the free slots to waiting handshakes, round-robin across sources. */
+static void hs_release(pkm_server_t *srv, const pkm__source_key *src)
+{
+    uint64_t now = uv_now(&srv->loop);
+    (void)pkm__limits_hs_end(srv->lim, src, now);
+    if (srv->stopping) return;
+    void *user;
+    while (pkm__limits_hs_next(srv->lim, now, &user)) {
+        pkm_server_conn_t *c = user;
+        c->hs_queued = 0;
+        c->hs_slot = 1;
+        pump(c); /* submits its job (a pump running for c does it when it goes on) */
+    }
+    st_limits(srv);
+}
+
 /* Lets go of c's job: cancelled if still queued (then never run), otherwise freed by job_after
  * when the pool is done with it; either way it no longer refers to c. */
 static void detach_job(pkm_server_conn_t *c)
@@ -85,6 +105,21 @@ static void do_close(pkm_server_conn_t *c, int err, const char *fail_step)
     pkm_server_t *srv = c->srv;
     c->state = CS_CLOSING;
     detach_job(c);
+    uint64_t now = uv_now(&srv->loop);
+    if (c->hs_queued) { /* never admitted: its RSA work is never submitted */
+        c->hs_queued = 0;
+        (void)pkm__limits_hs_cancel(srv->lim, c->hs_ticket, now);
+    }
+    pkm__budget_remove(&srv->budget, &c->partial);
+    if (c->counted) {
+        c->counted = 0;
+        (void)pkm__limits_conn_close(srv->lim, &c->src, now);
+    }
+    if (c->hs_slot) { /* admitted, but its job was never submitted */
+        c->hs_slot = 0;
+        hs_release(srv, &c->src);
+    }
+    st_limits(srv);
     if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = 0;
     pkm__tl_remove(srv, c);
@@ -102,7 +137,17 @@ static void do_close(pkm_server_conn_t *c, int err, const char *fail_step)
 static void close_engine(pkm_server_conn_t *c)
 {
     int err = pkm_engine_error(c->eng);
-    do_close(c, err ? err : PKM_ECLOSED, pkm_engine_fail_step(c->eng));
+    const char *step = pkm_engine_fail_step(c->eng);
+    pkm_server_t *srv = c->srv;
+    /* A wrong secret shows as the client's 0xFF not checking: PKM_EHANDSHAKE at that step. */
+    if (srv->secret_limit && c->state < CS_CLOSING && err == PKM_EHANDSHAKE && step &&
+        strcmp(step, "confirmation (0xFF)") == 0 &&
+        pkm__limits_secret_failed(srv->lim, &c->src, uv_now(&srv->loop)) == 1) {
+        char name[PKM__SOURCE_KEY_STRLEN];
+        pkm__source_key_str(&c->src, name, sizeof name);
+        pkm__slog(srv, PKM_LOG_WARN, "%s failed the secret too often: refused for a while", name);
+    }
+    do_close(c, err ? err : PKM_ECLOSED, step);
 }
 
 /* Closes c with err (0 = by this side), naming the handshake step if one was running (the engine
@@ -204,7 +249,52 @@ static void flush_now(pkm_server_conn_t *c)
 /* ---- the per-connection pump ---- */
 
 static void start_job(pkm_server_conn_t *c);
-static void pump(pkm_server_conn_t *c);
+
+/* Reports c's partial packet to the budget; past the budget closes the connections holding the
+ * most (c among them, maybe). */
+static void update_partial(pkm_server_conn_t *c)
+{
+    pkm_server_t *srv = c->srv;
+    if (c->state >= CS_CLOSING) return;
+    uint64_t now = uv_now(&srv->loop);
+    size_t before = srv->budget.count;
+    if (pkm__budget_set(&srv->budget, &c->partial, pkm_engine_partial_held(c->eng), now) < 0) {
+        close_with(c, PKM_ENOMEM);
+        return;
+    }
+    if (before == 0 && srv->budget.count) pkm__arm_timer(srv);
+    pkm__partial *p;
+    while ((p = pkm__budget_over(&srv->budget))) {
+        st_add(&srv->st.partial_closed, 1);
+        close_with(p->user, PKM_ENOMEM);
+    }
+    st_limits(srv);
+}
+
+/* c's engine wants its RSA job run: asks for admission when c holds no slot. Returns 1 when the
+ * job may be submitted now, 0 when it waits (or c was refused and closed). */
+static int admit(pkm_server_conn_t *c)
+{
+    if (c->hs_slot) return 1;
+    if (c->hs_queued) return 0;
+    pkm_server_t *srv = c->srv;
+    pkm__refusal why = PKM__REFUSE_NONE;
+    uint64_t ticket = 0;
+    pkm__admit a = pkm__limits_hs_begin(srv->lim, &c->src, c, uv_now(&srv->loop), &ticket, &why);
+    st_limits(srv);
+    switch (a) {
+    case PKM__ADMIT_NOW: c->hs_slot = 1; return 1;
+    case PKM__ADMIT_QUEUED:
+        c->hs_queued = 1;
+        c->hs_ticket = ticket;
+        return 0;
+    default:
+        st_add(&srv->st.refused, 1);
+        pkm__log_refusal(srv, &c->src, why, "a handshake");
+        close_with(c, PKM_EAGAIN);
+        return 0;
+    }
+}
 
 /* The client closed its side of an established connection and everything owed to it is written:
  * end the stream in the engine (PKM_EEOF, or PKM_EPROTO inside a packet) and close. */
@@ -230,6 +320,7 @@ static void pump(pkm_server_conn_t *c)
             break;
         }
         if (w & PKM_WANT_JOB) {
+            if (!admit(c)) break;
             start_job(c);
             if (c->state >= CS_CLOSING) break;
             continue;
@@ -262,6 +353,7 @@ static void pump(pkm_server_conn_t *c)
         if (c->state >= CS_CLOSING) break;
     }
     c->in_pump = 0;
+    update_partial(c);
     if (c->state < CS_CLOSING && ((pkm_engine_wants(c->eng) & PKM_WANT_SEND) || c->peer_eof))
         mark_dirty(c);
 }
@@ -281,20 +373,20 @@ static void job_after(uv_work_t *req, int status)
     pkm_server_conn_t *c = j->c;
     pkm_job_t *job = j->job;
     pkm_server_t *srv = j->srv;
+    pkm__source_key src = j->src;
     pkm__free(j);
+    if (c) c->job = NULL; /* before anything can close c (do_close would detach j) */
     if (status == UV_ECANCELED || !c) {
         /* Cancelled (only ever by detach_job), or run after its connection closed. */
         job_event(srv, status == UV_ECANCELED ? PKM__JOB_CANCELLED : PKM__JOB_ORPHANED);
         pkm_job_free(job);
-        if (c) { /* (not reached: a cancelled job was detached first) */
-            c->job = NULL;
-            close_with(c, PKM_EINTERNAL);
-        }
+        if (c) close_with(c, PKM_EINTERNAL); /* (not reached: a cancelled job was detached) */
+        hs_release(srv, &src);               /* its slot: the RSA work never ran, or is over */
         return;
     }
-    c->job = NULL;
     (void)pkm_engine_job_done(c->eng, job); /* an error closes the engine: pump sees it */
     pump(c);
+    hs_release(srv, &src);
 }
 
 /* Hands the engine's RSA job (the decryption of the client's KeyShare) to the thread pool; the
@@ -305,7 +397,9 @@ static void start_job(pkm_server_conn_t *c)
     flush_now(c);
     if (c->state >= CS_CLOSING) return;
     pkm_job_t *job = NULL;
-    if (pkm_engine_job_take(c->eng, &job) < 0) return; /* the engine closed: pump sees it */
+    if (pkm_engine_job_take(c->eng, &job) < 0)
+        return; /* the engine closed: pump (or do_close)
+                    frees the slot */
     struct jobreq *j = pkm__malloc(sizeof *j);
     if (!j) {
         pkm_job_free(job);
@@ -315,6 +409,7 @@ static void start_job(pkm_server_conn_t *c)
     j->srv = c->srv;
     j->c = c;
     j->job = job;
+    j->src = c->src;
     if (uv_queue_work(&c->srv->loop, &j->req, job_work, job_after) < 0) {
         pkm__free(j);
         pkm_job_free(job);
@@ -322,6 +417,7 @@ static void start_job(pkm_server_conn_t *c)
         return;
     }
     c->job = j;
+    c->hs_slot = 0; /* the job holds it now: job_after frees it */
     job_event(c->srv, PKM__JOB_QUEUED);
 }
 
@@ -362,6 +458,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (pkm_engine_state(c->eng) != PKM_STATE_ESTABLISHED) {
             pkm_engine_recv_eof(c->eng); /* fails the handshake */
             pump(c);
+            /* The engine may wait for its RSA job (queued, running, or waiting for admission)
+             * before it reports the failure; the handshake cannot complete without the client
+             * (its confirmation), so close now: the job is cancelled if it has not started, a
+             * waiting handshake never gets RSA work. */
+            close_with(c, PKM_EEOF);
         } else {
             mark_dirty(c); /* flush what is owed, then end the stream (check_eof) */
         }
@@ -382,7 +483,8 @@ static void store_peer(pkm_server_conn_t *c)
     struct sockaddr_storage ss;
     int len = sizeof ss;
     memset(&ss, 0, sizeof ss);
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0) return;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0) ss.ss_family = AF_UNSPEC;
+    pkm__source_key_of((const struct sockaddr *)&ss, &c->src);
     if (ss.ss_family == AF_INET) {
         const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
         c->family = 4;
@@ -418,15 +520,25 @@ int pkm__sconn_accept(pkm_server_t *srv)
         uv_close((uv_handle_t *)&c->tcp, free_unadmitted);
         return 0;
     }
+    store_peer(c);
+    pkm__refusal why = PKM__REFUSE_NONE;
+    if (pkm__limits_conn_open(srv->lim, &c->src, uv_now(&srv->loop), &why) != 0) {
+        st_add(&srv->st.refused, 1);
+        pkm__log_refusal(srv, &c->src, why, "a connection");
+        uv_close((uv_handle_t *)&c->tcp, free_unadmitted);
+        return 0;
+    }
     int r = pkm_engine_new(&srv->ec, &c->eng);
     if (r < 0) {
         pkm__slog(srv, PKM_LOG_ERROR, "cannot make an engine for a connection: %s",
                   pkm_strerror(r));
+        (void)pkm__limits_conn_close(srv->lim, &c->src, uv_now(&srv->loop));
         uv_close((uv_handle_t *)&c->tcp, free_unadmitted);
         return 0;
     }
     uv_tcp_nodelay(&c->tcp, 1); /* writes are gathered per turn already */
-    store_peer(c);
+    c->counted = 1;
+    pkm__partial_init(&c->partial, c);
     c->id = ++srv->next_id;
     c->next = srv->all;
     if (srv->all) srv->all->prev = c;

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <uv.h>
 #include "pkmcom/server.h"
+#include "limits_internal.h"
 
 /* What happened to one connection's RSA job. */
 enum pkm__job_event {
@@ -61,16 +62,23 @@ struct pkm_server_conn {
     uint8_t family;                   /* peer address */
     uint16_t peer_port;
     uint8_t peer_addr[16];
+    pkm__source_key src;           /* the peer's source (limits_internal.h) */
+    uint64_t hs_ticket;            /* while hs_queued: pkm__limits_hs_begin's ticket */
+    pkm__partial partial;          /* its partial packet in srv->budget */
     unsigned ever_established : 1; /* the first handshake completed (stats, foreach, getters) */
     unsigned reading : 1;          /* uv_read_start is in force */
     unsigned dirty : 1;            /* on srv->dirty */
     unsigned peer_eof : 1;         /* the client closed its side of an established connection */
     unsigned in_pump : 1;          /* pump() is running (callbacks re-enter it) */
+    unsigned counted : 1;          /* pkm__limits_conn_open counted it */
+    unsigned hs_queued : 1;        /* its handshake waits for admission (no RSA work yet) */
+    unsigned hs_slot : 1;          /* it holds an admission slot no job owns yet */
 };
 
 typedef struct stats_atomic {
     _Atomic uint64_t conns_open, conns_established, accepted, rejected, handshakes_ok,
-        handshakes_failed, timeouts, dropped_queue, packets_in, packets_out, bytes_in, bytes_out;
+        handshakes_failed, timeouts, dropped_queue, packets_in, packets_out, bytes_in, bytes_out,
+        refused, partial_closed, handshakes_in_flight, handshakes_waiting, partial_bytes;
 } stats_atomic_t;
 
 struct pkm_server {
@@ -109,6 +117,9 @@ struct pkm_server {
     uint64_t next_id;
     size_t open; /* connections admitted and not closing */
     uint64_t rejected_unlogged, last_reject_log;
+    pkm__limits *lim;   /* admission, per-source caps, failed-secret ban, log limiter */
+    pkm__budget budget; /* partial packets */
+    int secret_limit;   /* the failed-secret limit is on */
     stats_atomic_t st;
 };
 
@@ -126,6 +137,16 @@ static inline void st_sub(_Atomic uint64_t *x, uint64_t n)
                           memory_order_relaxed);
 }
 
+/* Publishes the limits' and the budget's current counts in the stats. */
+static inline void st_limits(pkm_server_t *srv)
+{
+    pkm__limits_stats ls;
+    pkm__limits_stats_get(srv->lim, &ls);
+    atomic_store_explicit(&srv->st.handshakes_in_flight, ls.in_flight, memory_order_relaxed);
+    atomic_store_explicit(&srv->st.handshakes_waiting, ls.queued, memory_order_relaxed);
+    atomic_store_explicit(&srv->st.partial_bytes, srv->budget.total, memory_order_relaxed);
+}
+
 /* ---- server.c, for server_conn.c ---- */
 
 /* Logs through on_log (stderr for warnings and errors without one). */
@@ -135,6 +156,11 @@ __attribute__((format(printf, 3, 4))) void pkm__slog(pkm_server_t *srv, int leve
 void pkm__tl_append(pkm_server_t *srv, pkm_server_conn_t *c, enum tlist_id id);
 /* Takes c off its deadline list (none: no-op). */
 void pkm__tl_remove(pkm_server_t *srv, pkm_server_conn_t *c);
+/* Re-arms the timer for the earliest deadline (lists and partial packets). */
+void pkm__arm_timer(pkm_server_t *srv);
+/* Logs a refusal of `src` by the limits, at most once per source and log interval. */
+void pkm__log_refusal(pkm_server_t *srv, const pkm__source_key *src, pkm__refusal why,
+                      const char *what);
 
 /* ---- server_conn.c, for server.c ---- */
 

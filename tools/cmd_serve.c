@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include "tool.h"
 
@@ -29,12 +30,73 @@ static const char serve_help[] =
     "                       (a Complete Definition packet, ids 0-7, also gets \"hash_ok\",\n"
     "                       \"name\" and \"fields\": its fields by name)\n"
     "  --max-conns N        at most N connections at once (0, the default: no limit)\n"
+    "\n"
+    "Limits against floods and peers that pin memory (a source is an IPv4 address or an\n"
+    "IPv6 /64; 0 turns a limit off, but 0 queued means none wait; refusals are logged\n"
+    "once per source and interval):\n"
+    "  --max-handshakes N             RSA handshakes in flight in all (16); past a cap a\n"
+    "                                 handshake waits, without RSA work, served fairly\n"
+    "                                 across sources\n"
+    "  --max-handshakes-per-source N  in flight per source (4)\n"
+    "  --max-queued N                 handshakes waiting in all (4096); past it: closed\n"
+    "  --max-queued-per-source N      waiting per source (256)\n"
+    "  --max-conns-per-source N       connections open per source (256)\n"
+    "  --secret-fails N               a source failing the password N times (5) within\n"
+    "  --secret-window SEC            SEC seconds (60) is refused for\n"
+    "  --secret-ban SEC               SEC seconds (300)\n"
+    "  --handshake-timeout SEC        a handshake completes within SEC seconds (10)\n"
+    "  --idle-timeout SEC             close a connection silent for SEC seconds (300)\n"
+    "  --partial-deadline SEC         a started packet completes within SEC seconds (30)\n"
+    "  --partial-budget MIB           all partly received packets together (64 MiB); past\n"
+    "                                 it the connections holding the most are closed\n"
+    "  --log-interval SEC             one refusal line per source per SEC seconds (60)\n"
     "  -q, --quiet          log only failures\n"
     "  -h, --help           this help\n";
+
+/* The limits options: name, the config field's default in `pkmcom serve`, its maximum, and the
+ * unit of the option (1: a count; 1000: seconds to ms; 1 MiB). */
+enum {
+    L_HS,
+    L_HS_SRC,
+    L_Q,
+    L_Q_SRC,
+    L_CONNS_SRC,
+    L_FAILS,
+    L_WINDOW,
+    L_BAN,
+    L_HS_TIMEOUT,
+    L_IDLE,
+    L_PARTIAL,
+    L_BUDGET,
+    L_LOGINT,
+    L_COUNT
+};
+static const struct {
+    const char *name;
+    uint64_t def, max;
+} limit_opts[L_COUNT] = {
+    [L_HS] = {"max-handshakes", 16, 1000000},
+    [L_HS_SRC] = {"max-handshakes-per-source", 4, 1000000},
+    [L_Q] = {"max-queued", 4096, 1000000},
+    [L_Q_SRC] = {"max-queued-per-source", 256, 1000000},
+    [L_CONNS_SRC] = {"max-conns-per-source", 256, 10000000},
+    [L_FAILS] = {"secret-fails", 5, 1000000},
+    [L_WINDOW] = {"secret-window", 60, 86400 * 30},
+    [L_BAN] = {"secret-ban", 300, 86400 * 30},
+    [L_HS_TIMEOUT] = {"handshake-timeout", 10, 86400},
+    [L_IDLE] = {"idle-timeout", 300, 86400 * 30},
+    [L_PARTIAL] = {"partial-deadline", 30, 86400},
+    [L_BUDGET] = {"partial-budget", 64, 1u << 20},
+    [L_LOGINT] = {"log-interval", 60, 86400},
+};
 
 struct serve {
     pkm_server_t *srv;
     int relay, print, quiet;
+    /* Handshakes the client abandoned (end of stream or reset): under a flood there are
+     * thousands a second, so they are summed up in one line at most once a second. */
+    unsigned long left_unlogged;
+    time_t left_logged_at;
 };
 
 /* For the signal handler only: the server to stop and the signal that stopped it. */
@@ -85,6 +147,20 @@ static void on_close(void *user, pkm_server_conn_t *conn, int err, const char *f
     struct serve *s = user;
     char name[PKM_SERVER_PEER_SIZE + 32];
     conn_name(conn, name, sizeof name);
+    if (fail_step && (err == PKM_EEOF || err == PKM_ECONNRESET)) {
+        s->left_unlogged++;
+        time_t now = time(NULL);
+        if (now != s->left_logged_at) {
+            if (s->left_unlogged == 1)
+                tool_log("%s handshake failed at step %s: %s", name, fail_step, pkm_strerror(err));
+            else
+                tool_log("%lu clients left during the handshake (the last %s at step %s: %s)",
+                         s->left_unlogged, name, fail_step, pkm_strerror(err));
+            s->left_unlogged = 0;
+            s->left_logged_at = now;
+        }
+        return;
+    }
     if (fail_step) {
         tool_log("%s handshake failed at step %s: %s", name, fail_step, pkm_strerror(err));
         return;
@@ -154,11 +230,33 @@ static int load_server_key(const char *path, pkm_key_t **key, char *where, size_
     return 0;
 }
 
+/* One of the limits options at argv[*i]: 1 (parsed into lim[]), 0 (not one), -1 (usage error,
+ * reported). */
+static int serve_limit_opt(int argc, char **argv, int *i, uint64_t lim[L_COUNT])
+{
+    for (int k = 0; k < L_COUNT; k++) {
+        const char *v;
+        int r = tool_opt("serve", argc, argv, i, limit_opts[k].name, 0, &v);
+        if (r == 0) continue;
+        if (r < 0) return -1;
+        if (tool_parse_u64(v, limit_opts[k].max, &lim[k]) < 0) {
+            tool_usage_error("serve", "--%s: expected a number up to %llu, got '%s'",
+                             limit_opts[k].name, (unsigned long long)limit_opts[k].max, v);
+            return -1;
+        }
+        return 1;
+    }
+    return 0;
+}
+
 int cmd_serve(int argc, char **argv)
 {
     const char *listen = NULL, *keyfile = NULL, *password_file = NULL;
     char *password = NULL; /* --password's argv string, wiped once copied */
     uint64_t max_conns = 0;
+    uint64_t lim[L_COUNT];
+    for (int k = 0; k < L_COUNT; k++)
+        lim[k] = limit_opts[k].def;
     struct serve s;
     memset(&s, 0, sizeof s);
     for (int i = 1; i < argc; i++) {
@@ -184,6 +282,8 @@ int cmd_serve(int argc, char **argv)
             if (r < 0) return TOOL_EXIT_USAGE;
             if (tool_parse_u64(v, 10000000, &max_conns) < 0)
                 return tool_usage_error("serve", "--max-conns: expected a number, got '%s'", v);
+        } else if (strncmp(a, "--", 2) == 0 && (r = serve_limit_opt(argc, argv, &i, lim)) != 0) {
+            if (r < 0) return TOOL_EXIT_USAGE;
         } else if (strcmp(a, "--relay") == 0) {
             s.relay = 1;
         } else if (strcmp(a, "--print") == 0) {
@@ -233,6 +333,19 @@ int cmd_serve(int argc, char **argv)
         cfg.engine.secret_len = strlen(password);
     }
     cfg.max_conns = (size_t)max_conns;
+    cfg.max_handshakes = (uint32_t)lim[L_HS];
+    cfg.max_handshakes_per_source = (uint32_t)lim[L_HS_SRC];
+    cfg.max_queued = (uint32_t)lim[L_Q];
+    cfg.max_queued_per_source = (uint32_t)lim[L_Q_SRC];
+    cfg.max_conns_per_source = (uint32_t)lim[L_CONNS_SRC];
+    cfg.secret_fails = (uint32_t)lim[L_FAILS];
+    cfg.secret_window_ms = (int64_t)lim[L_WINDOW] * 1000;
+    cfg.secret_ban_ms = (int64_t)lim[L_BAN] * 1000;
+    cfg.handshake_timeout_ms = (int64_t)lim[L_HS_TIMEOUT] * 1000;
+    cfg.idle_timeout_ms = (int64_t)lim[L_IDLE] * 1000;
+    cfg.partial_deadline_ms = (int64_t)lim[L_PARTIAL] * 1000;
+    cfg.partial_budget = (size_t)lim[L_BUDGET] << 20;
+    cfg.log_interval_ms = (int64_t)lim[L_LOGINT] * 1000;
     cfg.on_connect = on_connect;
     cfg.on_packet = on_packet;
     cfg.on_close = on_close;

@@ -389,6 +389,11 @@ PKM_API void pkm_job_free(pkm_job_t *job);
  * send_buf / next_packet. A job out is unaffected (it holds copies). NULL is allowed. */
 PKM_API void pkm_engine_trim(pkm_engine_t *e);
 
+/* The memory a peer pins with a packet it has started and not finished: once established (or
+ * re-establishing), the receive buffer's capacity while it holds bytes of an incomplete packet
+ * (call after taking every complete packet), else 0. For the server's partial-packet budget. */
+PKM_API size_t pkm_engine_partial_held(const pkm_engine_t *e);
+
 /* ---- status ---- */
 
 /* PKM_STATE_HANDSHAKE, _ESTABLISHED, _REKEYING or _CLOSED. */

@@ -64,6 +64,13 @@ enum pkm_log_level {
 #define PKM_SERVER_DEFAULT_MAX_SEND_BUFFER      (1u << 20)
 #define PKM_SERVER_DEFAULT_TRIM_AFTER_MS        1000
 #define PKM_SERVER_DEFAULT_BACKLOG              511
+#define PKM_SERVER_DEFAULT_MAX_HANDSHAKES       16
+#define PKM_SERVER_DEFAULT_MAX_QUEUED           65536
+#define PKM_SERVER_DEFAULT_SECRET_WINDOW_MS     60000
+#define PKM_SERVER_DEFAULT_SECRET_BAN_MS        300000
+#define PKM_SERVER_DEFAULT_PARTIAL_DEADLINE_MS  30000
+#define PKM_SERVER_DEFAULT_PARTIAL_BUDGET       (64u * 1024u * 1024u)
+#define PKM_SERVER_DEFAULT_LOG_INTERVAL_MS      60000
 
 /* Room for pkm_server_conn_peer(): "[" + IPv6 text + "]:" + port + NUL. */
 #define PKM_SERVER_PEER_SIZE 64
@@ -117,6 +124,55 @@ typedef struct pkm_server_config {
      * read). */
     int64_t trim_after_ms;
 
+    /* ---- Limits against a peer that floods or pins memory (docs/ROBUSTNESS.md) ----
+     * A source is the peer's address: an IPv4 address, or an IPv6 /64. The library's defaults
+     * keep many connections from one address working (tests, benchmarks, a proxy in front);
+     * `pkmcom serve` sets tighter ones. A refusal is logged at PKM_LOG_WARN at most once per
+     * source and log_interval_ms, and counted in stats.refused.
+     *
+     * Handshake admission. A handshake is "in flight" from its complete KeyShare (when its RSA
+     * private-key work would be queued) until that work ends or is cancelled. At most
+     * max_handshakes in flight in all and max_handshakes_per_source per source (0: no cap;
+     * defaults PKM_SERVER_DEFAULT_MAX_HANDSHAKES and 0). Past a cap the handshake WAITS with no
+     * RSA work submitted; waiting handshakes are admitted round-robin across sources (FIFO
+     * within one), so a flooding source delays another source's handshake by at most one
+     * handshake per waiting source. At most max_queued wait in all and max_queued_per_source per
+     * source (defaults PKM_SERVER_DEFAULT_MAX_QUEUED for both; 0: none wait); past those the
+     * connection is closed at once (on_close with PKM_EAGAIN). A waiting or queued handshake
+     * whose connection closes or times out never runs its RSA work. */
+    uint32_t max_handshakes;
+    uint32_t max_handshakes_per_source;
+    uint32_t max_queued;
+    uint32_t max_queued_per_source;
+
+    /* At most this many connections open per source; past it a new connection is accepted and
+     * closed at once without a byte and without callbacks (stats.refused). 0 (default): no
+     * cap. */
+    uint32_t max_conns_per_source;
+
+    /* Failed-secret limit (with engine.secret set): a source whose handshakes fail the
+     * confirmation step (a wrong secret) secret_fails times within secret_window_ms is refused
+     * for secret_ban_ms: its new connections are closed at once, its waiting handshakes
+     * refused. secret_fails 0 (default): off. Defaults of the durations
+     * PKM_SERVER_DEFAULT_SECRET_WINDOW_MS and PKM_SERVER_DEFAULT_SECRET_BAN_MS. */
+    uint32_t secret_fails;
+    int64_t secret_window_ms;
+    int64_t secret_ban_ms;
+
+    /* Memory a peer can pin. A packet whose first bytes arrived must be complete within
+     * partial_deadline_ms (default PKM_SERVER_DEFAULT_PARTIAL_DEADLINE_MS, 30 s; 0: no deadline),
+     * else the connection is closed with PKM_ETIMEOUT. The receive buffers of all connections
+     * holding a partial packet may total at most partial_budget bytes (default
+     * PKM_SERVER_DEFAULT_PARTIAL_BUDGET, 64 MiB; 0: no budget): past it the connections holding
+     * the most are closed first (PKM_ENOMEM), until the total fits. Both counted in
+     * stats.partial_closed. */
+    int64_t partial_deadline_ms;
+    size_t partial_budget;
+
+    /* Minimum interval between two log lines about refusals of one source. Default
+     * PKM_SERVER_DEFAULT_LOG_INTERVAL_MS; 0: the default. */
+    int64_t log_interval_ms;
+
     /* Nonzero (default): pkm_server_new() raises this process's soft RLIMIT_NOFILE to the hard
      * limit, and warns (PKM_LOG_WARN) when even that is below what max_conns needs. */
     int raise_fd_limit;
@@ -154,14 +210,20 @@ typedef struct pkm_server_config {
 
 /* Counters, read with pkm_server_stats(). */
 typedef struct pkm_server_stats {
-    uint64_t conns_open;        /* connections open now (handshaking or established) */
-    uint64_t conns_established; /* of which established */
-    uint64_t accepted;          /* connections admitted since start */
-    uint64_t rejected;          /* connections refused by max_conns */
-    uint64_t handshakes_ok;     /* first handshakes completed */
-    uint64_t handshakes_failed; /* handshakes (first or re-establishment) failed, timeouts too */
-    uint64_t timeouts;          /* connections closed by the handshake or idle timeout */
-    uint64_t dropped_queue;     /* connections dropped for send queue overflow */
+    uint64_t conns_open;           /* connections open now (handshaking or established) */
+    uint64_t conns_established;    /* of which established */
+    uint64_t accepted;             /* connections admitted since start */
+    uint64_t rejected;             /* connections refused by max_conns */
+    uint64_t handshakes_ok;        /* first handshakes completed */
+    uint64_t handshakes_failed;    /* handshakes (first or re-establishment) failed, timeouts too */
+    uint64_t timeouts;             /* connections closed by the handshake or idle timeout */
+    uint64_t dropped_queue;        /* connections dropped for send queue overflow */
+    uint64_t refused;              /* connections or handshakes refused by the limits (per source
+                                      caps, queue caps, failed-secret ban) */
+    uint64_t partial_closed;       /* connections closed by the partial-packet deadline or budget */
+    uint64_t handshakes_in_flight; /* now: admitted, RSA work queued or running */
+    uint64_t handshakes_waiting;   /* now: waiting for admission, no RSA work submitted */
+    uint64_t partial_bytes;        /* now: receive buffers holding partial packets, in all */
     uint64_t packets_in, packets_out; /* application packets received / queued */
     uint64_t bytes_in, bytes_out;     /* bytes read from / written to sockets */
 } pkm_server_stats_t;
