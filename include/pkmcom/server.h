@@ -7,6 +7,7 @@
 #include "pkmcom/engine.h"
 #include "pkmcom/keys.h"
 #include "pkmcom/packet.h"
+#include "pkmcom/schema.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -229,6 +230,22 @@ PKM_API size_t pkm_server_broadcast(pkm_server_t *srv, const pkm_server_conn_t *
  * goes out under the new key. */
 PKM_API int pkm_server_send(pkm_server_conn_t *conn, uint8_t id, uint32_t hash,
                             const uint8_t *content, size_t size);
+
+/* Typed packets in one call (schema.h): encodes the values of packet `id` with the schema `reg`
+ * has for it, Hash included (pkm_registry_encode_content), and queues it as pkm_server_send()
+ * does. Returns what pkm_server_send() returns, or an encoding error before anything is queued
+ * (PKM_EUNKNOWNID, PKM_ERANGE, ...; the connection is untouched). reg is borrowed for the call.
+ * Loop thread only. To check received packets against the same registry, set
+ * engine.verify = pkm_registry_verify_hook, engine.verify_ctx = reg. */
+PKM_API int pkm_server_send_msg(pkm_server_conn_t *conn, const pkm_registry_t *reg, uint8_t id,
+                                const pkm_value_t *fields, size_t n);
+
+/* Encodes once, then pkm_server_broadcast(): to every established connection but `except`
+ * (NULL: all). Returns 0 with *queued (may be NULL) the number of connections it was queued
+ * for, or the encoding error (nothing sent). Loop thread only. */
+PKM_API int pkm_server_broadcast_msg(pkm_server_t *srv, const pkm_server_conn_t *except,
+                                     const pkm_registry_t *reg, uint8_t id,
+                                     const pkm_value_t *fields, size_t n, size_t *queued);
 
 /* Closes the connection: on_close (err 0) runs before this returns; bytes not yet written are
  * dropped. No-op on a connection already closing. */
