@@ -385,6 +385,12 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
     uv_unref((uv_handle_t *)&srv->timer);
 
     raise_fd_limit(srv, cfg->raise_fd_limit);
+    if (ec.max_send_buffer < pkm_engine_wire_size(ec.max_packet_size))
+        pkm__slog(srv, PKM_LOG_WARN,
+                  "engine.max_send_buffer (%zu bytes) is below the encrypted size of the largest "
+                  "packet accepted (max_packet_size %zu: %zu bytes): such packets cannot be echoed "
+                  "or relayed (pkm_server_send refuses them with PKM_ETOOBIG)",
+                  ec.max_send_buffer, ec.max_packet_size, pkm_engine_wire_size(ec.max_packet_size));
     int ur = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&ss, 0);
     if (ur == 0)
         ur = uv_listen((uv_stream_t *)&srv->listener,

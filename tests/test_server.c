@@ -785,6 +785,33 @@ static void test_verify_hook(void **state)
     fx_stop(&f);
 }
 
+/* A send queue below the largest accepted packet's encrypted size is logged at creation; the
+ * defaults are consistent (no such line). */
+static int g_queue_warnings;
+static void count_queue_warning(void *user, int level, const char *msg)
+{
+    (void)user;
+    if (level == PKM_LOG_WARN && strstr(msg, "max_send_buffer")) g_queue_warnings++;
+}
+
+static void test_send_queue_default(void **state)
+{
+    (void)state;
+    pkm_server_config_t cfg;
+    fx_config(&cfg);
+    cfg.on_log = count_queue_warning;
+    assert_true(cfg.engine.max_send_buffer >= pkm_engine_wire_size(cfg.engine.max_packet_size));
+    pkm_server_t *srv = NULL;
+    g_queue_warnings = 0;
+    assert_int_equal(pkm_server_new(&cfg, &srv), 0);
+    pkm_server_free(srv);
+    assert_int_equal(g_queue_warnings, 0);
+    cfg.engine.max_send_buffer = cfg.engine.max_packet_size; /* L(Size) is larger than Size */
+    assert_int_equal(pkm_server_new(&cfg, &srv), 0);
+    pkm_server_free(srv);
+    assert_int_equal(g_queue_warnings, 1);
+}
+
 /* pkm_server_send_msg and pkm_server_broadcast_msg: typed packets that pass the registry's
  * verification on the client's side, and encoding errors that send nothing. */
 static void test_typed_send(void **state)
@@ -924,6 +951,7 @@ int main(void)
         cmocka_unit_test(test_idle_timeout),
         cmocka_unit_test(test_verify_hook),
         cmocka_unit_test(test_typed_send),
+        cmocka_unit_test(test_send_queue_default),
         cmocka_unit_test(test_half_close),
         cmocka_unit_test(test_bad_handshake),
         cmocka_unit_test(test_many_clients),

@@ -62,7 +62,7 @@ enum pkm_log_level {
 
 /* Defaults of pkm_server_config_init(). */
 #define PKM_SERVER_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000
-#define PKM_SERVER_DEFAULT_MAX_SEND_BUFFER      (1u << 20)
+#define PKM_SERVER_DEFAULT_MAX_SEND_BUFFER      (4u << 20)
 #define PKM_SERVER_DEFAULT_TRIM_AFTER_MS        1000
 #define PKM_SERVER_DEFAULT_BACKLOG              511
 
@@ -91,7 +91,9 @@ typedef struct pkm_server_config {
      * - engine.max_send_buffer: per connection, bound on the bytes queued and not yet written to
      *   the socket (engine output plus an unfinished write). A pkm_server_send() that would
      *   exceed it drops the connection (PKM_EQUEUE). Default here
-     *   PKM_SERVER_DEFAULT_MAX_SEND_BUFFER (1 MiB).
+     *   PKM_SERVER_DEFAULT_MAX_SEND_BUFFER (4 MiB), which holds the largest packet the default
+     *   max_packet_size accepts; pkm_server_new() logs a warning when max_send_buffer is below
+     *   pkm_engine_wire_size(max_packet_size) (such packets could not be echoed or relayed).
      * - engine.verify: optional check of each received packet; verify_ctx is borrowed and called
      *   only on the loop thread.
      * - client-only fields (client_key, keypool, pin_fingerprint) must stay NULL. */
