@@ -74,7 +74,7 @@ uninstall:
 	  rmdir "$$d" 2>/dev/null && echo "removed $$d/" || true; \
 	done
 
-# Debian packages (CPack) in build-package/: libpkmcom0, libpkmcom-dev, pkmcom. Install them with
+# Debian packages (CPack) in build-package/: libpkmcom0, libpkmcom-server0, libpkmcom-dev, pkmcom. Install them with
 # `sudo apt-get install ./build-package/*.deb`.
 package:
 	@bash scripts/deps.sh package

@@ -20,8 +20,10 @@ make install PREFIX=/tmp/pkm-prefix >/dev/null
 pcdir=$(dirname "$(find /tmp/pkm-prefix -name pkmcom.pc)")
 mkdir -p /tmp/ex
 for f in examples/*.c; do
+    mod=pkmcom
+    [ "$(basename "$f")" = echo_server.c ] && mod=pkmcom-server  # the libuv server library
     cc -std=c11 -Wall -Wextra -Werror "$f" -o "/tmp/ex/$(basename "$f" .c)" \
-        $(PKG_CONFIG_PATH=$pcdir pkg-config --cflags --libs pkmcom) -Wl,-rpath,"$(dirname "$pcdir")"
+        $(PKG_CONFIG_PATH=$pcdir pkg-config --cflags --libs $mod) -Wl,-rpath,"$(dirname "$pcdir")"
 done
 cmake -S examples -B /tmp/ex-cmake --log-level=WARNING -DCMAKE_PREFIX_PATH=/tmp/pkm-prefix >/dev/null
 cmake --build /tmp/ex-cmake >/dev/null
@@ -34,10 +36,10 @@ left=$(find /tmp/pkm-prefix -type f -o -type l)
 step "make package, apt-get install ./build-package/*.deb"
 make package
 apt-get install -y -qq ./build-package/*.deb >/dev/null
-dpkg -l libpkmcom0 libpkmcom-dev pkmcom | tail -3
+dpkg -l libpkmcom0 libpkmcom-server0 libpkmcom-dev pkmcom | tail -4
 step "an example built against the installed packages (pkg-config and find_package), run"
 cc -std=c11 -Wall -Wextra -Werror examples/client.c -o /tmp/client-deb $(pkg-config --cflags --libs pkmcom)
-cc -std=c11 -Wall -Wextra -Werror examples/echo_server.c -o /tmp/server-deb $(pkg-config --cflags --libs pkmcom)
+cc -std=c11 -Wall -Wextra -Werror examples/echo_server.c -o /tmp/server-deb $(pkg-config --cflags --libs pkmcom-server)
 cmake -S examples -B /tmp/ex-deb --log-level=WARNING >/dev/null && cmake --build /tmp/ex-deb >/dev/null
 ldd /tmp/client-deb | grep libpkmcom
 /tmp/server-deb 0 >/tmp/server.out &
@@ -47,5 +49,6 @@ port=$(sed -nE 's/^listening on 127\.0\.0\.1:([0-9]+).*/\1/p' /tmp/server.out)
 timeout 20 /tmp/client-deb 127.0.0.1 "$port"
 timeout 20 /tmp/ex-deb/engine_poll 127.0.0.1 "$port"
 kill "$srv"; wait "$srv" || true
-pkmcom --help >/dev/null && test -f /usr/share/man/man1/pkmcom.1.gz && test -f /usr/share/doc/libpkmcom0/copyright
+pkmcom --help >/dev/null && test -f /usr/share/man/man1/pkmcom.1.gz && test -f /usr/share/doc/libpkmcom0/copyright &&
+    test -f /usr/share/doc/libpkmcom-server0/copyright
 step "all fresh-machine checks passed"

@@ -47,6 +47,26 @@ void pkm__free(void *p)
     if (p) g_free(p);
 }
 
+void *pkm_malloc(size_t size)
+{
+    return pkm__malloc(size);
+}
+
+void *pkm_calloc(size_t count, size_t size)
+{
+    return pkm__calloc(count, size);
+}
+
+void *pkm_realloc(void *ptr, size_t size)
+{
+    return pkm__realloc(ptr, size);
+}
+
+void pkm_free(void *ptr)
+{
+    pkm__free(ptr);
+}
+
 const char *pkm_version(void)
 {
     return PKM_VERSION_STRING;

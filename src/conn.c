@@ -191,6 +191,18 @@ static int engine_failed(pkm_conn_t *c)
 {
     int err = pkm_engine_error(c->e);
     if (err >= 0) err = PKM_EINTERNAL;
+    const char *offered = pkm__engine_offered_fingerprint(c->e);
+    if (offered && !pkm_engine_peer_fingerprint(c->e)) {
+        /* The key was well-formed but a trust check (the pin, or check_peer) refused it. */
+        char what[PKM_ERRMSG_SIZE];
+        const char *pin = pkm__engine_pin(c->e);
+        if (pin && err == PKM_EPIN && !pkm_fingerprint_equal(offered, pin))
+            snprintf(what, sizeof what, "%s: the peer presented %s, the pin is %s",
+                     pkm_strerror(err), offered, pin);
+        else
+            snprintf(what, sizeof what, "%s: the peer presented %s", pkm_strerror(err), offered);
+        return conn_fail(c, err, what);
+    }
     return conn_fail(c, err, pkm_strerror(err));
 }
 

@@ -186,6 +186,32 @@ static int rsa_decrypt_share(EVP_PKEY *own, const uint8_t ct[2 * RSA_CT], uint8_
 
 /* ---- handshake messages ---- */
 
+/* Tells the observer, if any, about a handshake message (public bytes only). */
+static void observe(const pkm_engine_t *e, int msg, int sent, const uint8_t *bytes, size_t len)
+{
+    if (!e->observe) return;
+    pkm_hs_event_t ev = {msg, sent, e->state == PKM_STATE_REKEYING, bytes, len};
+    e->observe(e->observe_ctx, &ev);
+}
+
+/* The pin as a trust check: ctx is the engine's copy of the pinned fingerprint. */
+static int pin_check(void *ctx, const uint8_t *der, size_t der_len, const char *fingerprint)
+{
+    (void)der;
+    (void)der_len;
+    return pkm_fingerprint_equal(fingerprint, (const char *)ctx) ? 0 : PKM_EPIN;
+}
+
+/* Runs the trust checks on the peer's key, in order; the first refusal wins. */
+static int trust_peer(const pkm_engine_t *e, const uint8_t *der, size_t der_len)
+{
+    for (int i = 0; i < e->ntrust; i++) {
+        int r = e->trust[i].fn(e->trust[i].ctx, der, der_len, e->peer_fp);
+        if (r != 0) return r < 0 ? r : PKM_EPIN;
+    }
+    return 0;
+}
+
 /* ServerKey / ClientKey: Int n, then n bytes of DER SubjectPublicKeyInfo. */
 static int send_key_msg(pkm_engine_t *e, const pkm_key_t *key)
 {
@@ -199,6 +225,7 @@ static int send_key_msg(pkm_engine_t *e, const pkm_key_t *key)
     p[2] = (uint8_t)(len >> 8);
     p[3] = (uint8_t)len;
     memcpy(p + LEN_PREFIX, der, len);
+    observe(e, e->client ? PKM_HS_CLIENT_KEY : PKM_HS_SERVER_KEY, 1, p, LEN_PREFIX + len);
     return 0;
 }
 
@@ -215,13 +242,17 @@ static int read_key_msg(pkm_engine_t *e)
     int32_t n = (int32_t)be32(e->rbuf + e->rpos);
     if (n < 1 || n > PKM_MAX_KEY_DER) return PKM_EKEYLEN;
     if (avail < LEN_PREFIX + (size_t)n) return 0;
+    const uint8_t *der = e->rbuf + e->rpos + LEN_PREFIX;
+    observe(e, e->client ? PKM_HS_SERVER_KEY : PKM_HS_CLIENT_KEY, 0, e->rbuf + e->rpos,
+            LEN_PREFIX + (size_t)n);
     pkm_key_t *key = NULL;
-    PKM_GUARD(pkm_key_from_der(e->rbuf + e->rpos + LEN_PREFIX, (size_t)n, &key));
+    PKM_GUARD(pkm_key_from_der(der, (size_t)n, &key));
     int r = pkm_key_fingerprint(key, e->peer_fp);
-    if (r == 0 && e->has_pin && !pkm_fingerprint_equal(e->peer_fp, e->pin)) r = PKM_EPIN;
+    if (r < 0) memset(e->peer_fp, 0, sizeof e->peer_fp);
+    /* On a refusal peer_fp keeps the key's fingerprint (public), for the conn API's sentence. */
+    if (r == 0) r = trust_peer(e, der, (size_t)n);
     if (r < 0) {
         pkm_key_free(key);
-        memset(e->peer_fp, 0, sizeof e->peer_fp);
         return r;
     }
     e->peer_key = key;
@@ -241,6 +272,7 @@ static int send_keyshare(pkm_engine_t *e)
     PKM_GUARD(rsa_encrypt_half(peer, e->m_own, p));
     PKM_GUARD(rsa_encrypt_half(peer, e->m_own + M_HALF, p + RSA_CT));
     memcpy(p + 2 * RSA_CT, e->iv_own, PKM__IV_SIZE);
+    observe(e, PKM_HS_KEYSHARE, 1, p, KEYSHARE_SIZE);
     return 0;
 }
 
@@ -307,7 +339,9 @@ static int send_confirm(pkm_engine_t *e)
     uint8_t *p = pkm__engine_send_insert(e, PKM__BLOCK_SIZE);
     if (!p) return PKM_ENOMEM;
     memcpy(p, confirm_block, PKM__BLOCK_SIZE);
-    return pkm__channel_encrypt(&e->ch, p, PKM__BLOCK_SIZE);
+    PKM_GUARD(pkm__channel_encrypt(&e->ch, p, PKM__BLOCK_SIZE));
+    observe(e, PKM_HS_CONFIRM, 1, p, PKM__BLOCK_SIZE);
+    return 0;
 }
 
 /* Decrypts and checks the peer's 0xFF packet: Id, Hash, Size, magic and padding are one 16-byte
@@ -321,6 +355,7 @@ static int send_confirm(pkm_engine_t *e)
 static int check_confirm(pkm_engine_t *e)
 {
     uint8_t *p = e->rbuf + e->rpos;
+    observe(e, PKM_HS_CONFIRM, 0, p, PKM__BLOCK_SIZE); /* the ciphertext, before decryption */
     PKM_GUARD(pkm__channel_decrypt(&e->ch, p, PKM__BLOCK_SIZE));
     e->rpos += PKM__BLOCK_SIZE;
     if (CRYPTO_memcmp(p, confirm_block, PKM__BLOCK_SIZE) == 0) return 0;
@@ -338,6 +373,7 @@ static int acquire_own_key(pkm_engine_t *e)
  * continues the chain after the 0xFF packet. */
 static int established(pkm_engine_t *e)
 {
+    observe(e, PKM_HS_ESTABLISHED, 0, NULL, 0);
     e->hs = HS_DONE;
     e->state = PKM_STATE_ESTABLISHED;
     if (e->slen > e->senc) {
@@ -398,6 +434,7 @@ static int advance(pkm_engine_t *e)
             break;
         case HS_KEYSHARE:
             if (avail < KEYSHARE_SIZE) return need_more(e);
+            observe(e, PKM_HS_KEYSHARE, 0, e->rbuf + e->rpos, KEYSHARE_SIZE);
             memcpy(e->share_in, e->rbuf + e->rpos, KEYSHARE_SIZE);
             e->rpos += KEYSHARE_SIZE;
             e->hs = HS_KEYSHARE_WORK;
@@ -472,6 +509,11 @@ int pkm__engine_config_check(const pkm_engine_config_t *cfg)
     return 0;
 }
 
+int pkm_engine_config_check(const pkm_engine_config_t *cfg)
+{
+    return cfg ? pkm__engine_config_check(cfg) : PKM_EINVAL;
+}
+
 int pkm_engine_new(const pkm_engine_config_t *cfg, pkm_engine_t **out)
 {
     if (out) *out = NULL;
@@ -497,7 +539,15 @@ int pkm_engine_new(const pkm_engine_config_t *cfg, pkm_engine_t **out)
     if (cfg->pin_fingerprint) {
         memcpy(e->pin, cfg->pin_fingerprint, PKM_FINGERPRINT_SIZE);
         e->has_pin = 1;
+        e->trust[e->ntrust].fn = pin_check;
+        e->trust[e->ntrust++].ctx = e->pin;
     }
+    if (cfg->check_peer) {
+        e->trust[e->ntrust].fn = cfg->check_peer;
+        e->trust[e->ntrust++].ctx = cfg->check_peer_ctx;
+    }
+    e->observe = cfg->observe;
+    e->observe_ctx = cfg->observe_ctx;
     e->max_packet = cfg->max_packet_size;
     e->max_send = cfg->max_send_buffer;
     e->verify = cfg->verify;
@@ -571,6 +621,7 @@ int pkm_engine_rekey(pkm_engine_t *e, const uint8_t *secret, size_t secret_len)
     e->secret_len = secret_len;
     e->state = PKM_STATE_REKEYING;
     e->hs = HS_KEYSHARE;
+    observe(e, PKM_HS_REKEY, 0, NULL, 0);
     /* A packet half taken means packet bytes where the peer's KeyShare belongs: on a server, a
      * client packet was in flight; on a client, next_packet was called after the trigger. */
     if (e->pk_head) return fail(e, PKM_EHANDSHAKE);
@@ -687,6 +738,16 @@ const pkm_key_t *pkm_engine_peer_key(const pkm_engine_t *e)
 const char *pkm_engine_peer_fingerprint(const pkm_engine_t *e)
 {
     return e && e->peer_key ? e->peer_fp : NULL;
+}
+
+const char *pkm__engine_offered_fingerprint(const pkm_engine_t *e)
+{
+    return e && e->peer_fp[0] ? e->peer_fp : NULL;
+}
+
+const char *pkm__engine_pin(const pkm_engine_t *e)
+{
+    return e && e->has_pin ? e->pin : NULL;
 }
 
 int pkm_engine_is_client(const pkm_engine_t *e)

@@ -30,6 +30,13 @@ int pkm__engine_queue_raw(pkm_engine_t *e, const uint8_t *plain, size_t n);
  * layer without RSA work per input. PKM_ESTATE if the engine is not fresh. */
 int pkm__engine_test_start(pkm_engine_t *e, const uint8_t key[32], const uint8_t iv[16]);
 
+/* The fingerprint of the key the peer presented, also when the trust checks refused it (a
+ * public value, for error sentences); NULL before a key was parsed. Valid until
+ * pkm_engine_free(). */
+const char *pkm__engine_offered_fingerprint(const pkm_engine_t *e);
+/* The pinned fingerprint (config.pin_fingerprint), or NULL. */
+const char *pkm__engine_pin(const pkm_engine_t *e);
+
 /* How many RSA operations (public-key encryptions, private-key decryptions, ephemeral key
  * generations) the engines of this process have performed so far. Tests compare it before and
  * after feeding a refused key, to show that no RSA work was spent on it. */

@@ -52,6 +52,15 @@ struct pkm_engine {
     char peer_fp[PKM_FINGERPRINT_SIZE];
     char pin[PKM_FINGERPRINT_SIZE];
     int has_pin;
+    /* The trust decisions on the peer's key, in order: the pin's check (ctx: pin), then
+     * config.check_peer. The one place where a peer key is accepted or refused. */
+    struct {
+        int (*fn)(void *ctx, const uint8_t *der, size_t der_len, const char *fingerprint);
+        void *ctx;
+    } trust[2];
+    int ntrust;
+    void (*observe)(void *ctx, const pkm_hs_event_t *ev); /* config.observe */
+    void *observe_ctx;
 
     uint8_t *secret; /* S for the next derivation; wiped right after it */
     size_t secret_len;

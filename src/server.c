@@ -14,7 +14,6 @@
 #include <sys/socket.h>
 #include <uv.h>
 #include "pkmcom/server.h"
-#include "engine_internal.h"
 #include "internal.h"
 #include "server_internal.h"
 
@@ -337,7 +336,7 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
     pkm_engine_config_t ec = cfg->engine;
     ec.role = PKM_ROLE_SERVER;
     ec.defer_crypto = 1; /* the RSA work goes to the thread pool as jobs */
-    if (pkm__engine_config_check(&ec) < 0) return PKM_EINVAL;
+    if (pkm_engine_config_check(&ec) < 0) return PKM_EINVAL;
     if (cfg->backlog < 0 || cfg->handshake_timeout_ms < 0 || cfg->idle_timeout_ms < 0 ||
         cfg->trim_after_ms < 0)
         return PKM_EINVAL;

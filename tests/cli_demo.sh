@@ -21,18 +21,21 @@ want "13 bytes FF 50 4B 6B E1 00 00 00 04 50 4B 4D 00"
 want "AES-256-CBC encrypted under K_cs with PKCS#7 padding: 16 bytes"
 want "decrypt under K_sc to the same 0xFF packet"
 want "checked the client's confirmation and answered it: established"
-want "-> 0x10 Chat: Text \"Hello from pkmcom demo!\""
-want "<- 0x10 echo, decoded with the Chat schema (Hash checked)"
-want "-> 0x11 Trade Offer: Species 25, Level 42, Shiny true, Weight 6, Nature 0x0b0e0a0d"
+want "-> 0x20 Chat: Text \"Hello from pkmcom demo!\""
+want "<- 0x20 echo, decoded with the Chat schema (Hash checked)"
+want "-> 0x21 Trade Offer: Species 25, Level 42, Shiny true, Weight 6, Nature 0x0b0e0a0d"
 # Trade Offer content, by hand: Species 25 = 00 19, Level 42 = 2A, Shiny 01, Weight 6.0f =
 # 40 C0 00 00, Nature 0B 0E 0A 0D. Hash: hashsum(25, 42, 1337, 0x40C00000, hashsum(11,14,10,13))
 # where hashsum(11,14,10,13) = ((11*31+14)*31+10)*31+13 = 341478; fold:
-# ((((25*31+42)*31+1337)*31+0x40C00000)*31+341478) = 0xD8CC340E (mod 2^32); + 0x11*31 = 0xD8CC361D.
-want "Hash 0xD8CC361D, Size 12, content 00 19 2A 01 40 C0 00 00 0B 0E 0A 0D"
+# ((((25*31+42)*31+1337)*31+0x40C00000)*31+341478) = 0xD8CC340E (mod 2^32); + 0x21*31 = 0xD8CC380D.
+# (The demo's Chat and Trade Offer use ids 0x20 and 0x21, which the Complete Definition leaves free.)
+want "Hash 0xD8CC380D, Size 12, content 00 19 2A 01 40 C0 00 00 0B 0E 0A 0D"
 want "32 bytes on the wire: ((9 + 12) / 16 + 1) * 16"
-want "<- 0x05 Re-establish Secret, Reason 1: the server requires a password"
+want "<- 0x05 Re-establish Secret, Reason 1 (Password): the server requires a password"
 want "established again, under K' derived with the password"
 want "re-establishment failed at step confirmation (0xFF)"
+want "<- KeyShare: 528 bytes from the server"
+want "-> confirmation: the 0xFF packet under K'_cs"
 want "client2 re-establishment refused after"
 want "Summary (real timings on this machine)"
 want "typed packets echoed: 3"

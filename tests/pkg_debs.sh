@@ -26,7 +26,7 @@ arch=$(dpkg --print-architecture)
 ma=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch)
 lib="./usr/lib/$ma"
 [ "$(cd "$T/b" && ls ./*.deb | sort | tr '\n' ' ')" = \
-  "./libpkmcom-dev_${v}_$arch.deb ./libpkmcom${major}_${v}_$arch.deb ./pkmcom_${v}_$arch.deb " ] ||
+  "./libpkmcom-dev_${v}_$arch.deb ./libpkmcom-server${major}_${v}_$arch.deb ./libpkmcom${major}_${v}_$arch.deb ./pkmcom_${v}_$arch.deb " ] ||
     fail "packages: $(cd "$T/b" && ls ./*.deb)"
 ok
 field() { dpkg-deb --field "$T/b/$1_${v}_$arch.deb" "$2"; }
@@ -45,14 +45,38 @@ ok
 grep -qxF "libpkmcom $major $L (= $v)" <<<"$(dpkg-deb --info "$T/b/${L}_${v}_$arch.deb" shlibs)" ||
     fail "$L shlibs: $(dpkg-deb --info "$T/b/${L}_${v}_$arch.deb" shlibs 2>&1)"
 ok
-# Runtime dependencies on Debian's library packages (worked out by dpkg-shlibdeps).
+# libpkmcom-serverN: the libuv server's shared library alone, with its shlibs file.
+S=libpkmcom-server$major
+[ "$(files $S | tr '\n' ' ')" = "$lib/libpkmcom-server.so.$major $lib/libpkmcom-server.so.$v ./usr/share/doc/$S/copyright " ] ||
+    fail "$S holds: $(files $S | tr '\n' ' ')"
+ok
+[ "$(field $S Section)" = libs ] || fail "$S section $(field $S Section)"
+ok
+grep -qxF "libpkmcom-server $major $S (= $v)" <<<"$(dpkg-deb --info "$T/b/${S}_${v}_$arch.deb" shlibs)" ||
+    fail "$S shlibs: $(dpkg-deb --info "$T/b/${S}_${v}_$arch.deb" shlibs 2>&1)"
+ok
+# Runtime dependencies on Debian's library packages (worked out by dpkg-shlibdeps): the core
+# without libuv, the server library with it and with the core.
+has_dep() { grep -qE "^ *$2( |$)" <<<"$(field $1 Depends | tr ',' '\n')"; }
 if command -v dpkg-shlibdeps >/dev/null; then
-    for p in $L pkmcom; do
-        for d in libc6 libssl3 libjansson4 libuv1; do
-            grep -qE "^ *$d( |$)" <<<"$(field $p Depends | tr ',' '\n')" || fail "$p Depends lacks $d: $(field $p Depends)"
+    for p in $L $S pkmcom; do
+        for d in libc6 libssl3; do
+            has_dep $p $d || fail "$p Depends lacks $d: $(field $p Depends)"
             ok
         done
     done
+    for p in $L pkmcom; do
+        has_dep $p libjansson4 || fail "$p Depends lacks libjansson4: $(field $p Depends)"
+        ok
+    done
+    for p in $S pkmcom; do
+        has_dep $p libuv1 || fail "$p Depends lacks libuv1: $(field $p Depends)"
+        ok
+    done
+    ! has_dep $L libuv1 || fail "$L depends on libuv1: $(field $L Depends)"
+    ok
+    has_dep $S "$L" || fail "$S Depends lacks $L: $(field $S Depends)"
+    ok
 else
     echo "pkg_debs: no dpkg-shlibdeps (dpkg-dev), runtime Depends not checked"
 fi
@@ -61,14 +85,15 @@ fi
 # (this very version) and on the -dev packages of what the static library and .pc need.
 D=libpkmcom-dev
 for f in ./usr/include/pkmcom/pkmcom.h ./usr/include/pkmcom/server.h "$lib/libpkmcom.a" \
-    "$lib/libpkmcom.so" "$lib/pkgconfig/pkmcom.pc" "$lib/cmake/pkmcom/pkmcom-config.cmake" \
+    "$lib/libpkmcom.so" "$lib/pkgconfig/pkmcom.pc" "$lib/libpkmcom-server.a" "$lib/libpkmcom-server.so" \
+    "$lib/pkgconfig/pkmcom-server.pc" "$lib/cmake/pkmcom/pkmcom-config.cmake" \
     "$lib/cmake/pkmcom/pkmcom-config-version.cmake" "$lib/cmake/pkmcom/pkmcom-targets.cmake"; do
     has $D "$f"
 done
 ! grep -q "libpkmcom.so.$major" <<<"$(files $D)" || fail "$D holds the shared library itself"
 ok
 deps=$(field $D Depends)
-for d in "$L (= $v)" libssl-dev libjansson-dev libuv1-dev "pkgconf | pkg-config"; do
+for d in "$L (= $v)" "$S (= $v)" libssl-dev libjansson-dev libuv1-dev "pkgconf | pkg-config"; do
     grep -qE "^ *$(printf '%s' "$d" | sed 's/[().=|]/\\&/g')" <<<"$(tr ',' '\n' <<<"$deps")" ||
         fail "$D Depends lacks '$d': $deps"
     ok
@@ -78,7 +103,13 @@ grep -qx 'prefix=/usr' "$T/pkmcom.pc" || fail "pkmcom.pc: $(cat "$T/pkmcom.pc")"
 ok
 grep -qx "libdir=\${prefix}/lib/$ma" "$T/pkmcom.pc" || fail "pkmcom.pc libdir: $(grep libdir "$T/pkmcom.pc")"
 ok
-grep -q '^Requires.private:.*libcrypto.*jansson.*libuv' "$T/pkmcom.pc" || fail "pkmcom.pc Requires.private"
+grep -q '^Requires.private:.*libcrypto.*jansson' "$T/pkmcom.pc" || fail "pkmcom.pc Requires.private"
+ok
+! grep -q libuv "$T/pkmcom.pc" || fail "pkmcom.pc names libuv: $(cat "$T/pkmcom.pc")"
+ok
+dpkg-deb --fsys-tarfile "$T/b/${D}_${v}_$arch.deb" | tar -xO "$lib/pkgconfig/pkmcom-server.pc" >"$T/server.pc"
+grep -qx 'Requires: pkmcom' "$T/server.pc" && grep -q '^Requires.private:.*libuv' "$T/server.pc" &&
+    grep -q -- '-lpkmcom-server' "$T/server.pc" || fail "pkmcom-server.pc: $(cat "$T/server.pc")"
 ok
 
 # pkmcom: the tool and its man page.

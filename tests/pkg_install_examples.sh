@@ -31,7 +31,7 @@ ok() { CHECKS=$((CHECKS + 1)); }
 
 # One component at a time: each writes its own install_manifest_<component>.txt, so the build's
 # install_manifest.txt (what `make uninstall` removes) stays the last real `make install`'s.
-for c in lib dev tool; do
+for c in lib serverlib dev tool; do
     cmake --install "$build" --prefix "$P" --component $c >"$T/install-$c.log" ||
         { cat "$T/install-$c.log" >&2; fail "cmake --install --component $c"; }
 done
@@ -42,6 +42,9 @@ grep -qx "prefix=$P" "$pc" || fail "pkmcom.pc does not name the prefix $P: $(gre
 ok
 [ -e "$libdir/libpkmcom.so" ] && [ -e "$libdir/libpkmcom.a" ] || fail "libraries not in $libdir"
 ok
+[ -e "$libdir/libpkmcom-server.so" ] && [ -e "$libdir/libpkmcom-server.a" ] &&
+    [ -f "$libdir/pkgconfig/pkmcom-server.pc" ] || fail "server library or its .pc not in $libdir"
+ok
 [ -x "$P/bin/pkmcom" ] && [ -f "$P/share/man/man1/pkmcom.1" ] || fail "tool or man page not installed"
 ok
 
@@ -50,14 +53,24 @@ export PKG_CONFIG_PATH="$libdir/pkgconfig"
 [ "$(pkg-config --variable=libdir pkmcom)" = "$libdir" ] || fail "pkg-config libdir $(pkg-config --variable=libdir pkmcom)"
 ok
 mkdir -p "$T/pc"
+# The echo server uses the server library (pkmcom-server), the others the core alone (pkmcom),
+# and those must not load libuv.
 for f in "$src"/examples/*.c; do
     name=$(basename "$f" .c)
+    mod=pkmcom
+    [ "$name" = echo_server ] && mod=pkmcom-server
     # shellcheck disable=SC2046
-    cc -std=c11 -Wall -Wextra -Wpedantic -Werror $(pkg-config --cflags pkmcom) "$f" -o "$T/pc/$name" \
-        $(pkg-config --libs pkmcom) -Wl,-rpath,"$libdir" 2>"$T/cc-$name.err" || fail "pkg-config build of $name"
+    cc -std=c11 -Wall -Wextra -Wpedantic -Werror $(pkg-config --cflags $mod) "$f" -o "$T/pc/$name" \
+        $(pkg-config --libs $mod) -Wl,-rpath,"$libdir" 2>"$T/cc-$name.err" || fail "pkg-config build of $name"
     ok
     ldd "$T/pc/$name" >"$T/ldd.out" 2>&1
     grep -qF "$libdir/libpkmcom.so" "$T/ldd.out" || fail "$name does not load $libdir/libpkmcom.so: $(cat "$T/ldd.out")"
+    ok
+    if [ $mod = pkmcom-server ]; then
+        grep -qF "$libdir/libpkmcom-server.so" "$T/ldd.out" || fail "$name does not load libpkmcom-server.so: $(cat "$T/ldd.out")"
+    else
+        ! grep -q 'libuv\|libpkmcom-server' "$T/ldd.out" || fail "$name, a core user, loads libuv: $(cat "$T/ldd.out")"
+    fi
     ok
 done
 [ -n "$(ls "$T/pc")" ] || fail "no examples built"

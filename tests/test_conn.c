@@ -389,6 +389,23 @@ static void secret_on_one_side(void **state)
     assert_int_equal(srv.hs_rc[0], PKM_EHANDSHAKE);
 }
 
+/* A check_peer hook that records the fingerprint and refuses (with an error that is not the
+ * pin's, to show the hook's own error is kept). */
+struct refuse_ctx {
+    int calls;
+    char fp[PKM_FINGERPRINT_SIZE];
+};
+
+static int refuse_peer(void *ctx, const uint8_t *der, size_t der_len, const char *fingerprint)
+{
+    struct refuse_ctx *r = ctx;
+    assert_non_null(der);
+    assert_true(der_len > 0);
+    r->calls++;
+    snprintf(r->fp, sizeof r->fp, "%s", fingerprint);
+    return PKM_EHANDSHAKE;
+}
+
 static void pins(void **state)
 {
     (void)state;
@@ -407,9 +424,32 @@ static void pins(void **state)
     assert_null(c);
     assert_non_null(strstr(eb, pkm_strerror(PKM_EPIN)));
     assert_non_null(strstr(eb, "ServerKey"));
+    /* The sentence names the key presented and the pin. */
+    char want[160];
+    snprintf(want, sizeof want, "the peer presented %s, the pin is %s", g_server_fp,
+             "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    assert_non_null(strstr(eb, want));
     peer_join(&srv);
     assert_int_equal(srv.hs_rc[0], PKM_EHANDSHAKE);
     assert_non_null(strstr(srv.hs_msg[0], "after the peer closed the connection"));
+
+    /* A check_peer hook refusing: its error, with the key presented. */
+    pair(sv);
+    server_peer(&srv, sv[1], NULL);
+    peer_start(&srv);
+    client_cfg(&cfg, eb);
+    struct refuse_ctx rc = {0};
+    cfg.engine.check_peer = refuse_peer;
+    cfg.engine.check_peer_ctx = &rc;
+    assert_int_equal(pkm_conn_from_fd(sv[0], PKM_ROLE_CLIENT, &cfg, &c), PKM_EHANDSHAKE);
+    assert_null(c);
+    assert_int_equal(rc.calls, 1);
+    assert_string_equal(rc.fp, g_server_fp);
+    snprintf(want, sizeof want, "%s: the peer presented %s", pkm_strerror(PKM_EHANDSHAKE),
+             g_server_fp);
+    assert_non_null(strstr(eb, want));
+    assert_null(strstr(eb, "the pin is"));
+    peer_join(&srv);
 
     /* The client key's fingerprint is another key's: still refused. */
     pair(sv);

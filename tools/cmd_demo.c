@@ -1,9 +1,7 @@
 /* pkmcom demo: a server and a client in one process on 127.0.0.1, the handshake shown step by
  * step with real bytes and timings, typed packets, a password re-establishment; and --codec, the
  * codec alone (encode, print, decode a Connect Request). */
-#include <errno.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -15,13 +13,15 @@
 
 /* ---- demo: the Complete Definition's 0x00 Connect Request through the codec ---- */
 
-static const pkm_field_t connect_fields[] = {
-    {.name = "PkmVersion", .type = PKM_T_VERSION},
-    {.name = "TrainerInfo", .type = PKM_T_JSON},
-    {.name = "SentryAccount", .type = PKM_T_UUID},
-};
-static const pkm_schema_t connect_request = {"Connect Request", connect_fields, 3};
-#define CONNECT_REQUEST_ID 0x00
+#define CONNECT_REQUEST_ID PKM_CMPL_CONNECT_REQUEST
+#define REESTABLISH_ID     PKM_CMPL_REESTABLISH_SECRET
+
+/* The Complete Definition's schema of a packet (cmpl.h's static registry). */
+static const pkm_schema_t *cmpl_schema(uint8_t id)
+{
+    const pkm_cmpl_packet_t *p = pkm_cmpl_by_id(id);
+    return p ? p->schema : NULL;
+}
 
 static void print_hex(const char *label, const uint8_t *p, size_t n)
 {
@@ -47,7 +47,8 @@ static int demo_codec(void)
 {
     pkm_registry_t *reg = pkm_registry_new();
     if (!reg) return demo_fail("registry", PKM_ENOMEM);
-    int rc = pkm_registry_register(reg, CONNECT_REQUEST_ID, &connect_request);
+    const pkm_schema_t *connect_request = cmpl_schema(CONNECT_REQUEST_ID);
+    int rc = pkm_cmpl_register(reg);
     if (rc < 0) {
         pkm_registry_free(reg);
         return demo_fail("register", rc);
@@ -62,7 +63,7 @@ static int demo_codec(void)
     uint8_t pkt_bytes[256];
     size_t len;
     printf("Schema 0x%02X %s: PkmVersion Version, TrainerInfo Json, SentryAccount UUID\n\n",
-           CONNECT_REQUEST_ID, connect_request.name);
+           CONNECT_REQUEST_ID, connect_request->name);
     rc = pkm_registry_encode(reg, CONNECT_REQUEST_ID, values, 3, pkt_bytes, sizeof pkt_bytes, &len);
     if (rc < 0) {
         pkm_registry_free(reg);
@@ -108,15 +109,18 @@ static int demo_codec(void)
     return 0;
 }
 
-/* ---- the live demo: server (libuv, its own thread) and client (the sans-IO engine driven here
- * over a socket, so that every handshake message can be shown as it passes) ---- */
+/* ---- the live demo: server (libuv, its own thread) and client (pkm_connect, whose engine's
+ * observer hook shows every handshake message as it passes, and whose trust hook shows the
+ * server's fingerprint) ---- */
 
-#define DEMO_PASSWORD   "pikachu"
-#define WRONG_PASSWORD  "raichu"
-#define REESTABLISH_ID  0x05
-#define CHAT_ID         0x10
-#define TRADE_ID        0x11
+#define DEMO_PASSWORD  "pikachu"
+#define WRONG_PASSWORD "raichu"
+/* The demo's own packets, at ids the Complete Definition does not use. */
+#define CHAT_ID         0x20
+#define TRADE_ID        0x21
 #define DEMO_TIMEOUT_MS 10000
+/* The Int before the DER of a ServerKey / ClientKey (WIRE-PROFILE section 3). */
+#define KEY_LEN_PREFIX 4
 
 static const pkm_field_t chat_fields[] = {
     {.name = "Text", .type = PKM_T_STRING},
@@ -135,16 +139,6 @@ static const pkm_field_t trade_fields[] = {
 };
 static const pkm_schema_t trade = {"Trade Offer", trade_fields, 5};
 
-static const int64_t reasons[] = {0, 1};
-static const pkm_field_t reestablish_fields[] = {
-    {.name = "Reason",
-     .type = PKM_T_ENUM,
-     .base = PKM_T_BYTE,
-     .enum_values = reasons,
-     .n_enum_values = 2},
-};
-static const pkm_schema_t reestablish = {"Re-establish Secret", reestablish_fields, 1};
-
 struct demo {
     pthread_mutex_t lock;
     double t0;
@@ -152,11 +146,11 @@ struct demo {
     pkm_server_t *srv;
     int server_rc;
     unsigned closes; /* server-side on_close calls (under lock) */
-    /* the client's connection */
-    int fd;
-    pkm_engine_t *e;
-    double deadline;
+    /* the client's connection, and what its observer has seen */
+    pkm_conn_t *c;
+    const char *server_fp;
     uint64_t tx, rx;
+    double t_start, t_serverkey, t_keyshare_in, t_rekey;
     char err[256];
     /* timings (ms) */
     double server_keygen, client_keygen, connect, handshake, enc_m, dec_m, rekey, wrong;
@@ -247,8 +241,9 @@ static void srv_on_packet(void *user, pkm_server_conn_t *conn, const pkm_packet_
         uint8_t out[16];
         size_t len;
         uint32_t h;
-        pkm_value_t reason = PKM_V_U(1);
-        int rc = pkm_schema_encode(&reestablish, &reason, 1, out, sizeof out, &len, &h);
+        pkm_value_t reason = PKM_V_U(PKM_CMPL_REASON_PASSWORD);
+        int rc =
+            pkm_schema_encode(cmpl_schema(REESTABLISH_ID), &reason, 1, out, sizeof out, &len, &h);
         if (rc == 0)
             rc =
                 pkm_server_send(conn, REESTABLISH_ID, pkm_packet_hash(REESTABLISH_ID, h), out, len);
@@ -260,7 +255,7 @@ static void srv_on_packet(void *user, pkm_server_conn_t *conn, const pkm_packet_
         }
         say(d, "server",
             "#%llu: -> 0x05 Re-establish Secret (Reason 1: password), then its new KeyShare "
-            "(528 bytes, in the clear)",
+            "(in the clear)",
             id);
         return;
     }
@@ -304,171 +299,140 @@ static void *server_thread(void *arg)
     return NULL;
 }
 
-/* ---- client side: the engine over a blocking socket ---- */
+/* ---- client side: pkm_connect, with the engine's hooks showing the handshake ---- */
 
-static int wait_readable(struct demo *d)
+/* The observer (engine.h's observe hook): each handshake message as it passes, with its wire
+ * bytes, on the client's thread (inside pkm_connect / pkm_conn_rekey). */
+static void client_observe(void *ctx, const pkm_hs_event_t *ev)
 {
-    for (;;) {
-        double left = d->deadline - tool_now_ms();
-        if (left <= 0) return demo_error(d, "timed out");
-        struct pollfd pfd = {.fd = d->fd, .events = POLLIN};
-        int r = poll(&pfd, 1, (int)left + 1);
-        if (r > 0) return 0;
-        if (r < 0 && errno != EINTR) return demo_error(d, "poll: %s", strerror(errno));
+    struct demo *d = ctx;
+    char hx[128];
+    double now = tool_now_ms();
+    if (ev->sent)
+        d->tx += ev->len;
+    else
+        d->rx += ev->len;
+    if (ev->rekey) {
+        switch (ev->msg) {
+        case PKM_HS_REKEY: d->t_rekey = now; break;
+        case PKM_HS_KEYSHARE:
+            if (ev->sent)
+                say(d, "client",
+                    "-> KeyShare: %zu bytes in the clear (a fresh M_client', IV_client'; both "
+                    "sides keep their RSA keys)",
+                    ev->len);
+            else
+                say(d, "client", "<- KeyShare: %zu bytes from the server", ev->len);
+            break;
+        case PKM_HS_CONFIRM:
+            if (ev->sent)
+                say(d, "client",
+                    "-> confirmation: the 0xFF packet under K'_cs = SHA-256(M' || \"%s\" || "
+                    "'C'): %zu bytes",
+                    DEMO_PASSWORD, ev->len);
+            break;
+        case PKM_HS_ESTABLISHED:
+            d->rekey = now - d->t_rekey;
+            say(d, "client",
+                "<- confirmation: established again, under K' derived with the password (%.2f "
+                "ms)",
+                d->rekey);
+            break;
+        default: break;
+        }
+        return;
+    }
+    switch (ev->msg) {
+    case PKM_HS_SERVER_KEY: {
+        size_t n = ev->len - KEY_LEN_PREFIX;
+        d->t_serverkey = now;
+        d->connect = now - d->t_start;
+        say(d, "client",
+            "<- ServerKey: 4-byte length (%zu) + %zu bytes of DER SubjectPublicKeyInfo", n, n);
+        more(d, "%s", hexsnip(ev->bytes + KEY_LEN_PREFIX, n, 24, hx, sizeof hx));
+        break;
+    }
+    case PKM_HS_CLIENT_KEY:
+        say(d, "client", "-> ClientKey: 4 + %zu bytes (its ephemeral public key, same layout)",
+            ev->len - KEY_LEN_PREFIX);
+        break;
+    case PKM_HS_KEYSHARE:
+        if (ev->sent) {
+            d->enc_m = now - d->t_serverkey;
+            say(d, "client",
+                "-> KeyShare: %zu bytes: M_client (256 random bytes) in two halves, each", ev->len);
+            more(d, "RSA-PKCS#1 v1.5 encrypted under the server's key (256 + 256), + IV_client "
+                    "(16)");
+            more(d, "%s   (in %.2f ms)", hexsnip(ev->bytes, ev->len, 16, hx, sizeof hx), d->enc_m);
+        } else {
+            d->t_keyshare_in = now;
+            say(d, "client",
+                "<- KeyShare: %zu bytes: M_server under the client's key, and "
+                "IV_server",
+                ev->len);
+            more(d, "%s", hexsnip(ev->bytes, ev->len, 16, hx, sizeof hx));
+        }
+        break;
+    case PKM_HS_CONFIRM:
+        if (ev->sent) {
+            d->dec_m = now - d->t_keyshare_in;
+            more(d, "decrypted M_server (two RSA private-key operations) in %.2f ms, then derived",
+                 d->dec_m);
+            more(d, "K_cs = SHA-256(M || 'C'), K_sc = SHA-256(M || 'S') (M = M_client XOR "
+                    "M_server)");
+            more(d, "and IV = IV_client XOR IV_server: one key per direction, both chains from "
+                    "IV");
+            say(d, "client",
+                "-> confirmation: the 0xFF packet, 13 bytes FF 50 4B 6B E1 00 00 00 04 50 4B 4D "
+                "00,");
+            more(d, "AES-256-CBC encrypted under K_cs with PKCS#7 padding: %zu bytes", ev->len);
+            more(d, "%s", hexsnip(ev->bytes, ev->len, 32, hx, sizeof hx));
+        } else {
+            say(d, "client",
+                "<- confirmation: %zu bytes that decrypt under K_sc to the same 0xFF packet: the "
+                "server derived K_sc, so it holds its private key",
+                ev->len);
+        }
+        break;
+    case PKM_HS_ESTABLISHED:
+        d->handshake = now - d->t_serverkey;
+        more(d, "handshake complete in %.2f ms (from the first ServerKey byte)", d->handshake);
+        break;
+    default: break;
     }
 }
 
-static int read_some(struct demo *d, uint8_t *buf, size_t cap, size_t *got)
+/* The trust hook (engine.h's check_peer): called once the ServerKey has passed the engine's
+ * checks and the pin, before the client spends anything on it. */
+static int client_check_peer(void *ctx, const uint8_t *der, size_t der_len, const char *fp)
 {
-    if (wait_readable(d) < 0) return -1;
-    ssize_t n;
-    do {
-        n = read(d->fd, buf, cap);
-    } while (n < 0 && errno == EINTR);
-    if (n == 0) return demo_error(d, "the server closed the connection");
-    if (n < 0) return demo_error(d, "read: %s", strerror(errno));
-    d->rx += (uint64_t)n;
-    *got = (size_t)n;
+    struct demo *d = ctx;
+    (void)der;
+    (void)der_len;
+    int pinned = pkm_fingerprint_equal(fp, d->server_fp);
+    more(d, "fingerprint %s: %s", fp, pinned ? "the pinned one" : "NOT the pinned one");
+    return pinned ? 0 : PKM_EPIN;
+}
+
+/* Sends one packet; the wire bytes are counted as the engine frames them. */
+static int client_send(struct demo *d, uint8_t id, uint32_t hash, const uint8_t *content,
+                       size_t size)
+{
+    int rc = pkm_conn_send(d->c, id, hash, content, size, DEMO_TIMEOUT_MS);
+    if (rc < 0)
+        return demo_error(d, "send: %s", rc == PKM_EAGAIN ? "timed out" : pkm_conn_errmsg(d->c));
+    d->tx += pkm_engine_wire_size(size);
     return 0;
 }
 
-static int read_exact(struct demo *d, uint8_t *buf, size_t n)
-{
-    for (size_t off = 0; off < n;) {
-        size_t got;
-        if (read_some(d, buf + off, n - off, &got) < 0) return -1;
-        off += got;
-    }
-    return 0;
-}
-
-static int feed(struct demo *d, const uint8_t *p, size_t n)
-{
-    int rc = pkm_engine_feed(d->e, p, n);
-    if (rc < 0) {
-        const char *step = pkm_engine_fail_step(d->e);
-        return demo_error(d, "%s%s%s", pkm_strerror(rc), step ? " at " : "", step ? step : "");
-    }
-    return 0;
-}
-
-/* The engine's pending output, or NULL. */
-static const uint8_t *pending(struct demo *d, size_t *len)
-{
-    *len = 0;
-    return pkm_engine_send_buf(d->e, len);
-}
-
-static int flush_out(struct demo *d)
-{
-    size_t len;
-    const uint8_t *p;
-    while ((p = pending(d, &len)) != NULL && len > 0) {
-        ssize_t n = write(d->fd, p, len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return demo_error(d, "write: %s", strerror(errno));
-        pkm_engine_send_ack(d->e, (size_t)n);
-        d->tx += (uint64_t)n;
-    }
-    return 0;
-}
-
-/* Drives the engine, over what it wants, until it yields a packet. */
 static int next_packet(struct demo *d, pkm_packet_t *pkt)
 {
-    uint8_t buf[4096];
-    for (;;) {
-        unsigned w = pkm_engine_wants(d->e);
-        if (w & PKM_WANT_CLOSED) return demo_error(d, "%s", pkm_strerror(pkm_engine_error(d->e)));
-        if (w & PKM_WANT_SEND) {
-            if (flush_out(d) < 0) return -1;
-            continue;
-        }
-        if (w & PKM_WANT_PACKET) {
-            int r = pkm_engine_next_packet(d->e, pkt);
-            if (r == 1) return 0;
-            if (r < 0) return demo_error(d, "%s", pkm_strerror(r));
-            continue; /* not all in yet: the bit is clear now */
-        }
-        size_t got;
-        if (read_some(d, buf, sizeof buf, &got) < 0 || feed(d, buf, got) < 0) return -1;
+    int rc = pkm_conn_recv(d->c, pkt, DEMO_TIMEOUT_MS);
+    if (rc == 1) {
+        d->rx += pkm_engine_wire_size(pkt->size);
+        return 0;
     }
-}
-
-static uint32_t be32_at(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-/* The first handshake, message by message. */
-static int client_handshake(struct demo *d, const char *server_fp)
-{
-    char hx[128];
-    uint8_t buf[4 + PKM_MAX_KEY_DER];
-    double t0 = tool_now_ms();
-
-    /* 1. ServerKey */
-    if (read_exact(d, buf, 4) < 0) return -1;
-    uint32_t n = be32_at(buf);
-    if (n < 1 || n > PKM_MAX_KEY_DER)
-        return demo_error(d, "bad ServerKey length %lu", (unsigned long)n);
-    if (read_exact(d, buf + 4, n) < 0) return -1;
-    say(d, "client", "<- ServerKey: 4-byte length (%lu) + %lu bytes of DER SubjectPublicKeyInfo",
-        (unsigned long)n, (unsigned long)n);
-    more(d, "%s", hexsnip(buf + 4, n, 24, hx, sizeof hx));
-    double t = tool_now_ms();
-    if (feed(d, buf, 4 + n) < 0) return -1;
-    d->enc_m = tool_now_ms() - t;
-    const char *fp = pkm_engine_peer_fingerprint(d->e);
-    more(d, "fingerprint %s: %s", fp ? fp : "?",
-         fp && pkm_fingerprint_equal(fp, server_fp) ? "the pinned one" : "NOT the pinned one");
-
-    /* 2. ClientKey + KeyShare, in one write */
-    size_t len;
-    const uint8_t *out = pending(d, &len);
-    if (!out || len < 4) return demo_error(d, "the engine sent no ClientKey");
-    uint32_t ck = be32_at(out);
-    say(d, "client", "-> ClientKey: 4 + %lu bytes (its ephemeral public key, same layout)",
-        (unsigned long)ck);
-    if (len > 4 + ck) {
-        say(d, "client", "-> KeyShare: %zu bytes: M_client (256 random bytes) in two halves, each",
-            len - 4 - ck);
-        more(d, "RSA-PKCS#1 v1.5 encrypted under the server's key (256 + 256), + IV_client (16)");
-        more(d, "%s   (in %.2f ms)", hexsnip(out + 4 + ck, len - 4 - ck, 16, hx, sizeof hx),
-             d->enc_m);
-    }
-    if (flush_out(d) < 0) return -1;
-
-    /* 3. the server's KeyShare */
-    if (read_exact(d, buf, 528) < 0) return -1;
-    say(d, "client", "<- KeyShare: 528 bytes: M_server under the client's key, and IV_server");
-    more(d, "%s", hexsnip(buf, 528, 16, hx, sizeof hx));
-    t = tool_now_ms();
-    if (feed(d, buf, 528) < 0) return -1;
-    d->dec_m = tool_now_ms() - t;
-    more(d, "decrypted M_server (two RSA private-key operations) in %.2f ms, then derived",
-         d->dec_m);
-    more(d, "K_cs = SHA-256(M || 'C'), K_sc = SHA-256(M || 'S') (M = M_client XOR M_server)");
-    more(d, "and IV = IV_client XOR IV_server: one key per direction, both chains from IV");
-
-    /* 4. the confirmation */
-    out = pending(d, &len);
-    say(d, "client",
-        "-> confirmation: the 0xFF packet, 13 bytes FF 50 4B 6B E1 00 00 00 04 50 4B 4D 00,");
-    more(d, "AES-256-CBC encrypted under K_cs with PKCS#7 padding: %zu bytes", len);
-    if (out) more(d, "%s", hexsnip(out, len, 32, hx, sizeof hx));
-    size_t conf = len; /* the answer is the same packet: as many bytes */
-    if (flush_out(d) < 0) return -1;
-    if (read_exact(d, buf, conf) < 0 || feed(d, buf, conf) < 0) return -1;
-    if (pkm_engine_state(d->e) != PKM_STATE_ESTABLISHED)
-        return demo_error(d, "the confirmation did not establish the connection");
-    d->handshake = tool_now_ms() - t0;
-    say(d, "client",
-        "<- confirmation: %zu bytes that decrypt under K_sc to the same 0xFF packet: the server "
-        "derived K_sc, so it holds its private key",
-        conf);
-    more(d, "handshake complete in %.2f ms (from the first ServerKey byte)", d->handshake);
-    return 0;
+    return demo_error(d, "%s", rc == PKM_EAGAIN ? "timed out" : pkm_conn_errmsg(d->c));
 }
 
 static void describe(const pkm_schema_t *s, const pkm_value_t *v, char *out, size_t cap)
@@ -526,16 +490,12 @@ static int typed_roundtrip(struct demo *d, uint8_t id, const pkm_schema_t *s,
     pkm_packet_header_read(pkt_bytes, PKM_DEFAULT_MAX_SIZE, &p);
     describe(s, vals, desc, sizeof desc);
     double t = tool_now_ms();
-    rc = pkm_engine_queue_packet(d->e, id, p.hash, pkt_bytes + PKM_HEADER_SIZE, p.size);
-    if (rc < 0) return demo_error(d, "queue: %s", pkm_strerror(rc));
-    size_t wire;
-    pending(d, &wire);
     say(d, "client", "-> 0x%02X %s: %s", id, s->name, desc);
     more(d, "Hash 0x%08lX, Size %zu, content %s", (unsigned long)p.hash, p.size,
          hexsnip(pkt_bytes + PKM_HEADER_SIZE, p.size, 24, hx, sizeof hx));
     more(d, "%zu bytes on the wire: ((9 + %zu) / 16 + 1) * 16, AES-256-CBC continuing the chain",
-         wire, p.size);
-    if (flush_out(d) < 0) return -1;
+         pkm_engine_wire_size(p.size), p.size);
+    if (client_send(d, id, p.hash, pkt_bytes + PKM_HEADER_SIZE, p.size) < 0) return -1;
     pkm_packet_t echo;
     if (next_packet(d, &echo) < 0) return -1;
     double rtt = tool_now_ms() - t;
@@ -553,22 +513,22 @@ static int typed_roundtrip(struct demo *d, uint8_t id, const pkm_schema_t *s,
     return 0;
 }
 
-/* Connect Request -> 0x05 Re-establish Secret (password) -> new KeyShares -> confirmation. */
+/* Connect Request -> 0x05 Re-establish Secret (password) -> new KeyShares -> confirmation (the
+ * observer shows those). */
 static int client_password(struct demo *d, const pkm_value_t *connect_vals)
 {
-    uint8_t pkt_bytes[512], buf[4096];
-    size_t len, wire;
+    uint8_t pkt_bytes[512];
+    size_t len;
+    const pkm_schema_t *connect_request = cmpl_schema(CONNECT_REQUEST_ID);
     int rc = pkm_registry_encode(d->reg, CONNECT_REQUEST_ID, connect_vals, 3, pkt_bytes,
                                  sizeof pkt_bytes, &len);
     if (rc < 0) return demo_error(d, "encode: %s", pkm_strerror(rc));
     pkm_packet_t p;
     pkm_packet_header_read(pkt_bytes, PKM_DEFAULT_MAX_SIZE, &p);
-    rc = pkm_engine_queue_packet(d->e, p.id, p.hash, pkt_bytes + PKM_HEADER_SIZE, p.size);
-    if (rc < 0) return demo_error(d, "queue: %s", pkm_strerror(rc));
     char desc[512];
-    describe(&connect_request, connect_vals, desc, sizeof desc);
+    describe(connect_request, connect_vals, desc, sizeof desc);
     say(d, "client", "-> 0x00 Connect Request: %s", desc);
-    if (flush_out(d) < 0) return -1;
+    if (client_send(d, p.id, p.hash, pkt_bytes + PKM_HEADER_SIZE, p.size) < 0) return -1;
 
     pkm_packet_t trig;
     if (next_packet(d, &trig) < 0) return -1;
@@ -578,47 +538,16 @@ static int client_password(struct demo *d, const pkm_value_t *connect_vals)
         pkm_msg_free(m);
         return demo_error(d, "expected 0x05 Re-establish Secret, got 0x%02X", trig.id);
     }
-    uint64_t reason = pkm_msg_field(m, 0)->u64;
+    uint64_t reason = pkm_msg_field(m, PKM_CMPL_REESTABLISH_REASON)->u64;
     pkm_msg_free(m);
-    say(d, "client", "<- 0x05 Re-establish Secret, Reason %llu: the server requires a password",
-        (unsigned long long)reason);
-    double t = tool_now_ms();
-    rc = pkm_engine_rekey(d->e, (const uint8_t *)DEMO_PASSWORD, strlen(DEMO_PASSWORD));
-    if (rc < 0) return demo_error(d, "rekey: %s", pkm_strerror(rc));
-    pending(d, &wire);
+    const pkm_cmpl_symbol_t *sym = pkm_cmpl_symbol_by_value(pkm_cmpl_by_id(REESTABLISH_ID),
+                                                            PKM_CMPL_REESTABLISH_REASON, reason);
     say(d, "client",
-        "-> KeyShare: 528 bytes in the clear (a fresh M_client', IV_client'; both sides keep "
-        "their RSA keys)");
-    int confirmed_sent = 0;
-    if (wire > 528) {
-        say(d, "client", "<- KeyShare: 528 bytes (they had come right behind the 0x05 packet)");
-        say(d, "client",
-            "-> confirmation: the 0xFF packet under K'_cs = SHA-256(M' || \"%s\" || 'C'): %zu "
-            "bytes",
-            DEMO_PASSWORD, wire - 528);
-        confirmed_sent = 1;
-    }
-    if (flush_out(d) < 0) return -1;
-    while (pkm_engine_state(d->e) == PKM_STATE_REKEYING) {
-        size_t got;
-        if (read_some(d, buf, sizeof buf, &got) < 0 || feed(d, buf, got) < 0) return -1;
-        pending(d, &wire);
-        if (wire && !confirmed_sent) {
-            say(d, "client", "<- KeyShare: 528 bytes from the server");
-            say(d, "client",
-                "-> confirmation: the 0xFF packet under K'_cs = SHA-256(M' || \"%s\" || 'C'): %zu "
-                "bytes",
-                DEMO_PASSWORD, wire);
-            confirmed_sent = 1;
-        }
-        if (flush_out(d) < 0) return -1;
-    }
-    if (pkm_engine_state(d->e) != PKM_STATE_ESTABLISHED)
-        return demo_error(d, "re-establishment failed: %s", pkm_strerror(pkm_engine_error(d->e)));
-    d->rekey = tool_now_ms() - t;
-    say(d, "client",
-        "<- confirmation: established again, under K' derived with the password (%.2f ms)",
-        d->rekey);
+        "<- 0x05 Re-establish Secret, Reason %llu (%s): the server requires a password",
+        (unsigned long long)reason, sym ? sym->name : "?");
+    rc = pkm_conn_rekey(d->c, (const uint8_t *)DEMO_PASSWORD, strlen(DEMO_PASSWORD),
+                        DEMO_TIMEOUT_MS);
+    if (rc < 0) return demo_error(d, "re-establishment failed: %s", pkm_conn_errmsg(d->c));
     return 0;
 }
 
@@ -700,25 +629,25 @@ static int demo_run(struct demo *d, pkm_key_t *skey, pkm_key_t *ckey, const char
         "work on its thread pool)",
         port);
 
-    /* The client. */
-    d->deadline = tool_now_ms() + DEMO_TIMEOUT_MS;
-    double t = tool_now_ms();
-    d->fd = tool_tcp_connect("127.0.0.1", port, DEMO_TIMEOUT_MS, d->err, sizeof d->err);
-    d->connect = tool_now_ms() - t;
-    pkm_engine_config_t ec;
-    pkm_engine_config_init(&ec, PKM_ROLE_CLIENT);
-    ec.client_key = ckey; /* the engine owns it from here */
-    ec.pin_fingerprint = server_fp;
-    if (d->fd < 0) {
-        pkm_key_free(ckey);
-        rc = -1;
-    } else {
-        say(d, "client", "TCP connected in %.2f ms; expects the server key %s (pinned)", d->connect,
-            server_fp);
-        rc = pkm_engine_new(&ec, &d->e);
-        if (rc < 0) rc = demo_error(d, "client engine: %s", pkm_strerror(rc));
-    }
-    if (rc == 0) rc = client_handshake(d, server_fp);
+    /* The client: pkm_connect, pinned, with the hooks that show the handshake. */
+    pkm_conn_config_t cc;
+    pkm_conn_config_init(&cc);
+    cc.engine.client_key = ckey; /* the connection owns it from here */
+    cc.engine.pin_fingerprint = server_fp;
+    cc.engine.check_peer = client_check_peer;
+    cc.engine.check_peer_ctx = d;
+    cc.engine.observe = client_observe;
+    cc.engine.observe_ctx = d;
+    cc.handshake_timeout_ms = DEMO_TIMEOUT_MS;
+    cc.connect_timeout_ms = DEMO_TIMEOUT_MS;
+    char cerr[PKM_ERRMSG_SIZE];
+    cc.errbuf = cerr;
+    cc.errbuf_size = sizeof cerr;
+    d->server_fp = server_fp;
+    say(d, "client", "connects with pkm_connect(); expects the server key %s (pinned)", server_fp);
+    d->t_start = tool_now_ms();
+    rc = pkm_connect("127.0.0.1", port, &cc, &d->c);
+    if (rc < 0) rc = demo_error(d, "client: %s", cerr);
 
     /* Typed packets through the codec: schemas registered on both sides. */
     struct timespec now;
@@ -744,10 +673,8 @@ static int demo_run(struct demo *d, pkm_key_t *skey, pkm_key_t *ckey, const char
         rc = client_password(d, connect_vals);
     }
     if (rc == 0) rc = typed_roundtrip(d, CHAT_ID, &chat, chat2);
-    if (d->fd >= 0) close(d->fd); /* the client leaves */
-    d->fd = -1;
-    pkm_engine_free(d->e);
-    d->e = NULL;
+    pkm_conn_close(d->c); /* the client leaves */
+    d->c = NULL;
     if (rc == 0) {
         blank(d);
         rc = wrong_password(d, port, server_fp, connect_vals);
@@ -772,7 +699,7 @@ static int demo_run(struct demo *d, pkm_key_t *skey, pkm_key_t *ckey, const char
     printf("\nSummary (real timings on this machine)\n");
     printf("  server key generation, RSA-2048         %9.1f ms\n", d->server_keygen);
     printf("  client key generation, RSA-2048         %9.1f ms\n", d->client_keygen);
-    printf("  TCP connect                             %9.2f ms\n", d->connect);
+    printf("  TCP connect, to the first ServerKey byte %8.2f ms\n", d->connect);
     printf("  handshake, ServerKey to confirmation    %9.2f ms\n", d->handshake);
     printf("    client: check key + encrypt M_client  %9.2f ms\n", d->enc_m);
     printf("    client: decrypt M_server + derive K   %9.2f ms\n", d->dec_m);
@@ -795,7 +722,6 @@ static int demo_live(void)
 {
     struct demo d;
     memset(&d, 0, sizeof d);
-    d.fd = -1;
     pthread_mutex_init(&d.lock, NULL);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -808,8 +734,7 @@ static int demo_live(void)
     int rc = 0;
     d.reg = pkm_registry_new();
     if (!d.reg) rc = demo_error(&d, "out of memory");
-    if (rc == 0) rc = pkm_registry_register(d.reg, CONNECT_REQUEST_ID, &connect_request);
-    if (rc == 0) rc = pkm_registry_register(d.reg, REESTABLISH_ID, &reestablish);
+    if (rc == 0) rc = pkm_cmpl_register(d.reg); /* 0x00..0x07, as the spec defines them */
     if (rc == 0) rc = pkm_registry_register(d.reg, CHAT_ID, &chat);
     if (rc == 0) rc = pkm_registry_register(d.reg, TRADE_ID, &trade);
     if (rc < 0 && !d.err[0]) demo_error(&d, "registry: %s", pkm_strerror(rc));

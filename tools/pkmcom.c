@@ -3,14 +3,11 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
-#include <poll.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -409,65 +406,6 @@ int tool_load_key(const char *path, pkm_key_t **out)
     case PKM_EKEYFILE: return tool_fail(TOOL_EXIT_FAIL, "%s: cannot read the key file", path);
     default: return tool_fail(TOOL_EXIT_FAIL, "%s: %s", path, pkm_strerror(rc));
     }
-}
-
-/* ---- sockets ---- */
-
-int tool_tcp_connect(const char *host, int port, int timeout_ms, char *err, size_t errcap)
-{
-    char portstr[16];
-    snprintf(portstr, sizeof portstr, "%d", port);
-    struct addrinfo hints = {0}, *res = NULL;
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    int g = getaddrinfo(host, portstr, &hints, &res);
-    if (g != 0) {
-        snprintf(err, errcap, "cannot resolve %s: %s", host,
-                 g == EAI_SYSTEM ? strerror(errno) : gai_strerror(g));
-        return -1;
-    }
-    double deadline = tool_now_ms() + timeout_ms;
-    int fd = -1, last = ECONNREFUSED;
-    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-        int s = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-        if (s < 0) {
-            last = errno;
-            continue;
-        }
-        int fl = fcntl(s, F_GETFL);
-        fcntl(s, F_SETFL, fl | O_NONBLOCK);
-        int r = connect(s, ai->ai_addr, ai->ai_addrlen);
-        if (r != 0 && errno == EINPROGRESS) {
-            struct pollfd pfd = {.fd = s, .events = POLLOUT};
-            for (;;) {
-                int left = (int)(deadline - tool_now_ms());
-                if (left < 0) left = 0;
-                int pr = poll(&pfd, 1, left);
-                if (pr < 0 && errno == EINTR) continue;
-                if (pr == 0) {
-                    errno = ETIMEDOUT;
-                    r = -1;
-                    break;
-                }
-                int soerr = 0;
-                socklen_t sl = sizeof soerr;
-                getsockopt(s, SOL_SOCKET, SO_ERROR, &soerr, &sl);
-                errno = soerr;
-                r = soerr ? -1 : 0;
-                break;
-            }
-        }
-        if (r != 0) {
-            last = errno;
-            close(s);
-            continue;
-        }
-        fcntl(s, F_SETFL, fl);
-        fd = s;
-    }
-    freeaddrinfo(res);
-    if (fd < 0) snprintf(err, errcap, "connect to %s:%d failed: %s", host, port, strerror(last));
-    return fd;
 }
 
 /* ---- dispatch ---- */

@@ -128,10 +128,4 @@ int kh_lookup(const char *file, const char *hostport, char fp[PKM_FINGERPRINT_SI
  * printed). */
 int kh_add(const char *file, const char *hostport, const char *fp);
 
-/* ---- sockets ---- */
-
-/* Resolves host and connects a TCP socket within timeout_ms (all addresses together). Returns the
- * connected socket (blocking mode), or -1 with a sentence in err. */
-int tool_tcp_connect(const char *host, int port, int timeout_ms, char *err, size_t errcap);
-
 #endif

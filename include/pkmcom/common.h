@@ -100,6 +100,15 @@ typedef void *(*pkm_malloc_fn)(size_t size);
 typedef void *(*pkm_realloc_fn)(void *ptr, size_t size);
 typedef void (*pkm_free_fn)(void *ptr);
 PKM_API int pkm_set_allocator(pkm_malloc_fn m, pkm_realloc_fn r, pkm_free_fn f);
+/* Allocation through the hook installed now (malloc/realloc/free by default), for libraries built
+ * on libpkmcom (libpkmcom-server allocates through these): a size of 0 allocates a unique
+ * pointer, not NULL; pkm_calloc() refuses (NULL) a count * size that overflows; pkm_realloc() is
+ * realloc's contract (NULL on failure, ptr left valid); pkm_free(NULL) does nothing. Memory from
+ * these must be released with pkm_free(). */
+PKM_API void *pkm_malloc(size_t size);
+PKM_API void *pkm_calloc(size_t count, size_t size);
+PKM_API void *pkm_realloc(void *ptr, size_t size);
+PKM_API void pkm_free(void *ptr);
 
 /* The library's version string, "0.1.0". */
 PKM_API const char *pkm_version(void);

@@ -69,8 +69,14 @@ typedef struct pkm_conn_config {
      *   that shows the pinned key but cannot prove it holds its private half (or whose secret
      *   differs) fails it with PKM_ENOPROOF. A connection made with a pin has authenticated the
      *   server (docs/PROTOCOL.md section 8).
-     * - engine.verify_ctx, engine.random_ctx: BORROWED, must outlive the connections (for a
-     *   listener: every connection it accepts). */
+     * - engine.check_peer (either role): a refusal fails the handshake with the hook's error,
+     *   and the error sentence names the fingerprint the peer presented (and the pinned one when
+     *   the pin refused), e.g. "...: the peer presented SHA256:..., the pin is SHA256:...".
+     *   engine.observe sees the handshake (and re-establishments) of each connection.
+     * - engine.verify_ctx, engine.random_ctx, engine.check_peer_ctx, engine.observe_ctx:
+     *   BORROWED, must outlive the connections (for a listener: every connection it accepts);
+     *   the hooks are called on the thread using the connection (for a listener, the one in
+     *   pkm_accept). */
     pkm_engine_config_t engine;
 
     /* Bound on the whole handshake, from the first byte to the confirmation (default 10000 ms;

@@ -60,6 +60,29 @@ enum pkm_engine_state {
 /* Length of the optional secret S for alternative handshaking, at most. */
 #define PKM_MAX_SECRET 4096
 
+/* The handshake messages an observer sees (pkm_engine_config_t.observe). */
+enum pkm_hs_msg {
+    PKM_HS_SERVER_KEY = 1, /* ServerKey: Int n, then n bytes of DER SubjectPublicKeyInfo */
+    PKM_HS_CLIENT_KEY = 2, /* ClientKey: the same, the client's ephemeral key */
+    PKM_HS_KEYSHARE = 3,   /* KeyShare: two RSA ciphertexts and the IV (528 bytes) */
+    PKM_HS_CONFIRM = 4,    /* the encrypted 0xFF packet (one 16-byte block, as on the wire) */
+    PKM_HS_REKEY = 5,      /* a re-establishment begins (pkm_engine_rekey was called); no bytes */
+    PKM_HS_ESTABLISHED = 6 /* the handshake or re-establishment is complete; no bytes */
+};
+
+/* One handshake message passing through the engine, as the observer sees it. Every pointer is
+ * BORROWED for the call only. The bytes are exactly the message's bytes on the wire, which any
+ * capture shows too: public keys, RSA ciphertexts, the IV in the clear, the 0xFF ciphertext;
+ * never M, a key, the secret S or any plaintext secret. */
+typedef struct pkm_hs_event {
+    int msg;              /* enum pkm_hs_msg */
+    int sent;             /* 1: the engine queued it to be sent (in pkm_engine_send_buf() next);
+                             0: it was received from the peer (and is about to be processed) */
+    int rekey;            /* 1 during a re-establishment, 0 in the first handshake */
+    const uint8_t *bytes; /* the message's bytes (NULL for PKM_HS_REKEY / PKM_HS_ESTABLISHED) */
+    size_t len;           /* their number (0 for those two) */
+} pkm_hs_event_t;
+
 /* Configuration, read by pkm_engine_new(); the struct itself may be reused or freed afterwards
  * (except for what it borrows, see each field). Always start from pkm_engine_config_init(). */
 typedef struct pkm_engine_config {
@@ -102,6 +125,31 @@ typedef struct pkm_engine_config {
      * that answers. Without a pin the engine knows only that the server holds the key it showed
      * (pkm_engine_peer_fingerprint). See docs/PROTOCOL.md section 8 for what is not proven. */
     const char *pin_fingerprint;
+
+    /* Optional trust decision on the peer's key (client and server), e.g. known_hosts: called
+     * once per engine, when the peer's ServerKey / ClientKey has been parsed and accepted by the
+     * checks every key passes (WIRE-PROFILE section 3 step 2) and after the pin (a pin that does
+     * not match refuses first, and the hook is then not called). It is called BEFORE any RSA
+     * work or byte is spent on that key: nothing has been encrypted to it, a client has not
+     * generated its own key or sent anything. `der`/`der_len` are the key's DER
+     * SubjectPublicKeyInfo and `fingerprint` its "SHA256:..." text (pkm_key_fingerprint), both
+     * BORROWED for the call only. Returns 0 to accept, or a negative PKM_E* to refuse (PKM_EPIN
+     * is the natural one): the engine then closes with that error at the ServerKey / ClientKey
+     * step (a positive return counts as PKM_EPIN). Called on the engine's thread, from
+     * pkm_engine_recv_ack() / pkm_engine_feed(); it must not call functions of this engine.
+     * ctx is borrowed. Pinning is itself one such check, run by the engine before this one. */
+    int (*check_peer)(void *ctx, const uint8_t *der, size_t der_len, const char *fingerprint);
+    void *check_peer_ctx;
+
+    /* Optional observer of the handshake (first handshake and re-establishments): called for
+     * each handshake message the engine queues or receives, and when a re-establishment begins
+     * and a handshake completes (pkm_hs_event_t above: borrowed, public bytes only). For tools
+     * that show the handshake (pkmcom demo) and for logs; it cannot change anything. Called on the
+     * engine's thread from the call that processes the message (pkm_engine_new for a server's
+     * ServerKey, recv_ack / feed, rekey, job_done); it must not call functions of this engine.
+     * ctx is borrowed. */
+    void (*observe)(void *ctx, const pkm_hs_event_t *ev);
+    void *observe_ctx;
 
     /* Largest packet Size accepted from the peer (default PKM_DEFAULT_MAX_SIZE, 1 MiB; at most
      * INT32_MAX). A larger one closes the engine with PKM_ETOOBIG. */
@@ -151,6 +199,11 @@ typedef struct pkm_engine_config {
 
 /* Fills *cfg with the defaults for `role` (everything else NULL/0). */
 PKM_API void pkm_engine_config_init(pkm_engine_config_t *cfg, int role);
+
+/* 0 when pkm_engine_new() would accept *cfg, else PKM_EINVAL (also for NULL): the one validator,
+ * for the layers that embed an engine config (pkm_connect(), the server) and check it before they
+ * start. Takes nothing (a client_key stays the caller's). */
+PKM_API int pkm_engine_config_check(const pkm_engine_config_t *cfg);
 
 /* Makes an engine. A server queues its ServerKey at once (read it from pkm_engine_send_buf()).
  * PKM_EINVAL for an inconsistent config (no server_key for a server, a server_key or client_key
