@@ -8,7 +8,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <uv.h>
-#include <openssl/crypto.h>
 #include "pkmcom/server.h"
 #include "internal.h"
 #include "server_internal.h"
@@ -273,11 +272,6 @@ static void job_work(uv_work_t *req)
     struct jobreq *j = (struct jobreq *)req;
     job_event(j->srv, PKM__JOB_RUN);
     (void)pkm_job_run(j->job); /* an error is the job's result: job_done closes the engine */
-    /* Release this pool thread's OpenSSL state (its DRBGs, error queue): libuv never joins its
-     * pool threads before the process exits, so the state would otherwise stay allocated (and
-     * valgrind reports it as definitely lost in every server program). OpenSSL allocates it again
-     * on the thread's next use, a few microseconds next to the job's RSA work. */
-    OPENSSL_thread_stop();
 }
 
 /* Back on the loop: the result goes into the engine, unless the connection is gone. */
