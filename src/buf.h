@@ -45,6 +45,21 @@ static inline size_t pkm__writer_left(const pkm_writer *w)
     return w->cap - w->pos;
 }
 
+/* The one big-endian 32-bit load and store: the reader and writer below use them, and so does
+ * code that has already checked its bounds on a fixed-size block (a packet's first block). */
+static inline uint32_t pkm__load_be32(const uint8_t *q)
+{
+    return (uint32_t)q[0] << 24 | (uint32_t)q[1] << 16 | (uint32_t)q[2] << 8 | q[3];
+}
+
+static inline void pkm__store_be32(uint8_t *q, uint32_t v)
+{
+    q[0] = (uint8_t)(v >> 24);
+    q[1] = (uint8_t)(v >> 16);
+    q[2] = (uint8_t)(v >> 8);
+    q[3] = (uint8_t)v;
+}
+
 /* Big-endian reads. Each returns PKM_ETRUNC, leaving pos unchanged, when too few bytes remain. */
 static inline int pkm__read_u8(pkm_reader *r, uint8_t *out)
 {
@@ -65,8 +80,7 @@ static inline int pkm__read_u16(pkm_reader *r, uint16_t *out)
 static inline int pkm__read_u32(pkm_reader *r, uint32_t *out)
 {
     if (r->len - r->pos < 4) return PKM_ETRUNC;
-    const uint8_t *q = r->p + r->pos;
-    *out = (uint32_t)q[0] << 24 | (uint32_t)q[1] << 16 | (uint32_t)q[2] << 8 | q[3];
+    *out = pkm__load_be32(r->p + r->pos);
     r->pos += 4;
     return 0;
 }
@@ -111,13 +125,7 @@ static inline int pkm__write_u16(pkm_writer *w, uint16_t v)
 static inline int pkm__write_u32(pkm_writer *w, uint32_t v)
 {
     if (w->cap - w->pos < 4) return PKM_ENOSPC;
-    if (w->p) {
-        uint8_t *q = w->p + w->pos;
-        q[0] = (uint8_t)(v >> 24);
-        q[1] = (uint8_t)(v >> 16);
-        q[2] = (uint8_t)(v >> 8);
-        q[3] = (uint8_t)v;
-    }
+    if (w->p) pkm__store_be32(w->p + w->pos, v);
     w->pos += 4;
     return 0;
 }

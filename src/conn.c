@@ -17,8 +17,7 @@
 #include "conn_internal.h"
 #include "engine_internal.h"
 #include "internal.h"
-
-#define ADDR_SIZE 96 /* "[" + numeric IPv6 with scope + "]:" + port */
+#include "net_internal.h"
 
 /* Where a connection stands, for the error sentences. */
 enum phase {
@@ -45,7 +44,7 @@ struct pkm_conn {
     int64_t hs_ms;    /* the first handshake's bound, for the sentence */
     int64_t limit_ms; /* the re-establishment's bound, for the sentence */
     int64_t last_rx;  /* CLOCK_MONOTONIC ns of the last byte received */
-    char peer[ADDR_SIZE];
+    char peer[PKM__NET_ADDR_SIZE];
     char msg[PKM_ERRMSG_SIZE];
 };
 
@@ -118,39 +117,6 @@ static void errno_text(int errnum, char *out, size_t n)
 static void put_msg(char *buf, size_t n, const char *msg)
 {
     if (buf && n) snprintf(buf, n, "%s", msg);
-}
-
-/* getaddrinfo for a TCP host and port (passive: for bind, NULL host = any). Returns 0 with *res,
- * or PKM_ERESOLVE / PKM_ENOMEM with the sentence "cannot resolve HOST: why" in what. */
-static int resolve(const char *host, int port, int passive, struct addrinfo **res, char *what,
-                   size_t what_n)
-{
-    struct addrinfo hints;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
-    char portstr[8], text[128];
-    snprintf(portstr, sizeof portstr, "%d", port);
-    int g = getaddrinfo(host, portstr, &hints, res);
-    if (g == 0) return 0;
-    if (g == EAI_SYSTEM)
-        errno_text(errno, text, sizeof text);
-    else
-        snprintf(text, sizeof text, "%s", gai_strerror(g));
-    snprintf(what, what_n, "cannot resolve %s: %s", host ? host : "(any)", text);
-    return g == EAI_MEMORY ? PKM_ENOMEM : PKM_ERESOLVE;
-}
-
-static void format_addr(const struct sockaddr *sa, socklen_t len, char *out, size_t n)
-{
-    char host[NI_MAXHOST], serv[NI_MAXSERV];
-    out[0] = '\0';
-    if (sa->sa_family != AF_INET && sa->sa_family != AF_INET6) return;
-    if (getnameinfo(sa, len, host, sizeof host, serv, sizeof serv,
-                    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
-        return;
-    snprintf(out, n, sa->sa_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, serv);
 }
 
 /* ---- closing on failure ---- */
@@ -393,10 +359,7 @@ static int conn_start(int fd, const pkm_engine_config_t *ec, int64_t hs_ms, int6
     c->idle_ms = idle_ms;
     c->hs_ms = hs_ms;
     c->phase = PHASE_HANDSHAKE;
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
-        format_addr((struct sockaddr *)&ss, sl, c->peer, sizeof c->peer);
+    pkm__net_peer_str(fd, c->peer, sizeof c->peer);
 
     int r = pkm_engine_new(ec, &c->e); /* takes client_key, whatever happens */
     if (r < 0) {
@@ -457,10 +420,7 @@ static int connect_wait(int fd, int64_t deadline, const struct pkm__io *io)
             return errno;
         }
         if (r == 0) continue; /* the deadline check above ends it */
-        int soerr = 0;
-        socklen_t sl = sizeof soerr;
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0) return errno;
-        return soerr;
+        return pkm__net_connect_result(fd);
     }
 }
 
@@ -481,7 +441,7 @@ int pkm__connect_io(const char *host, int port, const pkm_conn_config_t *cfg,
     if (!io) io = &pkm__io_default;
 
     struct addrinfo *res = NULL;
-    int g = resolve(host, port, 0, &res, what, sizeof what);
+    int g = pkm__net_resolve(host, port, 0, &res, what, sizeof what);
     if (g < 0) {
         put_msg(eb, ebn, what);
         pkm_key_free(ec.client_key);
@@ -491,15 +451,14 @@ int pkm__connect_io(const char *host, int port, const pkm_conn_config_t *cfg,
     int64_t deadline = cfg->connect_timeout_ms > 0 ? deadline_in(cfg->connect_timeout_ms) : -1;
     int fd = -1, last = ECONNREFUSED, tried = 0;
     for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-        int s =
-            socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+        int s;
+        int r = pkm__net_connect_start(ai, &s);
         if (s < 0) {
-            last = errno;
+            last = r;
             continue;
         }
         tried++;
-        int r = connect(s, ai->ai_addr, ai->ai_addrlen) == 0 ? 0 : errno;
-        if (r == EINPROGRESS || r == EINTR) r = connect_wait(s, deadline, io);
+        if (r == EINPROGRESS) r = connect_wait(s, deadline, io);
         if (r == 0) {
             fd = s;
         } else {
@@ -541,26 +500,9 @@ static void listener_free(pkm_listener_t *l)
     pkm__free(l);
 }
 
-/* Binds and listens on one address; returns the socket or -1 with errno set. */
-static int bind_one(const struct addrinfo *ai, int dual_stack)
-{
-    int s = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
-    if (s < 0) return -1;
-    int one = 1, zero = 0;
-    if (setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 &&
-        (!dual_stack || ai->ai_family != AF_INET6 ||
-         setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero) == 0) &&
-        bind(s, ai->ai_addr, ai->ai_addrlen) == 0 && listen(s, SOMAXCONN) == 0)
-        return s;
-    int errnum = errno;
-    close(s);
-    errno = errnum;
-    return -1;
-}
-
 int pkm_listen(const char *host, int port, const pkm_conn_config_t *cfg, pkm_listener_t **out)
 {
-    char what[PKM_ERRMSG_SIZE], text[128];
+    char what[PKM_ERRMSG_SIZE];
     if (out) *out = NULL;
     char *eb = cfg ? cfg->errbuf : NULL;
     size_t ebn = cfg ? cfg->errbuf_size : 0;
@@ -594,36 +536,14 @@ int pkm_listen(const char *host, int port, const pkm_conn_config_t *cfg, pkm_lis
     l->hs_ms = cfg->handshake_timeout_ms;
     l->idle_ms = cfg->idle_timeout_ms;
 
-    struct addrinfo *res = NULL;
-    int g = resolve(host, port, 1, &res, what, sizeof what);
-    if (g < 0) {
-        put_msg(eb, ebn, what);
-        listener_free(l);
-        return g;
-    }
-    int last = EADDRNOTAVAIL;
-    /* No host: the IPv6 wildcard first (dual-stack, so it takes IPv4 too), then IPv4. */
-    for (int pass = host ? 1 : 0; pass < 2 && l->fd < 0; pass++) {
-        for (struct addrinfo *ai = res; ai && l->fd < 0; ai = ai->ai_next) {
-            if (pass == 0 && ai->ai_family != AF_INET6) continue;
-            l->fd = bind_one(ai, !host);
-            if (l->fd < 0) last = errno;
-        }
-    }
-    freeaddrinfo(res);
+    l->fd = pkm__net_listen(host, port, SOMAXCONN, what, sizeof what);
     if (l->fd < 0) {
-        errno_text(last, text, sizeof text);
-        snprintf(what, sizeof what, "cannot listen on %s:%d: %s", host ? host : "(any)", port,
-                 text);
+        int r = l->fd;
         put_msg(eb, ebn, what);
         listener_free(l);
-        return PKM_EIO;
+        return r;
     }
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    if (getsockname(l->fd, (struct sockaddr *)&ss, &sl) == 0)
-        l->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                                 : ((struct sockaddr_in *)&ss)->sin_port);
+    l->port = pkm__net_bound_port(l->fd);
     put_msg(eb, ebn, "");
     *out = l;
     return 0;
@@ -631,7 +551,7 @@ int pkm_listen(const char *host, int port, const pkm_conn_config_t *cfg, pkm_lis
 
 int pkm_listener_port(const pkm_listener_t *l)
 {
-    return l ? l->port : PKM_EINVAL;
+    return l ? l->port : 0;
 }
 
 int pkm_listener_fd(const pkm_listener_t *l)

@@ -11,6 +11,7 @@
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
 #include "pkmcom/engine.h"
+#include "buf.h"
 #include "channel_internal.h"
 #include "engine_internal.h"
 #include "engine_state.h"
@@ -45,9 +46,13 @@ struct pkm_job {
 
 /* ---- small helpers ---- */
 
-static uint32_t be32(const uint8_t *p)
+/* The received bytes not yet consumed, as a reader: the handshake messages are parsed through it,
+ * and a step that completes consumes what it read (e->rpos += in.pos). */
+static pkm_reader received(const pkm_engine_t *e)
 {
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+    pkm_reader r;
+    pkm__reader_init(&r, e->rbuf ? e->rbuf + e->rpos : NULL, e->rend - e->rpos);
+    return r;
 }
 
 /* 1 if a == b, else 0, without a branch on the values. */
@@ -220,10 +225,7 @@ static int send_key_msg(pkm_engine_t *e, const pkm_key_t *key)
     if (!der || len < 1 || len > PKM_MAX_KEY_DER) return PKM_EINTERNAL;
     uint8_t *p = pkm__engine_send_insert(e, LEN_PREFIX + len);
     if (!p) return PKM_ENOMEM;
-    p[0] = (uint8_t)(len >> 24);
-    p[1] = (uint8_t)(len >> 16);
-    p[2] = (uint8_t)(len >> 8);
-    p[3] = (uint8_t)len;
+    pkm__store_be32(p, (uint32_t)len);
     memcpy(p + LEN_PREFIX, der, len);
     observe(e, e->client ? PKM_HS_CLIENT_KEY : PKM_HS_SERVER_KEY, 1, p, LEN_PREFIX + len);
     return 0;
@@ -237,16 +239,15 @@ static int send_key_msg(pkm_engine_t *e, const pkm_key_t *key)
  * not even generate its own key. */
 static int read_key_msg(pkm_engine_t *e)
 {
-    size_t avail = e->rend - e->rpos;
-    if (avail < LEN_PREFIX) return 0;
-    int32_t n = (int32_t)be32(e->rbuf + e->rpos);
+    pkm_reader in = received(e);
+    uint32_t n; /* an Int: negative values are above PKM_MAX_KEY_DER as unsigned */
+    const uint8_t *der;
+    if (pkm__read_u32(&in, &n) < 0) return 0;
     if (n < 1 || n > PKM_MAX_KEY_DER) return PKM_EKEYLEN;
-    if (avail < LEN_PREFIX + (size_t)n) return 0;
-    const uint8_t *der = e->rbuf + e->rpos + LEN_PREFIX;
-    observe(e, e->client ? PKM_HS_SERVER_KEY : PKM_HS_CLIENT_KEY, 0, e->rbuf + e->rpos,
-            LEN_PREFIX + (size_t)n);
+    if (pkm__read_ptr(&in, &der, n) < 0) return 0;
+    observe(e, e->client ? PKM_HS_SERVER_KEY : PKM_HS_CLIENT_KEY, 0, in.p, in.pos);
     pkm_key_t *key = NULL;
-    PKM_GUARD(pkm_key_from_der(der, (size_t)n, &key));
+    PKM_GUARD(pkm_key_from_der(der, n, &key));
     int r = pkm_key_fingerprint(key, e->peer_fp);
     if (r < 0) memset(e->peer_fp, 0, sizeof e->peer_fp);
     /* On a refusal peer_fp keeps the key's fingerprint (public), for the conn API's sentence. */
@@ -256,7 +257,7 @@ static int read_key_msg(pkm_engine_t *e)
         return r;
     }
     e->peer_key = key;
-    e->rpos += LEN_PREFIX + (size_t)n;
+    e->rpos += in.pos;
     return 1;
 }
 
@@ -432,13 +433,14 @@ static int advance(pkm_engine_t *e)
                 return fail(e, r);
             e->hs = HS_KEYSHARE;
             break;
-        case HS_KEYSHARE:
-            if (avail < KEYSHARE_SIZE) return need_more(e);
-            observe(e, PKM_HS_KEYSHARE, 0, e->rbuf + e->rpos, KEYSHARE_SIZE);
-            memcpy(e->share_in, e->rbuf + e->rpos, KEYSHARE_SIZE);
-            e->rpos += KEYSHARE_SIZE;
+        case HS_KEYSHARE: {
+            pkm_reader in = received(e);
+            if (pkm__read_bytes(&in, e->share_in, KEYSHARE_SIZE) < 0) return need_more(e);
+            observe(e, PKM_HS_KEYSHARE, 0, in.p, KEYSHARE_SIZE);
+            e->rpos += in.pos;
             e->hs = HS_KEYSHARE_WORK;
             break;
+        }
         case HS_KEYSHARE_WORK:
             if (e->defer) {
                 e->job_state = JS_WANTED; /* JOB_KEYSHARE */

@@ -9,6 +9,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include "pkmcom/keylog.h"
+#include "buf.h"
 #include "internal.h"
 #include "keylog_internal.h"
 
@@ -311,11 +312,6 @@ static int cbc_decrypt(const uint8_t key[32], const uint8_t iv[16], const uint8_
     return ok ? 0 : PKM_ECRYPTO;
 }
 
-static int32_t be32s(const uint8_t *p)
-{
-    return (int32_t)((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]);
-}
-
 /* A KeyShare met between records: its IV matches a key-log entry other than the current one. */
 static const pkm_keylog_entry_t *rekey_share(const pkm_streamdec_t *d, const uint8_t *p,
                                              size_t avail)
@@ -331,7 +327,7 @@ static int peek_record(const pkm_streamdec_t *d, const uint8_t *p, size_t *len)
 {
     uint8_t first[BLOCK];
     PKM_GUARD(cbc_decrypt(dir_key(d), d->chain, p, first, BLOCK));
-    int32_t size = be32s(first + 5);
+    int32_t size = (int32_t)pkm__load_be32(first + 5);
     OPENSSL_cleanse(first, sizeof first);
     *len = BLOCK;
     if (size < 0) return PKM_ENEGLEN;
@@ -350,7 +346,7 @@ size_t pkm_streamdec_next_len(pkm_streamdec_t *d, const uint8_t *p, size_t avail
             *need = 4;
             return 0;
         }
-        int32_t n = be32s(p);
+        int32_t n = (int32_t)pkm__load_be32(p);
         if (n < 1 || n > MAX_KEY_DER) return avail; /* not PkmCom/TCP: taken as opaque */
         return 4 + (size_t)n;
     }
@@ -384,7 +380,7 @@ int pkm_streamdec_take(pkm_streamdec_t *d, const uint8_t *p, size_t len, uint8_t
     u->len = len;
     switch (d->phase) {
     case PH_KEY: {
-        int32_t n = len >= 4 ? be32s(p) : -1;
+        int32_t n = len >= 4 ? (int32_t)pkm__load_be32(p) : -1;
         if (n < 1 || n > MAX_KEY_DER || len != 4 + (size_t)n) {
             d->phase = PH_OPAQUE;
             d->lost = PKM_EKEYLEN;
@@ -428,8 +424,7 @@ int pkm_streamdec_take(pkm_streamdec_t *d, const uint8_t *p, size_t len, uint8_t
         PKM_GUARD(cbc_decrypt(dir_key(d), d->chain, p, plain, len));
         memcpy(d->chain, p + len - BLOCK, BLOCK);
         u->pkt.id = plain[0];
-        u->pkt.hash = (uint32_t)plain[1] << 24 | (uint32_t)plain[2] << 16 |
-                      (uint32_t)plain[3] << 8 | plain[4];
+        u->pkt.hash = pkm__load_be32(plain + 1);
         if (r < 0) {
             /* The length is unknown past this block: the rest cannot be followed. */
             u->err = r;
@@ -437,7 +432,7 @@ int pkm_streamdec_take(pkm_streamdec_t *d, const uint8_t *p, size_t len, uint8_t
             d->lost = r;
             return 0;
         }
-        u->pkt.size = (size_t)be32s(plain + 5);
+        u->pkt.size = (size_t)(int32_t)pkm__load_be32(plain + 5);
         u->pkt.content = plain + PKM_HEADER_SIZE;
         size_t pad = len - PKM_HEADER_SIZE - u->pkt.size;
         u->pad_len = pad;

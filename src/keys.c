@@ -22,6 +22,7 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
+#include "buf.h"
 #include "internal.h"
 #include "keys_internal.h"
 
@@ -143,30 +144,37 @@ static const uint8_t rsa_alg_id[] = {0x30, 0x0D, 0x06, 0x09, 0x2A, 0x86, 0x48, 0
                                      0xF7, 0x0D, 0x01, 0x01, 0x01, 0x05, 0x00};
 
 /* Reads the tag `tag` and a DER length in its shortest form whose content fills exactly the
- * rest of [*p, end) when `whole` is set, or fits in it otherwise. Advances *p past the header;
- * the content length goes to *len. */
-static int der_header(const uint8_t **p, const uint8_t *end, uint8_t tag, int whole, size_t *len)
+ * rest of the reader when `whole` is set, or fits in it otherwise. Leaves the reader at the
+ * content; the content length goes to *len. */
+static int der_header(pkm_reader *r, uint8_t tag, int whole, size_t *len)
 {
-    const uint8_t *q = *p;
+    uint8_t t, b;
     size_t n;
-    if (end - q < 2 || q[0] != tag) return PKM_EKEY;
-    if (q[1] < 0x80) {
-        n = q[1];
-        q += 2;
-    } else if (q[1] == 0x81) {
-        if (end - q < 3 || q[2] < 0x80) return PKM_EKEY; /* would fit the short form */
-        n = q[2];
-        q += 3;
-    } else if (q[1] == 0x82) {
-        if (end - q < 4 || q[2] == 0) return PKM_EKEY; /* would fit one length byte */
-        n = (size_t)q[2] << 8 | q[3];
-        q += 4;
+    PKM_ENSURE(pkm__read_u8(r, &t) == 0 && t == tag, PKM_EKEY);
+    PKM_ENSURE(pkm__read_u8(r, &b) == 0, PKM_EKEY);
+    if (b < 0x80) {
+        n = b;
+    } else if (b == 0x81) {
+        uint8_t v;
+        PKM_ENSURE(pkm__read_u8(r, &v) == 0 && v >= 0x80, PKM_EKEY); /* else the short form */
+        n = v;
+    } else if (b == 0x82) {
+        uint16_t v;
+        PKM_ENSURE(pkm__read_u16(r, &v) == 0 && v >> 8 != 0, PKM_EKEY); /* else one byte */
+        n = v;
     } else {
         return PKM_EKEY; /* longer forms cannot describe anything within 1024 bytes */
     }
-    if ((size_t)(end - q) < n || (whole && (size_t)(end - q) != n)) return PKM_EKEY;
-    *p = q;
+    size_t left = pkm__reader_left(r);
+    PKM_ENSURE(left >= n && (!whole || left == n), PKM_EKEY);
     *len = n;
+    return 0;
+}
+
+/* Borrows n bytes of DER content (PKM_EKEY when fewer are left). */
+static int der_bytes(pkm_reader *r, const uint8_t **out, size_t n)
+{
+    PKM_ENSURE(pkm__read_ptr(r, out, n) == 0, PKM_EKEY);
     return 0;
 }
 
@@ -175,24 +183,28 @@ static int der_header(const uint8_t **p, const uint8_t *end, uint8_t tag, int wh
 static int spki_parse(const uint8_t *der, size_t len, const uint8_t **n, const uint8_t **e,
                       size_t *elen)
 {
-    const uint8_t *p = der, *end = der + len;
+    pkm_reader r;
+    const uint8_t *p;
+    uint8_t unused;
     size_t l;
-    PKM_GUARD(der_header(&p, end, 0x30, 1, &l));
-    if ((size_t)(end - p) < sizeof rsa_alg_id || memcmp(p, rsa_alg_id, sizeof rsa_alg_id) != 0)
-        return PKM_EKEY;
-    p += sizeof rsa_alg_id;
-    PKM_GUARD(der_header(&p, end, 0x03, 1, &l));
-    if (l < 1 || *p != 0x00) return PKM_EKEY; /* unused bits */
-    p++;
-    PKM_GUARD(der_header(&p, end, 0x30, 1, &l));
-    PKM_GUARD(der_header(&p, end, 0x02, 0, &l));
-    if (l != 257 || p[0] != 0x00 || p[1] < 0x80) return PKM_EKEY; /* exactly 2048 bits */
-    if (!(p[256] & 1)) return PKM_EKEY; /* even: no RSA modulus (see check_rsa2048) */
+    pkm__reader_init(&r, der, len);
+    PKM_GUARD(der_header(&r, 0x30, 1, &l));
+    PKM_GUARD(der_bytes(&r, &p, sizeof rsa_alg_id));
+    PKM_ENSURE(memcmp(p, rsa_alg_id, sizeof rsa_alg_id) == 0, PKM_EKEY);
+    PKM_GUARD(der_header(&r, 0x03, 1, &l));
+    PKM_ENSURE(pkm__read_u8(&r, &unused) == 0 && unused == 0x00, PKM_EKEY); /* unused bits */
+    PKM_GUARD(der_header(&r, 0x30, 1, &l));
+    PKM_GUARD(der_header(&r, 0x02, 0, &l));
+    PKM_ENSURE(l == 257, PKM_EKEY); /* exactly 2048 bits: */
+    PKM_GUARD(der_bytes(&r, &p, l));
+    PKM_ENSURE(p[0] == 0x00 && p[1] >= 0x80, PKM_EKEY);
+    PKM_ENSURE(p[256] & 1, PKM_EKEY); /* even: no RSA modulus (see check_rsa2048) */
     *n = p + 1;
-    p += l;
-    PKM_GUARD(der_header(&p, end, 0x02, 1, &l));
+    PKM_GUARD(der_header(&r, 0x02, 1, &l));
     /* 65537 and nothing else, in its one minimal encoding (a leading zero is not canonical). */
-    if (l != sizeof e65537 || memcmp(p, e65537, sizeof e65537) != 0) return PKM_EKEY;
+    PKM_ENSURE(l == sizeof e65537, PKM_EKEY);
+    PKM_GUARD(der_bytes(&r, &p, l));
+    PKM_ENSURE(memcmp(p, e65537, sizeof e65537) == 0, PKM_EKEY);
     *e = p;
     *elen = l;
     return 0;

@@ -80,8 +80,7 @@ static int v2_tlvs(const uint8_t *p, size_t total, size_t at, pkm__proxy_info *o
         if (type == PP2_TYPE_CRC32C) {
             if (vlen != 4) return fail(out, PKM__PROXY_ECRC);
             static const uint8_t zero[4] = {0};
-            uint32_t want = (uint32_t)value[0] << 24 | (uint32_t)value[1] << 16 |
-                            (uint32_t)value[2] << 8 | value[3];
+            uint32_t want = pkm__load_be32(value);
             uint32_t c = pkm__crc32c(0, p, value_at);
             c = pkm__crc32c(c, zero, 4); /* the running CRC continues */
             c = pkm__crc32c(c, p + value_at + 4, total - value_at - 4);

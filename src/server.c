@@ -12,9 +12,11 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include <uv.h>
 #include "pkmcom/server.h"
 #include "internal.h"
+#include "net_internal.h"
 #include "server_internal.h"
 
 /* ---- small helpers ---- */
@@ -294,33 +296,6 @@ static void raise_fd_limit(pkm_server_t *srv, int raise)
     }
 }
 
-static int resolve(const char *host, uint16_t port, struct sockaddr_storage *ss)
-{
-    memset(ss, 0, sizeof *ss);
-    if (!host) host = "0.0.0.0";
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0) return 0;
-    if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0) return 0;
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE;
-    if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res) return PKM_ERESOLVE;
-    if (res->ai_addrlen > sizeof *ss) {
-        freeaddrinfo(res);
-        return PKM_ERESOLVE;
-    }
-    memcpy(ss, res->ai_addr, res->ai_addrlen);
-    freeaddrinfo(res);
-    if (ss->ss_family == AF_INET)
-        ((struct sockaddr_in *)ss)->sin_port = htons(port);
-    else if (ss->ss_family == AF_INET6)
-        ((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
-    else
-        return PKM_ERESOLVE;
-    return 0;
-}
-
 /* Closes the server's handles and runs the loop until everything is released. */
 static void drain_and_close_loop(pkm_server_t *srv)
 {
@@ -364,12 +339,7 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
         srv->ec.secret = srv->secret;
         srv->ec.secret_len = ec.secret_len;
     }
-    struct sockaddr_storage ss;
-    int r = resolve(cfg->host, cfg->port, &ss);
-    if (r < 0) {
-        pkm__slog(srv, PKM_LOG_ERROR, "cannot resolve %s", cfg->host ? cfg->host : "(null)");
-        goto fail_nolloop;
-    }
+    int r;
     if (uv_loop_init(&srv->loop) != 0) {
         r = PKM_ENOMEM;
         goto fail_nolloop;
@@ -390,21 +360,26 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
                   "packet accepted (max_packet_size %zu: %zu bytes): such packets cannot be echoed "
                   "or relayed (pkm_server_send refuses them with PKM_ETOOBIG)",
                   ec.max_send_buffer, ec.max_packet_size, pkm_engine_wire_size(ec.max_packet_size));
-    int ur = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&ss, 0);
-    if (ur == 0)
-        ur = uv_listen((uv_stream_t *)&srv->listener,
-                       cfg->backlog ? cfg->backlog : PKM_SERVER_DEFAULT_BACKLOG, on_connection);
+    /* net.c resolves, binds and listens, as for pkm_listen (the same NULL host: every interface,
+     * dual-stack); libuv takes the socket over and accepts from it. */
+    int backlog = cfg->backlog ? cfg->backlog : PKM_SERVER_DEFAULT_BACKLOG;
+    char what[256]; /* PKM_ERRMSG_SIZE */
+    int fd = pkm__net_listen(cfg->host, cfg->port, backlog, what, sizeof what);
+    if (fd < 0) {
+        pkm__slog(srv, PKM_LOG_ERROR, "%s", what);
+        r = fd;
+        goto fail_loop;
+    }
+    int ur = uv_tcp_open(&srv->listener, (uv_os_sock_t)fd);
+    if (ur != 0) close(fd);
+    if (ur == 0) ur = uv_listen((uv_stream_t *)&srv->listener, backlog, on_connection);
     if (ur != 0) {
         pkm__slog(srv, PKM_LOG_ERROR, "cannot listen on %s port %u: %s",
-                  cfg->host ? cfg->host : "0.0.0.0", (unsigned)cfg->port, uv_strerror(ur));
+                  cfg->host ? cfg->host : "(any)", (unsigned)cfg->port, uv_strerror(ur));
         r = PKM_EIO;
         goto fail_loop;
     }
-    struct sockaddr_storage bound;
-    int blen = sizeof bound;
-    if (uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&bound, &blen) == 0)
-        srv->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                                      : ((struct sockaddr_in *)&bound)->sin_port);
+    srv->port = (uint16_t)pkm__net_bound_port(fd);
     /* A write to a socket the client has closed must fail with EPIPE, not kill the process. */
     struct sigaction sa;
     if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) signal(SIGPIPE, SIG_IGN);

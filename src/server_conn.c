@@ -390,9 +390,14 @@ static void store_peer(pkm_server_conn_t *c)
         memcpy(c->peer_addr, &a->sin_addr, 4);
     } else if (ss.ss_family == AF_INET6) {
         const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
-        c->family = 6;
         c->peer_port = ntohs(a->sin6_port);
-        memcpy(c->peer_addr, &a->sin6_addr, 16);
+        if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) { /* an IPv4 peer of a dual-stack listener */
+            c->family = 4;
+            memcpy(c->peer_addr, a->sin6_addr.s6_addr + 12, 4);
+        } else {
+            c->family = 6;
+            memcpy(c->peer_addr, &a->sin6_addr, 16);
+        }
     }
 }
 

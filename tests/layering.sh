@@ -22,10 +22,10 @@ allowed_openssl="src/keys.c src/keys_internal.h src/channel.c src/channel_intern
 # jansson: the APL (JSON) codec.
 allowed_jansson="src/apl.c"
 # The server library's files (CMakeLists.txt) and the core's internal headers they may include:
-# the stateless helpers the server links in itself (wipe.c, buf.c) and the allocation macros.
+# the stateless helpers the server links in itself (wipe.c, buf.c, net.c) and the allocation macros.
 server_files="src/server.c src/server_conn.c src/server_internal.h src/proxy.c src/proxy_internal.h
     src/limits.c src/limits_internal.h"
-server_may_include="internal.h buf.h server_internal.h proxy_internal.h limits_internal.h"
+server_may_include="internal.h buf.h net_internal.h server_internal.h proxy_internal.h limits_internal.h"
 
 files=$(ls src/*.c src/*.h include/pkmcom/*.h)
 

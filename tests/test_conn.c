@@ -1085,6 +1085,13 @@ static void bad_arguments(void **state)
     assert_int_equal(pkm_conn_rekey(NULL, NULL, 0, 0), PKM_EINVAL);
     assert_int_equal(pkm_conn_fd(NULL), -1);
     assert_null(pkm_conn_peer_fingerprint(NULL));
+    /* NULL getters answer "none" as common.h says. */
+    assert_string_equal(pkm_conn_peer_addr(NULL), "");
+    assert_string_equal(pkm_conn_errmsg(NULL), "");
+    assert_int_equal(pkm_conn_error(NULL), PKM_EINVAL);
+    assert_int_equal(pkm_listener_port(NULL), 0);
+    assert_int_equal(pkm_listener_fd(NULL), -1);
+    assert_string_equal(pkm_listener_errmsg(NULL), "");
     assert_int_equal(pkm_accept(NULL, &c), PKM_EINVAL);
     pkm_conn_close(NULL);
     pkm_listener_close(NULL);

@@ -516,6 +516,52 @@ static void test_echo(void **state)
     fx_stop(&f);
 }
 
+/* Can this machine use IPv6 loopback? (Containers often lack it.) */
+static int have_ipv6_loopback(void)
+{
+    int s = socket(AF_INET6, SOCK_STREAM, 0);
+    if (s < 0) return 0;
+    struct sockaddr_in6 a;
+    memset(&a, 0, sizeof a);
+    a.sin6_family = AF_INET6;
+    a.sin6_addr = in6addr_loopback;
+    int ok = bind(s, (struct sockaddr *)&a, sizeof a) == 0;
+    close(s);
+    return ok;
+}
+
+/* NULL host means what it means for pkm_listen: every interface, dual-stack where IPv6 exists.
+ * IPv4 clients are then reported as IPv4 ("127.0.0.1:port", not "[::ffff:127.0.0.1]:port"). */
+static void test_any_host(void **state)
+{
+    (void)state;
+    fx_t f;
+    pkm_server_config_t cfg;
+    fx_config(&cfg);
+    cfg.host = NULL;
+    fx_start(&f, &cfg, FX_ECHO);
+    tcl_result_t r = run_clients(pkm_server_port(f.srv), 2, 1, 10, NULL);
+    assert_int_equal(r.established, 2);
+    fx_wait_closes(&f, 2);
+    assert_int_equal(f.peer_ok, 2);
+    if (have_ipv6_loopback()) {
+        int s = socket(AF_INET6, SOCK_STREAM, 0);
+        assert_true(s >= 0);
+        struct sockaddr_in6 a;
+        memset(&a, 0, sizeof a);
+        a.sin6_family = AF_INET6;
+        a.sin6_addr = in6addr_loopback;
+        a.sin6_port = htons(pkm_server_port(f.srv));
+        assert_int_equal(connect(s, (struct sockaddr *)&a, sizeof a), 0);
+        close(s);
+        int i = 0;
+        while (fx_stats(&f).accepted < 3 && i++ < 4000)
+            sleep_ms(5);
+        assert_int_equal(fx_stats(&f).accepted, 3); /* the server took it: dual-stack */
+    }
+    fx_stop(&f);
+}
+
 /* A client with the wrong secret fails at step 5; the server goes on serving others. */
 static void test_wrong_secret(void **state)
 {
@@ -941,6 +987,7 @@ int main(void)
         cmocka_unit_test(test_engine_trim),
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_echo),
+        cmocka_unit_test(test_any_host),
         cmocka_unit_test(test_wrong_secret),
         cmocka_unit_test(test_handshake_timeout),
         cmocka_unit_test(test_send_queue_overflow),

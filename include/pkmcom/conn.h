@@ -125,7 +125,7 @@ PKM_API int pkm_connect(const char *host, int port, const pkm_conn_config_t *cfg
 PKM_API int pkm_listen(const char *host, int port, const pkm_conn_config_t *cfg,
                        pkm_listener_t **out);
 
-/* The port the listener is bound to (useful after port 0); PKM_EINVAL for NULL. */
+/* The port the listener is bound to (useful after port 0); 0 for NULL, as pkm_server_port. */
 PKM_API int pkm_listener_port(const pkm_listener_t *l);
 
 /* The listening socket, for the caller's own poll() (readable = a client is waiting). Stays owned
@@ -207,7 +207,8 @@ PKM_API int pkm_conn_fd(const pkm_conn_t *c);
 PKM_API const char *pkm_conn_peer_fingerprint(const pkm_conn_t *c);
 
 /* The peer's address, "192.0.2.1:1234" or "[2001:db8::1]:1234" ("" when unknown, e.g. a
- * socketpair). Valid until pkm_conn_close. */
+ * socketpair; an IPv4 peer of a dual-stack listener is written as IPv4). Valid until
+ * pkm_conn_close. */
 PKM_API const char *pkm_conn_peer_addr(const pkm_conn_t *c);
 
 /* The error that closed the connection, 0 while it is open. */

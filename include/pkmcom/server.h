@@ -73,8 +73,9 @@ enum pkm_log_level {
  * for what it borrows (see each field). Always start from pkm_server_config_init(). */
 typedef struct pkm_server_config {
     /* Address to listen on: a numeric IPv4 or IPv6 address ("127.0.0.1", "::", "0.0.0.0"), or a
-     * host name resolved with getaddrinfo (the first address is used). NULL = "0.0.0.0".
-     * Copied. */
+     * host name resolved with getaddrinfo (the first address that binds is used). NULL = every
+     * interface, as for pkm_listen(): the IPv6 wildcard, dual-stack (IPv4 clients too, reported
+     * as IPv4 addresses), when the system has IPv6, else 0.0.0.0. Copied. */
     const char *host;
     uint16_t port; /* 0 = an ephemeral port: read it with pkm_server_port() */
     int backlog;   /* listen(2) backlog; default PKM_SERVER_DEFAULT_BACKLOG */
@@ -274,7 +275,8 @@ PKM_API const char *pkm_server_conn_fingerprint(const pkm_server_conn_t *conn);
 PKM_API uint64_t pkm_server_conn_id(const pkm_server_conn_t *conn);
 
 /* Writes the client's address, "1.2.3.4:5678" or "[::1]:5678", NUL-terminated, into buf
- * (PKM_SERVER_PEER_SIZE is always enough). Returns its length, PKM_ENOSPC, or PKM_EINVAL. */
+ * (PKM_SERVER_PEER_SIZE is always enough; an IPv4 client of a dual-stack listener is written as
+ * IPv4). Returns its length, PKM_ENOSPC, or PKM_EINVAL. */
 PKM_API int pkm_server_conn_peer(const pkm_server_conn_t *conn, char *buf, size_t cap);
 
 /* 1 once on_connect was called for it (and stays 1 through on_close), else 0. */
