@@ -698,3 +698,106 @@ void pkm_conn_close(pkm_conn_t *c)
     pkm_engine_free(c->e);
     pkm__free(c);
 }
+
+/* ---- waiting on the connection and other descriptors ---- */
+
+int pkm_conn_pending(const pkm_conn_t *c)
+{
+    if (!c) return 0;
+    if (c->err) return 1;
+    return (pkm_engine_wants(c->e) & (PKM_WANT_PACKET | PKM_WANT_CLOSED)) != 0;
+}
+
+int pkm_conn_poll_events(const pkm_conn_t *c)
+{
+    if (!c || c->err || c->fd < 0) return 0;
+    unsigned w = pkm_engine_wants(c->e);
+    int ev = 0;
+    if (!c->rd_eof && (w & PKM_WANT_RECV)) ev |= POLLIN;
+    if (w & PKM_WANT_SEND) ev |= POLLOUT;
+    return ev;
+}
+
+int pkm_conn_wait(pkm_conn_t *c, int extra_fd, int extra_events, int *extra_revents,
+                  int64_t timeout_ms)
+{
+    if (extra_revents) *extra_revents = 0;
+    if (!c) return PKM_EINVAL;
+    int64_t deadline = deadline_in(timeout_ms);
+    for (;;) {
+        int progress = 0;
+        if (pkm_conn_pending(c)) return PKM_CONN_READY;
+        /* A failed write closes the connection: pending() says so next. */
+        if (pkm_engine_wants(c->e) & PKM_WANT_SEND) (void)write_some(c, &progress);
+        if (pkm_conn_pending(c)) return PKM_CONN_READY;
+
+        int64_t now = now_ns(), until = deadline;
+        int idle = 0;
+        if (c->idle_ms > 0) {
+            int64_t idle_end = c->last_rx + (int64_t)c->idle_ms * 1000000;
+            if (until < 0 || idle_end <= until) {
+                until = idle_end;
+                idle = 1;
+            }
+        }
+        /* At the idle bound pkm_conn_recv() closes the connection: let it say so. */
+        if (until >= 0 && now >= until) return idle ? PKM_CONN_READY : PKM_EAGAIN;
+
+        struct pollfd pfd[2];
+        nfds_t nfds = 1;
+        pfd[0].fd = c->fd;
+        pfd[0].events = (short)pkm_conn_poll_events(c);
+        pfd[0].revents = 0;
+        if (extra_fd >= 0) {
+            pfd[1].fd = extra_fd;
+            pfd[1].events = (short)extra_events;
+            pfd[1].revents = 0;
+            nfds = 2;
+        }
+        int r = c->io->poll(c->io->ctx, pfd, nfds, ms_left(until, now));
+        if (r < 0) {
+            if (errno == EINTR || errno == EAGAIN) continue;
+            (void)sock_failed(c, errno, "poll");
+            return PKM_CONN_READY;
+        }
+        int result = 0;
+        if (nfds == 2 && pfd[1].revents) {
+            if (extra_revents) *extra_revents = pfd[1].revents;
+            result |= PKM_CONN_EXTRA;
+        }
+        if ((pfd[0].events & POLLIN) && (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)))
+            (void)read_some(c, &progress); /* a failure closes: pending() says so */
+        if (pkm_conn_pending(c)) result |= PKM_CONN_READY;
+        if (result) return result;
+    }
+}
+
+/* ---- typed packets (schema.h) ---- */
+
+int pkm_conn_send_msg(pkm_conn_t *c, const pkm_registry_t *reg, uint8_t id,
+                      const pkm_value_t *fields, size_t n, int64_t timeout_ms)
+{
+    if (!c || !reg) return PKM_EINVAL;
+    uint8_t small[1024];
+    size_t len = 0;
+    uint32_t hash = 0;
+    int r = pkm_registry_encode_content(reg, id, fields, n, small, sizeof small, &len, &hash);
+    if (r == 0) return pkm_conn_send(c, id, hash, small, len, timeout_ms);
+    if (r != PKM_ENOSPC) return r;
+    uint8_t *big = NULL;
+    PKM_GUARD(pkm_registry_encode_content_alloc(reg, id, fields, n, &big, &len, &hash));
+    r = pkm_conn_send(c, id, hash, big, len, timeout_ms);
+    pkm_bytes_free(big);
+    return r;
+}
+
+int pkm_conn_recv_msg(pkm_conn_t *c, const pkm_registry_t *reg, pkm_msg_t **out, int64_t timeout_ms)
+{
+    if (out) *out = NULL;
+    if (!c || !reg || !out) return PKM_EINVAL;
+    pkm_packet_t pkt;
+    int r = pkm_conn_recv(c, &pkt, timeout_ms);
+    if (r != 1) return r;
+    PKM_GUARD(pkm_registry_decode(reg, &pkt, out));
+    return 1;
+}

@@ -604,3 +604,35 @@ int pkm_registry_encode_alloc(const pkm_registry_t *reg, uint8_t id, const pkm_v
     *out = buf;
     return 0;
 }
+
+int pkm_registry_encode_content(const pkm_registry_t *reg, uint8_t id, const pkm_value_t *fields,
+                                size_t n, uint8_t *out, size_t cap, size_t *len, uint32_t *hash)
+{
+    if (!reg || !len || !hash) return PKM_EINVAL;
+    const pkm_schema_t *s = reg->schemas[id];
+    if (!s) return PKM_EUNKNOWNID;
+    uint32_t content_hash = 0;
+    PKM_GUARD(pkm_schema_encode(s, fields, n, out, cap, len, &content_hash));
+    *hash = pkm_packet_hash(id, content_hash);
+    return 0;
+}
+
+int pkm_registry_encode_content_alloc(const pkm_registry_t *reg, uint8_t id,
+                                      const pkm_value_t *fields, size_t n, uint8_t **out,
+                                      size_t *len, uint32_t *hash)
+{
+    if (!out || !len || !hash) return PKM_EINVAL;
+    *out = NULL;
+    if (!reg) return PKM_EINVAL;
+    const pkm_schema_t *s = reg->schemas[id];
+    if (!s) return PKM_EUNKNOWNID;
+    uint32_t content_hash = 0;
+    PKM_GUARD(pkm_schema_encode_alloc(s, fields, n, out, len, &content_hash));
+    *hash = pkm_packet_hash(id, content_hash);
+    return 0;
+}
+
+int pkm_registry_verify_hook(void *ctx, const pkm_packet_t *pkt)
+{
+    return pkm_registry_verify((const pkm_registry_t *)ctx, pkt);
+}

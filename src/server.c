@@ -414,6 +414,12 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
     uv_unref((uv_handle_t *)&srv->timer);
 
     raise_fd_limit(srv, cfg->raise_fd_limit);
+    if (ec.max_send_buffer < pkm_engine_wire_size(ec.max_packet_size))
+        pkm__slog(srv, PKM_LOG_WARN,
+                  "engine.max_send_buffer (%zu bytes) is below the encrypted size of the largest "
+                  "packet accepted (max_packet_size %zu: %zu bytes): such packets cannot be echoed "
+                  "or relayed (pkm_server_send refuses them with PKM_ETOOBIG)",
+                  ec.max_send_buffer, ec.max_packet_size, pkm_engine_wire_size(ec.max_packet_size));
     /* net.c resolves, binds and listens, as for pkm_listen (the same NULL host: every interface,
      * dual-stack); libuv takes the socket over and accepts from it. */
     int backlog = cfg->backlog ? cfg->backlog : PKM_SERVER_DEFAULT_BACKLOG;
@@ -549,4 +555,55 @@ size_t pkm_server_broadcast(pkm_server_t *srv, const pkm_server_conn_t *except, 
         if (pkm_server_send(c, id, hash, content, size) == 0) n++;
     }
     return n;
+}
+
+/* ---- typed packets (schema.h) ---- */
+
+/* Encodes packet `id` with reg's schema: into small[cap] if it fits, else into *big (the
+ * caller frees it). *content points at whichever holds it. */
+static int encode_msg(const pkm_registry_t *reg, uint8_t id, const pkm_value_t *fields, size_t n,
+                      uint8_t *small, size_t cap, uint8_t **big, const uint8_t **content,
+                      size_t *len, uint32_t *hash)
+{
+    *big = NULL;
+    int r = pkm_registry_encode_content(reg, id, fields, n, small, cap, len, hash);
+    if (r == 0) {
+        *content = small;
+        return 0;
+    }
+    if (r != PKM_ENOSPC) return r;
+    PKM_GUARD(pkm_registry_encode_content_alloc(reg, id, fields, n, big, len, hash));
+    *content = *big;
+    return 0;
+}
+
+int pkm_server_send_msg(pkm_server_conn_t *conn, const pkm_registry_t *reg, uint8_t id,
+                        const pkm_value_t *fields, size_t n)
+{
+    if (!conn || !reg) return PKM_EINVAL;
+    uint8_t small[1024], *big;
+    const uint8_t *content = NULL;
+    size_t len = 0;
+    uint32_t hash = 0;
+    PKM_GUARD(encode_msg(reg, id, fields, n, small, sizeof small, &big, &content, &len, &hash));
+    int r = pkm_server_send(conn, id, hash, content, len);
+    pkm_bytes_free(big);
+    return r;
+}
+
+int pkm_server_broadcast_msg(pkm_server_t *srv, const pkm_server_conn_t *except,
+                             const pkm_registry_t *reg, uint8_t id, const pkm_value_t *fields,
+                             size_t n, size_t *queued)
+{
+    if (queued) *queued = 0;
+    if (!srv || !reg) return PKM_EINVAL;
+    uint8_t small[1024], *big;
+    const uint8_t *content = NULL;
+    size_t len = 0;
+    uint32_t hash = 0;
+    PKM_GUARD(encode_msg(reg, id, fields, n, small, sizeof small, &big, &content, &len, &hash));
+    size_t k = pkm_server_broadcast(srv, except, id, hash, content, len);
+    pkm_bytes_free(big);
+    if (queued) *queued = k;
+    return 0;
 }

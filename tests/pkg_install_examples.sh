@@ -80,7 +80,7 @@ cmake -S "$src/examples" -B "$T/cm" --log-level=WARNING -DCMAKE_PREFIX_PATH="$P"
     -DCMAKE_C_FLAGS="-Wall -Wextra -Wpedantic -Werror" >"$T/cm-configure.err" 2>&1 ||
     fail "find_package configure"
 cmake --build "$T/cm" >"$T/cm-build.err" 2>&1 || fail "find_package build"
-for name in client echo_server engine_poll client_static; do
+for name in client chat_client echo_server engine_poll client_static; do
     [ -x "$T/cm/$name" ] || fail "CMake build made no $name"
     ok
 done
@@ -123,6 +123,10 @@ for server in pc cm; do
     for b in pc cm; do
         expect client-$b-$server "got packet 0x10, 5 bytes: hello" "$T/$b/client" 127.0.0.1 "$PORT" "$FP"
         expect engine-$b-$server "got packet 0x20, 4 bytes: ping" "$T/$b/engine_poll" 127.0.0.1 "$PORT" "$FP"
+        # The chat client: a line on stdin goes out as a typed packet and comes back.
+        # shellcheck disable=SC2016
+        expect chat-$b-$server "> hello chat" bash -c 'printf "hello chat\n" | "$0" 127.0.0.1 "$1" "$2"' \
+            "$T/$b/chat_client" "$PORT" "$FP"
     done
     expect client_static-$server "got packet 0x10, 5 bytes: hello" "$T/cm/client_static" 127.0.0.1 "$PORT"
     # A wrong pin: refused with a sentence, exit status 1.

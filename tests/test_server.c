@@ -35,7 +35,7 @@ static void sleep_ms(long ms)
 /* ------------------------------------------------------------------------------------------ */
 /* A server on 127.0.0.1:0 in a thread, recording its callbacks                              */
 
-enum fx_mode { FX_ECHO, FX_RELAY, FX_REKEY };
+enum fx_mode { FX_ECHO, FX_RELAY, FX_REKEY, FX_TYPED };
 
 #define FX_MAX_CLOSES 64
 
@@ -68,6 +68,15 @@ static void fx_on_connect(void *user, pkm_server_conn_t *conn)
 
 static const uint8_t k_rekey_secret[] = "second secret";
 
+/* FX_TYPED: packet 0x31 {size: Unsigned Int, tag: String}, through a registry. */
+static const pkm_field_t k_typed_fields[] = {
+    {.name = "size", .type = PKM_T_UINT},
+    {.name = "tag", .type = PKM_T_STRING},
+};
+static const pkm_schema_t k_typed = {"Typed", k_typed_fields, 2};
+static pkm_registry_t *g_typed_reg;
+static atomic_int g_typed_errors; /* FX_TYPED: results that were not what the test expects */
+
 static void fx_on_packet(void *user, pkm_server_conn_t *conn, const pkm_packet_t *pkt)
 {
     fx_t *f = user;
@@ -82,6 +91,26 @@ static void fx_on_packet(void *user, pkm_server_conn_t *conn, const pkm_packet_t
         pkm_server_send(conn, pkt->id, pkt->hash, pkt->content, pkt->size);
         if (pkt->id == 0x05) pkm_server_conn_rekey(conn, k_rekey_secret, sizeof k_rekey_secret - 1);
         break;
+    case FX_TYPED: {
+        /* Answers with a typed 0x31 {size of the packet, "one"}, then broadcasts {size, "all"}
+         * to everyone (the sender included); an encoding error sends nothing. */
+        pkm_value_t v[2] = {{.u64 = pkt->size}, {.str = {"one", 3}}};
+        size_t queued = 99;
+        if (pkm_server_send_msg(conn, g_typed_reg, 0x31, v, 2) != 0) g_typed_errors++;
+        if (pkm_server_send_msg(conn, g_typed_reg, 0x32, v, 2) != PKM_EUNKNOWNID) g_typed_errors++;
+        v[0].i64 = -1; /* out of an Unsigned Int's range */
+        if (pkm_server_broadcast_msg(pkm_server_conn_server(conn), NULL, g_typed_reg, 0x31, v, 2,
+                                     &queued) != PKM_ERANGE ||
+            queued != 0)
+            g_typed_errors++;
+        v[0].u64 = pkt->size;
+        v[1].str = (pkm_str_t){"all", 3};
+        if (pkm_server_broadcast_msg(pkm_server_conn_server(conn), NULL, g_typed_reg, 0x31, v, 2,
+                                     &queued) != 0 ||
+            queued != 1)
+            g_typed_errors++;
+        break;
+    }
     }
 }
 
@@ -802,6 +831,71 @@ static void test_verify_hook(void **state)
     fx_stop(&f);
 }
 
+/* A send queue below the largest accepted packet's encrypted size is logged at creation; the
+ * defaults are consistent (no such line). */
+static int g_queue_warnings;
+static void count_queue_warning(void *user, int level, const char *msg)
+{
+    (void)user;
+    if (level == PKM_LOG_WARN && strstr(msg, "max_send_buffer")) g_queue_warnings++;
+}
+
+static void test_send_queue_default(void **state)
+{
+    (void)state;
+    pkm_server_config_t cfg;
+    fx_config(&cfg);
+    cfg.on_log = count_queue_warning;
+    assert_true(cfg.engine.max_send_buffer >= pkm_engine_wire_size(cfg.engine.max_packet_size));
+    pkm_server_t *srv = NULL;
+    g_queue_warnings = 0;
+    assert_int_equal(pkm_server_new(&cfg, &srv), 0);
+    pkm_server_free(srv);
+    assert_int_equal(g_queue_warnings, 0);
+    cfg.engine.max_send_buffer = cfg.engine.max_packet_size; /* L(Size) is larger than Size */
+    assert_int_equal(pkm_server_new(&cfg, &srv), 0);
+    pkm_server_free(srv);
+    assert_int_equal(g_queue_warnings, 1);
+}
+
+/* pkm_server_send_msg and pkm_server_broadcast_msg: typed packets that pass the registry's
+ * verification on the client's side, and encoding errors that send nothing. */
+static void test_typed_send(void **state)
+{
+    (void)state;
+    g_typed_reg = pkm_registry_new();
+    assert_non_null(g_typed_reg);
+    assert_int_equal(pkm_registry_register(g_typed_reg, 0x31, &k_typed), 0);
+    g_typed_errors = 0;
+    fx_t f;
+    pkm_server_config_t cfg;
+    fx_config(&cfg);
+    fx_start(&f, &cfg, FX_TYPED);
+    sc_t c;
+    assert_int_equal(sc_connect(pkm_server_port(f.srv), NULL, 0, &c), 0);
+    const uint8_t msg[4] = {1, 2, 3, 4};
+    assert_int_equal(sc_send(&c, 0x10, msg, 4), 0);
+    const char *tags[2] = {"one", "all"};
+    for (int i = 0; i < 2; i++) {
+        pkm_packet_t pkt;
+        assert_int_equal(sc_recv(&c, &pkt), 1);
+        assert_int_equal(pkt.id, 0x31);
+        assert_int_equal(pkm_registry_verify_hook(g_typed_reg, &pkt), 0); /* Hash included */
+        pkm_msg_t *m = NULL;
+        assert_int_equal(pkm_registry_decode(g_typed_reg, &pkt, &m), 0);
+        assert_int_equal(pkm_msg_get(m, "size")->u64, 4);
+        assert_string_equal(pkm_msg_get(m, "tag")->str.ptr, tags[i]);
+        pkm_msg_free(m);
+    }
+    assert_int_equal(g_typed_errors, 0);
+    assert_int_equal(fx_stats(&f).packets_out, 2);
+    sc_close(&c);
+    fx_wait_closes(&f, 1);
+    fx_stop(&f);
+    pkm_registry_free(g_typed_reg);
+    g_typed_reg = NULL;
+}
+
 /* A client that sends its packets and shuts down its sending side still gets every reply
  * before the server closes (PKM_EEOF). With trim_after_ms 0 the buffers go after every turn. */
 static void test_half_close(void **state)
@@ -903,6 +997,8 @@ int main(void)
         cmocka_unit_test(test_stop),
         cmocka_unit_test(test_idle_timeout),
         cmocka_unit_test(test_verify_hook),
+        cmocka_unit_test(test_typed_send),
+        cmocka_unit_test(test_send_queue_default),
         cmocka_unit_test(test_half_close),
         cmocka_unit_test(test_bad_handshake),
         cmocka_unit_test(test_many_clients),

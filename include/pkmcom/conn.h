@@ -7,6 +7,7 @@
 #include "pkmcom/engine.h"
 #include "pkmcom/keys.h"
 #include "pkmcom/packet.h"
+#include "pkmcom/schema.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -216,6 +217,60 @@ PKM_API int pkm_conn_error(const pkm_conn_t *c);
 /* A sentence describing why the connection closed ("" while it is open). Valid until the next
  * call on the connection. */
 PKM_API const char *pkm_conn_errmsg(const pkm_conn_t *c);
+
+/* ---- typed packets (schema.h) ---- */
+
+/* Encodes the values of packet `id` with the schema `reg` has for it and sends it as
+ * pkm_conn_send() does, Hash included (pkm_registry_encode_content): one call for a typed
+ * packet. Returns what pkm_conn_send() returns, or an encoding error before anything is queued
+ * (PKM_EUNKNOWNID, PKM_ERANGE, PKM_EARRLEN, ...: the connection stays usable). reg is borrowed
+ * for the call. */
+PKM_API int pkm_conn_send_msg(pkm_conn_t *c, const pkm_registry_t *reg, uint8_t id,
+                              const pkm_value_t *fields, size_t n, int64_t timeout_ms);
+
+/* Receives one packet as pkm_conn_recv() does and decodes it with `reg` (pkm_registry_decode).
+ * Returns 1 with *out a new message (the caller's: pkm_msg_free(); it borrows the schema, not
+ * the connection's buffer), PKM_EAGAIN as pkm_conn_recv, an error that closed the connection,
+ * or the decoding error of a packet that does not match its schema (PKM_EUNKNOWNID, PKM_EHASH,
+ * ...: that packet is dropped and the connection stays usable; to close the connection on such a
+ * packet instead, set engine.verify = pkm_registry_verify_hook, engine.verify_ctx = reg).
+ * *out is NULL whenever the result is not 1. */
+PKM_API int pkm_conn_recv_msg(pkm_conn_t *c, const pkm_registry_t *reg, pkm_msg_t **out,
+                              int64_t timeout_ms);
+
+/* ---- waiting on the connection together with other descriptors ----
+ * A program that also reads stdin or another socket has two ways:
+ * - its own poll(): first drain with `while (pkm_conn_pending(c)) pkm_conn_recv(c, &p, 0)` (until
+ *   it returns PKM_EAGAIN or an error), then poll pkm_conn_fd(c) for pkm_conn_poll_events(c)
+ *   together with its own descriptors, and call pkm_conn_recv(c, &p, 0) when the socket is
+ *   ready (pkm_conn_flush(c, 0) if POLLOUT was wanted);
+ * - or pkm_conn_wait() with one extra descriptor, which does all that. */
+
+/* 1 when pkm_conn_recv(c, &p, 0) must be called before waiting on the socket: received bytes are
+ * buffered inside the connection (a whole packet, or the start of one: recv then returns
+ * PKM_EAGAIN and this becomes 0 until more arrives), the peer's end of stream was seen, or the
+ * connection closed (recv returns its error). 0 otherwise, and for NULL. */
+PKM_API int pkm_conn_pending(const pkm_conn_t *c);
+
+/* The poll() events to wait for on pkm_conn_fd(c): POLLIN while the connection takes bytes
+ * from the socket, POLLOUT while bytes wait to be written (a pkm_conn_send that returned
+ * PKM_EAGAIN). 0 once closed. */
+PKM_API int pkm_conn_poll_events(const pkm_conn_t *c);
+
+/* Results of pkm_conn_wait(), bits that may be combined. */
+#define PKM_CONN_READY 1 /* call pkm_conn_recv(c, &p, 0): a packet, or the connection's error */
+#define PKM_CONN_EXTRA 2 /* extra_fd has events: *extra_revents says which */
+
+/* Waits until the connection has something for pkm_conn_recv() or extra_fd (-1: none) has one
+ * of extra_events (POLLIN, ...; POLLHUP/POLLERR are always reported), at most timeout_ms (as
+ * everywhere: -1 = no bound, 0 = no wait). Bytes waiting to be sent are written meanwhile, and
+ * arriving bytes read. Returns a positive combination of PKM_CONN_READY and PKM_CONN_EXTRA
+ * (*extra_revents, which may be NULL, receives extra_fd's revents; 0 otherwise), PKM_EAGAIN when
+ * the timeout ran out with nothing ready, or PKM_EINVAL. A failure of the connection while
+ * waiting (including the idle bound) is reported as PKM_CONN_READY: pkm_conn_recv() returns the
+ * error and pkm_conn_errmsg() the sentence. */
+PKM_API int pkm_conn_wait(pkm_conn_t *c, int extra_fd, int extra_events, int *extra_revents,
+                          int64_t timeout_ms);
 
 /* Closes the socket (no message is sent; bytes not yet written are dropped: flush first) and
  * frees the connection, wiping every secret (the engine's keys, buffers and chains). NULL is

@@ -363,7 +363,8 @@ PKM_API int pkm_engine_job_take(pkm_engine_t *e, pkm_job_t **out);
 /* Does the job's work. Pure: touches nothing but the job (and, for a key-generation job, the
  * borrowed key pool), so it may run on any thread while the engine is in use elsewhere; one
  * thread at a time per job. Returns 0 or the error the engine will close with at done (also
- * stored in the job); running a job twice does nothing more. */
+ * stored in the job); running a job twice does nothing more. Ends with OPENSSL_thread_stop(), so
+ * a pool thread that is never joined keeps no OpenSSL state between jobs. */
 PKM_API int pkm_job_run(pkm_job_t *job);
 
 /* Gives the job back to the engine that handed it out, on the engine's thread, and frees the job

@@ -169,6 +169,27 @@ PKM_API int pkm_registry_encode_alloc(const pkm_registry_t *reg, uint8_t id,
                                       const pkm_value_t *fields, size_t n, uint8_t **out,
                                       size_t *len);
 
+/* Content plus Hash in one call, for the raw send paths (pkm_conn_send, pkm_server_send,
+ * pkm_engine_queue_packet) that take the Id, the Hash and the content apart: encodes the content
+ * of packet `id` with the schema registered for it into out[cap] (*len its size) and sets *hash
+ * to the packet's Hash, pkm_packet_hash(id, content hashcode). Errors as pkm_schema_encode(),
+ * PKM_EUNKNOWNID for an id with no schema, PKM_EINVAL for NULL arguments. */
+PKM_API int pkm_registry_encode_content(const pkm_registry_t *reg, uint8_t id,
+                                        const pkm_value_t *fields, size_t n, uint8_t *out,
+                                        size_t cap, size_t *len, uint32_t *hash);
+
+/* The same into a new buffer of exactly *len bytes (*out, NULL on failure; free it with
+ * pkm_bytes_free()). */
+PKM_API int pkm_registry_encode_content_alloc(const pkm_registry_t *reg, uint8_t id,
+                                              const pkm_value_t *fields, size_t n, uint8_t **out,
+                                              size_t *len, uint32_t *hash);
+
+/* pkm_registry_verify() with the signature of the engine's verify hook (engine.h,
+ * pkm_engine_config_t.verify): set cfg.verify = pkm_registry_verify_hook and cfg.verify_ctx =
+ * the registry (a const pkm_registry_t *, BORROWED: it must outlive every connection using it).
+ * Safe from any thread once registration is over. */
+PKM_API int pkm_registry_verify_hook(void *ctx, const pkm_packet_t *pkt);
+
 /* Frees memory the library allocated for bytes it gave you (NULL is fine). */
 PKM_API void pkm_bytes_free(uint8_t *p);
 

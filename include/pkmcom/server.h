@@ -7,6 +7,7 @@
 #include "pkmcom/engine.h"
 #include "pkmcom/keys.h"
 #include "pkmcom/packet.h"
+#include "pkmcom/schema.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -61,7 +62,7 @@ enum pkm_log_level {
 
 /* Defaults of pkm_server_config_init(). */
 #define PKM_SERVER_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000
-#define PKM_SERVER_DEFAULT_MAX_SEND_BUFFER      (1u << 20)
+#define PKM_SERVER_DEFAULT_MAX_SEND_BUFFER      (4u << 20)
 #define PKM_SERVER_DEFAULT_TRIM_AFTER_MS        1000
 #define PKM_SERVER_DEFAULT_BACKLOG              511
 #define PKM_SERVER_DEFAULT_MAX_HANDSHAKES       16
@@ -98,7 +99,9 @@ typedef struct pkm_server_config {
      * - engine.max_send_buffer: per connection, bound on the bytes queued and not yet written to
      *   the socket (engine output plus an unfinished write). A pkm_server_send() that would
      *   exceed it drops the connection (PKM_EQUEUE). Default here
-     *   PKM_SERVER_DEFAULT_MAX_SEND_BUFFER (1 MiB).
+     *   PKM_SERVER_DEFAULT_MAX_SEND_BUFFER (4 MiB), which holds the largest packet the default
+     *   max_packet_size accepts; pkm_server_new() logs a warning when max_send_buffer is below
+     *   pkm_engine_wire_size(max_packet_size) (such packets could not be echoed or relayed).
      * - engine.verify: optional check of each received packet; verify_ctx is borrowed and called
      *   only on the loop thread.
      * - client-only fields (client_key, keypool, pin_fingerprint) must stay NULL. */
@@ -292,6 +295,22 @@ PKM_API size_t pkm_server_broadcast(pkm_server_t *srv, const pkm_server_conn_t *
  * goes out under the new key. */
 PKM_API int pkm_server_send(pkm_server_conn_t *conn, uint8_t id, uint32_t hash,
                             const uint8_t *content, size_t size);
+
+/* Typed packets in one call (schema.h): encodes the values of packet `id` with the schema `reg`
+ * has for it, Hash included (pkm_registry_encode_content), and queues it as pkm_server_send()
+ * does. Returns what pkm_server_send() returns, or an encoding error before anything is queued
+ * (PKM_EUNKNOWNID, PKM_ERANGE, ...; the connection is untouched). reg is borrowed for the call.
+ * Loop thread only. To check received packets against the same registry, set
+ * engine.verify = pkm_registry_verify_hook, engine.verify_ctx = reg. */
+PKM_API int pkm_server_send_msg(pkm_server_conn_t *conn, const pkm_registry_t *reg, uint8_t id,
+                                const pkm_value_t *fields, size_t n);
+
+/* Encodes once, then pkm_server_broadcast(): to every established connection but `except`
+ * (NULL: all). Returns 0 with *queued (may be NULL) the number of connections it was queued
+ * for, or the encoding error (nothing sent). Loop thread only. */
+PKM_API int pkm_server_broadcast_msg(pkm_server_t *srv, const pkm_server_conn_t *except,
+                                     const pkm_registry_t *reg, uint8_t id,
+                                     const pkm_value_t *fields, size_t n, size_t *queued);
 
 /* Closes the connection: on_close (err 0) runs before this returns; bytes not yet written are
  * dropped. No-op on a connection already closing. */
