@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Front door for people: wraps CMake/ctest. `make`, `make test`, `make demo`, `make install`.
 # The build and test targets first install the Debian packages they need (scripts/deps.sh,
 # idempotent), as does `make package` (dpkg-dev); `make install` and `make uninstall` never run

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Measures the anchors of a benchmark run with `openssl speed` on this machine, now, and writes
 # them as JSON for the bench programs (PKM_BENCH_ANCHORS) and for bench/report.py.
 #

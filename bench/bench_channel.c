@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Benchmarks 1 and 2: the PkmCom channel over one loopback TCP connection (client engine -> server
  * engine after a real handshake, raw packets): throughput by content size against AES-256-CBC,
  * and 32-byte packets per second pipelined, interleaved with the TLS 1.3 peer in this process. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Shared by the benchmark programs: monotonic and CPU clocks, the anchors of this run (from
  * bench/anchors.sh), and the one-line JSON result format bench/run.sh collects. */
 #ifndef PKM_BENCH_COMMON_H

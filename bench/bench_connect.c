@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Benchmark 4: pkm_connect latency on loopback (TCP connect + full handshake, until established)
  * with a warmed client key pool, against the same without it (a key generated per connect);
  * the server is the libuv server in a thread of this process. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Benchmark 3: handshakes. Server CPU time per handshake (a server engine driven in memory, its
  * calls alone timed on the thread's CPU clock) against the floor of two RSA-2048 private-key
  * operations; and handshakes per second with many concurrent clients against the libuv server. */

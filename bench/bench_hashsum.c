@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Benchmark 6: the APL hashsum over large Strings/Byte Arrays, the library's fold against the
  * plain h*31+b loop, and against AES-256-CBC decryption (EVP) over the same bytes. */
 #include <stdint.h>

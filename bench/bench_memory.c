@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Benchmark 5: heap and RSS per established idle connection of the libuv server at 10,000
  * connections (server in this process, clients in a forked child, as tests/test_server_scale.c
  * does), beside the same per bare established engine (no server around it), measured here. */

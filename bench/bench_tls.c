@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Benchmark 2's peer to beat: 32-byte messages pipelined over one TLS 1.3 connection on loopback
  * (AES-256-GCM, one record per message), against plain TCP through the same harness. */
 #include "tls_peer.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The loopback harness shared by the channel and TLS benchmarks: one TCP connection on 127.0.0.1,
  * a client that pipelines fixed-size messages and a server thread that receives and checks them,
  * timed the same way for every protocol plugged in through struct bench_proto. */

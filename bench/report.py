@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 # Turns one benchmark run (the JSON lines of each bench program, the anchors) into
 # bench/results.json, the generated parts of BENCHMARKS.md and bench/throughput.png (bench/run.sh).
 """Usage: report.py --outputs DIR --anchors FILE --build DIR --seconds S

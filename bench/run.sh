@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # `make bench`: measures the anchors, runs every benchmark program, and writes bench/results.json,
 # the generated parts of BENCHMARKS.md and bench/throughput.png (through bench/report.py).
 #

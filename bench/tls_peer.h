@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* TLS 1.3 (OpenSSL libssl, TLS_AES_256_GCM_SHA384 only, self-signed RSA-2048 certificate made in
  * process) as a struct bench_proto for the loopback harness: the peer PkmCom has to beat. */
 #ifndef PKM_BENCH_TLS_PEER_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Shared by the engine fuzz targets (header-only: each fuzz/fuzz_*.c is its own program): fixed
  * RSA-2048 keys embedded as PEM, a deterministic M/IV hook, chunked feeding and seed writing. */
 #ifndef PKM_FUZZ_COMMON_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer target: the engine fed arbitrary bytes. Byte 0 picks the mode (client handshake,
  * server handshake, or the established packet layer with a fixed key) and byte 1 the chunk size
  * the rest is delivered in; no input may crash, leak or read out of bounds. */

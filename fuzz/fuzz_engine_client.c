@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer target: a client engine fed arbitrary bytes from the start of the handshake, as if
  * from a hostile server (ServerKey, KeyShare, the 0xFF answer, then packets, re-establishments),
  * in chunks whose sizes come from the input. The client's key pair is fixed (embedded, given

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer target: a server engine fed arbitrary bytes from the start of the handshake, as if
  * from a hostile client (ClientKey, KeyShare, the encrypted 0xFF, then packets), in chunks whose
  * sizes come from the input. The server key is fixed (embedded) and M/IV come from a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer target: the encrypted channel's packet framing (WIRE-PROFILE section 4). A server
  * engine is put straight into the established state with a fixed K/IV (pkm__engine_test_start)
  * and fed the input in chunks whose sizes come from the input; it takes packets until error.

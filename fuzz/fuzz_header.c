@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer target: the 9-byte packet header reader and the hashsum fold over arbitrary bytes
  * (the fold's fast paths must agree with the plain loop on every input). */
 #include <stdlib.h>

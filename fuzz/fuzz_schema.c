@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer target: the APL decoder (pkm_registry_verify / pkm_registry_decode) over schemas of
  * every field kind, with round-trip and reference-hash oracles, and the Modified UTF-8 <-> UTF-8
  * conversions checked against small reference validators written here from WIRE-PROFILE.

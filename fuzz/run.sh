@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Builds the libFuzzer targets (clang, ASan+UBSan) and runs each for N seconds (default 30),
 # starting from its seed corpus in fuzz/corpus/<target>/. Fails on the first crash.
 # Prints one summary line per target: executions, exec/s, coverage (cov: edges, ft: features).

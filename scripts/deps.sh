@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Installs the Debian packages a make target needs, only when they are missing (idempotent).
 # Usage: scripts/deps.sh [build|test|asan|valgrind|fuzz|bench|package|wireshark|all]...  (default: build)
 # build: a working C compiler (gcc and libc6-dev: gcc's C library headers and crt files are only a

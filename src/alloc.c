@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The library's allocator hook: every allocation libpkmcom makes goes through pkm__malloc and
  * friends, so that tests can count allocations and make any one of them fail. */
 #include <stdlib.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The APL types one value at a time: bytes, hashcode and preconditions of every non-composite
  * type (WIRE-PROFILE section 1), and the Json check (the one place jansson is used). */
 #include <jansson.h>

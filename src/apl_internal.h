@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Internal interface between the APL type codec (apl.c, mutf8.c) and the schema walker
  * (schema.c): one value of a non-composite type read or written through buf.h. Not installed. */
 #ifndef PKM_APL_INTERNAL_H

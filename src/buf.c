@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The out-of-line parts of the bounds-checked reader and writer (src/buf.h): byte runs and
  * reservations. The fixed-width reads and writes are inline in the header. */
 #include "buf.h"

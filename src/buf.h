@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Bounds-checked reader and writer over caller memory (s2n "stuffer" style). Every parse and
  * every encode in the codec goes through these: nothing reads or writes past an end. Internal. */
 #ifndef PKM_BUF_H

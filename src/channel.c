@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The AES-256-CBC channel of PkmCom/TCP: one EVP context per direction, each under its own key,
  * padding done by the engine, and the step-4 derivation of the direction keys
  * K_cs = SHA-256(M || S || 0x43) and K_sc = SHA-256(M || S || 0x53) (wire profile 2). */

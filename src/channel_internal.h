@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The AES-256-CBC channel of PkmCom/TCP (WIRE-PROFILE section 4) and the direction-key derivation
  * of handshake step 4, shared by engine.c. Not installed. */
 #ifndef PKM_CHANNEL_INTERNAL_H

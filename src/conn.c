@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The blocking API over sockets (conn.h): non-blocking sockets driven by poll() against
  * CLOCK_MONOTONIC deadlines, moving bytes between the socket and the sans-IO engine. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The I/O seam of conn.c: every read, write and poll of a connection goes through a table that
  * tests replace to inject short counts, EINTR, EAGAIN, ECONNRESET. Not installed. */
 #ifndef PKM_CONN_INTERNAL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The sans-IO PkmCom/TCP engine: the handshake state machine (WIRE-PROFILE sections 3 and 5) over
  * caller-fed byte buffers, its RSA work (inline or as jobs), configuration and lifetime, the
  * re-establishment. The buffers and the packet layer of the channel are engine_stream.c's. */

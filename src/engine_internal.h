@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* What the engine shares beyond its public header (not installed): the one validator of an
  * engine configuration, used by the conn API and the server for the engine config they embed;
  * and test-only hooks: a key log for test vectors, a way to put crafted plaintext on an engine's

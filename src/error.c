@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pkm_strerror() and pkm_errname(): a sentence and a symbolic name for every PKM_E* code, both
  * generated from the one table in include/pkmcom/common.h (PKM_ERROR_TABLE). */
 #include "pkmcom/common.h"

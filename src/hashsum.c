@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The APL hashsum fold over bytes (h = h*31 + b), made fast: the fold is a polynomial in 31, so
  * independent lanes can accumulate with precomputed powers of 31 and combine at the end. An
  * AVX2 path (chosen at run time) and a portable 8-byte-step path give results identical to the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The hashsum fold's individual implementations, exposed to tests and benchmarks so that each
  * can be checked against the plain loop and measured. Not installed. */
 #ifndef PKM_HASHSUM_INTERNAL_H

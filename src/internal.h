@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Internal helpers shared by the library's modules: allocation through the hook, and the
  * guard macros every fallible call goes through (s2n-tls style). Not installed. */
 #ifndef PKM_INTERNAL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* RSA-2048 keys: generation, PEM files (with ssh-style permission checks), DER
  * SubjectPublicKeyInfo with the WIRE-PROFILE section 3 checks, fingerprints and the key pool. */
 #include <errno.h>

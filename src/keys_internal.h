@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* What the engine needs from a pkm_key_t beyond the public API: the OpenSSL key and its
  * cached DER SubjectPublicKeyInfo. Not installed. */
 #ifndef PKM_KEYS_INTERNAL_H

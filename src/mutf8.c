@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Modified UTF-8 (Java DataOutput.writeUTF without the length): the wire check of received bytes
  * and the conversions to and from the standard UTF-8 that applications use. See apl.h. */
 #include "pkmcom/apl.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The APL packet frame: the 9-byte header written and read (the hashsum fold is in hashsum.c). */
 #include "pkmcom/packet.h"
 #include "buf.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Packet schemas: the validator, the generic encoder and the two-pass decoder (verify without
  * memory, then fill one arena), decoded messages, and the id -> schema registry. */
 #include <stdalign.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The event-driven PkmCom/TCP server on libuv, its listener, loop and timers: accepting (with
  * the connection cap), one gathered write per connection and turn, the deadline lists for
  * timeouts and idle trimming, stop and lifetime. One connection's life is server_conn.c's. */

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # pkmcom demo: runs with no arguments and no setup, exits 0, and shows the handshake's real
 # messages (ServerKey 4 + 294 bytes, KeyShares of 528 bytes, the 0xFF confirmation), typed
 # packets, the password re-establishment, the wrong password refused, and the summary.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # pkmcom send FIELDs: the packet a list of TYPE:VALUE makes (send --dry-run), each Size, content and
 # Hash worked out by hand from WIRE-PROFILE section 1; and every bad FIELD refused with exit 2.
 source "$(dirname "$0")/support/cli.sh"

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # pkmcom keygen / fingerprint: a new key is PEM with mode 0600 and its printed fingerprint is the
 # one the openssl CLI computes; fingerprints of private, public PEM and DER files; errors.
 source "$(dirname "$0")/support/cli.sh"

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # man/pkmcom.1: valid roff for groff's man macros (no warnings, when groff is installed), and every
 # option that a command's --help lists is documented in it.
 source "$(dirname "$0")/support/cli.sh"

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # pkmcom serve + send over loopback: echo of typed fields, --print, --relay, passwords, --pin,
 # known_hosts trust on first use (and the loud refusal of a changed key), --max-conns, SIGTERM.
 source "$(dirname "$0")/support/cli.sh"

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Soak test of `pkmcom serve` (issue 6, part 4; `make soak`, not part of `make test`): hundreds of
 # clients for about a minute, many disconnecting abruptly; afterwards the server's descriptors and
 # RSS must be back near where they were after warm-up, and a fresh client must be served.

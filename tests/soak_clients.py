@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 # soak_clients.py: the client side of `make soak` (tests/soak.sh): for a bounded time, hundreds of
 # PkmCom/TCP clients against one server on 127.0.0.1, built from tests/interop/pkmpeer.py.
 """Soak clients (run by tests/soak.sh; not a unit test).

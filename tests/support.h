@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Helpers shared by the test programs: cmocka includes, hex conversion, deterministic PRNG. */
 #ifndef PKM_TEST_SUPPORT_H
 #define PKM_TEST_SUPPORT_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests of every APL type through one-field schemas: bytes and hashcode worked by hand, integer
  * boundaries, and every precondition refused with its own error on decode and on encode. */
 #include <math.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests of the bounds-checked reader and writer (src/buf.h): big-endian values worked by hand,
  * short input and short room refused without moving, counting writers and reservations. */
 #include <string.h>

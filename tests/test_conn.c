@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests of the blocking socket API (conn.h): handshakes over socketpairs and TCP loopback, secrets,
  * pins, packets, re-establishment, timeouts, connection errors, and fault injection on every I/O
  * call through the conn_internal.h seam. The peer runs in a pthread. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests of the sans-IO engine: handshake (with and without a secret, pinning), packets both ways
  * at every fragmentation, wire bytes checked against an independent AES/SHA computation, and
  * every malformed input of WIRE-PROFILE sections 3-4. */

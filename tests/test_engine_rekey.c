@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests of the engine's re-establishment of the secret (WIRE-PROFILE section 5) and of deferred
  * crypto (RSA jobs: PKM_WANT_JOB, pkm_engine_job_take / _run / _done), including a client key from
  * a key pool. */

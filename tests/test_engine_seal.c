@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests of the engine's two send paths, pkm_engine_queue_packet() and pkm_engine_seal_packet():
  * whichever way a packet is assembled and wherever it is written, the bytes are one EVP pass over
  * the chain; sealed packets mix with queued ones, reach a real peer, and every refusal to seal

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Fault injection: allocation failure at every allocation (engine, codec, conn API, libuv server),
  * I/O faults at every call of the channel and of re-establishments, misbehaving clients. */
 #include "support.h"

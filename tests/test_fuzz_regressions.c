@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Regression tests for what the libFuzzer targets in fuzz/ found: each test feeds the input that
  * crashed (or tripped a sanitizer), reduced to its essence, and asserts the clean error. */
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Interoperability: libpkmcom's engine over real loopback sockets against tests/interop/pkmpeer.py,
  * a Python peer written independently from WIRE-PROFILE.md (version 2), in both roles, with
  * re-establishment; and against tests/interop/impostor.py and a version-1 peer, which must fail.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests of the RSA-2048 key module: DER SubjectPublicKeyInfo layout and checks, the fingerprint
  * known answer, PEM files and their permissions, and the background key pool. */
 #include <errno.h>

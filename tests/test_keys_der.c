@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Differential test of pkm_key_from_der against an oracle built from OpenSSL's own decoder: the
  * rule of WIRE-PROFILE section 3 (d2i_PUBKEY parses it all, rsaEncryption, odd 2048-bit n,
  * e = 65537, and i2d_PUBKEY gives back the very bytes) on thousands of mutated encodings. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests of Modified UTF-8: the wire check (each fault with its own error), conversion both ways
  * with NUL and supplementary characters, unpaired surrogates, strict standard UTF-8 input. */
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests of the packet frame and the bytes hashsum: the 0xFF handshake packet worked by hand,
  * header bounds, and the fold's identities. */
 #include <string.h>

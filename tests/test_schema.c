@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests of schemas and the registry: the 0xFF packet, a nested packet worked by hand, the
  * validator, random round trips of nested schemas, truncation at every byte, Size and Hash
  * faults, hostile array lengths (no allocation up front), ENOSPC, and allocation counts. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests of the libuv server (server.h): handshakes and checked echoes, wrong secrets, handshake
  * timeout, send queue overflow, the connection cap, relay, re-establishment, stop, 1,000 clients.
  */

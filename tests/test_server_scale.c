@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Scale test of the libuv server: 10,000 concurrent established connections (clients in a forked
  * child, to stay under the 20,000 open-file hard limit), heap and RSS per idle connection printed.
  */

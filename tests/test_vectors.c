@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The wire test vectors of docs/test-vectors/: `test_vectors --generate DIR` (re)writes
  * handshake.json with the engine; without arguments (ctest) it checks the committed files. */
 #include <stdio.h>

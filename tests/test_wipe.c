@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Proof that secrets are wiped: every heap block freed by libpkmcom or by OpenSSL during a full
  * handshake with a secret, packets and a re-establishment, and the live engines once established,
  * are scanned for the secret material (M halves, M, K, K', the secrets, the client's private

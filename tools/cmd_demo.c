@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pkmcom demo: a server and a client in one process on 127.0.0.1, the handshake shown step by
  * step with real bytes and timings, typed packets, a password re-establishment; and --codec, the
  * codec alone (encode, print, decode a Connect Request). */

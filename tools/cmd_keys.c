@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pkmcom keygen and pkmcom fingerprint: make a server key file, print a key's SHA256 fingerprint
  * (WIRE-PROFILE section 6). */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pkmcom send: build one packet from typed FIELDs (TYPE:VALUE) through the codec, connect with
  * the handshake (pinned or known_hosts trust), send it N times and print the replies. */
 #include <errno.h>

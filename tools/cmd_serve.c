@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pkmcom serve: a PkmCom/TCP server on the libuv server (server.h) that echoes each packet to its
  * sender, or relays it to every other client (--relay), optionally printing it as a JSON line. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pkmcom's known_hosts file: trust on first use, as ssh does, failing closed on a damaged entry.
  * One server per line, "host:port SHA256:...", '#' comments and blank lines allowed. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pkmcom: the libpkmcom command-line tool. main() dispatches to one cmd_* function per command;
  * this file also holds the helpers the commands share (tool.h). */
 #include <ctype.h>

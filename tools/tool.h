@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pkmcom tool: what the subcommands share (exit codes, error lines, options, addresses, hex,
  * JSON packet lines, the configuration directory, key loading, known_hosts, TCP connect). */
 #ifndef PKMCOM_TOOL_H

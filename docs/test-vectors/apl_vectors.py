@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 # Writes apl.json, the APL codec test vectors, from first principles (struct.pack, a Java-style
 # hash fold, Python's own UTF-16 and json modules): independent of libpkmcom's C code.
 """Usage: python3 apl_vectors.py [OUT.json]   (default: apl.json next to this script)

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 # Checks handshake.json with Python only (hashlib, and the `cryptography` package for RSA and
 # AES), from WIRE-PROFILE version 2: a cross-check independent of libpkmcom and its C code.
 """Usage: python3 check_handshake.py [handshake.json]     (needs: pip install cryptography)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The PkmCom Abstract Protocol Layout (APL) types: the type tags, the value an application reads
  * and writes, hashcodes, preconditions, Modified UTF-8 conversion and the Json check. */
 #ifndef PKMCOM_APL_H

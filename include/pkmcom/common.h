@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libpkmcom: error codes, pkm_strerror(), the allocator hook and version macros shared by every
  * module. Every fallible function returns 0 (or a count) on success and a negative PKM_E* code.
  * Getters given a NULL object all answer "none" the same way: NULL for a value that may be

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The blocking PkmCom/TCP API over sockets, for simple programs: connect, listen/accept, send and
  * receive packets, re-establish the secret. Built on the sans-IO engine (engine.h). */
 #ifndef PKMCOM_CONN_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The sans-IO PkmCom/TCP engine: the handshake state machine and the AES-256-CBC packet channel
  * (WIRE-PROFILE sections 3-5). It owns no socket: the caller moves bytes in and out. */
 #ifndef PKMCOM_ENGINE_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* RSA-2048 keys for PkmCom/TCP: generation, PEM files, DER SubjectPublicKeyInfo, fingerprints
  * (WIRE-PROFILE section 6) and a pool of pre-generated ephemeral keys for clients. */
 #ifndef PKMCOM_KEYS_H

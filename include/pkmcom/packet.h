@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The APL packet frame: Id (Byte) | Hash (Unsigned Int) | Size (Int) | Content, big-endian, and
  * the hashsum primitive over bytes. The contract between the codec (schema.h) and the engine. */
 #ifndef PKMCOM_PACKET_H

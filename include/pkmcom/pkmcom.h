@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libpkmcom umbrella header: include this one to get the whole public API. */
 #ifndef PKMCOM_PKMCOM_H
 #define PKMCOM_PKMCOM_H

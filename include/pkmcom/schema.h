@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Packet schemas: static tables that describe a packet's content field by field, the generic
  * encoder / decoder / verifier built on them, decoded messages, and the id -> schema registry. */
 #ifndef PKMCOM_SCHEMA_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The event-driven PkmCom/TCP server: one libuv loop for every connection, the handshake's RSA
  * private-key work on libuv's thread pool, timeouts, bounded send queues and a connection cap. */
 #ifndef PKMCOM_SERVER_H

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Writes tests/interop/sample-vectors.json (pkmpeer.py check-vectors format) with the openssl CLI
 # only, so its expected values do not come from pkmpeer.py nor from libpkmcom. Run by hand.
 set -euo pipefail

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 # pkmpeer.py: an independent PkmCom/TCP peer, written from WIRE-PROFILE.md and spec/TCP.md only
 # (never from libpkmcom's sources), used by tests/test_interop.c to prove the two interoperate.
 """PkmCom/TCP test peer (WIRE-PROFILE version 2).

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Shared helpers for the tests/cli_*.sh scripts (sourced): a temp dir, bounded runs of the tool,
 # checks with clear failure messages, and cleanup of every background process.
 set -u

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Test helper: many PkmCom/TCP clients on one libuv loop, for the server tests (clients.h).
  * Each client checks every echo reply against what it sent (expected values are its own). */
 #include <malloc.h>

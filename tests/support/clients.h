@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Test helper: many PkmCom/TCP clients on one libuv loop (engines with their RSA work on the
  * thread pool), each doing a full handshake and a number of checked echo round trips. */
 #ifndef PKM_TEST_CLIENTS_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Engine test fixtures: keys generated once per program, engines built from small option sets. */
 #include <stdlib.h>
 #include <string.h>

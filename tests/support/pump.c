@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* An in-memory pump between two sans-IO engines for the tests (declared in tests/support.h). */
 #include <stdlib.h>
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Implementation of the shared test helpers declared in tests/support.h. */
 #include <ctype.h>
 #include "support.h"
