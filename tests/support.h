@@ -102,4 +102,11 @@ size_t t_impostor_echoed(t_impostor *im);      /* bytes echoed so far, over all 
  * echoed over all connections. */
 size_t t_impostor_stop(t_impostor *im);
 
+/* The DER SubjectPublicKeyInfo of an `alg` ("RSA" or "RSA-PSS") public key built from n and e
+ * with EVP_PKEY_fromdata (OpenSSL encodes any exponent: keys the library must refuse), into out;
+ * returns its length. Fails the test on any error. (tests/support/spki.c) */
+struct bignum_st;
+size_t t_spki_from_ne(const char *alg, const struct bignum_st *n, const struct bignum_st *e,
+                      uint8_t *out, size_t cap);
+
 #endif

@@ -413,31 +413,6 @@ static void profile1_client(void **state)
 
 /* ---- (d) keys with another exponent: refused before any RSA operation ---- */
 
-/* A canonical SPKI for (n, e), written by OpenSSL (which encodes any exponent). */
-static size_t spki_ne(const BIGNUM *n, const BIGNUM *e, uint8_t *out, size_t cap)
-{
-    OSSL_PARAM_BLD *b = OSSL_PARAM_BLD_new();
-    assert_non_null(b);
-    assert_int_equal(OSSL_PARAM_BLD_push_BN(b, OSSL_PKEY_PARAM_RSA_N, n), 1);
-    assert_int_equal(OSSL_PARAM_BLD_push_BN(b, OSSL_PKEY_PARAM_RSA_E, e), 1);
-    OSSL_PARAM *params = OSSL_PARAM_BLD_to_param(b);
-    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
-    EVP_PKEY *pk = NULL;
-    assert_non_null(params);
-    assert_non_null(ctx);
-    assert_int_equal(EVP_PKEY_fromdata_init(ctx), 1);
-    assert_int_equal(EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_PUBLIC_KEY, params), 1);
-    int len = i2d_PUBKEY(pk, NULL);
-    assert_true(len > 0 && (size_t)len <= cap);
-    unsigned char *p = out;
-    assert_int_equal(i2d_PUBKEY(pk, &p), len);
-    EVP_PKEY_free(pk);
-    EVP_PKEY_CTX_free(ctx);
-    OSSL_PARAM_free(params);
-    OSSL_PARAM_BLD_free(b);
-    return (size_t)len;
-}
-
 /* The server's modulus with exponent 3, n - 2 and 2^16 + 3; and rsa2048_e3.pub.der (made by the
  * openssl CLI with rsa_keygen_pubexp:3). */
 enum { N_BAD = 4 };
@@ -449,12 +424,12 @@ static size_t bad_keys(uint8_t der[N_BAD][1100], size_t len[N_BAD])
         EVP_PKEY_get_bn_param(pkm__key_evp(t_shared_keys.server_key), OSSL_PKEY_PARAM_RSA_N, &n),
         1);
     assert_int_equal(BN_set_word(e, 3), 1);
-    len[0] = spki_ne(n, e, der[0], sizeof der[0]);
+    len[0] = t_spki_from_ne("RSA", n, e, der[0], sizeof der[0]);
     assert_non_null(BN_copy(e, n));
     assert_int_equal(BN_sub_word(e, 2), 1);
-    len[1] = spki_ne(n, e, der[1], sizeof der[1]);
+    len[1] = t_spki_from_ne("RSA", n, e, der[1], sizeof der[1]);
     assert_int_equal(BN_set_word(e, 65539), 1);
-    len[2] = spki_ne(n, e, der[2], sizeof der[2]);
+    len[2] = t_spki_from_ne("RSA", n, e, der[2], sizeof der[2]);
     BN_free(n);
     BN_free(e);
     char path[1024];

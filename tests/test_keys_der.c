@@ -80,26 +80,7 @@ static void agree(const uint8_t *der, size_t len)
 /* A canonical SPKI for (n, e), written by OpenSSL. */
 static size_t spki(const BIGNUM *n, const BIGNUM *e, uint8_t *out, size_t cap)
 {
-    OSSL_PARAM_BLD *b = OSSL_PARAM_BLD_new();
-    assert_non_null(b);
-    assert_int_equal(OSSL_PARAM_BLD_push_BN(b, OSSL_PKEY_PARAM_RSA_N, n), 1);
-    assert_int_equal(OSSL_PARAM_BLD_push_BN(b, OSSL_PKEY_PARAM_RSA_E, e), 1);
-    OSSL_PARAM *params = OSSL_PARAM_BLD_to_param(b);
-    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
-    EVP_PKEY *pk = NULL;
-    assert_non_null(params);
-    assert_non_null(ctx);
-    assert_int_equal(EVP_PKEY_fromdata_init(ctx), 1);
-    assert_int_equal(EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_PUBLIC_KEY, params), 1);
-    int len = i2d_PUBKEY(pk, NULL);
-    assert_true(len > 0 && (size_t)len <= cap);
-    unsigned char *p = out;
-    assert_int_equal(i2d_PUBKEY(pk, &p), len);
-    EVP_PKEY_free(pk);
-    EVP_PKEY_CTX_free(ctx);
-    OSSL_PARAM_free(params);
-    OSSL_PARAM_BLD_free(b);
-    return (size_t)len;
+    return t_spki_from_ne("RSA", n, e, out, cap);
 }
 
 static BIGNUM *g_n; /* a 2048-bit modulus (of a generated key) */
