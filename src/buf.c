@@ -2,6 +2,7 @@
 /* The out-of-line parts of the bounds-checked reader and writer (src/buf.h): byte runs and
  * reservations. The fixed-width reads and writes are inline in the header. */
 #include "buf.h"
+#include "internal.h"
 
 int pkm__read_bytes(pkm_reader *r, uint8_t *out, size_t n)
 {
@@ -17,6 +18,31 @@ int pkm__read_ptr(pkm_reader *r, const uint8_t **out, size_t n)
     *out = r->p + r->pos;
     r->pos += n;
     return 0;
+}
+
+int pkm__read_skip(pkm_reader *r, size_t n)
+{
+    if (r->len - r->pos < n) return PKM_ETRUNC;
+    r->pos += n;
+    return 0;
+}
+
+int pkm__read_sub(pkm_reader *r, pkm_reader *sub, size_t n)
+{
+    const uint8_t *p;
+    PKM_GUARD(pkm__read_ptr(r, &p, n));
+    pkm__reader_init(sub, p, n);
+    return 0;
+}
+
+void pkm__read_until(pkm_reader *r, uint8_t stop, const uint8_t **out, size_t *n)
+{
+    size_t left = r->len - r->pos;
+    const uint8_t *p = r->p ? r->p + r->pos : NULL;
+    const uint8_t *q = left ? memchr(p, stop, left) : NULL;
+    *out = p;
+    *n = q ? (size_t)(q - p) : left;
+    r->pos += *n;
 }
 
 int pkm__write_bytes(pkm_writer *w, const uint8_t *src, size_t n)
