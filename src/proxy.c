@@ -39,6 +39,31 @@ static int again(size_t *need, size_t n)
     return PKM_EAGAIN;
 }
 
+/* The source and destination addresses (ports in host order), IPv4 or IPv6. */
+static void set_addrs(pkm__proxy_info *out, int v6, const uint8_t *sa, const uint8_t *da,
+                      unsigned sp, unsigned dp)
+{
+    if (!v6) {
+        struct sockaddr_in *s = (struct sockaddr_in *)&out->src;
+        struct sockaddr_in *d = (struct sockaddr_in *)&out->dst;
+        s->sin_family = d->sin_family = AF_INET;
+        memcpy(&s->sin_addr, sa, 4);
+        memcpy(&d->sin_addr, da, 4);
+        s->sin_port = htons((uint16_t)sp);
+        d->sin_port = htons((uint16_t)dp);
+        out->family = PKM__PROXY_TCP4;
+    } else {
+        struct sockaddr_in6 *s = (struct sockaddr_in6 *)&out->src;
+        struct sockaddr_in6 *d = (struct sockaddr_in6 *)&out->dst;
+        s->sin6_family = d->sin6_family = AF_INET6;
+        memcpy(&s->sin6_addr, sa, 16);
+        memcpy(&d->sin6_addr, da, 16);
+        s->sin6_port = htons((uint16_t)sp);
+        d->sin6_port = htons((uint16_t)dp);
+        out->family = PKM__PROXY_TCP6;
+    }
+}
+
 /* The address block's size for a v2 family byte, or -1 when the specification gives none (a
  * valid nibble pair outside its list of expected bytes: the address bytes cannot be located). */
 static int v2_addr_len(uint8_t fam)
@@ -67,20 +92,20 @@ static int v2_tlvs(const uint8_t *p, size_t total, size_t at, pkm__proxy_info *o
 {
     pkm_reader r;
     pkm__reader_init(&r, p, total);
-    const uint8_t *skip;
-    if (pkm__read_ptr(&r, &skip, at) < 0) return fail(out, PKM__PROXY_ELENGTH);
+    if (pkm__read_skip(&r, at) < 0) return fail(out, PKM__PROXY_ELENGTH);
     while (pkm__reader_left(&r) > 0) {
         uint8_t type;
         uint16_t vlen;
-        const uint8_t *value;
+        pkm_reader value;
         if (pkm__read_u8(&r, &type) < 0 || pkm__read_u16(&r, &vlen) < 0)
             return fail(out, PKM__PROXY_ETLV);
         size_t value_at = r.pos;
-        if (pkm__read_ptr(&r, &value, vlen) < 0) return fail(out, PKM__PROXY_ETLV);
+        if (pkm__read_sub(&r, &value, vlen) < 0) return fail(out, PKM__PROXY_ETLV);
         if (type == PP2_TYPE_CRC32C) {
-            if (vlen != 4) return fail(out, PKM__PROXY_ECRC);
             static const uint8_t zero[4] = {0};
-            uint32_t want = pkm__load_be32(value);
+            uint32_t want;
+            if (vlen != 4 || pkm__read_u32(&value, &want) < 0) return fail(out, PKM__PROXY_ECRC);
+            /* The checksum covers the whole header, this value as zeros. */
             uint32_t c = pkm__crc32c(0, p, value_at);
             c = pkm__crc32c(c, zero, 4); /* the running CRC continues */
             c = pkm__crc32c(c, p + value_at + 4, total - value_at - 4);
@@ -94,28 +119,23 @@ static int parse_v2(const uint8_t *p, size_t len, pkm__proxy_info *out, size_t *
 {
     size_t k = len < sizeof v2_sig ? len : sizeof v2_sig;
     if (memcmp(p, v2_sig, k) != 0) return fail(out, PKM__PROXY_ESIG);
-    /* Each fixed byte is checked as soon as it is here. */
-    if (len > 12) {
-        if ((p[12] >> 4) != 2) return fail(out, PKM__PROXY_EVERSION);
-        if ((p[12] & 0x0F) > 1) return fail(out, PKM__PROXY_ECOMMAND);
-    }
-    int is_proxy = len > 12 && (p[12] & 0x0F) == PKM__PROXY_CMD_PROXY;
-    if (len > 13 && is_proxy && !v2_family_valid(p[13])) return fail(out, PKM__PROXY_EFAMILY);
-    if (len < 16) return again(need, 16 - len);
-
-    pkm_reader r;
-    pkm__reader_init(&r, p, len);
-    const uint8_t *sig;
+    pkm_reader r, body;
     uint8_t ver_cmd, fam;
     uint16_t blen;
-    if (pkm__read_ptr(&r, &sig, sizeof v2_sig) < 0 || pkm__read_u8(&r, &ver_cmd) < 0 ||
-        pkm__read_u8(&r, &fam) < 0 || pkm__read_u16(&r, &blen) < 0)
-        return PKM_EINTERNAL; /* len >= 16 was checked */
+    pkm__reader_init(&r, p, len);
+    /* Each fixed byte is checked as soon as it is here. */
+    int have = pkm__read_skip(&r, sizeof v2_sig) == 0 && pkm__read_u8(&r, &ver_cmd) == 0;
+    if (have && (ver_cmd >> 4) != 2) return fail(out, PKM__PROXY_EVERSION);
+    if (have && (ver_cmd & 0x0F) > 1) return fail(out, PKM__PROXY_ECOMMAND);
+    int is_proxy = have && (ver_cmd & 0x0F) == PKM__PROXY_CMD_PROXY;
+    have = have && pkm__read_u8(&r, &fam) == 0;
+    if (have && is_proxy && !v2_family_valid(fam)) return fail(out, PKM__PROXY_EFAMILY);
+    if (!have || pkm__read_u16(&r, &blen) < 0) return again(need, 16 - len); /* len < 16 */
     if (blen > PKM__PROXY_V2_MAX_LEN) return fail(out, PKM__PROXY_ELENGTH);
     int alen = v2_addr_len(fam);
     if (is_proxy && alen > 0 && blen < (unsigned)alen) return fail(out, PKM__PROXY_ELENGTH);
     size_t total = 16 + (size_t)blen;
-    if (len < total) return again(need, total - len);
+    if (pkm__read_sub(&r, &body, blen) < 0) return again(need, total - len);
 
     out->version = 2;
     out->header_len = total;
@@ -128,28 +148,10 @@ static int parse_v2(const uint8_t *p, size_t len, pkm__proxy_info *out, size_t *
         const uint8_t *sa, *da;
         uint16_t sp, dp;
         size_t asz = fam == 0x11 ? 4 : 16;
-        if (pkm__read_ptr(&r, &sa, asz) < 0 || pkm__read_ptr(&r, &da, asz) < 0 ||
-            pkm__read_u16(&r, &sp) < 0 || pkm__read_u16(&r, &dp) < 0)
+        if (pkm__read_ptr(&body, &sa, asz) < 0 || pkm__read_ptr(&body, &da, asz) < 0 ||
+            pkm__read_u16(&body, &sp) < 0 || pkm__read_u16(&body, &dp) < 0)
             return PKM_EINTERNAL; /* blen >= alen was checked */
-        if (fam == 0x11) {
-            struct sockaddr_in *s = (struct sockaddr_in *)&out->src;
-            struct sockaddr_in *d = (struct sockaddr_in *)&out->dst;
-            s->sin_family = d->sin_family = AF_INET;
-            memcpy(&s->sin_addr, sa, 4);
-            memcpy(&d->sin_addr, da, 4);
-            s->sin_port = htons(sp);
-            d->sin_port = htons(dp);
-            out->family = PKM__PROXY_TCP4;
-        } else {
-            struct sockaddr_in6 *s = (struct sockaddr_in6 *)&out->src;
-            struct sockaddr_in6 *d = (struct sockaddr_in6 *)&out->dst;
-            s->sin6_family = d->sin6_family = AF_INET6;
-            memcpy(&s->sin6_addr, sa, 16);
-            memcpy(&d->sin6_addr, da, 16);
-            s->sin6_port = htons(sp);
-            d->sin6_port = htons(dp);
-            out->family = PKM__PROXY_TCP6;
-        }
+        set_addrs(out, fam == 0x21, sa, da, sp, dp);
     }
     int rc = v2_tlvs(p, total, 16 + (size_t)alen, out);
     if (rc < 0) {
@@ -190,11 +192,11 @@ static int parse_ipv4(const uint8_t *s, size_t n, uint8_t out[4])
     pkm_reader r;
     pkm__reader_init(&r, s, n);
     for (int part = 0; part < 4; part++) {
-        size_t start = r.pos;
-        while (pkm__reader_left(&r) > 0 && r.p[r.pos] != '.')
-            r.pos++;
+        const uint8_t *num;
+        size_t len;
         unsigned v;
-        if (parse_dec(s + start, r.pos - start, 3, 255, &v) < 0) return -1;
+        pkm__read_until(&r, '.', &num, &len);
+        if (parse_dec(num, len, 3, 255, &v) < 0) return -1;
         out[part] = (uint8_t)v;
         uint8_t dot;
         if (part < 3 && (pkm__read_u8(&r, &dot) < 0 || dot != '.')) return -1;
@@ -223,11 +225,7 @@ static int parse_ipv6(const uint8_t *s, size_t n, uint8_t out[16])
  * of the line. *last says which. */
 static int v1_field(pkm_reader *r, const uint8_t **tok, size_t *n, int *last)
 {
-    size_t start = r->pos;
-    while (pkm__reader_left(r) > 0 && r->p[r->pos] != ' ')
-        r->pos++;
-    *n = r->pos - start;
-    *tok = r->p + start;
+    pkm__read_until(r, ' ', tok, n);
     uint8_t sp;
     *last = pkm__read_u8(r, &sp) < 0;
     return *n > 0 ? 0 : -1;
@@ -247,35 +245,44 @@ static int parse_v1(const uint8_t *p, size_t len, pkm__proxy_info *out, size_t *
 {
     size_t k = len < sizeof v1_sig ? len : sizeof v1_sig;
     if (memcmp(p, v1_sig, k) != 0) return fail(out, PKM__PROXY_ESIG);
-    size_t lim = len < PKM__PROXY_V1_MAX ? len : PKM__PROXY_V1_MAX;
+    pkm_reader r; /* the line, as far as it may go */
+    pkm__reader_init(&r, p, len < PKM__PROXY_V1_MAX ? len : PKM__PROXY_V1_MAX);
     /* Errors are reported in the order of their position, so that a prefix is refused for the
-     * same reason as the whole: first the protocol's letters before any CR or LF (they already
-     * tell a line that cannot be valid), then how the line ends. */
-    size_t pend = sizeof v1_sig;
-    while (pend < lim && p[pend] != '\r' && p[pend] != '\n')
-        pend++;
-    if (pend > 6 && !v1_protocol_prefix_ok(p + 6, pend - 6)) return fail(out, PKM__PROXY_EFAMILY);
+     * same reason as the whole: first the protocol's letters before the first CR or LF (they
+     * already tell a line that cannot be valid), then how the line ends there. */
     size_t eol = 0;
-    int found = 0;
-    for (size_t i = pend; i < lim && !found; i++) {
-        if (p[i] == '\n') return fail(out, PKM__PROXY_ELINE); /* a CR before it ended the line */
-        if (p[i] != '\r') continue;
-        if (i + 2 > PKM__PROXY_V1_MAX) return fail(out, PKM__PROXY_ELINE);
-        if (i + 1 < len) {
-            if (p[i + 1] != '\n') return fail(out, PKM__PROXY_ELINE);
-            eol = i;
-            found = 1;
+    int found = 0, cr_last = 0;
+    if (pkm__read_skip(&r, sizeof v1_sig) == 0) {
+        const uint8_t *head;
+        size_t hn, at;
+        uint8_t cr, lf;
+        pkm__read_until(&r, '\r', &head, &hn);
+        const uint8_t *lone_lf = hn ? memchr(head, '\n', hn) : NULL;
+        size_t letters = lone_lf ? (size_t)(lone_lf - head) : hn;
+        if (letters && !v1_protocol_prefix_ok(head, letters)) return fail(out, PKM__PROXY_EFAMILY);
+        if (lone_lf) return fail(out, PKM__PROXY_ELINE); /* no CR before it */
+        at = r.pos;
+        if (pkm__read_u8(&r, &cr) == 0) {
+            if (at + 2 > PKM__PROXY_V1_MAX) return fail(out, PKM__PROXY_ELINE);
+            if (pkm__read_u8(&r, &lf) < 0)
+                cr_last = 1;
+            else if (lf != '\n')
+                return fail(out, PKM__PROXY_ELINE);
+            else {
+                eol = at;
+                found = 1;
+            }
         }
     }
     if (!found) {
-        size_t n = len > 0 && p[len - 1] == '\r' ? 1 : 2;
+        size_t n = cr_last ? 1 : 2;
         if (len < PKM__PROXY_MIN && PKM__PROXY_MIN - len > n) n = PKM__PROXY_MIN - len;
         if (len + n > PKM__PROXY_V1_MAX) return fail(out, PKM__PROXY_ELINE);
         return again(need, n);
     }
 
-    pkm_reader r; /* the line between "PROXY " and the CRLF */
-    pkm__reader_init(&r, p + 6, eol - 6);
+    pkm__reader_init(&r, p, eol); /* the line between "PROXY " and the CRLF */
+    (void)pkm__read_skip(&r, sizeof v1_sig);
     const uint8_t *proto;
     size_t plen;
     int last;
@@ -317,25 +324,7 @@ static int parse_v1(const uint8_t *p, size_t len, pkm__proxy_info *out, size_t *
         out->header_len = 0;
         return rc;
     }
-    if (!v6) {
-        struct sockaddr_in *s = (struct sockaddr_in *)&out->src;
-        struct sockaddr_in *d = (struct sockaddr_in *)&out->dst;
-        s->sin_family = d->sin_family = AF_INET;
-        memcpy(&s->sin_addr, sa, 4);
-        memcpy(&d->sin_addr, da, 4);
-        s->sin_port = htons((uint16_t)sp);
-        d->sin_port = htons((uint16_t)dp);
-        out->family = PKM__PROXY_TCP4;
-    } else {
-        struct sockaddr_in6 *s = (struct sockaddr_in6 *)&out->src;
-        struct sockaddr_in6 *d = (struct sockaddr_in6 *)&out->dst;
-        s->sin6_family = d->sin6_family = AF_INET6;
-        memcpy(&s->sin6_addr, sa, 16);
-        memcpy(&d->sin6_addr, da, 16);
-        s->sin6_port = htons((uint16_t)sp);
-        d->sin6_port = htons((uint16_t)dp);
-        out->family = PKM__PROXY_TCP6;
-    }
+    set_addrs(out, v6, sa, da, sp, dp);
     return (int)out->header_len;
 }
 
