@@ -55,42 +55,55 @@ static int unhex1(char c)
     return -1;
 }
 
-/* Reads exactly n bytes of hex at *s (bounded by end), then skips blanks. 0 or -1. */
-static int read_hex(const char **s, const char *end, uint8_t *out, size_t n)
+static int is_blank(uint8_t c)
 {
-    const char *p = *s;
-    if ((size_t)(end - p) < 2 * n) return -1;
+    return c == ' ' || c == '\t';
+}
+
+/* Takes the bytes the reader is at while they are blanks (blank set) or are not (blank clear);
+ * returns how many, borrowed in *out. */
+static size_t take_span(pkm_reader *r, int blank, const uint8_t **out)
+{
+    const uint8_t *p = pkm__reader_peek(r);
+    size_t n = 0, left = pkm__reader_left(r);
+    while (n < left && is_blank(p[n]) == blank)
+        n++;
+    (void)pkm__read_ptr(r, out, n); /* n <= left */
+    return n;
+}
+
+/* Reads exactly n bytes of hex, which a blank or the end must follow, then skips blanks. 0 or
+ * -1. */
+static int read_hex(pkm_reader *r, uint8_t *out, size_t n)
+{
+    const uint8_t *h, *blanks;
+    if (pkm__read_ptr(r, &h, 2 * n) < 0) return -1;
     for (size_t i = 0; i < n; i++) {
-        int hi = unhex1(p[2 * i]), lo = unhex1(p[2 * i + 1]);
+        int hi = unhex1((char)h[2 * i]), lo = unhex1((char)h[2 * i + 1]);
         if (hi < 0 || lo < 0) return -1;
         out[i] = (uint8_t)(hi << 4 | lo);
     }
-    p += 2 * n;
-    if (p < end && *p != ' ' && *p != '\t') return -1;
-    while (p < end && (*p == ' ' || *p == '\t'))
-        p++;
-    *s = p;
+    if (take_span(r, 1, &blanks) == 0 && pkm__reader_left(r) > 0) return -1;
     return 0;
 }
 
 int pkm_keylog_parse_line(const char *line, size_t len, pkm_keylog_entry_t *out)
 {
     if (!line || !out) return PKM_EINVAL;
-    const char *end = line + len;
-    while (end > line && (end[-1] == '\n' || end[-1] == '\r' || end[-1] == ' ' || end[-1] == '\t'))
-        end--;
-    const char *p = line;
-    while (p < end && (*p == ' ' || *p == '\t'))
-        p++;
-    if (p == end || *p == '#') return 0;
-    const char *w = p;
-    while (p < end && *p != ' ' && *p != '\t')
-        p++;
-    if ((size_t)(p - w) != LABEL_LEN || memcmp(w, PKM_KEYLOG_LABEL, LABEL_LEN) != 0) return 0;
-    while (p < end && (*p == ' ' || *p == '\t'))
-        p++;
-    if (read_hex(&p, end, out->client_iv, 16) < 0 || read_hex(&p, end, out->k_cs, 32) < 0 ||
-        read_hex(&p, end, out->k_sc, 32) < 0 || read_hex(&p, end, out->iv, 16) < 0 || p != end) {
+    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r' || line[len - 1] == ' ' ||
+                       line[len - 1] == '\t'))
+        len--;
+    pkm_reader r;
+    const uint8_t *word;
+    pkm__reader_init(&r, (const uint8_t *)line, len);
+    take_span(&r, 1, &word);
+    if (pkm__reader_left(&r) == 0 || *pkm__reader_peek(&r) == '#') return 0;
+    size_t n = take_span(&r, 0, &word);
+    if (n != LABEL_LEN || memcmp(word, PKM_KEYLOG_LABEL, LABEL_LEN) != 0) return 0;
+    take_span(&r, 1, &word);
+    if (read_hex(&r, out->client_iv, 16) < 0 || read_hex(&r, out->k_cs, 32) < 0 ||
+        read_hex(&r, out->k_sc, 32) < 0 || read_hex(&r, out->iv, 16) < 0 ||
+        pkm__reader_left(&r) != 0) {
         OPENSSL_cleanse(out, sizeof *out);
         return PKM_EINVAL;
     }
@@ -139,20 +152,18 @@ int pkm_keylog_parse(const char *text, size_t len, pkm_keylog_t **out, size_t *b
     if (bad) *bad = 0;
     if (!out || (!text && len)) return PKM_EINVAL;
     pkm_keylog_t *kl = pkm__calloc(1, sizeof *kl);
-    if (!kl) return PKM_ENOMEM;
+    PKM_ENSURE(kl != NULL, PKM_ENOMEM);
     size_t i = 0;
+    int rc = 0;
     while (i < len) {
         const char *nl = memchr(text + i, '\n', len - i);
         size_t l = nl ? (size_t)(nl - (text + i)) : len - i;
         pkm_keylog_entry_t e;
         int r = pkm_keylog_parse_line(text + i, l, &e);
         if (r == 1) {
-            r = push(kl, &e);
+            rc = push(kl, &e);
             OPENSSL_cleanse(&e, sizeof e);
-            if (r < 0) {
-                pkm_keylog_free(kl);
-                return r;
-            }
+            if (rc < 0) goto cleanup;
         } else if (r < 0 && bad) {
             (*bad)++;
         }
@@ -160,25 +171,25 @@ int pkm_keylog_parse(const char *text, size_t len, pkm_keylog_t **out, size_t *b
     }
     *out = kl;
     return 0;
+cleanup:
+    pkm_keylog_free(kl);
+    return rc;
 }
 
 int pkm_keylog_load(const char *path, pkm_keylog_t **out, size_t *bad)
 {
     if (out) *out = NULL;
-    if (!path || !out) return PKM_EINVAL;
+    PKM_ENSURE(path && out, PKM_EINVAL);
     FILE *f = fopen(path, "rb");
-    if (!f) return PKM_EKEYFILE;
+    PKM_ENSURE(f != NULL, PKM_EKEYFILE);
     char *buf = NULL;
     size_t n = 0, cap = 0;
-    int r = 0;
+    int rc;
     for (;;) {
         if (cap - n < 4096) {
             size_t ncap = cap ? cap * 2 : 8192;
             char *nb = pkm__malloc(ncap);
-            if (!nb) {
-                r = PKM_ENOMEM;
-                break;
-            }
+            PKM_ENSURE_GOTO(rc, nb != NULL, PKM_ENOMEM);
             if (n) memcpy(nb, buf, n);
             if (buf) {
                 OPENSSL_cleanse(buf, cap);
@@ -189,18 +200,17 @@ int pkm_keylog_load(const char *path, pkm_keylog_t **out, size_t *bad)
         }
         size_t got = fread(buf + n, 1, cap - n, f);
         n += got;
-        if (got == 0) {
-            if (ferror(f)) r = PKM_EKEYFILE;
-            break;
-        }
+        if (got == 0) break;
     }
+    PKM_ENSURE_GOTO(rc, !ferror(f), PKM_EKEYFILE);
+    rc = pkm_keylog_parse(buf, n, out, bad);
+cleanup:
     fclose(f);
-    if (r == 0) r = pkm_keylog_parse(buf, n, out, bad);
     if (buf) {
         OPENSSL_cleanse(buf, cap);
         pkm__free(buf);
     }
-    return r;
+    return rc;
 }
 
 size_t pkm_keylog_count(const pkm_keylog_t *kl)
