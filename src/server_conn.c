@@ -725,7 +725,8 @@ int pkm__sconn_accept(pkm_server_t *srv)
     struct sockaddr_storage ss;
     int len = sizeof ss;
     memset(&ss, 0, sizeof ss);
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0) ss.ss_family = AF_UNSPEC;
+    int gone = uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0;
+    if (gone) ss.ss_family = AF_UNSPEC;
     set_peer(c, (const struct sockaddr *)&ss);
     pkm__partial_init(&c->partial, c);
     /* From here on c is on srv->all and closes through do_close (silently until admitted). */
@@ -733,6 +734,13 @@ int pkm__sconn_accept(pkm_server_t *srv)
     if (srv->all) srv->all->prev = c;
     srv->all = c;
     srv->open++;
+    if (gone && srv->proxy_on) {
+        /* Reset before it was accepted (the peer is unknown, so it cannot be told trusted or
+         * not): a health check's connect-and-reset, most likely. */
+        st_add(&srv->st.proxy_checks, 1);
+        do_close(c, PKM_ECONNRESET, NULL);
+        return 0;
+    }
     if (srv->proxy_on && pkm__cidr_list_match(&srv->proxy, (const struct sockaddr *)&ss)) {
         /* A trusted proxy: its header first, before anything else happens. */
         c->state = CS_PROXY;

@@ -204,7 +204,8 @@ typedef struct pkm_server_config {
      *   is admitted only when its first byte arrives: one that closes, resets or stays silent
      *   until the deadline above gets no callback and no log line (stats.proxy_checks);
      * - a connection that closes, resets or times out before any header byte: the same (a plain
-     *   TCP health check);
+     *   TCP health check), and so does one reset before it could be accepted (from any
+     *   address: its peer is unknown by then);
      * - a malformed header (or one cut short): closed at once without a byte, no callback;
      *   logged at most once per proxy address and log_interval_ms (stats.proxy_refused).
      * A connection from any other address is an ordinary client: if its first bytes are a PROXY
