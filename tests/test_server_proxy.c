@@ -538,9 +538,10 @@ static void local_connects_with_the_socket_address(void **state)
     assert_int_equal(o.logs, 0);
 }
 
-/* Health checks: a connect closed at once, a LOCAL header then close, a reset, a connect that
- * stays silent past the deadline, a LOCAL header then silence: no RSA job, no callback, no log
- * line, none admitted; each counted in stats.proxy_checks. */
+/* Health checks: a connect closed at once, a LOCAL header then silence, a LOCAL header then
+ * close, a reset, a connect that stays silent past the deadline, a v1 header naming the
+ * connection itself: no RSA job, no callback, no log line, none admitted; each counted in
+ * stats.proxy_checks. */
 static void health_checks_cost_nothing(void **state)
 {
     (void)state;
@@ -580,6 +581,16 @@ static void health_checks_cost_nothing(void **state)
     assert_true(closed_without_a_byte(fd)); /* silent: closed at the deadline */
     close(fd);
     wait_stat(f.srv, st_checks, 5, "health checks");
+
+    /* v1 has no LOCAL: HAProxy's v1 checks name the check connection's own endpoints. */
+    fd = tcp_connect(f.port, NULL);
+    char self[128];
+    snprintf(self, sizeof self, "PROXY TCP4 127.0.0.1 127.0.0.1 %u %u\r\n",
+             (unsigned)local_port(fd), (unsigned)f.port);
+    send_str(fd, self);
+    wait_closed(fd); /* the ServerKey, then closed at the deadline */
+    close(fd);
+    wait_stat(f.srv, st_checks, 6, "health checks");
 
     pkm_server_stats_t st;
     pkm_server_stats(f.srv, &st);

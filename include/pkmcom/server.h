@@ -199,8 +199,9 @@ typedef struct pkm_server_config {
      * - v1 TCP4/TCP6, v2 PROXY with AF_INET/AF_INET6: the connection's source is the client the
      *   header names: pkm_server_conn_peer(), the logs and every per-source limit (connection
      *   cap, admission, failed-secret ban) see that address, never the proxy's;
-     * - v2 LOCAL, v1 UNKNOWN, v2 AF_UNSPEC/AF_UNIX (a health check, or the proxy's own
-     *   connection): the socket's own peer address. The ServerKey goes out, but the connection
+     * - v2 LOCAL, v1 UNKNOWN, v2 AF_UNSPEC/AF_UNIX, and a TCP4/TCP6 header naming this very
+     *   connection's endpoints (HAProxy's v1 health checks): a health check, or the proxy's own
+     *   connection: the socket's own peer address. The ServerKey goes out, but the connection
      *   is admitted only when its first byte arrives: one that closes, resets or stays silent
      *   until the deadline above gets no callback and no log line (stats.proxy_checks);
      * - a connection that closes, resets or times out before any header byte: the same (a plain
