@@ -607,8 +607,9 @@ static void health_checks_cost_nothing(void **state)
 
 /* ---- refusals ---- */
 
-/* A malformed header (of several kinds), or one cut short, closes the connection without a byte
- * and without a callback; the log says so once for the proxy's address. */
+/* A malformed header (of several kinds), one cut short, or one not complete at the deadline
+ * closes the connection without a byte and without a callback; the log says so once for the
+ * proxy's address. */
 static void malformed_headers_close(void **state)
 {
     (void)state;
@@ -616,6 +617,7 @@ static void malformed_headers_close(void **state)
     obs_init(&o);
     pkm_server_config_t cfg;
     base_config(&cfg, &o, "127.0.0.1/32");
+    cfg.handshake_timeout_ms = 300; /* also the header's deadline */
     fixture_t f;
     start(&f, &cfg, &o);
     uint8_t h[64];
@@ -639,6 +641,11 @@ static void malformed_headers_close(void **state)
     send_str(fd, "PROXY TCP4 203.0.11"); /* cut short */
     sleep_ms(20);
     shutdown(fd, SHUT_WR);
+    assert_true(closed_without_a_byte(fd));
+    close(fd);
+    n++;
+    fd = tcp_connect(f.port, NULL);
+    send_str(fd, "PROXY TCP6 2001:db8::"); /* never completed: closed at the deadline */
     assert_true(closed_without_a_byte(fd));
     close(fd);
     n++;
