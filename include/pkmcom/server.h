@@ -378,12 +378,14 @@ PKM_API void *pkm_server_conn_get_data(const pkm_server_conn_t *conn);
  * until on_close returns. (An ephemeral key: it names the connection, not a user.) */
 PKM_API const char *pkm_server_conn_fingerprint(const pkm_server_conn_t *conn);
 
-/* A number for logs: 1, 2, 3... in order of acceptance, never reused by one server. */
+/* A number for logs: 1, 2, 3... in order of admission (with proxy_trusted: once its PROXY
+ * header is read; health checks get none), never reused by one server. */
 PKM_API uint64_t pkm_server_conn_id(const pkm_server_conn_t *conn);
 
 /* Writes the client's address, "1.2.3.4:5678" or "[::1]:5678", NUL-terminated, into buf
  * (PKM_SERVER_PEER_SIZE is always enough; an IPv4 client of a dual-stack listener is written as
- * IPv4). Returns its length, PKM_ENOSPC, or PKM_EINVAL. */
+ * IPv4). With proxy_trusted, a connection through a trusted proxy has the address and port its
+ * PROXY header names (LOCAL: the proxy's own). Returns its length, PKM_ENOSPC, or PKM_EINVAL. */
 PKM_API int pkm_server_conn_peer(const pkm_server_conn_t *conn, char *buf, size_t cap);
 
 /* 1 once on_connect was called for it (and stays 1 through on_close), else 0. */
