@@ -230,18 +230,20 @@ static int read_key_msg(pkm_engine_t *e)
     if (pkm__read_ptr(&in, &der, n) < 0) return 0;
     observe(e, e->client ? PKM_HS_SERVER_KEY : PKM_HS_CLIENT_KEY, 0, in.p, in.pos);
     pkm_key_t *key = NULL;
+    int rc;
     PKM_GUARD(pkm_key_from_der(der, n, &key));
-    int r = pkm_key_fingerprint(key, e->peer_fp);
-    if (r < 0) memset(e->peer_fp, 0, sizeof e->peer_fp);
-    /* On a refusal peer_fp keeps the key's fingerprint (public), for the conn API's sentence. */
-    if (r == 0) r = trust_peer(e, der, (size_t)n);
-    if (r < 0) {
-        pkm_key_free(key);
-        return r;
+    if ((rc = pkm_key_fingerprint(key, e->peer_fp)) < 0) {
+        memset(e->peer_fp, 0, sizeof e->peer_fp);
+        goto cleanup;
     }
+    /* On a refusal peer_fp keeps the key's fingerprint (public), for the conn API's sentence. */
+    PKM_GUARD_GOTO(rc, trust_peer(e, der, (size_t)n));
     e->peer_key = key;
     e->rpos += in.pos;
     return 1;
+cleanup:
+    pkm_key_free(key);
+    return rc;
 }
 
 /* KeyShare: fresh M (256 bytes) and IV (16 bytes); M's halves each encrypted under the peer's

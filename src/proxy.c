@@ -294,38 +294,29 @@ static int parse_v1(const uint8_t *p, size_t len, pkm__proxy_info *out, size_t *
         out->family = PKM__PROXY_UNKNOWN; /* the rest of the line is ignored */
         return (int)out->header_len;
     }
-    int v6;
-    if (plen == 4 && memcmp(proto, "TCP4", 4) == 0)
-        v6 = 0;
-    else if (plen == 4 && memcmp(proto, "TCP6", 4) == 0)
-        v6 = 1;
-    else {
-        out->header_len = 0;
-        return fail(out, PKM__PROXY_EFAMILY);
-    }
+    int v6 = plen == 4 && memcmp(proto, "TCP6", 4) == 0, rc, bad;
     const uint8_t *f[4];
     size_t fl[4];
-    int rc = 0;
-    for (int i = 0; i < 4 && rc == 0; i++) {
-        if (last || v1_field(&r, &f[i], &fl[i], &last) < 0) rc = fail(out, PKM__PROXY_ETOKEN);
-    }
-    if (rc == 0 && !last) rc = fail(out, PKM__PROXY_ETOKEN); /* a fifth field */
     uint8_t sa[16], da[16];
     unsigned sp = 0, dp = 0;
-    if (rc == 0) {
-        int bad = v6 ? (parse_ipv6(f[0], fl[0], sa) < 0 || parse_ipv6(f[1], fl[1], da) < 0)
-                     : (parse_ipv4(f[0], fl[0], sa) < 0 || parse_ipv4(f[1], fl[1], da) < 0);
-        if (bad) rc = fail(out, PKM__PROXY_EADDR);
-    }
-    if (rc == 0 &&
-        (parse_dec(f[2], fl[2], 5, 65535, &sp) < 0 || parse_dec(f[3], fl[3], 5, 65535, &dp) < 0))
-        rc = fail(out, PKM__PROXY_EPORT);
-    if (rc < 0) {
-        out->header_len = 0;
-        return rc;
-    }
+    PKM_ENSURE_GOTO(rc, v6 || (plen == 4 && memcmp(proto, "TCP4", 4) == 0),
+                    fail(out, PKM__PROXY_EFAMILY));
+    for (int i = 0; i < 4; i++)
+        PKM_ENSURE_GOTO(rc, !last && v1_field(&r, &f[i], &fl[i], &last) == 0,
+                        fail(out, PKM__PROXY_ETOKEN));
+    PKM_ENSURE_GOTO(rc, last, fail(out, PKM__PROXY_ETOKEN)); /* no fifth field */
+    bad = v6 ? (parse_ipv6(f[0], fl[0], sa) < 0 || parse_ipv6(f[1], fl[1], da) < 0)
+             : (parse_ipv4(f[0], fl[0], sa) < 0 || parse_ipv4(f[1], fl[1], da) < 0);
+    PKM_ENSURE_GOTO(rc, !bad, fail(out, PKM__PROXY_EADDR));
+    PKM_ENSURE_GOTO(rc,
+                    parse_dec(f[2], fl[2], 5, 65535, &sp) == 0 &&
+                        parse_dec(f[3], fl[3], 5, 65535, &dp) == 0,
+                    fail(out, PKM__PROXY_EPORT));
     set_addrs(out, v6, sa, da, sp, dp);
     return (int)out->header_len;
+cleanup:
+    out->header_len = 0;
+    return rc;
 }
 
 int pkm__proxy_parse(const uint8_t *p, size_t len, pkm__proxy_info *out, size_t *need)
