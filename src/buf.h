@@ -106,11 +106,29 @@ static inline int pkm__read_u64(pkm_reader *r, uint64_t *out)
 }
 
 /* Copies n bytes out. */
-int pkm__read_bytes(pkm_reader *r, uint8_t *out, size_t n);
+static inline int pkm__read_bytes(pkm_reader *r, uint8_t *out, size_t n)
+{
+    if (r->len - r->pos < n) return PKM_ETRUNC;
+    if (n) memcpy(out, r->p + r->pos, n);
+    r->pos += n;
+    return 0;
+}
 /* Borrows n bytes in place: *out points into the reader's memory. */
-int pkm__read_ptr(pkm_reader *r, const uint8_t **out, size_t n);
+static inline int pkm__read_ptr(pkm_reader *r, const uint8_t **out, size_t n)
+{
+    if (r->len - r->pos < n) return PKM_ETRUNC;
+    *out = r->p + r->pos;
+    r->pos += n;
+    return 0;
+}
+
 /* Passes over n bytes. */
-int pkm__read_skip(pkm_reader *r, size_t n);
+static inline int pkm__read_skip(pkm_reader *r, size_t n)
+{
+    if (r->len - r->pos < n) return PKM_ETRUNC;
+    r->pos += n;
+    return 0;
+}
 /* Takes the next n bytes as a reader of their own (*sub, positioned at their start): a
  * length-prefixed body is then parsed within its length. */
 int pkm__read_sub(pkm_reader *r, pkm_reader *sub, size_t n);
@@ -161,7 +179,13 @@ static inline int pkm__write_u64(pkm_writer *w, uint64_t v)
 }
 
 /* Copies n bytes in (src may be NULL when n is 0). */
-int pkm__write_bytes(pkm_writer *w, const uint8_t *src, size_t n);
+static inline int pkm__write_bytes(pkm_writer *w, const uint8_t *src, size_t n)
+{
+    if (w->cap - w->pos < n) return PKM_ENOSPC;
+    if (w->p && n) memcpy(w->p + w->pos, src, n);
+    w->pos += n;
+    return 0;
+}
 
 /* Reserves n bytes to be filled later (a length prefix written once the body is known):
  * *at receives their offset. pkm__writer_at() gives a pointer to them, or NULL when counting. */

@@ -7,7 +7,7 @@
 
 /* Length of the prefix of p made of bytes 01-7F (plain ASCII, identical in both encodings),
  * eight bytes at a time while it can. */
-static size_t ascii_run(const uint8_t *p, size_t n)
+static inline size_t ascii_run(const uint8_t *p, size_t n)
 {
     const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
     size_t i = 0;
@@ -24,7 +24,7 @@ static size_t ascii_run(const uint8_t *p, size_t n)
 }
 
 /* Takes the run of ASCII bytes the reader is at (ascii_run), borrowing it in *run. */
-static size_t take_ascii(pkm_reader *r, const uint8_t **run)
+static inline size_t take_ascii(pkm_reader *r, const uint8_t **run)
 {
     size_t k = ascii_run(pkm__reader_peek(r), pkm__reader_left(r));
     if (pkm__read_ptr(r, run, k) < 0) return 0; /* cannot happen: k <= left */
@@ -32,24 +32,23 @@ static size_t take_ascii(pkm_reader *r, const uint8_t **run)
 }
 
 /* Decodes the Modified UTF-8 sequence the reader is at into a UTF-16 code unit, and takes it
- * (on an error the reader stays). */
-static int mutf8_unit(pkm_reader *r, uint32_t *unit)
+ * (after an error, where the reader stands is unspecified: callers read on from a copy). */
+static inline int mutf8_unit(pkm_reader *r, uint32_t *unit)
 {
-    pkm_reader q = *r;
-    uint8_t b, c[2];
-    if (pkm__read_u8(&q, &b) < 0) return PKM_EMUTF8_TRUNC;
+    pkm_reader *q = r;
+    uint8_t b, c;
+    if (pkm__read_u8(q, &b) < 0) return PKM_EMUTF8_TRUNC;
     if (b == 0) return PKM_EMUTF8_NUL;
     if (b >= 0x80 && b < 0xC0) return PKM_EMUTF8_CONT;
     if (b >= 0xF0) return PKM_EMUTF8_BYTE;
     size_t k = b < 0x80 ? 0 : b < 0xE0 ? 1 : 2; /* continuation bytes */
-    if (pkm__read_bytes(&q, c, k) < 0) return PKM_EMUTF8_TRUNC;
     uint32_t u = k ? b & (0x7Fu >> (k + 1)) : b;
     for (size_t j = 0; j < k; j++) {
-        if ((c[j] & 0xC0) != 0x80) return PKM_EMUTF8_TRUNC;
-        u = u << 6 | (c[j] & 0x3F);
+        /* too few, or not a continuation: the sequence is cut short either way */
+        if (pkm__read_u8(q, &c) < 0 || (c & 0xC0) != 0x80) return PKM_EMUTF8_TRUNC;
+        u = u << 6 | (c & 0x3F);
     }
     *unit = u;
-    *r = q;
     return 0;
 }
 
@@ -161,22 +160,25 @@ static int mutf8_convert(const uint8_t *m, size_t n, char *out, size_t cap, size
 
 /* Decodes the standard UTF-8 character the reader is at (RFC 3629, strict) into a code point,
  * and takes it. */
-static int utf8_char(pkm_reader *r, uint32_t *cp)
+static inline int utf8_char(pkm_reader *r, uint32_t *cp)
 {
-    uint8_t b, c[3];
+    uint8_t b;
+    const uint8_t *c;
     PKM_ENSURE(pkm__read_u8(r, &b) == 0, PKM_EUTF8);
     /* C2-DF: one continuation byte; E0-EF: two; F0-F4: three. 80-BF (a stray continuation),
      * C0/C1 (overlong) and F5-FF are no lead byte. */
     size_t k = b < 0x80 ? 0 : b < 0xC2 ? 4 : b < 0xE0 ? 1 : b < 0xF0 ? 2 : b < 0xF5 ? 3 : 4;
-    PKM_ENSURE(k < 4 && pkm__read_bytes(r, c, k) == 0, PKM_EUTF8);
+    PKM_ENSURE(k < 4 && pkm__read_ptr(r, &c, k) == 0, PKM_EUTF8);
     /* The first continuation's range: E0 needs A0-BF (no overlong), ED 80-9F (no surrogate),
-     * F0 90-BF (no overlong), F4 80-8F (nothing above U+10FFFF). */
+     * F0 90-BF (no overlong), F4 80-8F (nothing above U+10FFFF); the others 80-BF. */
     uint8_t lo = b == 0xE0 ? 0xA0 : b == 0xF0 ? 0x90 : 0x80;
     uint8_t hi = b == 0xED ? 0x9F : b == 0xF4 ? 0x8F : 0xBF;
     uint32_t v = k ? b & (0x7Fu >> (k + 1)) : b;
     for (size_t j = 0; j < k; j++) {
-        PKM_ENSURE(j ? (c[j] & 0xC0) == 0x80 : c[j] >= lo && c[j] <= hi, PKM_EUTF8);
+        PKM_ENSURE(c[j] >= lo && c[j] <= hi, PKM_EUTF8);
         v = v << 6 | (c[j] & 0x3F);
+        lo = 0x80;
+        hi = 0xBF;
     }
     *cp = v;
     return 0;
@@ -229,9 +231,11 @@ static int utf8_walk(const char *str, size_t n, uint8_t *out, size_t cap, size_t
     pkm__writer_init(&w, out, cap);
     while (pkm__reader_left(&r) > 0) {
         size_t k = take_ascii(&r, &run);
-        PKM_GUARD(pkm__write_bytes(&w, run, k));
-        if (hash && k) h = pkm_hash_fold(h, run, k);
-        if (pkm__reader_left(&r) == 0) break;
+        if (k) {
+            PKM_GUARD(pkm__write_bytes(&w, run, k));
+            if (hash) h = pkm_hash_fold(h, run, k);
+            if (pkm__reader_left(&r) == 0) break;
+        }
         uint32_t cp;
         PKM_GUARD(utf8_char(&r, &cp));
         uint8_t tmp[6];
