@@ -436,18 +436,22 @@ static int host_bits_zero(const uint8_t *a, size_t n, unsigned bits)
 
 static int parse_cidr(const uint8_t *s, size_t n, pkm__cidr *c)
 {
-    size_t slash = n;
-    for (size_t i = 0; i < n; i++)
-        if (s[i] == '/') {
-            slash = i;
-            break;
-        }
-    int v6 = memchr(s, ':', slash) != NULL;
+    pkm_reader r;
+    const uint8_t *addr, *prefix;
+    size_t an;
+    uint8_t slash;
+    pkm__reader_init(&r, s, n);
+    pkm__read_until(&r, '/', &addr, &an);
+    int v6 = an && memchr(addr, ':', an) != NULL;
     memset(c, 0, sizeof *c);
-    if (v6 ? parse_ipv6(s, slash, c->addr) < 0 : parse_ipv4(s, slash, c->addr) < 0)
+    if (v6 ? parse_ipv6(addr, an, c->addr) < 0 : parse_ipv4(addr, an, c->addr) < 0)
         return PKM_EINVAL;
     unsigned max = v6 ? 128 : 32, bits = max;
-    if (slash < n && parse_dec(s + slash + 1, n - slash - 1, 3, max, &bits) < 0) return PKM_EINVAL;
+    if (pkm__read_u8(&r, &slash) == 0) { /* "/bits": the rest */
+        size_t pn = pkm__reader_left(&r);
+        if (pkm__read_ptr(&r, &prefix, pn) < 0 || parse_dec(prefix, pn, 3, max, &bits) < 0)
+            return PKM_EINVAL;
+    }
     if (!host_bits_zero(c->addr, v6 ? 16 : 4, bits)) return PKM_EINVAL;
     c->family = v6 ? AF_INET6 : AF_INET;
     c->bits = bits;
@@ -479,25 +483,31 @@ int pkm__cidr_list_parse(const char *s, pkm__cidr_list *out)
     }
     if (all_blank) return 0;
     pkm__cidr *v = pkm__calloc(count, sizeof *v);
-    if (!v) return PKM_ENOMEM;
-    size_t n = 0, start = 0;
-    for (size_t i = 0; i <= len; i++) {
-        if (i < len && s[i] != ',') continue;
-        size_t a = start, b = i;
-        while (a < b && is_blank(s[a]))
-            a++;
-        while (b > a && is_blank(s[b - 1]))
-            b--;
-        if (a == b || parse_cidr((const uint8_t *)s + a, b - a, &v[n]) < 0) {
-            pkm__free(v);
-            return PKM_EINVAL;
+    PKM_ENSURE(v != NULL, PKM_ENOMEM);
+    pkm_reader r;
+    size_t n = 0;
+    int rc;
+    uint8_t comma;
+    pkm__reader_init(&r, (const uint8_t *)s, len);
+    do { /* each comma-separated entry, blanks around it trimmed */
+        const uint8_t *e;
+        size_t m;
+        pkm__read_until(&r, ',', &e, &m);
+        while (m > 0 && is_blank((char)e[m - 1]))
+            m--;
+        while (m > 0 && is_blank((char)e[0])) {
+            e++;
+            m--;
         }
+        PKM_ENSURE_GOTO(rc, m > 0 && parse_cidr(e, m, &v[n]) == 0, PKM_EINVAL);
         n++;
-        start = i + 1;
-    }
+    } while (pkm__read_u8(&r, &comma) == 0);
     out->v = v;
     out->n = n;
     return 0;
+cleanup:
+    pkm__free(v);
+    return rc;
 }
 
 void pkm__cidr_list_free(pkm__cidr_list *l)
