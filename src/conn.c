@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "pkmcom/conn.h"
+#include "config_internal.h"
 #include "conn_internal.h"
 #include "engine_internal.h"
 #include "internal.h"
@@ -314,18 +315,6 @@ void pkm_conn_config_init(pkm_conn_config_t *cfg)
     cfg->connect_timeout_ms = PKM_DEFAULT_CONNECT_TIMEOUT_MS;
 }
 
-/* The engine config a call runs with: the caller's, in `role`, RSA work inline; checked by the
- * engine's own validator, and the timeouts here (negative: PKM_EINVAL). */
-static int engine_config(const pkm_conn_config_t *cfg, int role, pkm_engine_config_t *ec)
-{
-    *ec = cfg->engine;
-    ec->role = role;
-    ec->defer_crypto = 0;
-    if (cfg->handshake_timeout_ms < 0 || cfg->connect_timeout_ms < 0 || cfg->idle_timeout_ms < 0)
-        return PKM_EINVAL;
-    return pkm__engine_config_check(ec);
-}
-
 /* ---- making connections ---- */
 
 /* Runs the handshake over fd, which it owns from here on (closed on failure), as does the engine
@@ -392,11 +381,9 @@ int pkm__conn_from_fd_io(int fd, int role, const pkm_conn_config_t *cfg, const s
     char *eb = cfg ? cfg->errbuf : NULL;
     size_t ebn = cfg ? cfg->errbuf_size : 0;
     pkm_engine_config_t ec;
-    if (!cfg || !out || fd < 0 || (role != PKM_ROLE_CLIENT && role != PKM_ROLE_SERVER) ||
-        engine_config(cfg, role, &ec) < 0) {
+    if (pkm__conn_config_check(PKM__CALL_FROM_FD, NULL, fd, role, cfg, out, &ec, eb, ebn) < 0) {
         if (fd >= 0) close(fd);
         if (cfg) pkm_key_free(cfg->engine.client_key);
-        put_msg(eb, ebn, "invalid argument to pkm_conn_from_fd");
         return PKM_EINVAL;
     }
     return conn_start(fd, &ec, cfg->handshake_timeout_ms, cfg->idle_timeout_ms, io, eb, ebn, out);
@@ -433,10 +420,9 @@ int pkm__connect_io(const char *host, int port, const pkm_conn_config_t *cfg,
     char *eb = cfg ? cfg->errbuf : NULL;
     size_t ebn = cfg ? cfg->errbuf_size : 0;
     pkm_engine_config_t ec;
-    if (!host || !cfg || !out || port < 1 || port > 65535 ||
-        engine_config(cfg, PKM_ROLE_CLIENT, &ec) < 0) {
+    if (pkm__conn_config_check(PKM__CALL_CONNECT, host, port, PKM_ROLE_CLIENT, cfg, out, &ec, eb,
+                               ebn) < 0) {
         if (cfg) pkm_key_free(cfg->engine.client_key);
-        put_msg(eb, ebn, "invalid argument to pkm_connect");
         return PKM_EINVAL;
     }
     if (!io) io = &pkm__io_default;
@@ -508,11 +494,9 @@ int pkm_listen(const char *host, int port, const pkm_conn_config_t *cfg, pkm_lis
     char *eb = cfg ? cfg->errbuf : NULL;
     size_t ebn = cfg ? cfg->errbuf_size : 0;
     pkm_engine_config_t ec;
-    if (!cfg || !out || port < 0 || port > 65535 || engine_config(cfg, PKM_ROLE_SERVER, &ec) < 0) {
+    if (pkm__conn_config_check(PKM__CALL_LISTEN, host, port, PKM_ROLE_SERVER, cfg, out, &ec, eb,
+                               ebn) < 0) {
         if (cfg) pkm_key_free(cfg->engine.client_key);
-        put_msg(eb, ebn,
-                "invalid argument to pkm_listen (a server needs server_key, and no "
-                "client_key, keypool or pin_fingerprint)");
         return PKM_EINVAL;
     }
     pkm_listener_t *l = pkm__calloc(1, sizeof *l);

@@ -285,7 +285,7 @@ expect_one_error s_pubkey "public key only"
 start_server busy --listen 127.0.0.1:0 --key "$T/k1.pem"
 run s_inuse serve --listen "127.0.0.1:$PORT" --key "$T/k1.pem"
 expect_rc s_inuse 1
-grep -q "^pkmcom: cannot listen on 127.0.0.1:$PORT" "$T/s_inuse.err" || fail "address in use: $(cat "$T/s_inuse.err")"
+grep -q "^pkmcom: cannot listen on 127.0.0.1:$PORT: Address already in use" "$T/s_inuse.err" || fail "address in use: $(cat "$T/s_inuse.err")"
 ok
 stop_server busy
 

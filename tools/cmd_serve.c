@@ -352,13 +352,17 @@ int cmd_serve(int argc, char **argv)
     cfg.on_close = on_close;
     cfg.on_log = on_log;
     cfg.user = &s;
+    char why[PKM_SERVER_ERRMSG_SIZE];
+    cfg.errbuf = why;
+    cfg.errbuf_size = sizeof why;
     int rc = pkm_server_new(&cfg, &s.srv);
     tool_secret_free(pwbuf); /* the server keeps its own copy */
     if (rc < 0) {
         pkm_key_free(key);
+        if (rc == PKM_EIO) /* "cannot listen on HOST:PORT: Address already in use" */
+            return tool_fail(TOOL_EXIT_FAIL, "%s", why);
         return tool_fail(TOOL_EXIT_FAIL, "cannot listen on %s: %s", listen,
-                         rc == PKM_EIO ? "bind or listen failed (address in use?)"
-                                       : pkm_strerror(rc));
+                         why[0] ? why : pkm_strerror(rc));
     }
 
     stop_target = s.srv;

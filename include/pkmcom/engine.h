@@ -206,6 +206,15 @@ PKM_API void pkm_engine_config_init(pkm_engine_config_t *cfg, int role);
  * start. Takes nothing (a client_key stays the caller's). */
 PKM_API int pkm_engine_config_check(const pkm_engine_config_t *cfg);
 
+/* The same validator, saying what to fix: 0, or PKM_EINVAL with a NUL-terminated sentence in
+ * errbuf (truncated to errbuf_size; NULL/0 for none; "" on success) naming the field, the
+ * expected form and what was given, e.g. "pin_fingerprint: expected \"SHA256:\" and 43 base64
+ * characters (...), got \"abc\"" or "secret_len: at most 4096 bytes (PKM_MAX_SECRET), got
+ * 5000". pkm_connect(), pkm_listen(), pkm_conn_from_fd() and pkm_server_new() report its
+ * sentence (prefixed "engine.") through their errbuf, before any socket is made. */
+PKM_API int pkm_engine_config_validate(const pkm_engine_config_t *cfg, char *errbuf,
+                                       size_t errbuf_size);
+
 /* Makes an engine. A server queues its ServerKey at once (read it from pkm_engine_send_buf()).
  * PKM_EINVAL for an inconsistent config (no server_key for a server, a server_key or client_key
  * without a private half, a client_key given to a server, a malformed pin, a max_packet_size of 0

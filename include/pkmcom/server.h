@@ -74,6 +74,9 @@ enum pkm_log_level {
 #define PKM_SERVER_DEFAULT_PARTIAL_BUDGET       (64u * 1024u * 1024u)
 #define PKM_SERVER_DEFAULT_LOG_INTERVAL_MS      60000
 
+/* Room for pkm_server_new()'s sentence (config.errbuf). */
+#define PKM_SERVER_ERRMSG_SIZE 256
+
 /* Room for pkm_server_conn_peer(): "[" + IPv6 text + "]:" + port + NUL. */
 #define PKM_SERVER_PEER_SIZE 64
 
@@ -210,6 +213,14 @@ typedef struct pkm_server_config {
     void (*on_log)(void *user, int level, const char *msg);
 
     void *user;
+
+    /* Optional: where pkm_server_new() writes, when it fails, a NUL-terminated sentence naming
+     * what to fix (truncated to errbuf_size; PKM_SERVER_ERRMSG_SIZE is ample), e.g. "cannot listen
+     * on 127.0.0.1:7000: Address already in use" or "pkm_server_new: invalid argument:
+     * engine.server_key: required for a server (...)". Set to "" on success, and left "" for
+     * PKM_ENOMEM (pkm_strerror says it all). BORROWED for the call only. */
+    char *errbuf;
+    size_t errbuf_size;
 } pkm_server_config_t;
 
 /* Counters, read with pkm_server_stats(). */
@@ -241,9 +252,10 @@ PKM_API void pkm_server_config_init(pkm_server_config_t *cfg);
  * fd limit (raise_fd_limit). Errors: PKM_EINVAL (an engine config pkm_engine_new() refuses for
  * a server: no server_key or not private, max_packet_size 0 or above INT32_MAX,
  * max_send_buffer 0, secret too long, a client-only field set; a negative timeout or backlog),
- * PKM_ERESOLVE (host), PKM_EIO (bind or
- * listen failed, e.g. address in use; the reason is logged), PKM_ENOMEM. *out is the caller's:
- * pkm_server_free(). */
+ * PKM_ERESOLVE (host), PKM_EIO (bind or listen failed, e.g. address in use), PKM_ENOMEM. Every
+ * error but PKM_ENOMEM comes with a sentence naming the field or the address and the system's
+ * reason in config.errbuf (when given; the listen failure is also logged). *out is the
+ * caller's: pkm_server_free(). */
 PKM_API int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out);
 
 /* Runs the loop on the calling thread until pkm_server_stop(): then stops accepting, closes every

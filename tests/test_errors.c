@@ -1,0 +1,224 @@
+/* SPDX-License-Identifier: MIT */
+/* Errors that name what to fix (issue 16): each refusal's sentence names the field or file, the
+ * expected form and what was given; configuration is refused before any socket is made. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include "pkmcom/conn.h"
+#include "pkmcom/server.h"
+#include "support.h"
+
+/* The sentence holds every one of the NULL-terminated fragments. */
+static void assert_says(const char *msg, ...)
+{
+    va_list ap;
+    va_start(ap, msg);
+    for (const char *want; (want = va_arg(ap, const char *)) != NULL;) {
+        if (!strstr(msg, want)) {
+            print_error("sentence \"%s\" lacks \"%s\"\n", msg, want);
+            va_end(ap);
+            fail();
+        }
+    }
+    va_end(ap);
+}
+
+/* ---- the engine config validator ---- */
+
+static void engine_validator_names_the_field(void **state)
+{
+    (void)state;
+    char eb[PKM_ERRMSG_SIZE];
+    pkm_engine_config_t c;
+    pkm_engine_config_init(&c, PKM_ROLE_CLIENT);
+    assert_int_equal(pkm_engine_config_validate(&c, eb, sizeof eb), 0);
+    assert_string_equal(eb, "");
+
+    c.pin_fingerprint = "0123abcd";
+    assert_int_equal(pkm_engine_config_validate(&c, eb, sizeof eb), PKM_EINVAL);
+    assert_says(eb, "pin_fingerprint: expected \"SHA256:\" and 43 base64 characters",
+                "got \"0123abcd\"", NULL);
+    /* Right length and prefix, a character outside base64. */
+    c.pin_fingerprint = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA-";
+    assert_int_equal(pkm_engine_config_check(&c), PKM_EINVAL);
+    c.pin_fingerprint = t_shared_keys.server_fp;
+    assert_int_equal(pkm_engine_config_validate(&c, eb, sizeof eb), 0);
+
+    c.secret = (const uint8_t *)"x";
+    c.secret_len = PKM_MAX_SECRET + 1;
+    assert_int_equal(pkm_engine_config_validate(&c, eb, sizeof eb), PKM_EINVAL);
+    assert_says(eb, "secret_len: at most 4096 bytes", "got 4097", NULL);
+    c.secret_len = 0;
+    c.max_packet_size = 0;
+    assert_int_equal(pkm_engine_config_validate(&c, eb, sizeof eb), PKM_EINVAL);
+    assert_says(eb, "max_packet_size: expected 1..2147483647 bytes, got 0", NULL);
+    c.max_packet_size = PKM_DEFAULT_MAX_SIZE;
+    c.server_key = t_shared_keys.server_key;
+    assert_int_equal(pkm_engine_config_validate(&c, eb, sizeof eb), PKM_EINVAL);
+    assert_says(eb, "server_key: must be NULL for a client", NULL);
+
+    pkm_engine_config_init(&c, PKM_ROLE_SERVER);
+    assert_int_equal(pkm_engine_config_validate(&c, eb, sizeof eb), PKM_EINVAL);
+    assert_says(eb, "server_key: required for a server", NULL);
+    c.server_key = t_shared_keys.server_key;
+    c.pin_fingerprint = t_shared_keys.server_fp;
+    assert_int_equal(pkm_engine_config_validate(&c, eb, sizeof eb), PKM_EINVAL);
+    assert_says(eb, "pin_fingerprint: client only", NULL);
+    /* A short buffer gets a cut, terminated sentence; none at all is allowed. */
+    char tiny[8];
+    assert_int_equal(pkm_engine_config_validate(&c, tiny, sizeof tiny), PKM_EINVAL);
+    assert_int_equal(strlen(tiny), sizeof tiny - 1);
+    assert_int_equal(pkm_engine_config_validate(&c, NULL, 0), PKM_EINVAL);
+    assert_int_equal(pkm_engine_config_validate(NULL, eb, sizeof eb), PKM_EINVAL);
+    assert_says(eb, "NULL", NULL);
+}
+
+/* ---- conn.h: refused before resolving or connecting ---- */
+
+/* A local port nothing listens on (bound, then closed). */
+static int closed_port(void)
+{
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(s >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(s, (struct sockaddr *)&a, &len), 0);
+    close(s);
+    return ntohs(a.sin_port);
+}
+
+/* pkm_connect to a port nothing listens on: a config error must win over PKM_ECONNECT, which
+ * shows that no connection was tried before the check. */
+static int connect_err(const char *host, int port, pkm_conn_config_t *cfg, char *eb, size_t n)
+{
+    pkm_conn_t *c = NULL;
+    cfg->errbuf = eb;
+    cfg->errbuf_size = n;
+    int r = pkm_connect(host, port, cfg, &c);
+    assert_null(c);
+    return r;
+}
+
+static void connect_refuses_bad_config_first(void **state)
+{
+    (void)state;
+    char eb[PKM_ERRMSG_SIZE];
+    pkm_conn_config_t cfg;
+    pkm_conn_config_init(&cfg);
+    const char *nowhere = "127.0.0.1";
+    int port = closed_port();
+    assert_int_equal(connect_err(nowhere, port, &cfg, eb, sizeof eb), PKM_ECONNECT);
+
+    cfg.engine.pin_fingerprint = "deadbeef";
+    assert_int_equal(connect_err(nowhere, port, &cfg, eb, sizeof eb), PKM_EINVAL);
+    assert_says(eb, "pkm_connect: invalid argument: engine.pin_fingerprint: expected \"SHA256:\"",
+                "got \"deadbeef\"", NULL);
+    cfg.engine.pin_fingerprint = NULL;
+
+    assert_int_equal(connect_err(nowhere, 99999, &cfg, eb, sizeof eb), PKM_EINVAL);
+    assert_says(eb, "port: expected 1..65535, got 99999", NULL);
+    assert_int_equal(connect_err(nowhere, 0, &cfg, eb, sizeof eb), PKM_EINVAL);
+    assert_says(eb, "port: expected 1..65535, got 0", NULL);
+    assert_int_equal(connect_err(NULL, port, &cfg, eb, sizeof eb), PKM_EINVAL);
+    assert_says(eb, "host: required", NULL);
+    assert_int_equal(connect_err("", port, &cfg, eb, sizeof eb), PKM_EINVAL);
+    assert_says(eb, "host: expected a host name", NULL);
+
+    cfg.handshake_timeout_ms = -5;
+    assert_int_equal(connect_err(nowhere, port, &cfg, eb, sizeof eb), PKM_EINVAL);
+    assert_says(eb, "handshake_timeout_ms: expected 0 (no bound) or a positive", "got -5", NULL);
+    cfg.handshake_timeout_ms = 1000;
+    cfg.idle_timeout_ms = -1;
+    assert_int_equal(connect_err(nowhere, port, &cfg, eb, sizeof eb), PKM_EINVAL);
+    assert_says(eb, "idle_timeout_ms", "got -1", NULL);
+    cfg.idle_timeout_ms = 0;
+
+    uint8_t secret[PKM_MAX_SECRET + 1] = {0};
+    cfg.engine.secret = secret;
+    cfg.engine.secret_len = sizeof secret;
+    assert_int_equal(connect_err(nowhere, port, &cfg, eb, sizeof eb), PKM_EINVAL);
+    assert_says(eb, "engine.secret_len: at most 4096 bytes (PKM_MAX_SECRET), got 4097", NULL);
+}
+
+static void listen_and_from_fd_name_the_field(void **state)
+{
+    (void)state;
+    char eb[PKM_ERRMSG_SIZE];
+    pkm_conn_config_t cfg;
+    pkm_conn_config_init(&cfg);
+    cfg.errbuf = eb;
+    cfg.errbuf_size = sizeof eb;
+    pkm_listener_t *l = NULL;
+    assert_int_equal(pkm_listen("127.0.0.1", 0, &cfg, &l), PKM_EINVAL);
+    assert_says(eb, "pkm_listen: invalid argument: engine.server_key: required for a server", NULL);
+    cfg.engine.server_key = t_shared_keys.server_key;
+    assert_int_equal(pkm_listen("127.0.0.1", 70000, &cfg, &l), PKM_EINVAL);
+    assert_says(eb, "port: expected 0 (an ephemeral port) or 1..65535, got 70000", NULL);
+    assert_null(l);
+
+    pkm_conn_t *c = NULL;
+    assert_int_equal(pkm_conn_from_fd(-1, PKM_ROLE_CLIENT, &cfg, &c), PKM_EINVAL);
+    assert_says(eb, "pkm_conn_from_fd: invalid argument: fd: expected a connected stream socket",
+                NULL);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    assert_int_equal(pkm_conn_from_fd(sv[0], 7, &cfg, &c), PKM_EINVAL); /* closes sv[0] */
+    assert_says(eb, "role: expected PKM_ROLE_CLIENT", "got 7", NULL);
+    close(sv[1]);
+}
+
+/* ---- the server's errbuf ---- */
+
+static void server_new_says_why(void **state)
+{
+    (void)state;
+    char eb[PKM_SERVER_ERRMSG_SIZE];
+    pkm_server_config_t cfg;
+    pkm_server_config_init(&cfg);
+    cfg.host = "127.0.0.1";
+    cfg.errbuf = eb;
+    cfg.errbuf_size = sizeof eb;
+    cfg.raise_fd_limit = 0;
+    pkm_server_t *srv = NULL;
+    assert_int_equal(pkm_server_new(&cfg, &srv), PKM_EINVAL);
+    assert_says(eb, "pkm_server_new: invalid argument: engine.server_key: required", NULL);
+    cfg.engine.server_key = t_shared_keys.server_key;
+    cfg.idle_timeout_ms = -3;
+    assert_int_equal(pkm_server_new(&cfg, &srv), PKM_EINVAL);
+    assert_says(eb, "idle_timeout_ms: expected 0 or more, got -3", NULL);
+    cfg.idle_timeout_ms = 0;
+
+    /* The port of a server already listening: address in use, named with the address. */
+    pkm_server_t *first = NULL;
+    assert_int_equal(pkm_server_new(&cfg, &first), 0);
+    assert_string_equal(eb, "");
+    cfg.port = pkm_server_port(first);
+    cfg.on_log = NULL;
+    assert_int_equal(pkm_server_new(&cfg, &srv), PKM_EIO);
+    assert_null(srv);
+    char want[64];
+    snprintf(want, sizeof want, "cannot listen on 127.0.0.1:%u: ", (unsigned)cfg.port);
+    assert_says(eb, want, strerror(EADDRINUSE), NULL);
+    pkm_server_free(first);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(engine_validator_names_the_field),
+        cmocka_unit_test(connect_refuses_bad_config_first),
+        cmocka_unit_test(listen_and_from_fd_name_the_field),
+        cmocka_unit_test(server_new_says_why),
+    };
+    return cmocka_run_group_tests(tests, t_keys_setup, t_keys_teardown);
+}
