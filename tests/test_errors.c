@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 #include "pkmcom/conn.h"
+#include "pkmcom/keys.h"
 #include "pkmcom/server.h"
 #include "support.h"
 
@@ -177,6 +178,49 @@ static void listen_and_from_fd_name_the_field(void **state)
     close(sv[1]);
 }
 
+/* ---- key files: the path and errno's text ---- */
+
+static void key_file_errors_name_path_and_errno(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/pkm-errors-XXXXXX", path[128], eb[PKM_ERRMSG_SIZE], want[192];
+    assert_non_null(mkdtemp(dir));
+    pkm_key_t *k = NULL;
+
+    snprintf(path, sizeof path, "%s/missing.pem", dir);
+    assert_int_equal(pkm_key_load_pem_errbuf(path, &k, eb, sizeof eb), PKM_EKEYFILE);
+    snprintf(want, sizeof want, "key file %s: cannot open: %s", path, strerror(ENOENT));
+    assert_string_equal(eb, want);
+    assert_null(k);
+
+    assert_int_equal(pkm_key_load_pem_errbuf(dir, &k, eb, sizeof eb), PKM_EKEYFILE);
+    snprintf(want, sizeof want, "key file %s: not a regular file", dir);
+    assert_string_equal(eb, want);
+
+    snprintf(path, sizeof path, "%s/garbage.pem", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("this is not a key\n", f);
+    fclose(f);
+    assert_int_equal(pkm_key_load_pem_errbuf(path, &k, eb, sizeof eb), PKM_EKEY);
+    assert_says(eb, path, "no usable key in it: expected an unencrypted PEM key", NULL);
+    unlink(path);
+
+    /* A private key readable by others: the path and the fix. */
+    snprintf(path, sizeof path, "%s/open.pem", dir);
+    assert_int_equal(pkm_key_save_pem(t_shared_keys.server_key, path), 0);
+    assert_int_equal(chmod(path, 0644), 0);
+    assert_int_equal(pkm_key_load_pem_errbuf(path, &k, eb, sizeof eb), PKM_EKEYPERM);
+    assert_says(eb, path, "readable by group or others (chmod 600 it)", NULL);
+    assert_int_equal(chmod(path, 0600), 0);
+    assert_int_equal(pkm_key_load_pem_errbuf(path, &k, eb, sizeof eb), 0);
+    assert_string_equal(eb, "");
+    assert_non_null(k);
+    pkm_key_free(k);
+    unlink(path);
+    rmdir(dir);
+}
+
 /* ---- the server's errbuf ---- */
 
 static void server_new_says_why(void **state)
@@ -218,6 +262,7 @@ int main(void)
         cmocka_unit_test(engine_validator_names_the_field),
         cmocka_unit_test(connect_refuses_bad_config_first),
         cmocka_unit_test(listen_and_from_fd_name_the_field),
+        cmocka_unit_test(key_file_errors_name_path_and_errno),
         cmocka_unit_test(server_new_says_why),
     };
     return cmocka_run_group_tests(tests, t_keys_setup, t_keys_teardown);
