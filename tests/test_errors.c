@@ -2,6 +2,7 @@
 /* Errors that name what to fix (issue 16): each refusal's sentence names the field or file, the
  * expected form and what was given; configuration is refused before any socket is made. */
 #include <errno.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -256,6 +257,157 @@ static void server_new_says_why(void **state)
     pkm_server_free(first);
 }
 
+/* ---- handshake closes: which side, which step, on both sides ---- */
+
+/* A server on its own thread that records each on_close. */
+typedef struct {
+    pkm_server_t *srv;
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int closes;
+    int err[8];
+    char step[8][32];
+} hs_srv;
+
+static void hs_on_close(void *user, pkm_server_conn_t *conn, int err, const char *step)
+{
+    (void)conn;
+    hs_srv *h = user;
+    pthread_mutex_lock(&h->mu);
+    if (h->closes < 8) {
+        h->err[h->closes] = err;
+        snprintf(h->step[h->closes], sizeof h->step[0], "%s", step ? step : "");
+        h->closes++;
+    }
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void *hs_run(void *arg)
+{
+    hs_srv *h = arg;
+    pkm_server_run(h->srv);
+    return NULL;
+}
+
+static void hs_start(hs_srv *h, size_t max_conns, int64_t hs_timeout_ms)
+{
+    memset(h, 0, sizeof *h);
+    pthread_mutex_init(&h->mu, NULL);
+    pthread_cond_init(&h->cv, NULL);
+    pkm_server_config_t cfg;
+    pkm_server_config_init(&cfg);
+    cfg.host = "127.0.0.1";
+    cfg.raise_fd_limit = 0;
+    cfg.engine.server_key = t_shared_keys.server_key;
+    cfg.engine.secret = (const uint8_t *)"sesame";
+    cfg.engine.secret_len = 6;
+    cfg.max_conns = max_conns;
+    cfg.handshake_timeout_ms = hs_timeout_ms;
+    cfg.on_close = hs_on_close;
+    cfg.user = h;
+    assert_int_equal(pkm_server_new(&cfg, &h->srv), 0);
+    assert_int_equal(pthread_create(&h->th, NULL, hs_run, h), 0);
+}
+
+/* Waits for the n-th on_close and returns its index. */
+static int hs_wait_close(hs_srv *h, int n)
+{
+    pthread_mutex_lock(&h->mu);
+    while (h->closes < n)
+        pthread_cond_wait(&h->cv, &h->mu);
+    pthread_mutex_unlock(&h->mu);
+    return n - 1;
+}
+
+static void hs_stop(hs_srv *h)
+{
+    pkm_server_stop(h->srv);
+    pthread_join(h->th, NULL);
+    pkm_server_free(h->srv);
+    pthread_cond_destroy(&h->cv);
+    pthread_mutex_destroy(&h->mu);
+}
+
+static int hs_connect(hs_srv *h, const char *pin, const char *secret, char *eb)
+{
+    pkm_conn_config_t cfg;
+    pkm_conn_config_init(&cfg);
+    cfg.engine.client_key = t_client_key(&t_shared_keys);
+    cfg.engine.pin_fingerprint = pin;
+    cfg.engine.secret = (const uint8_t *)secret;
+    cfg.engine.secret_len = strlen(secret);
+    cfg.errbuf = eb;
+    cfg.errbuf_size = PKM_ERRMSG_SIZE;
+    pkm_conn_t *c = NULL;
+    int r = pkm_connect("127.0.0.1", pkm_server_port(h->srv), &cfg, &c);
+    pkm_conn_close(c);
+    return r;
+}
+
+static void handshake_closes_say_who_and_where(void **state)
+{
+    (void)state;
+    hs_srv h;
+    hs_start(&h, 0, 0);
+    char eb[PKM_ERRMSG_SIZE], why[256];
+
+    /* A client whose pin names another key leaves before its ClientKey: the server says the
+     * client closed at step 2, not "wrong secret". */
+    assert_int_equal(hs_connect(&h, t_shared_keys.client_fp, "sesame", eb), PKM_EPIN);
+    int i = hs_wait_close(&h, 1);
+    assert_int_equal(h.err[i], PKM_EEOF);
+    assert_string_equal(h.step[i], "ClientKey");
+    assert_true(pkm_handshake_failure(PKM_ROLE_SERVER, h.err[i], h.step[i], why, sizeof why) > 0);
+    assert_says(why, "the client closed the connection during handshake step 2 (ClientKey)",
+                "before sending its ClientKey", "refused this server's key", NULL);
+    assert_null(strstr(why, "secret"));
+
+    /* A wrong secret: the server's confirmation check fails (its sentence says so); the client
+     * sees the server close at step 5 instead of answering. */
+    assert_int_equal(hs_connect(&h, t_shared_keys.server_fp, "wrong", eb), PKM_EHANDSHAKE);
+    assert_says(eb, "the server closed the connection during handshake step 5",
+                "instead of answering the client's confirmation (0xFF)", "the secret differs",
+                NULL);
+    i = hs_wait_close(&h, 2);
+    assert_int_equal(h.err[i], PKM_EHANDSHAKE);
+    assert_string_equal(h.step[i], "confirmation (0xFF)");
+    assert_true(pkm_handshake_failure(PKM_ROLE_SERVER, h.err[i], h.step[i], why, sizeof why) > 0);
+    assert_says(why, "the client's confirmation (0xFF) did not check", "secret differs", NULL);
+    assert_int_equal(hs_connect(&h, t_shared_keys.server_fp, "sesame", eb), 0);
+    hs_stop(&h);
+
+    /* A server at its connection cap closes a new connection before its ServerKey; a
+     * connection that sends nothing times out at step 2 on the server. */
+    hs_start(&h, 1, 300);
+    int raw = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons(pkm_server_port(h.srv)),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(raw, (struct sockaddr *)&a, sizeof a), 0);
+    uint8_t byte;
+    assert_int_equal(recv(raw, &byte, 1, 0), 1); /* the ServerKey: it is admitted */
+    assert_int_equal(hs_connect(&h, t_shared_keys.server_fp, "sesame", eb), PKM_EHANDSHAKE);
+    assert_says(eb, "the server closed the connection during handshake step 1 (ServerKey)",
+                "before sending its ServerKey", "a connection cap", NULL);
+    i = hs_wait_close(&h, 1);
+    assert_int_equal(h.err[i], PKM_ETIMEOUT);
+    assert_true(pkm_handshake_failure(PKM_ROLE_SERVER, h.err[i], h.step[i], why, sizeof why) > 0);
+    assert_says(why, "still waiting at handshake step 2 (ClientKey) for the client's ClientKey",
+                NULL);
+    close(raw);
+    hs_stop(&h);
+
+    /* Cases with nothing to add: "" and 0. */
+    assert_int_equal(pkm_handshake_failure(PKM_ROLE_CLIENT, PKM_EPIN, "ServerKey", why, 256), 0);
+    assert_string_equal(why, "");
+    assert_int_equal(pkm_handshake_failure(PKM_ROLE_SERVER, PKM_EEOF, NULL, why, 256), 0);
+    assert_true(pkm_handshake_failure(PKM_ROLE_CLIENT, PKM_ETIMEOUT, "KeyShare", why, 256) > 0);
+    assert_says(why, "still waiting at handshake step 3 (KeyShare) for the server's KeyShare",
+                NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -264,6 +416,7 @@ int main(void)
         cmocka_unit_test(listen_and_from_fd_name_the_field),
         cmocka_unit_test(key_file_errors_name_path_and_errno),
         cmocka_unit_test(server_new_says_why),
+        cmocka_unit_test(handshake_closes_say_who_and_where),
     };
     return cmocka_run_group_tests(tests, t_keys_setup, t_keys_teardown);
 }

@@ -417,6 +417,19 @@ PKM_API int pkm_engine_error(const pkm_engine_t *e);
  * "confirmation (0xFF)"; NULL if the engine did not fail during a handshake. Static storage. */
 PKM_API const char *pkm_engine_fail_step(const pkm_engine_t *e);
 
+/* A sentence saying what a failed handshake means, seen from `role` (PKM_ROLE_CLIENT or
+ * PKM_ROLE_SERVER): which side closed, at which step (its number in docs/PROTOCOL.md), what this
+ * side was waiting for, and the usual causes. err names what happened: PKM_EEOF (the peer closed
+ * the connection; an engine reports that as PKM_EHANDSHAKE), PKM_ECONNRESET (it reset it),
+ * PKM_ETIMEOUT (this side's bound ran out; the sentence says where it was waiting), or, for a
+ * server at "confirmation (0xFF)", PKM_EHANDSHAKE (the client's confirmation did not check: a
+ * wrong secret). fail_step is pkm_engine_fail_step()'s (or the server's on_close argument). E.g.
+ * (server, PKM_EEOF, "ClientKey"): "the client closed the connection during handshake step 2
+ * (ClientKey), before the client's ClientKey: it may have refused this server's key (...)".
+ * Writes it NUL-terminated into buf (cut to n; 256 bytes are ample) and returns its length; 0
+ * and "" for any other case (NULL step, another error: pkm_strerror says it). */
+PKM_API size_t pkm_handshake_failure(int role, int err, const char *fail_step, char *buf, size_t n);
+
 /* Closes the engine locally with `err` (a negative PKM_E*, e.g. PKM_ETIMEOUT when the caller's
  * handshake timer fires; anything else is recorded as PKM_ECLOSED), dropping unsent bytes. No-op
  * if already closed. */

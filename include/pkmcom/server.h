@@ -202,7 +202,12 @@ typedef struct pkm_server_config {
      * queue overflow); PKM_ECONNRESET / PKM_EIO (socket errors); or the engine's error.
      * fail_step is non-NULL exactly when a handshake (the first, or a re-establishment) failed:
      * the step it failed at, as pkm_engine_fail_step() names it ("ClientKey", "KeyShare",
-     * "confirmation (0xFF)"), for logs (it never contains secrets). Use
+     * "confirmation (0xFF)"), for logs (it never contains secrets). During a handshake, err
+     * PKM_EEOF (or PKM_ECONNRESET) means the client closed the connection at that step (e.g. it
+     * refused this server's key: "ClientKey"), PKM_EHANDSHAKE at "confirmation (0xFF)" that the
+     * client's confirmation did not check (a wrong secret), PKM_ETIMEOUT that
+     * handshake_timeout_ms ran out there; pkm_handshake_failure(PKM_ROLE_SERVER, err, fail_step,
+     * ...) (engine.h) writes the sentence that says so. Use
      * pkm_server_conn_established() to tell whether on_connect was called. After this call the
      * connection receives no more callbacks, sends are refused, and the pointer must not be
      * used after the callback returns: free what set_data attached here. */
