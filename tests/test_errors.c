@@ -16,6 +16,7 @@
 #include <cmocka.h>
 #include "pkmcom/conn.h"
 #include "pkmcom/keys.h"
+#include "pkmcom/schema.h"
 #include "pkmcom/server.h"
 #include "support.h"
 
@@ -257,6 +258,104 @@ static void server_new_says_why(void **state)
     pkm_server_free(first);
 }
 
+/* ---- schema errors: packet id, field path and offset ---- */
+
+static const pkm_field_t player_f[] = {
+    {.name = "score", .type = PKM_T_INT},
+    {.name = "name", .type = PKM_T_STRING},
+};
+static const pkm_schema_t player = {"Player", player_f, 2};
+static const pkm_field_t player_elem = {.type = PKM_T_STRUCT, .sub = &player};
+static const pkm_field_t chat_f[] = {
+    {.name = "room", .type = PKM_T_BYTE},
+    {.name = "text", .type = PKM_T_STRING},
+    {.name = "count", .type = PKM_T_BYTE},
+    {.name = "players", .type = PKM_T_ARRAY, .elem = &player_elem, .len_field = PKM_LEN_FIELD(2)},
+};
+static const pkm_schema_t chat = {"ChatMessage", chat_f, 4};
+
+static void *last_error_elsewhere(void *arg)
+{
+    (void)arg;
+    return (void *)pkm_schema_last_error(); /* this thread's: none */
+}
+
+static void schema_errors_name_packet_field_offset(void **state)
+{
+    (void)state;
+    pkm_registry_t *reg = pkm_registry_new();
+    assert_non_null(reg);
+    assert_int_equal(pkm_registry_register(reg, 0x12, &chat), 0);
+    uint8_t buf[256];
+    size_t len;
+    uint32_t hash;
+
+    /* Encoding: invalid UTF-8 in 'text', which begins after the 1-byte 'room'. */
+    pkm_value_t v[4] = {PKM_V_U(1), PKM_V_STR("a\xff"), PKM_V_U(0), PKM_V_ARRAY(NULL, 0)};
+    assert_int_equal(pkm_registry_encode_content(reg, 0x12, v, 4, buf, sizeof buf, &len, &hash),
+                     PKM_EUTF8);
+    assert_string_equal(pkm_schema_last_error(),
+                        "packet 0x12 (ChatMessage) field 'text' at offset 1: text is not valid "
+                        "UTF-8");
+    /* Per thread: another thread has no record; this one keeps its own. */
+    pthread_t th;
+    void *other = NULL;
+    assert_int_equal(pthread_create(&th, NULL, last_error_elsewhere, NULL), 0);
+    assert_int_equal(pthread_join(th, &other), 0);
+    assert_string_equal((const char *)other, "");
+    assert_says(pkm_schema_last_error(), "field 'text'", NULL);
+
+    /* A nested field: the path and the offset of the value inside the array element. */
+    pkm_value_t p0[2] = {PKM_V_I(7), PKM_V_STR("ann")};
+    pkm_value_t p1[2] = {PKM_V_I(8), PKM_V_STR("b\xc3")}; /* cut UTF-8 */
+    pkm_value_t players[2] = {PKM_V_STRUCT(p0, 2), PKM_V_STRUCT(p1, 2)};
+    v[1] = PKM_V_STR("hi");
+    v[2] = PKM_V_U(2);
+    v[3] = PKM_V_ARRAY(players, 2);
+    assert_int_equal(pkm_registry_encode_content(reg, 0x12, v, 4, buf, sizeof buf, &len, &hash),
+                     PKM_EUTF8);
+    /* room 1 + text 2+2 + count 1 = 6; players[0] = 4 + 2+3 = 9; players[1].score 4: 19. */
+    assert_says(pkm_schema_last_error(),
+                "packet 0x12 (ChatMessage) field 'players[1].name' at "
+                "offset 19:",
+                NULL);
+    /* Too few values. */
+    assert_int_equal(pkm_registry_encode_content(reg, 0x12, v, 3, buf, sizeof buf, &len, &hash),
+                     PKM_ETYPE);
+    assert_says(pkm_schema_last_error(), "3 values given for the 4 fields of ChatMessage", NULL);
+    /* A success clears it. */
+    p1[1] = PKM_V_STR("bo");
+    assert_int_equal(pkm_registry_encode_content(reg, 0x12, v, 4, buf, sizeof buf, &len, &hash), 0);
+    assert_string_equal(pkm_schema_last_error(), "");
+
+    /* Decoding what a peer sent: a raw 0xF5 byte in 'text' (offset 1). */
+    const uint8_t bad[] = {0x01, 0x00, 0x02, 'h', 0xF5, 0x00};
+    pkm_packet_t pkt = {.id = 0x12, .hash = 0, .content = bad, .size = sizeof bad};
+    pkm_msg_t *m = NULL;
+    assert_int_equal(pkm_registry_decode(reg, &pkt, &m), PKM_EMUTF8_BYTE);
+    assert_null(m);
+    assert_says(pkm_schema_last_error(), "packet 0x12 (ChatMessage) field 'text' at offset 1: ",
+                pkm_strerror(PKM_EMUTF8_BYTE), NULL);
+    /* Trailing bytes, a wrong Hash, an unknown id. */
+    uint8_t good[] = {0x01, 0x00, 0x02, 'h', 'i', 0x00, 0xAA};
+    pkt.content = good;
+    pkt.size = sizeof good;
+    assert_int_equal(pkm_registry_verify(reg, &pkt), PKM_ESIZE);
+    assert_says(pkm_schema_last_error(),
+                "packet 0x12 (ChatMessage) at offset 6:", "1 bytes after the last field", NULL);
+    pkt.size = sizeof good - 1;
+    pkt.hash = 0x1234;
+    assert_int_equal(pkm_registry_verify_hook(reg, &pkt), PKM_EHASH);
+    assert_says(pkm_schema_last_error(),
+                "packet 0x12 (ChatMessage): ", "the packet says 0x00001234, its content gives 0x",
+                NULL);
+    pkt.id = 0x13;
+    assert_int_equal(pkm_registry_decode(reg, &pkt, &m), PKM_EUNKNOWNID);
+    assert_string_equal(pkm_schema_last_error(),
+                        "packet 0x13: no schema registered for this packet id");
+    pkm_registry_free(reg);
+}
+
 /* ---- handshake closes: which side, which step, on both sides ---- */
 
 /* A server on its own thread that records each on_close. */
@@ -416,6 +515,7 @@ int main(void)
         cmocka_unit_test(listen_and_from_fd_name_the_field),
         cmocka_unit_test(key_file_errors_name_path_and_errno),
         cmocka_unit_test(server_new_says_why),
+        cmocka_unit_test(schema_errors_name_packet_field_offset),
         cmocka_unit_test(handshake_closes_say_who_and_where),
     };
     return cmocka_run_group_tests(tests, t_keys_setup, t_keys_teardown);
