@@ -571,6 +571,24 @@ void pkm_registry_free(pkm_registry_t *reg)
     pkm__free(reg);
 }
 
+int pkm_registry_new_from(const pkm_registry_entry_t *entries, size_t n, pkm_registry_t **out)
+{
+    if (!out) return PKM_EINVAL;
+    *out = NULL;
+    if (!entries && n) return PKM_EINVAL;
+    pkm_registry_t *reg = pkm_registry_new();
+    if (!reg) return PKM_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        int rc = pkm_registry_register(reg, entries[i].id, entries[i].schema);
+        if (rc < 0) {
+            pkm_registry_free(reg);
+            return rc;
+        }
+    }
+    *out = reg;
+    return 0;
+}
+
 int pkm_registry_register(pkm_registry_t *reg, uint8_t id, const pkm_schema_t *s)
 {
     if (!reg || !s || id == PKM_HANDSHAKE_ID) return PKM_EINVAL;

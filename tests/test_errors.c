@@ -354,6 +354,22 @@ static void schema_errors_name_packet_field_offset(void **state)
     assert_string_equal(pkm_schema_last_error(),
                         "packet 0x13: no schema registered for this packet id");
     pkm_registry_free(reg);
+
+    /* A registry from a table in one call: each entry registered, or nothing on a bad entry. */
+    const pkm_registry_entry_t table[] = {{0x12, &chat}, {0x20, &player}};
+    assert_int_equal(pkm_registry_new_from(table, 2, &reg), 0);
+    assert_ptr_equal(pkm_registry_lookup(reg, 0x12), &chat);
+    assert_ptr_equal(pkm_registry_lookup(reg, 0x20), &player);
+    assert_null(pkm_registry_lookup(reg, 0x13));
+    pkm_registry_free(reg);
+    const pkm_registry_entry_t twice[] = {{0x12, &chat}, {0x12, &player}};
+    reg = (pkm_registry_t *)1;
+    assert_int_equal(pkm_registry_new_from(twice, 2, &reg), PKM_ESTATE);
+    assert_null(reg);
+    const pkm_registry_entry_t reserved[] = {{0xFF, &chat}};
+    assert_int_equal(pkm_registry_new_from(reserved, 1, &reg), PKM_EINVAL);
+    assert_int_equal(pkm_registry_new_from(NULL, 0, &reg), 0);
+    pkm_registry_free(reg);
 }
 
 /* ---- handshake closes: which side, which step, on both sides ---- */

@@ -146,6 +146,18 @@ PKM_API const pkm_schema_t *pkm_handshake_schema(void);
 PKM_API pkm_registry_t *pkm_registry_new(void);
 PKM_API void pkm_registry_free(pkm_registry_t *reg);
 
+/* A registry made from a table in one call: pkm_registry_new(), then pkm_registry_register() of
+ * each entry in order. *out (the caller's, pkm_registry_free) is NULL on failure: PKM_ENOMEM, or
+ * the first registration's error (PKM_EINVAL, PKM_ESTATE, PKM_ESCHEMA). E.g.
+ *   static const pkm_registry_entry_t packets[] = {{0x10, &say}, {0x11, &said}};
+ *   pkm_registry_t *reg; rc = pkm_registry_new_from(packets, 2, &reg); */
+typedef struct pkm_registry_entry {
+    uint8_t id;
+    const pkm_schema_t *schema; /* borrowed, as for pkm_registry_register */
+} pkm_registry_entry_t;
+PKM_API int pkm_registry_new_from(const pkm_registry_entry_t *entries, size_t n,
+                                  pkm_registry_t **out);
+
 /* Registers s for id after pkm_schema_validate(). PKM_EINVAL for id 0xFF or NULL arguments,
  * PKM_ESTATE if the id already has a schema, PKM_ESCHEMA for a malformed schema. */
 PKM_API int pkm_registry_register(pkm_registry_t *reg, uint8_t id, const pkm_schema_t *s);
