@@ -225,6 +225,13 @@ static void key_file_errors_name_path_and_errno(void **state)
 
 /* ---- the server's errbuf ---- */
 
+static void quiet_log(void *user, int level, const char *msg)
+{
+    (void)user;
+    (void)level;
+    (void)msg;
+}
+
 static void server_new_says_why(void **state)
 {
     (void)state;
@@ -243,13 +250,17 @@ static void server_new_says_why(void **state)
     assert_int_equal(pkm_server_new(&cfg, &srv), PKM_EINVAL);
     assert_says(eb, "idle_timeout_ms: expected 0 or more, got -3", NULL);
     cfg.idle_timeout_ms = 0;
+    cfg.proxy_trusted = "10.0.0.0/8,nonsense";
+    cfg.on_log = quiet_log;
+    assert_int_equal(pkm_server_new(&cfg, &srv), PKM_EINVAL);
+    assert_says(eb, "pkm_server_new: invalid argument: proxy_trusted", "nonsense", NULL);
+    cfg.proxy_trusted = NULL;
 
     /* The port of a server already listening: address in use, named with the address. */
     pkm_server_t *first = NULL;
     assert_int_equal(pkm_server_new(&cfg, &first), 0);
     assert_string_equal(eb, "");
     cfg.port = pkm_server_port(first);
-    cfg.on_log = NULL;
     assert_int_equal(pkm_server_new(&cfg, &srv), PKM_EIO);
     assert_null(srv);
     char want[64];
