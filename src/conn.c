@@ -249,6 +249,18 @@ static int read_some(pkm_conn_t *c, int *progress)
     }
 }
 
+/* How long a wait may last: the earlier of `deadline` (-1: none) and, with idle_bound, the end of
+ * the idle timeout (then *idle is 1). */
+static int64_t wait_until(const pkm_conn_t *c, int64_t deadline, int idle_bound, int *idle)
+{
+    *idle = 0;
+    if (!idle_bound || c->idle_ms <= 0) return deadline;
+    int64_t idle_end = c->last_rx + c->idle_ms * 1000000;
+    if (deadline >= 0 && idle_end > deadline) return deadline;
+    *idle = 1;
+    return idle_end;
+}
+
 /* The deadline of a drive() ran out. */
 static int expired(pkm_conn_t *c, enum goal g, int idle)
 {
@@ -299,15 +311,8 @@ static int drive(pkm_conn_t *c, int64_t deadline, enum goal g, pkm_packet_t *pkt
         if (progress) continue;
 
         /* Nothing can move now: wait for the socket, the deadline or the idle bound. */
-        int64_t now = now_ns(), until = deadline;
-        int idle = 0;
-        if (g == GOAL_PACKET && c->idle_ms > 0) {
-            int64_t idle_end = c->last_rx + (int64_t)c->idle_ms * 1000000;
-            if (until < 0 || idle_end <= until) {
-                until = idle_end;
-                idle = 1;
-            }
-        }
+        int idle;
+        int64_t now = now_ns(), until = wait_until(c, deadline, g == GOAL_PACKET, &idle);
         if (until >= 0 && now >= until) return expired(c, g, idle);
         struct pollfd pfd = {.fd = c->fd, .events = 0, .revents = 0};
         if (can_read) pfd.events |= POLLIN;
@@ -725,15 +730,8 @@ int pkm_conn_wait(pkm_conn_t *c, int extra_fd, int extra_events, int *extra_reve
         if (pkm_engine_wants(c->e) & PKM_WANT_SEND) (void)write_some(c, &progress);
         if (pkm_conn_pending(c)) return PKM_CONN_READY;
 
-        int64_t now = now_ns(), until = deadline;
-        int idle = 0;
-        if (c->idle_ms > 0) {
-            int64_t idle_end = c->last_rx + (int64_t)c->idle_ms * 1000000;
-            if (until < 0 || idle_end <= until) {
-                until = idle_end;
-                idle = 1;
-            }
-        }
+        int idle;
+        int64_t now = now_ns(), until = wait_until(c, deadline, 1, &idle);
         /* At the idle bound pkm_conn_recv() closes the connection: let it say so. */
         if (until >= 0 && now >= until) return idle ? PKM_CONN_READY : PKM_EAGAIN;
 
