@@ -304,7 +304,7 @@ const pkm_cmpl_symbol_t *pkm_cmpl_symbol_by_value(const pkm_cmpl_packet_t *p, si
 
 int pkm_cmpl_register(pkm_registry_t *reg)
 {
-    if (!reg) return PKM_EINVAL;
+    PKM_ENSURE(reg != NULL, PKM_EINVAL);
     /* All or nothing: check every id first (pkm_registry_register itself only fails on an id in
      * use, a malformed schema or NULL, and the tables here are validated by the tests). */
     for (size_t i = 0; i < N(packets); i++)

@@ -568,7 +568,7 @@ int pkm__accept_io(pkm_listener_t *l, const struct pkm__io *io, pkm_conn_t **out
 {
     char what[PKM_ERRMSG_SIZE], text[128];
     if (out) *out = NULL;
-    if (!l || !out) return PKM_EINVAL;
+    PKM_ENSURE(l && out, PKM_EINVAL);
     if (!io) io = &pkm__io_default;
     l->msg[0] = '\0';
     int fd;
@@ -612,7 +612,7 @@ void pkm_listener_close(pkm_listener_t *l)
 int pkm_conn_send(pkm_conn_t *c, uint8_t id, uint32_t hash, const void *content, size_t size,
                   int64_t timeout_ms)
 {
-    if (!c) return PKM_EINVAL;
+    PKM_ENSURE(c != NULL, PKM_EINVAL);
     if (c->err) return c->err;
     int64_t deadline = deadline_in(timeout_ms);
     for (;;) {
@@ -631,29 +631,27 @@ int pkm_conn_send(pkm_conn_t *c, uint8_t id, uint32_t hash, const void *content,
 
 int pkm_conn_flush(pkm_conn_t *c, int64_t timeout_ms)
 {
-    if (!c) return PKM_EINVAL;
+    PKM_ENSURE(c != NULL, PKM_EINVAL);
     return drive(c, deadline_in(timeout_ms), GOAL_FLUSH, NULL);
 }
 
 int pkm_conn_recv(pkm_conn_t *c, pkm_packet_t *out, int64_t timeout_ms)
 {
-    if (!c || !out) return PKM_EINVAL;
+    PKM_ENSURE(c && out, PKM_EINVAL);
     return drive(c, deadline_in(timeout_ms), GOAL_PACKET, out);
 }
 
 int pkm_conn_rekey(pkm_conn_t *c, const uint8_t *secret, size_t secret_len, int64_t timeout_ms)
 {
-    if (!c) return PKM_EINVAL;
+    PKM_ENSURE(c != NULL, PKM_EINVAL);
     if (c->err) return c->err;
     int64_t deadline = deadline_in(timeout_ms);
     int r = pkm_engine_rekey(c->e, secret, secret_len);
-    c->phase = PHASE_REKEY;
     c->limit_ms = timeout_ms;
-    if (r < 0) {
-        if (pkm_engine_state(c->e) == PKM_STATE_CLOSED) return engine_failed(c);
-        c->phase = PHASE_ESTABLISHED;
-        return r; /* PKM_EINVAL, PKM_ENOMEM, PKM_ESTATE: nothing changed */
-    }
+    /* PKM_EINVAL, PKM_ENOMEM, PKM_ESTATE with the engine open: nothing changed. */
+    if (r < 0 && pkm_engine_state(c->e) != PKM_STATE_CLOSED) return r;
+    c->phase = PHASE_REKEY; /* for the sentences from here on */
+    if (r < 0) return engine_failed(c);
     PKM_GUARD(drive(c, deadline, GOAL_HANDSHAKE, NULL));
     c->phase = PHASE_ESTABLISHED;
     c->last_rx = now_ns();
@@ -721,7 +719,7 @@ int pkm_conn_wait(pkm_conn_t *c, int extra_fd, int extra_events, int *extra_reve
                   int64_t timeout_ms)
 {
     if (extra_revents) *extra_revents = 0;
-    if (!c) return PKM_EINVAL;
+    PKM_ENSURE(c != NULL, PKM_EINVAL);
     int64_t deadline = deadline_in(timeout_ms);
     for (;;) {
         int progress = 0;

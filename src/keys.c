@@ -245,7 +245,7 @@ int pkm_key_from_der(const uint8_t *der, size_t len, pkm_key_t **out)
     size_t elen = 0;
     PKM_GUARD(spki_parse(der, len, &n, &e, &elen));
     pkm_key_t *k = pkm__calloc(1, sizeof *k);
-    if (k == NULL) return PKM_ENOMEM;
+    PKM_ENSURE(k != NULL, PKM_ENOMEM);
     atomic_init(&k->refs, 1);
     k->der = pkm__malloc(len);
     if (k->der == NULL) {
@@ -354,26 +354,24 @@ static int read_all(int fd, const struct stat *st, uint8_t **out, size_t *outlen
     if (st->st_size > PKM_KEY_FILE_MAX) return PKM_EKEY;
     size_t cap = (size_t)st->st_size + 1, len = 0;
     uint8_t *buf = pkm__malloc(cap);
-    if (buf == NULL) return PKM_ENOMEM;
+    PKM_ENSURE(buf != NULL, PKM_ENOMEM);
+    int rc;
     for (;;) {
-        if (len == cap) { /* the file grew since fstat: bounded by PKM_KEY_FILE_MAX + 1 */
-            OPENSSL_cleanse(buf, len);
-            pkm__free(buf);
-            return PKM_EKEY;
-        }
+        /* len == cap: the file grew since fstat (bounded by PKM_KEY_FILE_MAX + 1). */
+        PKM_ENSURE_GOTO(rc, len < cap, PKM_EKEY);
         ssize_t r = read(fd, buf + len, cap - len);
         if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            OPENSSL_cleanse(buf, len);
-            pkm__free(buf);
-            return PKM_EKEYFILE;
-        }
+        PKM_ENSURE_GOTO(rc, r >= 0, PKM_EKEYFILE); /* errno says why */
         if (r == 0) break;
         len += (size_t)r;
     }
     *out = buf;
     *outlen = len;
     return 0;
+cleanup:
+    OPENSSL_cleanse(buf, len);
+    pkm__free(buf);
+    return rc;
 }
 
 /* pkm_key_load_pem_errbuf's refusal: "key file PATH: WHY" into eb (when given), and err. */
@@ -539,7 +537,7 @@ static int save_pem(const pkm_key_t *key, const char *path, mode_t mode, int pri
     PKM_ENSURE((flags & ~(unsigned)PKM_KEY_SAVE_NOREPLACE) == 0, PKM_EINVAL);
     int noreplace = (flags & PKM_KEY_SAVE_NOREPLACE) != 0;
     BIO *bio = BIO_new(BIO_s_secmem());
-    if (bio == NULL) return PKM_ENOMEM;
+    PKM_ENSURE(bio != NULL, PKM_ENOMEM);
     int ok = private_half
                  ? PEM_write_bio_PrivateKey(bio, key->pkey, NULL, NULL, 0, no_passphrase, NULL)
                  : PEM_write_bio_PUBKEY(bio, key->pkey);
@@ -661,25 +659,14 @@ int pkm_keypool_new(size_t capacity, pkm_keypool_t **out)
     *out = NULL;
     PKM_ENSURE(capacity >= 1 && capacity <= 1024, PKM_EINVAL);
     pkm_keypool_t *pool = pkm__calloc(1, sizeof *pool);
-    if (pool == NULL) return PKM_ENOMEM;
+    PKM_ENSURE(pool != NULL, PKM_ENOMEM);
+    int rc, have_mu = 0, have_wake = 0;
     pool->keys = pkm__calloc(capacity, sizeof *pool->keys);
-    if (pool->keys == NULL) {
-        pkm__free(pool);
-        return PKM_ENOMEM;
-    }
+    PKM_ENSURE_GOTO(rc, pool->keys != NULL, PKM_ENOMEM);
     pool->capacity = capacity;
     pool->pid = getpid();
-    if (pthread_mutex_init(&pool->mu, NULL) != 0) {
-        pkm__free(pool->keys);
-        pkm__free(pool);
-        return PKM_ENOMEM;
-    }
-    if (pthread_cond_init(&pool->wake, NULL) != 0) {
-        pthread_mutex_destroy(&pool->mu);
-        pkm__free(pool->keys);
-        pkm__free(pool);
-        return PKM_ENOMEM;
-    }
+    PKM_ENSURE_GOTO(rc, (have_mu = pthread_mutex_init(&pool->mu, NULL) == 0), PKM_ENOMEM);
+    PKM_ENSURE_GOTO(rc, (have_wake = pthread_cond_init(&pool->wake, NULL) == 0), PKM_ENOMEM);
     /* The generator thread blocks every signal, so that the application's handlers run only in
      * its own threads. It inherits the mask in force at pthread_create. */
     sigset_t all, old;
@@ -687,15 +674,15 @@ int pkm_keypool_new(size_t capacity, pkm_keypool_t **out)
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int err = pthread_create(&pool->thread, NULL, pool_main, pool);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (err != 0) {
-        pthread_cond_destroy(&pool->wake);
-        pthread_mutex_destroy(&pool->mu);
-        pkm__free(pool->keys);
-        pkm__free(pool);
-        return err == EAGAIN ? PKM_ENOMEM : PKM_EINTERNAL;
-    }
+    PKM_ENSURE_GOTO(rc, err == 0, err == EAGAIN ? PKM_ENOMEM : PKM_EINTERNAL);
     *out = pool;
     return 0;
+cleanup:
+    if (have_wake) pthread_cond_destroy(&pool->wake);
+    if (have_mu) pthread_mutex_destroy(&pool->mu);
+    pkm__free(pool->keys);
+    pkm__free(pool);
+    return rc;
 }
 
 int pkm_keypool_take(pkm_keypool_t *pool, pkm_key_t **out)
