@@ -123,7 +123,12 @@ static size_t g_ck_len;                       /* ClientKey's bytes: Int n + DER 
 static uint8_t g_random[KEYSHARE_BYTES * 64]; /* KeyShares are taken from here in turn */
 static unsigned g_rand_next;
 
-static int flood_open(int ep, uint16_t port, struct slot *s)
+/* Capacity mode connects from many sources (127.1.0.0/16, one address after the other), as a
+ * population of clients would, so that the per-source limits of `pkmcom serve` (handshakes in
+ * flight, connection rate) do not cap what is measured; the flood comes from 127.0.0.2 alone. */
+static uint32_t g_next_src;
+
+static int flood_open(int ep, uint16_t port, struct slot *s, int capacity)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     if (fd < 0) return -1;
@@ -133,7 +138,7 @@ static int flood_open(int ep, uint16_t port, struct slot *s)
     (void)setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
     struct sockaddr_in src = {0}, dst = {0};
     src.sin_family = dst.sin_family = AF_INET;
-    src.sin_addr.s_addr = htonl(0x7f000002); /* 127.0.0.2 */
+    src.sin_addr.s_addr = htonl(capacity ? 0x7f010000 + (g_next_src++ & 0xffff) : 0x7f000002);
     dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     dst.sin_port = htons(port);
     if (bind(fd, (struct sockaddr *)&src, sizeof src) != 0 ||
@@ -174,7 +179,7 @@ static void flood_run(int ctl, int res, uint16_t port, int capacity)
     size_t len = g_ck_len + KEYSHARE_BYTES + (capacity ? CONFIRM_BYTES : 0);
     double t0 = bench_now(), counted_from = t0 + WARM_S, cpu0 = bench_cpu_now();
     for (int i = 0; i < FLOOD_CONNS; i++)
-        if (flood_open(ep, port, &slots[i]) != 0) {
+        if (flood_open(ep, port, &slots[i], capacity) != 0) {
             slots[i].fd = -1;
             r.errors++;
         }
@@ -217,7 +222,7 @@ static void flood_run(int ctl, int res, uint16_t port, int capacity)
                     r.errors++;
                 else if (bench_now() >= counted_from)
                     r.done++;
-                if (flood_open(ep, port, s) != 0) {
+                if (flood_open(ep, port, s, capacity) != 0) {
                     s->fd = -1;
                     r.errors++;
                 }
@@ -234,7 +239,7 @@ static void flood_run(int ctl, int res, uint16_t port, int capacity)
                 flood_close(ep, &slots[i]);
                 r.abandoned++;
             }
-            if (slots[i].fd < 0 && flood_open(ep, port, &slots[i]) != 0) slots[i].fd = -1;
+            if (slots[i].fd < 0 && flood_open(ep, port, &slots[i], capacity) != 0) slots[i].fd = -1;
         }
     }
     r.seconds = bench_now() - counted_from;

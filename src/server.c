@@ -359,6 +359,8 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
     lc.max_queued = cfg->max_queued;
     lc.max_queued_per_source = cfg->max_queued_per_source;
     lc.max_conns_per_source = cfg->max_conns_per_source;
+    lc.conn_rate_per_source = cfg->conn_rate_per_source;
+    lc.conn_burst_per_source = cfg->conn_burst_per_source;
     lc.secret_fails = cfg->engine.secret_len ? cfg->secret_fails : 0;
     lc.secret_window_ms = (uint64_t)cfg->secret_window_ms;
     lc.secret_ban_ms = (uint64_t)cfg->secret_ban_ms;

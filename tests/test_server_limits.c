@@ -413,6 +413,58 @@ static void per_source_connection_cap(void **state)
     obs_done(&o);
 }
 
+/* conn_rate_per_source refuses at accept: past the burst a connection from the source is closed
+ * without a byte, gets no engine, no callback and no RSA job (the job hook counts the accepted
+ * ones' jobs only); another source is served meanwhile. Rate 1 a second, burst 2: of 6
+ * connections made within `elapsed` seconds at most 2 + elapsed are accepted. */
+static void per_source_connection_rate(void **state)
+{
+    (void)state;
+    obs_t o;
+    obs_init(&o, 1);
+    pkm_server_config_t cfg;
+    base_config(&cfg, &o);
+    cfg.conn_rate_per_source = 1;
+    cfg.conn_burst_per_source = 2;
+    fixture_t f;
+    start(&f, &cfg, &o);
+    enum { N = 6 };
+    int fd[N], served = 0, refused = 0;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < N; i++)
+        fd[i] = tcp_connect(f.port, "127.0.0.2");
+    /* Whatever the server sends first: the ServerKey, or the end of the stream. */
+    for (int i = 0; i < N; i++) {
+        uint8_t b[4];
+        ssize_t n = recv(fd[i], b, sizeof b, 0);
+        if (n > 0)
+            served++;
+        else
+            refused++;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long elapsed = (long)(t1.tv_sec - t0.tv_sec) + 1;
+    assert_true(served >= 2);
+    assert_true(served <= 2 + elapsed);
+    int other = tcp_connect(f.port, "127.0.0.1");
+    int got = 0;
+    pkm_engine_t *e = client_establish(other, NULL, &got);
+    assert_non_null(e);
+    pkm_server_stats_t st;
+    pkm_server_stats(f.srv, &st);
+    assert_int_equal(st.refused, (uint64_t)refused);
+    assert_int_equal(st.accepted, (uint64_t)served + 1);
+    stop(&f);
+    assert_int_equal(o.queued, 1); /* the established one's; none for the refused */
+    assert_int_equal(o.closes, served + 1);
+    for (int i = 0; i < N; i++)
+        close(fd[i]);
+    close(other);
+    pkm_engine_free(e);
+    obs_done(&o);
+}
+
 /* ---- memory a peer can pin ---- */
 
 /* A started packet that does not complete within the deadline closes its connection, and its
@@ -565,6 +617,7 @@ int main(void)
         cmocka_unit_test(admission_caps_hold_under_a_burst),
         cmocka_unit_test(admission_refuses_past_the_queue),
         cmocka_unit_test(per_source_connection_cap),
+        cmocka_unit_test(per_source_connection_rate),
         cmocka_unit_test(partial_packet_deadline),
         cmocka_unit_test(partial_packet_budget),
         cmocka_unit_test(failed_secret_ban_engages_and_expires),

@@ -42,6 +42,10 @@ static const char serve_help[] =
     "  --max-queued N                 handshakes waiting in all (4096); past it: closed\n"
     "  --max-queued-per-source N      waiting per source (256)\n"
     "  --max-conns-per-source N       connections open per source (256)\n"
+    "  --conn-rate-per-source N       new connections a second per source (64), in\n"
+    "  --conn-burst-per-source N      bursts of up to N (0, the default: twice the rate);\n"
+    "                                 past it a connection is closed at accept, before\n"
+    "                                 any handshake work\n"
     "  --secret-fails N               a source failing the password N times (5) within\n"
     "  --secret-window SEC            SEC seconds (60) is refused for\n"
     "  --secret-ban SEC               SEC seconds (300)\n"
@@ -62,6 +66,8 @@ enum {
     L_Q,
     L_Q_SRC,
     L_CONNS_SRC,
+    L_RATE_SRC,
+    L_BURST_SRC,
     L_FAILS,
     L_WINDOW,
     L_BAN,
@@ -81,6 +87,8 @@ static const struct {
     [L_Q] = {"max-queued", 4096, 1000000},
     [L_Q_SRC] = {"max-queued-per-source", 256, 1000000},
     [L_CONNS_SRC] = {"max-conns-per-source", 256, 10000000},
+    [L_RATE_SRC] = {"conn-rate-per-source", 64, 10000000},
+    [L_BURST_SRC] = {"conn-burst-per-source", 0, 10000000},
     [L_FAILS] = {"secret-fails", 5, 1000000},
     [L_WINDOW] = {"secret-window", 60, 86400 * 30},
     [L_BAN] = {"secret-ban", 300, 86400 * 30},
@@ -339,6 +347,8 @@ int cmd_serve(int argc, char **argv)
     cfg.max_queued = (uint32_t)lim[L_Q];
     cfg.max_queued_per_source = (uint32_t)lim[L_Q_SRC];
     cfg.max_conns_per_source = (uint32_t)lim[L_CONNS_SRC];
+    cfg.conn_rate_per_source = (uint32_t)lim[L_RATE_SRC];
+    cfg.conn_burst_per_source = (uint32_t)lim[L_BURST_SRC];
     cfg.secret_fails = (uint32_t)lim[L_FAILS];
     cfg.secret_window_ms = (int64_t)lim[L_WINDOW] * 1000;
     cfg.secret_ban_ms = (int64_t)lim[L_BAN] * 1000;
@@ -378,13 +388,13 @@ int cmd_serve(int argc, char **argv)
     pkm_server_free(s.srv);
     pkm_key_free(key);
     if (rc < 0) return tool_fail(TOOL_EXIT_FAIL, "server failed: %s", pkm_strerror(rc));
-    tool_log("stopped%s: connections %llu (handshakes failed %llu, refused %llu), packets in %llu, "
-             "out %llu",
+    tool_log("stopped%s: connections %llu (handshakes failed %llu, refused %llu by --max-conns, "
+             "%llu by the limits), packets in %llu, out %llu",
              stop_signal == SIGINT    ? " on SIGINT"
              : stop_signal == SIGTERM ? " on SIGTERM"
                                       : "",
              (unsigned long long)st.accepted, (unsigned long long)st.handshakes_failed,
-             (unsigned long long)st.rejected, (unsigned long long)st.packets_in,
-             (unsigned long long)st.packets_out);
+             (unsigned long long)st.rejected, (unsigned long long)st.refused,
+             (unsigned long long)st.packets_in, (unsigned long long)st.packets_out);
     return TOOL_EXIT_OK;
 }
