@@ -278,7 +278,9 @@ static void find_pkmcom(char *out, size_t cap)
     }
 }
 
-static pid_t start_server(const char *pkmcom, const char *key, const char *log, uint16_t *port)
+/* `pkmcom serve` with its defaults, plus `extra` (NULL-terminated options, or NULL). */
+static pid_t start_server(const char *pkmcom, const char *key, const char *log, uint16_t *port,
+                          const char *const *extra)
 {
     pid_t pid = fork();
     if (pid < 0) die("fork", errno);
@@ -292,7 +294,12 @@ static pid_t start_server(const char *pkmcom, const char *key, const char *log, 
         dup2(null, 0);
         dup2(null, 1);
         dup2(fd, 2);
-        execl(pkmcom, "pkmcom", "serve", "--listen", "127.0.0.1:0", "--key", key, (char *)NULL);
+        const char *argv[16] = {"pkmcom", "serve", "--listen", "127.0.0.1:0", "--key", key};
+        int n = 6;
+        for (; extra && *extra && n < 15; extra++)
+            argv[n++] = *extra;
+        argv[n] = NULL;
+        execv(pkmcom, (char *const *)(uintptr_t)argv);
         _exit(127);
     }
     /* Its log says "pkmcom: listening on 127.0.0.1:PORT (...)". */
@@ -418,8 +425,185 @@ static struct flood_result flood_phase(int ctl, int res, char mode, double secon
     return r;
 }
 
+/* ---- memory a peer can pin ----------------------------------------------------------------
+ * PIN_CONNS clients each complete the handshake, announce a packet of PIN_SIZE bytes of content
+ * (the largest `pkmcom serve` accepts) and send all of it but the last PIN_HELD_BACK bytes, then
+ * wait. The server (its own instance, with --partial-deadline PIN_DEADLINE_S so that the run
+ * takes seconds rather than the default 30 s) must close each at the deadline and give the
+ * memory back: its VmRSS before, at the peak and after. */
+
+#define PIN_CONNS      40
+#define PIN_SIZE       (1u << 20)
+#define PIN_HELD_BACK  16
+#define PIN_DEADLINE_S 2
+
+/* VmRSS (or another /proc/PID/status field) of pid, in KiB; -1 if unreadable. */
+static long proc_status_kib(pid_t pid, const char *field)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long v = -1;
+    size_t fl = strlen(field);
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, field, fl) == 0 && line[fl] == ':') v = strtol(line + fl + 1, NULL, 10);
+    if (f) fclose(f);
+    return v;
+}
+
+static int tcp_connect_to(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) die("socket", errno);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) die("connect", errno);
+    return fd;
+}
+
+static void engine_send_all(pkm_engine_t *e, int fd)
+{
+    size_t len = 0;
+    const uint8_t *out;
+    while ((out = pkm_engine_send_buf(e, &len)) != NULL && len) {
+        ssize_t n = send(fd, out, len, MSG_NOSIGNAL);
+        if (n <= 0) die("send", errno);
+        pkm_engine_send_ack(e, (size_t)n);
+    }
+}
+
+/* A client engine through the handshake on fd (blocking), with ckey. */
+static pkm_engine_t *pin_establish(int fd, pkm_key_t *ckey)
+{
+    pkm_engine_config_t ec;
+    pkm_engine_config_init(&ec, PKM_ROLE_CLIENT);
+    ec.client_key = pkm_key_ref(ckey);
+    pkm_engine_t *e = NULL;
+    int r = pkm_engine_new(&ec, &e);
+    if (r < 0) die("pkm_engine_new", r);
+    while (pkm_engine_state(e) != PKM_STATE_ESTABLISHED) {
+        engine_send_all(e, fd);
+        if (pkm_engine_state(e) == PKM_STATE_CLOSED) die("pin: handshake", pkm_engine_error(e));
+        size_t cap = 0;
+        uint8_t *p = pkm_engine_recv_buf(e, &cap);
+        ssize_t n = p ? recv(fd, p, cap, 0) : -1;
+        if (n <= 0) die("pin: the server closed during the handshake", n < 0 ? errno : 0);
+        if ((r = pkm_engine_recv_ack(e, (size_t)n)) < 0) die("pin: handshake", r);
+    }
+    engine_send_all(e, fd); /* (nothing: a client sends its 0xFF before it is established) */
+    return e;
+}
+
+struct pin_result {
+    long before, peak, after, hwm; /* KiB */
+    int closed;                    /* connections the server closed */
+    double close_after_s;          /* from the last byte sent to the last connection closed */
+};
+
+static struct pin_result pin_run(const char *pkmcom, const char *key, const char *log,
+                                 pkm_key_t *ckey)
+{
+    char deadline[16];
+    snprintf(deadline, sizeof deadline, "%d", PIN_DEADLINE_S);
+    const char *extra[] = {"--partial-deadline", deadline, NULL};
+    uint16_t port = 0;
+    pid_t server = start_server(pkmcom, key, log, &port, extra);
+    struct pin_result res = {0, 0, 0, 0, 0, 0};
+    /* Warm-up: a few handshakes and one whole 1 MiB packet echoed, so that the loop, the thread
+     * pool and the allocator are at working size before the baseline. */
+    for (int i = 0; i < 2; i++)
+        if (good_connect(port, ckey) < 0) die("pin: warm-up connect", 0);
+    {
+        int fd = tcp_connect_to(port);
+        pkm_engine_t *e = pin_establish(fd, ckey);
+        uint8_t *content = calloc(1, PIN_SIZE);
+        if (!content) die("calloc", ENOMEM);
+        int r = pkm_engine_queue_packet(e, 0x20, 0, content, PIN_SIZE);
+        free(content);
+        if (r < 0) die("pin: queue", r);
+        engine_send_all(e, fd);
+        pkm_packet_t pkt;
+        for (;;) { /* the echo */
+            size_t cap = 0;
+            uint8_t *p = pkm_engine_recv_buf(e, &cap);
+            ssize_t n = p ? recv(fd, p, cap, 0) : -1;
+            if (n <= 0) die("pin: warm-up echo", n < 0 ? errno : 0);
+            if ((r = pkm_engine_recv_ack(e, (size_t)n)) < 0) die("pin: warm-up echo", r);
+            if ((r = pkm_engine_next_packet(e, &pkt)) < 0) die("pin: warm-up echo", r);
+            if (r == 1) break;
+        }
+        if (pkt.size != PIN_SIZE) die("pin: warm-up echo size", 0);
+        close(fd);
+        pkm_engine_free(e);
+    }
+    usleep(300000);
+    res.before = proc_status_kib(server, "VmRSS");
+
+    int fds[PIN_CONNS];
+    pkm_engine_t *engines[PIN_CONNS];
+    uint8_t *content = calloc(1, PIN_SIZE);
+    if (!content) die("calloc", ENOMEM);
+    for (int i = 0; i < PIN_CONNS; i++) {
+        fds[i] = tcp_connect_to(port);
+        engines[i] = pin_establish(fds[i], ckey);
+        int r = pkm_engine_queue_packet(engines[i], 0x20, 0, content, PIN_SIZE);
+        if (r < 0) die("pin: queue", r);
+        size_t len = 0;
+        const uint8_t *out = pkm_engine_send_buf(engines[i], &len);
+        for (size_t off = 0, want = len - PIN_HELD_BACK; off < want;) {
+            ssize_t n = send(fds[i], out + off, want - off, MSG_NOSIGNAL);
+            if (n <= 0) die("pin: send", errno);
+            off += (size_t)n;
+        }
+    }
+    free(content);
+    double sent_at = bench_now(), last_close = sent_at;
+    /* Until every connection is closed by the server (or twice the deadline and 10 s pass):
+     * the server's RSS, sampled every 20 ms, and the closes. */
+    int open_left = PIN_CONNS;
+    while (open_left > 0 && bench_now() < sent_at + 2.0 * PIN_DEADLINE_S + 10) {
+        long rss = proc_status_kib(server, "VmRSS");
+        if (rss > res.peak) res.peak = rss;
+        struct pollfd pf[PIN_CONNS];
+        int map[PIN_CONNS], n = 0;
+        for (int i = 0; i < PIN_CONNS; i++)
+            if (fds[i] >= 0) {
+                pf[n].fd = fds[i];
+                pf[n].events = POLLIN;
+                map[n++] = i;
+            }
+        if (poll(pf, (nfds_t)n, 20) < 0 && errno != EINTR) die("poll", errno);
+        for (int k = 0; k < n; k++) {
+            if (!(pf[k].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            uint8_t b[256];
+            ssize_t got = recv(pf[k].fd, b, sizeof b, 0);
+            if (got > 0) continue; /* (the server sends nothing: not expected) */
+            close(pf[k].fd);
+            fds[map[k]] = -1;
+            open_left--;
+            res.closed++;
+            last_close = bench_now();
+        }
+    }
+    res.close_after_s = last_close - sent_at;
+    for (int i = 0; i < PIN_CONNS; i++) {
+        if (fds[i] >= 0) close(fds[i]);
+        pkm_engine_free(engines[i]);
+    }
+    usleep(500000);
+    if (good_connect(port, ckey) < 0) die("pin: a fresh client was not served", 0);
+    usleep(200000);
+    res.after = proc_status_kib(server, "VmRSS");
+    res.hwm = proc_status_kib(server, "VmHWM");
+    kill(server, SIGTERM);
+    waitpid(server, NULL, 0);
+    return res;
+}
+
 /* The temporary directory and its files, removed when the program exits, even through die(). */
-static char g_dir[64], g_key[96], g_log[96];
+static char g_dir[64], g_key[96], g_log[96], g_log2[96];
 static pid_t g_main;
 
 static void cleanup(void)
@@ -427,6 +611,7 @@ static void cleanup(void)
     if (getpid() != g_main || !g_dir[0]) return;
     unlink(g_key);
     unlink(g_log);
+    unlink(g_log2);
     rmdir(g_dir);
     g_dir[0] = 0;
 }
@@ -457,6 +642,7 @@ int main(void)
     atexit(cleanup);
     snprintf(g_key, sizeof g_key, "%s/key.pem", g_dir);
     snprintf(g_log, sizeof g_log, "%s/serve.log", g_dir);
+    snprintf(g_log2, sizeof g_log2, "%s/serve-pin.log", g_dir);
     const char *keypath = g_key, *logpath = g_log;
     pkm_key_t *skey = NULL, *ckey = NULL, *fkey = NULL;
     int r;
@@ -485,7 +671,7 @@ int main(void)
     pkm_key_free(skey);
 
     uint16_t port = 0;
-    pid_t server = start_server(pkmcom, keypath, logpath, &port);
+    pid_t server = start_server(pkmcom, keypath, logpath, &port, NULL);
 
     /* The flood process, forked before this one starts any connection. */
     int ctl[2], res[2];
@@ -533,8 +719,18 @@ int main(void)
         }
         usleep(10000);
     }
-    pkm_key_free(ckey);
     server_log_summary(logpath);
+
+    /* Memory a peer can pin, on a fresh server. */
+    struct pin_result pin = pin_run(pkmcom, keypath, g_log2, ckey);
+    pkm_key_free(ckey);
+    fprintf(stderr,
+            "bench_flood: pinning: %d connections x %u B less %d; VmRSS %ld KiB before, %ld at "
+            "the peak (VmHWM %ld), %ld after; %d closed by the server, the last %.2f s after the "
+            "last byte sent (deadline %d s)\n",
+            PIN_CONNS, PIN_SIZE, PIN_HELD_BACK, pin.before, pin.peak, pin.hwm, pin.after,
+            pin.closed, pin.close_after_s, PIN_DEADLINE_S);
+    if (pin.before <= 0 || pin.after <= 0) die("pin: no VmRSS for the server", 0);
     cleanup();
 
     double capacity = cap.seconds > 0 ? (double)cap.done / cap.seconds : 0;
@@ -587,10 +783,38 @@ int main(void)
                               (double)cores / (2 * sign_s),
                               7,
                               NULL};
+    char npin[160], apin[160], npeak[160];
+    snprintf(npeak, sizeof npeak,
+             "server RSS growth at the peak, %d connections holding %u B packets less %d B",
+             PIN_CONNS, PIN_SIZE, PIN_HELD_BACK);
+    snprintf(apin, sizeof apin, "the bytes those packets pin (%d x %u B)", PIN_CONNS, PIN_SIZE);
+    struct bench_figure fpeak = {npeak, (double)(pin.peak - pin.before) / 1024.0, "MiB",
+                                 apin,  (double)PIN_CONNS * PIN_SIZE / 1048576.0, 9,
+                                 NULL};
+    snprintf(npin, sizeof npin,
+             "server RSS growth after the partial-packet deadline (%d s) closed them",
+             PIN_DEADLINE_S);
+    struct bench_figure fpin = {npin,
+                                (double)(pin.after - pin.before) / 1024.0,
+                                "MiB",
+                                "server RSS before (after warm-up)",
+                                (double)pin.before / 1024.0,
+                                9,
+                                "value <= 4"};
+    struct bench_figure fclosed = {"pinning connections closed by the deadline",
+                                   (double)pin.closed,
+                                   "connections",
+                                   "pinning connections",
+                                   (double)PIN_CONNS,
+                                   9,
+                                   "ratio >= 1"};
     bench_emit(&f50);
     bench_emit(&f99);
     bench_emit(&ff);
     bench_emit(&fr);
     bench_emit(&fc);
+    bench_emit(&fpeak);
+    bench_emit(&fpin);
+    bench_emit(&fclosed);
     return 0;
 }
