@@ -65,7 +65,7 @@ enum pkm_log_level {
 #define PKM_SERVER_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000
 #define PKM_SERVER_DEFAULT_MAX_SEND_BUFFER      (4u << 20)
 #define PKM_SERVER_DEFAULT_TRIM_AFTER_MS        1000
-#define PKM_SERVER_DEFAULT_BACKLOG              4096
+#define PKM_SERVER_DEFAULT_BACKLOG              511
 #define PKM_SERVER_DEFAULT_MAX_HANDSHAKES       16
 #define PKM_SERVER_DEFAULT_MAX_QUEUED           65536
 #define PKM_SERVER_DEFAULT_SECRET_WINDOW_MS     60000
@@ -86,12 +86,7 @@ typedef struct pkm_server_config {
      * as IPv4 addresses), when the system has IPv6, else 0.0.0.0. Copied. */
     const char *host;
     uint16_t port; /* 0 = an ephemeral port: read it with pkm_server_port() */
-    /* listen(2) backlog; default PKM_SERVER_DEFAULT_BACKLOG (4096; the kernel caps it at
-     * net.core.somaxconn). Deep, so that a flood of connections the server refuses at accept does
-     * not overflow the accept queue while the loop catches up: an overflowing queue drops SYNs,
-     * the flood's and everyone else's, and a client whose SYN is dropped waits a second or more
-     * for its retransmission. */
-    int backlog;
+    int backlog;   /* listen(2) backlog; default PKM_SERVER_DEFAULT_BACKLOG */
 
     /* Every connection's engine configuration (engine.h), with its names, meanings and checks.
      * The server sets engine.role (server) and engine.defer_crypto (its RSA work runs as jobs on
