@@ -624,6 +624,15 @@ static struct pin_result pin_run(const char *pkmcom, const char *key, const char
     return res;
 }
 
+/* For the record (stderr): the slowest connects of a phase, sorted values v[0..n). */
+static void print_slowest(const char *what, const double *v, size_t n)
+{
+    fprintf(stderr, "bench_flood: slowest good connects, %s (ms):", what);
+    for (size_t i = n > 5 ? n - 5 : 0; i < n; i++)
+        fprintf(stderr, " %.2f", v[i]);
+    fprintf(stderr, "\n");
+}
+
 /* One flood phase: the good client's connect times under it, sorted, and the flood's result. */
 struct phase {
     struct flood_result fl;
@@ -645,6 +654,7 @@ static void emit_phase(const struct phase *p, const char *under, const char *the
             the, rate, (unsigned long long)p->fl.done, p->fl.seconds,
             (unsigned long long)p->fl.errors, (unsigned long long)p->fl.abandoned, p->fl.cpu,
             capacity > 0 ? rate / capacity : 0, p->n, p->failed);
+    print_slowest(the, p->v, p->n);
     if (!(rate > 0)) die("the flood made no connections", 0);
     char n50[128], n99[128], aq50[96], aq99[96], nf[96], af[96], nr[128];
     snprintf(n50, sizeof n50, "connect p50 under %s (of %zu)", under, p->n);
@@ -813,6 +823,7 @@ int main(void)
     fprintf(stderr, "bench_flood: capacity %.0f handshakes/s (%llu in %.1f s, %llu errors)\n",
             capacity, (unsigned long long)cap.done, cap.seconds, (unsigned long long)cap.errors);
     double q50 = percentile(quiet, nq, 50), q99 = percentile(quiet, nq, 99);
+    print_slowest("quiet server", quiet, nq);
     emit_phase(&paced, "a flood paced at " PACE_X_TEXT " x capacity", "the paced flood", capacity,
                q50, q99, nq);
     emit_phase(&unpaced, "the unpaced flood", "the unpaced flood", capacity, q50, q99, nq);

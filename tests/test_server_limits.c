@@ -407,6 +407,7 @@ static void per_source_connection_cap(void **state)
     assert_int_equal(st.refused, 1);
     stop(&f);
     assert_int_equal(o.closes, 3); /* the refused one got no callback */
+    assert_int_equal(o.queued, 2); /* RSA jobs: the two established ones', none for the refused */
     close(a), close(b), close(c), close(d);
     pkm_engine_free(ea);
     pkm_engine_free(ed);
