@@ -109,6 +109,7 @@ static void arm_timer(pkm_server_t *srv)
         if (srv->trim_after) due = deadline_min(due, h->since + srv->trim_after);
         if (srv->idle_timeout) due = deadline_min(due, h->since + srv->idle_timeout);
     }
+    if ((h = srv->tl[TL_PROXY].head)) due = deadline_min(due, h->since + srv->proxy_timeout);
     if (srv->idle_timeout && (h = srv->tl[TL_TRIMMED].head))
         due = deadline_min(due, h->since + srv->idle_timeout);
     due = deadline_min(due, pkm__budget_next_deadline(&srv->budget));
@@ -153,6 +154,8 @@ static void on_timer(uv_timer_t *t)
     pkm_server_conn_t *c;
     while (srv->hs_timeout && (c = srv->tl[TL_HS].head) && c->since + srv->hs_timeout <= now)
         pkm__sconn_close(c, PKM_ETIMEOUT);
+    while ((c = srv->tl[TL_PROXY].head) && c->since + srv->proxy_timeout <= now)
+        pkm__sconn_close(c, PKM_ETIMEOUT); /* not admitted: closed silently */
     if (srv->idle_timeout) {
         while ((c = srv->tl[TL_TRIMMED].head) && c->since + srv->idle_timeout <= now)
             pkm__sconn_close(c, PKM_ETIMEOUT);
@@ -346,6 +349,54 @@ static void raise_fd_limit(pkm_server_t *srv, int raise)
     }
 }
 
+/* Parses config.proxy_trusted into *out (left empty for NULL: the PROXY protocol off). Returns
+ * 0, PKM_ENOMEM, or PKM_EINVAL with a sentence in msg naming the entry that is wrong. */
+static int proxy_config(const char *s, pkm__cidr_list *out, char *msg, size_t cap)
+{
+    memset(out, 0, sizeof *out);
+    msg[0] = 0;
+    if (!s) return 0;
+    if (strspn(s, " \t") == strlen(s)) {
+        snprintf(msg, cap, "proxy_trusted is empty (NULL turns the PROXY protocol off)");
+        return PKM_EINVAL;
+    }
+    int r = pkm__cidr_list_parse(s, out);
+    if (r != PKM_EINVAL) return r;
+    /* Which entry: each one alone. */
+    const char *p = s;
+    for (;;) {
+        size_t n = strcspn(p, ",");
+        char one[128];
+        size_t a = 0, b = n;
+        while (a < b && (p[a] == ' ' || p[a] == '\t'))
+            a++;
+        while (b > a && (p[b - 1] == ' ' || p[b - 1] == '\t'))
+            b--;
+        int bad = b == a || b - a >= sizeof one;
+        if (!bad) {
+            memcpy(one, p + a, b - a);
+            one[b - a] = 0;
+            pkm__cidr_list l;
+            bad = pkm__cidr_list_parse(one, &l) == PKM_EINVAL;
+            if (!bad) pkm__cidr_list_free(&l);
+        }
+        if (bad) {
+            if (b == a)
+                snprintf(msg, cap, "proxy_trusted \"%s\": an empty entry", s);
+            else
+                snprintf(msg, cap,
+                         "proxy_trusted: \"%.*s\" is not an IPv4 or IPv6 address or CIDR block "
+                         "(ADDRESS[/BITS], host bits zero)",
+                         (int)(b - a > 100 ? 100 : b - a), p + a);
+            return PKM_EINVAL;
+        }
+        if (!p[n]) break;
+        p += n + 1;
+    }
+    snprintf(msg, cap, "proxy_trusted \"%s\" is malformed", s);
+    return PKM_EINVAL;
+}
+
 /* Closes the server's handles and runs the loop until everything is released. */
 static void drain_and_close_loop(pkm_server_t *srv)
 {
@@ -354,18 +405,56 @@ static void drain_and_close_loop(pkm_server_t *srv)
     if (uv_loop_close(&srv->loop) != 0) pkm__slog(srv, PKM_LOG_ERROR, "loop still busy at free");
 }
 
+/* pkm_server_new's refusal: the sentence into cfg->errbuf (when given), and err. */
+__attribute__((format(printf, 3, 4))) static int new_failed(const pkm_server_config_t *cfg, int err,
+                                                            const char *fmt, ...)
+{
+    if (cfg->errbuf && cfg->errbuf_size) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(cfg->errbuf, cfg->errbuf_size, fmt, ap); /* cut when too long */
+        (void)n;
+        va_end(ap);
+    }
+    return err;
+}
+
+/* The first negative duration (or backlog) of cfg, by its field name; NULL if none. */
+static const char *negative_field(const pkm_server_config_t *cfg, long long *got)
+{
+    const struct {
+        const char *name;
+        int64_t v;
+    } f[] = {{"backlog", cfg->backlog},
+             {"handshake_timeout_ms", cfg->handshake_timeout_ms},
+             {"idle_timeout_ms", cfg->idle_timeout_ms},
+             {"trim_after_ms", cfg->trim_after_ms},
+             {"secret_window_ms", cfg->secret_window_ms},
+             {"secret_ban_ms", cfg->secret_ban_ms},
+             {"partial_deadline_ms", cfg->partial_deadline_ms},
+             {"log_interval_ms", cfg->log_interval_ms}};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        if (f[i].v < 0) return *got = (long long)f[i].v, f[i].name;
+    return NULL;
+}
+
 int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
 {
     if (out) *out = NULL;
-    if (!cfg || !out) return PKM_EINVAL;
+    if (!cfg || !out) return cfg ? new_failed(cfg, PKM_EINVAL, "out: required") : PKM_EINVAL;
+    if (cfg->errbuf && cfg->errbuf_size) cfg->errbuf[0] = '\0';
     pkm_engine_config_t ec = cfg->engine;
     ec.role = PKM_ROLE_SERVER;
     ec.defer_crypto = 1; /* the RSA work goes to the thread pool as jobs */
-    if (pkm_engine_config_check(&ec) < 0) return PKM_EINVAL;
-    if (cfg->backlog < 0 || cfg->handshake_timeout_ms < 0 || cfg->idle_timeout_ms < 0 ||
-        cfg->trim_after_ms < 0 || cfg->secret_window_ms < 0 || cfg->secret_ban_ms < 0 ||
-        cfg->partial_deadline_ms < 0 || cfg->log_interval_ms < 0)
-        return PKM_EINVAL;
+    char why[PKM_SERVER_ERRMSG_SIZE - 40];
+    if (pkm_engine_config_validate(&ec, why, sizeof why) < 0)
+        return new_failed(cfg, PKM_EINVAL, "pkm_server_new: invalid argument: engine.%s", why);
+    long long got = 0;
+    const char *neg = negative_field(cfg, &got);
+    if (neg)
+        return new_failed(cfg, PKM_EINVAL,
+                          "pkm_server_new: invalid argument: %s: expected 0 or more, got %lld", neg,
+                          got);
     pkm__limits_config lc;
     pkm__limits_config_init(&lc);
     lc.max_handshakes = cfg->max_handshakes ? cfg->max_handshakes : UINT32_MAX;
@@ -408,8 +497,24 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
     srv->on_close = cfg->on_close;
     srv->on_log = cfg->on_log;
     srv->user = cfg->user;
+    char pmsg[256];
+    r = proxy_config(cfg->proxy_trusted, &srv->proxy, pmsg, sizeof pmsg);
+    if (r < 0) {
+        if (pmsg[0]) pkm__slog(srv, PKM_LOG_ERROR, "%s", pmsg);
+        if (pmsg[0]) (void)new_failed(cfg, r, "pkm_server_new: invalid argument: %s", pmsg);
+        pkm__budget_free(&srv->budget);
+        pkm__limits_free(srv->lim);
+        pkm__free(srv);
+        return r;
+    }
+    srv->proxy_on = cfg->proxy_trusted != NULL;
+    srv->proxy_timeout = PKM_SERVER_PROXY_TIMEOUT_MS;
+    if (srv->hs_timeout && srv->hs_timeout < srv->proxy_timeout)
+        srv->proxy_timeout = srv->hs_timeout;
     if (ec.secret_len) {
         if (!(srv->secret = pkm__malloc(ec.secret_len))) {
+            pkm__cidr_list_free(&srv->proxy);
+            pkm__budget_free(&srv->budget);
             pkm__limits_free(srv->lim);
             pkm__free(srv);
             return PKM_ENOMEM;
@@ -445,7 +550,7 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
     int fd = pkm__net_listen(cfg->host, cfg->port, backlog, what, sizeof what);
     if (fd < 0) {
         pkm__slog(srv, PKM_LOG_ERROR, "%s", what);
-        r = fd;
+        r = new_failed(cfg, fd, "%s", what);
         goto fail_loop;
     }
     int ur = uv_tcp_open(&srv->listener, (uv_os_sock_t)fd);
@@ -454,7 +559,8 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
     if (ur != 0) {
         pkm__slog(srv, PKM_LOG_ERROR, "cannot listen on %s port %u: %s",
                   cfg->host ? cfg->host : "(any)", (unsigned)cfg->port, uv_strerror(ur));
-        r = PKM_EIO;
+        r = new_failed(cfg, PKM_EIO, "cannot listen on %s port %u: %s",
+                       cfg->host ? cfg->host : "(any)", (unsigned)cfg->port, uv_strerror(ur));
         goto fail_loop;
     }
     srv->port = (uint16_t)pkm__net_bound_port(fd);
@@ -470,6 +576,7 @@ fail_nolloop:
     pkm__wipe(srv->secret, srv->ec.secret_len);
     pkm__free(srv->secret);
     pkm__budget_free(&srv->budget);
+    pkm__cidr_list_free(&srv->proxy);
     pkm__limits_free(srv->lim);
     pkm__free(srv);
     return r;
@@ -504,6 +611,7 @@ void pkm_server_free(pkm_server_t *srv)
     pkm__wipe(srv->secret, srv->ec.secret_len);
     pkm__free(srv->secret);
     pkm__budget_free(&srv->budget);
+    pkm__cidr_list_free(&srv->proxy);
     pkm__limits_free(srv->lim);
     pkm__free(srv);
 }
@@ -547,6 +655,8 @@ void pkm_server_stats(const pkm_server_t *srv, pkm_server_stats_t *out)
     LOAD(packets_out);
     LOAD(bytes_in);
     LOAD(bytes_out);
+    LOAD(proxy_checks);
+    LOAD(proxy_refused);
 #undef LOAD
 }
 
