@@ -2,6 +2,7 @@
 /* pkmcom serve: a PkmCom/TCP server on the libuv server (server.h) that echoes each packet to its
  * sender, or relays it to every other client (--relay), optionally printing it as a JSON line. */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -31,6 +32,8 @@ static const char serve_help[] =
     "                       (a Complete Definition packet, ids 0-7, also gets \"hash_ok\",\n"
     "                       \"name\" and \"fields\": its fields by name)\n"
     "  --max-conns N        at most N connections at once (0, the default: no limit)\n"
+    "  --loops N            event loops (threads) serving connections; each connection\n"
+    "                       stays on one. Default: one per CPU core (0 means the same)\n"
     "\n"
     "Limits against floods and peers that pin memory (a source is an IPv4 address or an\n"
     "IPv6 /64; 0 turns a limit off, but 0 queued means none wait; refusals are logged\n"
@@ -94,6 +97,9 @@ static const struct {
 struct serve {
     pkm_server_t *srv;
     int relay, print, quiet;
+    /* The callbacks run on several loops' threads (--loops): mu guards what follows and keeps
+     * --print's lines whole. */
+    pthread_mutex_t mu;
     /* Handshakes the client abandoned (end of stream or reset): under a flood there are
      * thousands a second, so they are summed up in one line at most once a second. */
     unsigned long left_unlogged;
@@ -130,7 +136,11 @@ static void on_connect(void *user, pkm_server_conn_t *conn)
 static void on_packet(void *user, pkm_server_conn_t *conn, const pkm_packet_t *pkt)
 {
     struct serve *s = user;
-    if (s->print) tool_print_packet_named(stdout, pkt);
+    if (s->print) {
+        pthread_mutex_lock(&s->mu);
+        tool_print_packet_named(stdout, pkt);
+        pthread_mutex_unlock(&s->mu);
+    }
     if (s->relay) {
         pkm_server_broadcast(s->srv, conn, pkt->id, pkt->hash, pkt->content, pkt->size);
         return;
@@ -149,6 +159,7 @@ static void on_close(void *user, pkm_server_conn_t *conn, int err, const char *f
     char name[PKM_SERVER_PEER_SIZE + 32];
     conn_name(conn, name, sizeof name);
     if (fail_step && (err == PKM_EEOF || err == PKM_ECONNRESET)) {
+        pthread_mutex_lock(&s->mu);
         s->left_unlogged++;
         time_t now = time(NULL);
         if (now != s->left_logged_at) {
@@ -160,6 +171,7 @@ static void on_close(void *user, pkm_server_conn_t *conn, int err, const char *f
             s->left_unlogged = 0;
             s->left_logged_at = now;
         }
+        pthread_mutex_unlock(&s->mu);
         return;
     }
     if (fail_step) {
@@ -254,7 +266,7 @@ int cmd_serve(int argc, char **argv)
 {
     const char *listen = NULL, *keyfile = NULL, *password_file = NULL;
     char *password = NULL; /* --password's argv string, wiped once copied */
-    uint64_t max_conns = 0;
+    uint64_t max_conns = 0, loops = 0;
     uint64_t lim[L_COUNT];
     for (int k = 0; k < L_COUNT; k++)
         lim[k] = limit_opts[k].def;
@@ -283,6 +295,11 @@ int cmd_serve(int argc, char **argv)
             if (r < 0) return TOOL_EXIT_USAGE;
             if (tool_parse_u64(v, 10000000, &max_conns) < 0)
                 return tool_usage_error("serve", "--max-conns: expected a number, got '%s'", v);
+        } else if ((r = tool_opt("serve", argc, argv, &i, "loops", 0, &v)) != 0) {
+            if (r < 0) return TOOL_EXIT_USAGE;
+            if (tool_parse_u64(v, PKM_SERVER_MAX_LOOPS, &loops) < 0)
+                return tool_usage_error("serve", "--loops: expected a number up to %d, got '%s'",
+                                        PKM_SERVER_MAX_LOOPS, v);
         } else if (strncmp(a, "--", 2) == 0 && (r = serve_limit_opt(argc, argv, &i, lim)) != 0) {
             if (r < 0) return TOOL_EXIT_USAGE;
         } else if (strcmp(a, "--relay") == 0) {
@@ -334,6 +351,7 @@ int cmd_serve(int argc, char **argv)
         cfg.engine.secret_len = strlen(password);
     }
     cfg.max_conns = (size_t)max_conns;
+    cfg.loops = (unsigned)loops; /* 0: one per CPU */
     cfg.max_handshakes = (uint32_t)lim[L_HS];
     cfg.max_handshakes_per_source = (uint32_t)lim[L_HS_SRC];
     cfg.max_queued = (uint32_t)lim[L_Q];
@@ -352,10 +370,12 @@ int cmd_serve(int argc, char **argv)
     cfg.on_close = on_close;
     cfg.on_log = on_log;
     cfg.user = &s;
+    pthread_mutex_init(&s.mu, NULL);
     int rc = pkm_server_new(&cfg, &s.srv);
     tool_secret_free(pwbuf); /* the server keeps its own copy */
     if (rc < 0) {
         pkm_key_free(key);
+        pthread_mutex_destroy(&s.mu);
         return tool_fail(TOOL_EXIT_FAIL, "cannot listen on %s: %s", listen,
                          rc == PKM_EIO ? "bind or listen failed (address in use?)"
                                        : pkm_strerror(rc));
@@ -367,15 +387,17 @@ int cmd_serve(int argc, char **argv)
     char fp[PKM_FINGERPRINT_SIZE], bound[TOOL_HOSTPORT_MAX];
     pkm_key_fingerprint(key, fp);
     tool_format_hostport(host, pkm_server_port(s.srv), bound);
-    tool_log("listening on %s (key %s, fingerprint %s; %s%s%s)", bound, where, fp,
+    tool_log("listening on %s (key %s, fingerprint %s; %s%s%s; %u event loop%s)", bound, where, fp,
              s.relay ? "relay" : "echo", password ? ", password required" : "",
-             max_conns ? ", connection cap" : "");
+             max_conns ? ", connection cap" : "", pkm_server_loops(s.srv),
+             pkm_server_loops(s.srv) == 1 ? "" : "s");
 
     rc = pkm_server_run(s.srv);
     stop_target = NULL;
     pkm_server_stats_t st;
     pkm_server_stats(s.srv, &st);
     pkm_server_free(s.srv);
+    pthread_mutex_destroy(&s.mu);
     pkm_key_free(key);
     if (rc < 0) return tool_fail(TOOL_EXIT_FAIL, "server failed: %s", pkm_strerror(rc));
     tool_log("stopped%s: connections %llu (handshakes failed %llu, refused %llu), packets in %llu, "

@@ -41,11 +41,36 @@ extern "C" {
  * (config.raise_fd_limit), and SIGPIPE is set to SIG_IGN if it was SIG_DFL (a write to a socket
  * the client closed must fail with EPIPE rather than kill the process).
  *
- * Threads: every function here except pkm_server_stop(), pkm_server_post() and
- * pkm_server_stats() must be called on the thread running pkm_server_run() (in practice: from
- * the callbacks, or from a function given to pkm_server_post()), or before run / after it
- * returned. Callbacks run on that thread. Another thread (a game's tick thread) reaches the
- * server through pkm_server_post(). Different servers are independent.
+ * Threads. The server runs config.loops event loops (default 1), each on its own thread: loop 0
+ * on the thread that calls pkm_server_run() (the "main loop": it accepts, runs
+ * pkm_server_post()'s functions and pkm_server_timer_start()'s timers), loops 1..N-1 on threads
+ * pkm_server_run() starts. Each connection lives on ONE loop (pkm_server_conn_loop()) for its
+ * whole life; call it a "loop thread" below. The rules, for every N:
+ * - on_connect, on_packet and on_close of a connection run on ITS loop's thread, one at a time
+ *   for that connection; callbacks of connections on different loops run at the same time (with
+ *   N > 1: make what they share thread-safe). With N = 1 every callback runs on one thread.
+ * - on_log runs on whichever loop's thread logs (with N > 1, possibly at the same time on
+ *   several: make it thread-safe), or in pkm_server_new() / pkm_server_free() on the caller's.
+ * - Inside any callback, a posted function or a timer: every function of this header may be
+ *   called. The per-connection calls (pkm_server_conn_*, pkm_server_send on a connection of
+ *   another loop aside) act on connections of the calling loop only.
+ * - From any thread, at any time between pkm_server_new() and pkm_server_free():
+ *   pkm_server_stop(), pkm_server_post(), pkm_server_stats(), pkm_server_loops(),
+ *   pkm_server_port(), pkm_server_user(), pkm_server_broadcast() and _broadcast_msg() (from a
+ *   thread that is none of the server's loops: handed to every loop), and pkm_server_send() /
+ *   _send_msg() on a connection you know is open, i.e. its on_close has not returned: make sure
+ *   with your own lock, as in "remove it from your table in on_close, under the lock you hold
+ *   while sending". From another thread the packet is handed to the connection's loop, which
+ *   queues it (or drops it, if the connection closed meanwhile); such a send returns 0, or an
+ *   argument error, PKM_ETOOBIG or PKM_ENOMEM, never the connection's state.
+ * - Everything else (pkm_server_conn_close, _rekey, _set_data, foreach, timers) only on the
+ *   connection's own loop thread (timers: loop 0), or before pkm_server_run() / after it
+ *   returned.
+ * - on_close may send to other connections: yes (they are open, or the send is refused with
+ *   PKM_ECLOSED), to connections of its own loop directly and to those of other loops through
+ *   their loops, as above; it may not send to the connection that is closing (refused).
+ * A game's tick thread therefore either posts a function (runs on loop 0, where it may do
+ * anything) or broadcasts / sends directly. Different servers are independent.
  *
  * Lifetimes: a pkm_server_conn_t is valid from its acceptance until on_close returns (the
  * callbacks are the place to use it; do not keep the pointer beyond on_close). Every connection
@@ -75,6 +100,8 @@ enum pkm_log_level {
 #define PKM_SERVER_DEFAULT_PARTIAL_DEADLINE_MS  30000
 #define PKM_SERVER_DEFAULT_PARTIAL_BUDGET       (64u * 1024u * 1024u)
 #define PKM_SERVER_DEFAULT_LOG_INTERVAL_MS      60000
+/* Most event loops one server runs (pkm_server_config_t.loops). */
+#define PKM_SERVER_MAX_LOOPS 256
 
 /* Room for pkm_server_conn_peer(): "[" + IPv6 text + "]:" + port + NUL. */
 #define PKM_SERVER_PEER_SIZE 64
@@ -183,7 +210,16 @@ typedef struct pkm_server_config {
      * limit, and warns (PKM_LOG_WARN) when even that is below what max_conns needs. */
     int raise_fd_limit;
 
-    /* Callbacks, all optional, all on the loop thread, all given `user` (borrowed). */
+    /* Event loops, each on its own thread: 1 (default) = one loop, on the thread that calls
+     * pkm_server_run(); N = that one (loop 0) and N - 1 threads pkm_server_run() starts (and
+     * joins before it returns); 0 = one per online CPU. At most PKM_SERVER_MAX_LOOPS (else
+     * PKM_EINVAL). Each connection lives on one loop for its whole life: loop 0 accepts and
+     * hands each new connection to the loop with the fewest open connections. See "Threads"
+     * above for what this means for the callbacks. */
+    unsigned loops;
+
+    /* Callbacks, all optional, all given `user` (borrowed). Threads: see "Threads" above
+     * (with loops > 1, a connection's callbacks run on its loop's thread, loops in parallel). */
 
     /* The handshake of `conn` completed: packets may be sent to it from now on. */
     void (*on_connect)(void *user, pkm_server_conn_t *conn);
@@ -286,23 +322,33 @@ PKM_API uint16_t pkm_server_port(const pkm_server_t *srv);
 /* The config's `user`. */
 PKM_API void *pkm_server_user(const pkm_server_t *srv);
 
+/* How many event loops the server runs (config.loops, 0 resolved to the number of CPUs). */
+PKM_API unsigned pkm_server_loops(const pkm_server_t *srv);
+
 /* A snapshot of the counters. Safe from any thread (each counter is read atomically; the set is
  * not one instant). */
 PKM_API void pkm_server_stats(const pkm_server_t *srv, pkm_server_stats_t *out);
 
-/* Calls fn(ctx, conn) for every established connection (on_connect done, on_close not yet).
- * fn may send and close connections (a closed one is skipped from then on). Returns the number
- * of calls. */
+/* Calls fn(ctx, conn) for every established connection (on_connect done, on_close not yet) OF
+ * THE CALLING LOOP: with one loop that is every connection; with several, only the connections
+ * living on the loop whose thread calls (from a thread that is none of the server's loops: no
+ * call, 0; to reach every connection use pkm_server_broadcast, or post to each loop's callbacks
+ * what they should do). fn may send and close connections (a closed one is skipped from then
+ * on). Returns the number of calls. */
 PKM_API size_t pkm_server_foreach(pkm_server_t *srv, void (*fn)(void *ctx, pkm_server_conn_t *c),
                                   void *ctx);
 
-/* Sends one packet to every established connection except `except` (NULL: to all), as
- * pkm_server_send() would (a connection that overflows is dropped). For relays. Returns the
- * number of connections it was queued for. */
+/* Sends one packet to every established connection except `except` (NULL: to all), on every
+ * loop, as pkm_server_send() would (a connection that overflows is dropped). For relays. From a
+ * loop thread: queued at once on that loop's connections; one shared copy goes to each other
+ * loop, which queues it there on its next turn (packets from one loop to another keep their
+ * order). From any other thread: handed to every loop so. Returns the number of connections it
+ * was queued for on the calling loop plus, for the other loops, the number of their established
+ * connections at the time of the call (what the packet is handed to). */
 PKM_API size_t pkm_server_broadcast(pkm_server_t *srv, const pkm_server_conn_t *except, uint8_t id,
                                     uint32_t hash, const uint8_t *content, size_t size);
 
-/* ---- per connection (loop thread only) ---- */
+/* ---- per connection (on the connection's loop thread, but sends: see "Threads") ---- */
 
 /* Queues one packet (raw path: engine.h's pkm_engine_queue_packet) on an established
  * connection; `content` is copied (encrypted into the connection's send buffer) before the call
@@ -365,6 +411,10 @@ PKM_API int pkm_server_conn_established(const pkm_server_conn_t *conn);
 
 /* The server the connection belongs to. */
 PKM_API pkm_server_t *pkm_server_conn_server(const pkm_server_conn_t *conn);
+
+/* The index (0 .. pkm_server_loops() - 1) of the event loop the connection lives on; it never
+ * changes. Safe from any thread while the pointer is valid. */
+PKM_API unsigned pkm_server_conn_loop(const pkm_server_conn_t *conn);
 
 #ifdef __cplusplus
 }
