@@ -254,6 +254,96 @@ static void run_inbox(pkm__loop *L, int close)
     }
 }
 
+/* ---- the application's timers (loop 0) ---- */
+
+static void unlink_timer(pkm_server_timer_t *T)
+{
+    pkm__loop *L = T->loop;
+    if (T->prev)
+        T->prev->next = T->next;
+    else
+        L->timers = T->next;
+    if (T->next) T->next->prev = T->prev;
+    pkm__free(T);
+}
+
+static void utimer_closed(uv_handle_t *h)
+{
+    pkm_server_timer_t *T = h->data;
+    T->closed = 1;
+    if (T->released) unlink_timer(T);
+}
+
+static void utimer_close(pkm_server_timer_t *T)
+{
+    if (T->closing) return;
+    T->closing = 1;
+    uv_close((uv_handle_t *)&T->t, utimer_closed);
+}
+
+static void on_utimer(uv_timer_t *t)
+{
+    pkm_server_timer_t *T = t->data;
+    pkm__enter_loop(T->loop);
+    T->fn(T->loop->srv, T->ud); /* it may stop this timer: freed later, in utimer_closed */
+}
+
+/* The loop stops: every timer's handle closes (each is freed by pkm_server_timer_stop, or by
+ * pkm_server_free). */
+static void close_timers(pkm__loop *L)
+{
+    for (pkm_server_timer_t *T = L->timers; T; T = T->next)
+        utimer_close(T);
+}
+
+int pkm_server_timer_start(pkm_server_t *srv, int64_t delay_ms, int64_t repeat_ms,
+                           void (*fn)(pkm_server_t *srv, void *ud), void *ud,
+                           pkm_server_timer_t **out)
+{
+    if (out) *out = NULL;
+    if (!srv || !fn || !out || delay_ms < 0 || repeat_ms < 0) return PKM_EINVAL;
+    pkm__loop *L = &srv->loops[0];
+    pkm__loop *me = my_loop(srv);
+    if (me ? me != L : atomic_load(&srv->running) != 0) return PKM_ESTATE; /* not loop 0's thread */
+    if (L->stop_entered) return PKM_ECLOSED;
+    pkm_server_timer_t *T = pkm__calloc(1, sizeof *T);
+    if (!T) return PKM_ENOMEM;
+    T->loop = L;
+    T->fn = fn;
+    T->ud = ud;
+    uv_timer_init(L->uv, &T->t);
+    T->t.data = T;
+    T->next = L->timers;
+    if (L->timers) L->timers->prev = T;
+    L->timers = T;
+    uv_timer_start(&T->t, on_utimer, (uint64_t)delay_ms, (uint64_t)repeat_ms);
+    *out = T;
+    return 0;
+}
+
+void pkm_server_timer_stop(pkm_server_timer_t *T)
+{
+    if (!T || T->released) return;
+    T->released = 1;
+    if (!T->closing)
+        utimer_close(T);
+    else if (T->closed)
+        unlink_timer(T);
+    /* (else: closing, utimer_closed frees it) */
+}
+
+struct uv_loop_s *pkm_server_loop(pkm_server_t *srv)
+{
+    return srv ? srv->loops[0].uv : NULL;
+}
+
+/* Closes what the application left open on loop 0 (pkm_server_loop()): no callback. */
+static void close_foreign(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
 /* Stop of one loop: its inbox handled (posts made before the stop run, while the connections
  * are open), no new connections, every open one closed (err 0), its handles closed; the loop
  * then ends once the closes and any work in flight are done. Loop 0 then stops the others. */
@@ -278,6 +368,7 @@ static void stop_loop(pkm__loop *L)
         c->dnext = NULL;
         c->dirty = 0;
     }
+    close_timers(L);
     if (L->handles_inited) {
         close_handle((uv_handle_t *)&L->timer);
         close_handle((uv_handle_t *)&L->prepare);
@@ -537,6 +628,14 @@ static void free_all(pkm_server_t *srv)
         pkm__enter_loop(L);
         uv_run(L->uv, UV_RUN_DEFAULT);
         if (L->all) pkm__slog(srv, PKM_LOG_ERROR, "a connection is still held at free");
+        if (L->idx == 0) { /* the application's handles on pkm_server_loop(), if any */
+            uv_walk(L->uv, close_foreign, NULL);
+            uv_run(L->uv, UV_RUN_DEFAULT);
+        }
+        while (L->timers) { /* closed by now: those pkm_server_timer_stop() did not free */
+            L->timers->released = 1;
+            unlink_timer(L->timers);
+        }
         if (uv_loop_close(L->uv) != 0) pkm__slog(srv, PKM_LOG_ERROR, "loop still busy at free");
         uv_mutex_destroy(&L->in_mu);
     }

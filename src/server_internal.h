@@ -119,6 +119,18 @@ typedef struct pkm__msg {
     pkm__shared_pkt *pkt;
 } pkm__msg;
 
+/* A timer of pkm_server_timer_start() (loop 0). Freed by pkm_server_timer_stop() or
+ * pkm_server_free(), once its handle is closed. */
+struct pkm_server_timer {
+    uv_timer_t t; /* t.data = this */
+    pkm__loop *loop;
+    void (*fn)(pkm_server_t *srv, void *ud);
+    void *ud;
+    struct pkm_server_timer *prev, *next; /* loop->timers */
+    uint8_t closing, closed;              /* uv_close called / its callback ran */
+    uint8_t released;                     /* pkm_server_timer_stop called: free once closed */
+};
+
 /* One event loop of the server and everything only its thread touches. */
 struct pkm__loop {
     pkm_server_t *srv;
@@ -140,7 +152,8 @@ struct pkm__loop {
     uv_tcp_t spare;
     int spare_busy, accept_stalled;
     uint64_t rejected_unlogged, last_reject_log;
-    pkm_server_conn_t *all; /* every connection of this loop not yet freed */
+    struct pkm_server_timer *timers; /* loop 0: the application's timers */
+    pkm_server_conn_t *all;          /* every connection of this loop not yet freed */
     pkm_server_conn_t *dirty;
     tlist_t tl[TL_COUNT];
     pkm__budget budget; /* partial packets: config.partial_budget / loops each */

@@ -16,6 +16,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <uv.h>
 #include "pkmcom/pkmcom.h"
 
 static pkm_key_t *g_server_key;
@@ -1233,6 +1234,100 @@ static void test_two_loops(void **state)
     fx_stop(&f);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Timers on loop 0, and the application's own handle on pkm_server_loop()                   */
+
+typedef struct timer_ctx {
+    fx_t *f;
+    pkm_server_timer_t *rep, *left; /* a repeating timer stopped by itself; one left running */
+    atomic_int ticks, wrong_thread, left_ticks, uv_fired, started;
+    uv_timer_t uvt;
+} timer_ctx_t;
+
+static void tick_fn(pkm_server_t *srv, void *ud)
+{
+    timer_ctx_t *x = ud;
+    if (!pthread_equal(pthread_self(), x->f->th)) x->wrong_thread++;
+    if (++x->ticks == 3) {
+        const uint8_t m[1] = {'T'};
+        pkm_server_broadcast(srv, NULL, 0x41, 0, m, 1);
+        pkm_server_timer_stop(x->rep); /* inside its own callback */
+        pkm_server_timer_stop(x->rep); /* twice: no-op */
+    }
+}
+
+static void left_fn(pkm_server_t *srv, void *ud)
+{
+    (void)srv;
+    ((timer_ctx_t *)ud)->left_ticks++;
+}
+
+static void uv_timer_fired(uv_timer_t *t)
+{
+    timer_ctx_t *x = t->data;
+    if (!pthread_equal(pthread_self(), x->f->th)) x->wrong_thread++;
+    x->uv_fired++;
+    const uint8_t m[1] = {'U'};
+    pkm_server_broadcast(x->f->srv, NULL, 0x42, 0, m, 1);
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+static void start_timers(pkm_server_t *srv, void *ud)
+{
+    timer_ctx_t *x = ud;
+    int ok = pkm_server_timer_start(srv, 0, 2, tick_fn, x, &x->rep) == 0 &&
+             pkm_server_timer_start(srv, 1, 1, left_fn, x, &x->left) == 0;
+    /* The application's own libuv handle on the server's main loop. */
+    uv_loop_t *loop = pkm_server_loop(srv);
+    ok = ok && loop && uv_timer_init(loop, &x->uvt) == 0;
+    x->uvt.data = x;
+    ok = ok && uv_timer_start(&x->uvt, uv_timer_fired, 5, 0) == 0;
+    x->started = ok ? 1 : -1;
+}
+
+static void test_timers(void **state)
+{
+    (void)state;
+    fx_t f;
+    pkm_server_config_t cfg;
+    fx_config(&cfg);
+    fx_start(&f, &cfg, FX_ECHO);
+    sc_t c;
+    assert_int_equal(sc_connect(pkm_server_port(f.srv), NULL, 0, &c), 0);
+    fx_wait_established(&f, 1);
+    timer_ctx_t x;
+    memset(&x, 0, sizeof x);
+    x.f = &f;
+    pkm_server_timer_t *t = NULL;
+    /* Not from this thread while the server runs; bad arguments refused. */
+    assert_int_equal(pkm_server_timer_start(f.srv, 0, 0, tick_fn, &x, &t), PKM_ESTATE);
+    assert_null(t);
+    assert_int_equal(pkm_server_timer_start(f.srv, -1, 0, tick_fn, &x, &t), PKM_EINVAL);
+    assert_int_equal(pkm_server_timer_start(f.srv, 0, 0, NULL, &x, &t), PKM_EINVAL);
+    assert_int_equal(pkm_server_post(f.srv, start_timers, &x), 0);
+    /* The repeating timer's third tick and the uv timer each broadcast one packet. */
+    int got41 = 0, got42 = 0;
+    for (int i = 0; i < 2; i++) {
+        pkm_packet_t pkt;
+        assert_int_equal(sc_recv(&c, &pkt), 1);
+        assert_int_equal(pkt.size, 1);
+        if (pkt.id == 0x41 && pkt.content[0] == 'T') got41++;
+        if (pkt.id == 0x42 && pkt.content[0] == 'U') got42++;
+    }
+    assert_int_equal(got41, 1);
+    assert_int_equal(got42, 1);
+    assert_int_equal(x.started, 1);
+    assert_int_equal(x.ticks, 3); /* stopped inside its third call: no fourth */
+    assert_int_equal(x.uv_fired, 1);
+    assert_int_equal(x.wrong_thread, 0);
+    sc_close(&c);
+    fx_wait_closes(&f, 1);
+    /* x.left still runs: the stop ends it, pkm_server_free frees it. */
+    fx_stop(&f);
+    assert_int_equal(x.ticks, 3);
+    assert_true(x.left_ticks >= 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1256,6 +1351,7 @@ int main(void)
         cmocka_unit_test(test_many_clients),
         cmocka_unit_test(test_post),
         cmocka_unit_test(test_two_loops),
+        cmocka_unit_test(test_timers),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

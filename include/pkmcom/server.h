@@ -79,6 +79,8 @@ extern "C" {
 
 typedef struct pkm_server pkm_server_t;
 typedef struct pkm_server_conn pkm_server_conn_t;
+typedef struct pkm_server_timer pkm_server_timer_t;
+struct uv_loop_s; /* libuv's uv_loop_t (<uv.h>), for pkm_server_loop() */
 
 /* Log levels for on_log. */
 enum pkm_log_level {
@@ -321,6 +323,36 @@ PKM_API uint16_t pkm_server_port(const pkm_server_t *srv);
 
 /* The config's `user`. */
 PKM_API void *pkm_server_user(const pkm_server_t *srv);
+
+/* A timer on loop 0: fn(srv, ud) runs on loop 0's thread delay_ms after this call, then every
+ * repeat_ms (0: once), until pkm_server_timer_stop() or the server stops. Inside fn every
+ * server function may be called as in any callback. Call it on loop 0's thread (a callback of
+ * a connection of loop 0, a posted function, another timer), or before pkm_server_run(); from
+ * another thread, post a function that starts it. Returns 0 with *out, PKM_EINVAL (srv, fn or
+ * out NULL, a negative duration), PKM_ESTATE (called on another thread while the server runs),
+ * PKM_ECLOSED (the server is stopping), PKM_ENOMEM. The timer is the server's: it keeps going
+ * until pkm_server_timer_stop(*out) (which frees it; allowed inside its own fn, also after a
+ * one-shot fired) or until the server stops (fn is not called any more; the memory is released
+ * by pkm_server_timer_stop() or at the latest by pkm_server_free(), after which *out must not
+ * be used). ud is handed to fn, never touched. */
+PKM_API int pkm_server_timer_start(pkm_server_t *srv, int64_t delay_ms, int64_t repeat_ms,
+                                   void (*fn)(pkm_server_t *srv, void *ud), void *ud,
+                                   pkm_server_timer_t **out);
+
+/* Stops and frees a timer of pkm_server_timer_start() (NULL, or a second call: no-op). On loop
+ * 0's thread, or after pkm_server_run() returned, before pkm_server_free(). */
+PKM_API void pkm_server_timer_stop(pkm_server_timer_t *timer);
+
+/* Loop 0's libuv loop, to drive other work on the server's main thread (a uv_timer_t, a
+ * uv_poll_t on stdin, a uv_async_t...): callbacks of handles initialised on it run on loop 0's
+ * thread, where every server function may be called. Rules: initialise handles on it on that
+ * thread or before pkm_server_run(); a handle that is active (and not uv_unref'ed) keeps
+ * pkm_server_run() from returning after pkm_server_stop(): close your handles when you stop the
+ * server (or uv_unref them); pkm_server_free() closes (uv_close, with no callback) any handle of
+ * yours still open on it, so their memory must stay valid until it returns. Do not run,
+ * stop or close the loop yourself. The server runs on its own loops (there is no mode that runs
+ * it on a loop of the caller's): this is how a program shares the server's. */
+PKM_API struct uv_loop_s *pkm_server_loop(pkm_server_t *srv);
 
 /* How many event loops the server runs (config.loops, 0 resolved to the number of CPUs). */
 PKM_API unsigned pkm_server_loops(const pkm_server_t *srv);
