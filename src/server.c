@@ -613,10 +613,11 @@ static void free_all(pkm_server_t *srv)
         again = 0;
         for (unsigned i = 0; i < srv->nloops; i++) {
             pkm__loop *L = &srv->loops[i];
+            if (!L->loop_inited) continue;
             uv_mutex_lock(&L->in_mu);
             int some = L->in_head != NULL;
             uv_mutex_unlock(&L->in_mu);
-            if (!L->loop_inited || !some) continue;
+            if (!some) continue;
             pkm__enter_loop(L);
             run_inbox(L, 1);
             again = 1;
