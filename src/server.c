@@ -972,7 +972,7 @@ size_t pkm_server_broadcast(pkm_server_t *srv, const pkm_server_conn_t *except, 
         pkm__msg *m = pkm__calloc(1, sizeof *m);
         if (!m) continue;
         m->kind = PKM__MSG_BCAST;
-        m->except = except;
+        m->except_id = except ? except->id : 0; /* (an id: the pointer could be reused) */
         m->pkt = p;
         atomic_fetch_add(&p->refs, 1);
         uint64_t est = atomic_load_explicit(&L->st.conns_established, memory_order_relaxed);

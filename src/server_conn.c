@@ -664,7 +664,7 @@ void pkm__sconn_msg(pkm__loop *L, pkm__msg *m)
         break;
     case PKM__MSG_BCAST:
         for (pkm_server_conn_t *d = L->all; d; d = d->next) {
-            if (d == m->except || d->state >= CS_CLOSING || !d->ever_established) continue;
+            if (d->id == m->except_id || d->state >= CS_CLOSING || !d->ever_established) continue;
             (void)pkm_server_send(d, m->pkt->id, m->pkt->hash, m->pkt->content, m->pkt->size);
         }
         pkt_unref(m->pkt);

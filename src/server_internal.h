@@ -115,7 +115,7 @@ typedef struct pkm__msg {
     void (*fn)(pkm_server_t *srv, void *ud);
     void *ud;
     pkm_server_conn_t *conn;
-    const pkm_server_conn_t *except; /* compared, never dereferenced */
+    uint64_t except_id; /* BCAST: the id of the connection left out (0: none) */
     pkm__shared_pkt *pkt;
 } pkm__msg;
 

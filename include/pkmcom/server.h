@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* The event-driven PkmCom/TCP server: one libuv loop for every connection, the handshake's RSA
- * private-key work on libuv's thread pool, timeouts, bounded send queues and a connection cap. */
+/* The event-driven PkmCom/TCP server: one libuv loop (or several, config.loops) for every
+ * connection, the handshake's RSA private-key work on libuv's thread pool, timeouts, bounded
+ * send queues and a connection cap; posts, timers and the thread rules for a game loop. */
 #ifndef PKMCOM_SERVER_H
 #define PKMCOM_SERVER_H
 
@@ -199,7 +200,8 @@ typedef struct pkm_server_config {
      * else the connection is closed with PKM_ETIMEOUT. The receive buffers of all connections
      * holding a partial packet may total at most partial_budget bytes (default
      * PKM_SERVER_DEFAULT_PARTIAL_BUDGET, 64 MiB; 0: no budget): past it the connections holding
-     * the most are closed first (PKM_ENOMEM), until the total fits. Both counted in
+     * the most are closed first (PKM_ENOMEM), until the total fits. With loops > 1 each loop
+     * has partial_budget / loops for its own connections. Both counted in
      * stats.partial_closed. */
     int64_t partial_deadline_ms;
     size_t partial_budget;
