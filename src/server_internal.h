@@ -10,6 +10,7 @@
 #include <uv.h>
 #include "pkmcom/server.h"
 #include "limits_internal.h"
+#include "proxy_internal.h"
 
 /* What happened to one connection's RSA job. */
 enum pkm__job_event {
@@ -28,21 +29,29 @@ void pkm__server_set_job_hook(pkm_server_t *srv, pkm__job_hook_fn fn, void *ctx)
  * ordered by the last read; every trimmed connection read less recently than every active one,
  * since a connection is trimmed from the active list's head and leaves the trimmed list when it
  * reads). Appending `now` keeps every list sorted, so each deadline check looks at heads only. */
-enum tlist_id { TL_NONE = 0, TL_HS, TL_ACTIVE, TL_TRIMMED, TL_COUNT };
+enum tlist_id { TL_NONE = 0, TL_HS, TL_ACTIVE, TL_TRIMMED, TL_PROXY, TL_COUNT };
+/* TL_PROXY: connections not admitted yet (waiting for their PROXY header, or after a LOCAL
+ * header for their first byte), ordered by acceptance; deadline srv->proxy_timeout. */
 
 typedef struct tlist {
     pkm_server_conn_t *head, *tail;
 } tlist_t;
 
 /* A connection's life, one state at a time:
+ *   PROXY -> HANDSHAKE                          (from a trusted proxy: its PROXY header read)
  *   HANDSHAKE -> ESTABLISHED <-> REKEYING      (the engine's handshakes)
  *   any of those -> CLOSING                    (do_close: on_close called, the handle closing)
  *   CLOSING -> CLOSED                          (the handle is closed)
  * and a CLOSED connection is freed once no write request refers to it and it is off the dirty
  * list. An RSA job in flight never holds a connection back: closing detaches it (see jobreq). */
-enum conn_state { CS_HANDSHAKE, CS_ESTABLISHED, CS_REKEYING, CS_CLOSING, CS_CLOSED };
+enum conn_state { CS_PROXY, CS_HANDSHAKE, CS_ESTABLISHED, CS_REKEYING, CS_CLOSING, CS_CLOSED };
+/* A connection is "admitted" (c->admitted: counted in the stats and the limits, given an id and
+ * callbacks) at once, or with the PROXY protocol when its header is complete; after a LOCAL or
+ * UNKNOWN header, when its first byte arrives (a health check never is). One that closes before
+ * that closes silently (no on_close). */
 
-struct jobreq; /* server_conn.c: a connection's RSA job on the thread pool */
+struct jobreq;  /* server_conn.c: a connection's RSA job on the thread pool */
+struct proxyrd; /* server_conn.c: a PROXY header being read */
 typedef struct pkm__loop pkm__loop;
 
 struct pkm_server_conn {
@@ -58,6 +67,7 @@ struct pkm_server_conn {
     pkm_server_conn_t *dnext;         /* loop->dirty */
     pkm_server_conn_t *gnext;         /* hs_release's list of connections admitted on this loop */
     struct jobreq *job;               /* its RSA job on the thread pool, or NULL */
+    struct proxyrd *prx;              /* in CS_PROXY: the header so far (else NULL) */
     size_t wq_bytes;                  /* bytes in uv_write requests not yet completed */
     unsigned writes;                  /* uv_write requests not yet completed */
     /* Messages of other threads that refer to it (a send, an admission): it is not freed while
@@ -80,12 +90,14 @@ struct pkm_server_conn {
     unsigned counted : 1;          /* pkm__limits_conn_open counted it */
     unsigned hs_queued : 1;        /* its handshake waits for admission (no RSA work yet) */
     unsigned hs_slot : 1;          /* it holds an admission slot no job owns yet */
+    unsigned admitted : 1;         /* see above */
+    unsigned proxy_check : 1;      /* PROXY on, peer untrusted: its first bytes are checked */
 };
 
 typedef struct stats_atomic {
     _Atomic uint64_t conns_open, conns_established, accepted, rejected, handshakes_ok,
         handshakes_failed, timeouts, dropped_queue, packets_in, packets_out, bytes_in, bytes_out,
-        refused, partial_closed, partial_bytes;
+        refused, partial_closed, partial_bytes, proxy_checks, proxy_refused;
 } stats_atomic_t;
 
 /* A packet on its way to other loops (a send, or one broadcast shared by every loop it goes
@@ -194,6 +206,9 @@ struct pkm_server {
     pkm__limits *lim;
     int secret_limit;                          /* the failed-secret limit is on */
     _Atomic uint64_t hs_in_flight, hs_waiting; /* the limits' counts, for pkm_server_stats */
+    int proxy_on;                              /* config.proxy_trusted was set */
+    pkm__cidr_list proxy;                      /* the trusted proxies (read-only once made) */
+    uint64_t proxy_timeout;                    /* ms a connection in TL_PROXY may wait */
 };
 
 /* The loop whose callback the calling thread is in (NULL: none of any server's). */
