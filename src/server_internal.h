@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: MIT */
-/* What the libuv server's two files share (not installed): server.c (listener, loop, timers,
- * lifetime) and server_conn.c (one connection's life, an explicit state machine), and the
- * test-only hooks into the server. */
+/* What the libuv server's files share (not installed): server.c (listener, accept hand-off,
+ * lifetime, config), server_loops.c (the loops, their inboxes, deadline lists and timers),
+ * server_conn.c (one connection's life, an explicit state machine), server_jobs.c (its RSA job
+ * and admission slot), server_proxy.c (its PROXY header); and the test-only hooks. */
 #ifndef PKM_SERVER_INTERNAL_H
 #define PKM_SERVER_INTERNAL_H
 
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <uv.h>
 #include "pkmcom/server.h"
 #include "limits_internal.h"
@@ -25,7 +27,7 @@ typedef void (*pkm__job_hook_fn)(void *ctx, int event);
  * Before pkm_server_run() only. For tests. */
 void pkm__server_set_job_hook(pkm_server_t *srv, pkm__job_hook_fn fn, void *ctx);
 
-/* Connections accepted per loop turn at most (server.c on_connection). */
+/* Connections accepted per loop turn at most (server.c pkm__on_connection). */
 #define PKM__ACCEPT_BATCH 32
 
 /* Which deadline list a connection is on: handshake (ordered by start), active or trimmed (both
@@ -53,9 +55,20 @@ enum conn_state { CS_PROXY, CS_HANDSHAKE, CS_ESTABLISHED, CS_REKEYING, CS_CLOSIN
  * UNKNOWN header, when its first byte arrives (a health check never is). One that closes before
  * that closes silently (no on_close). */
 
-struct jobreq;  /* server_conn.c: a connection's RSA job on the thread pool */
-struct proxyrd; /* server_conn.c: a PROXY header being read */
+struct jobreq; /* server_jobs.c: a connection's RSA job on the thread pool */
 typedef struct pkm__loop pkm__loop;
+
+/* A PROXY header being read (CS_PROXY only: allocated at acceptance, freed when the header is
+ * complete or the connection closes). */
+struct proxyrd {
+    size_t need; /* the next read's size: bytes certainly part of the header */
+    pkm__proxy_acc acc;
+    /* The socket's two ends at acceptance (ends_ok: both known), for proxy_self: by the time
+     * the header is read the proxy may have closed a health check's connection already, and
+     * the socket no longer says. */
+    struct sockaddr_storage peer, local;
+    int ends_ok;
+};
 
 struct pkm_server_conn {
     uv_tcp_t tcp; /* tcp.data = this */
@@ -264,7 +277,25 @@ static inline void st_budget(pkm__loop *L)
     atomic_store_explicit(&L->st.partial_bytes, L->budget.total, memory_order_relaxed);
 }
 
-/* ---- server.c, for server_conn.c ---- */
+/* A libuv error as a PKM_E* code. */
+static inline int uv_to_pkm(int uverr)
+{
+    switch (uverr) {
+    case UV_ECONNRESET:
+    case UV_EPIPE:
+    case UV_ECONNABORTED: return PKM_ECONNRESET;
+    case UV_ENOMEM: return PKM_ENOMEM;
+    case UV_ETIMEDOUT: return PKM_ETIMEOUT;
+    default: return PKM_EIO;
+    }
+}
+
+/* ---- server.c, for server_loops.c ---- */
+
+/* The listener's callback (loop 0): accepts up to PKM__ACCEPT_BATCH connections this turn. */
+void pkm__on_connection(uv_stream_t *l, int status);
+
+/* ---- server_loops.c, for the others ---- */
 
 /* Logs through on_log (stderr for warnings and errors without one). */
 __attribute__((format(printf, 3, 4))) void pkm__slog(pkm_server_t *srv, int level, const char *fmt,
@@ -280,8 +311,20 @@ void pkm__loop_send(pkm__loop *L, pkm__msg *m);
 /* Logs a refusal of `src` by the limits, at most once per source and log interval. */
 void pkm__log_refusal(pkm_server_t *srv, pkm__loop *L, const pkm__source_key *src, pkm__refusal why,
                       const char *what);
+/* Sets up loop L (its uv loop, handles, budget, inbox). */
+int pkm__loop_init(pkm_server_t *srv, pkm__loop *L, unsigned idx, const pkm_server_config_t *cfg);
+/* Stops loop L (once): its inbox handled, its connections closed, its handles closing; loop 0
+ * then stops the others. */
+void pkm__loop_stop(pkm__loop *L);
+/* Handles L's inbox; with `close`, no more messages wake L (they wait for pkm_server_free). */
+void pkm__loop_run_inbox(pkm__loop *L, int close);
+/* Takes T off loop 0's timer list (freeing it when released and closed). */
+void pkm__timer_unlink(pkm_server_timer_t *T);
+/* pkm_server_send from a thread that is not c's loop: a message to c's loop. */
+int pkm__send_across(pkm_server_conn_t *c, uint8_t id, uint32_t hash, const uint8_t *content,
+                     size_t size);
 
-/* ---- server_conn.c, for server.c ---- */
+/* ---- server_conn.c, for the others ---- */
 
 /* Accepts the connection waiting in loop 0's listener (fd < 0), or takes over the accepted socket
  * fd that loop 0 handed to loop L, and starts its life on L (the ServerKey goes out before the
@@ -290,13 +333,52 @@ void pkm__log_refusal(pkm_server_t *srv, pkm__loop *L, const pkm__source_key *sr
  * PKM_ENOMEM when not even its struct could be allocated: the caller must then still take the
  * connection from the listener (reject), or close fd, and release srv->open. */
 int pkm__sconn_accept(pkm__loop *L, int fd);
-/* L's inbox messages about connections: PKM__MSG_SEND, _BCAST, _GRANT (each freed here). */
-void pkm__sconn_msg(pkm__loop *L, pkm__msg *m);
 /* Before the loop waits: writes out what c has to send, ends the stream of a client that closed
  * its side once everything owed is written, frees c when it is closed and released. */
 void pkm__sconn_prepare(pkm_server_conn_t *c);
 /* Closes c with err (0: by this side; PKM_ETIMEOUT: a deadline passed), cancelling its queued
  * job; on_close is called. No-op once closing. */
 void pkm__sconn_close(pkm_server_conn_t *c, int err);
+/* Drives c after anything happened to its engine (see server_conn.c). */
+void pkm__sconn_pump(pkm_server_conn_t *c);
+/* Moves all of c's engine output to the socket. */
+void pkm__sconn_flush(pkm_server_conn_t *c);
+/* Frees c once nothing refers to it any more. */
+void pkm__sconn_maybe_free(pkm_server_conn_t *c);
+/* The one way a connection closes (fail_step non-NULL: a handshake failed). */
+void pkm__sconn_do_close(pkm_server_conn_t *c, int err, const char *fail_step);
+/* Closes c because of its engine's failure. */
+void pkm__sconn_close_engine(pkm_server_conn_t *c);
+/* Sets c's peer address and source key. */
+void pkm__sconn_set_peer(pkm_server_conn_t *c, const struct sockaddr *sa);
+/* Counts c under its source in the limits; -1: refused and closed. */
+int pkm__sconn_count(pkm_server_conn_t *c);
+/* Gives c its engine and reads; -1: c was closed. */
+int pkm__sconn_start_engine(pkm_server_conn_t *c);
+/* Admits c (id, stats, callbacks, handshake deadline); -1: c was closed. */
+int pkm__sconn_admit(pkm_server_conn_t *c);
+
+/* ---- server_jobs.c, for the others ---- */
+
+/* An admission slot of `src` is free again: hands free slots to waiting handshakes. */
+void pkm__hs_release(pkm__loop *L, const pkm__source_key *src);
+/* c's engine wants its RSA job run: 1 when it may be submitted now, 0 when it waits (or c was
+ * refused and closed). */
+int pkm__hs_admit(pkm_server_conn_t *c);
+/* Hands c's engine's RSA job to the thread pool. */
+void pkm__job_start(pkm_server_conn_t *c);
+/* Lets go of c's job (cancelled if still queued). */
+void pkm__job_detach(pkm_server_conn_t *c);
+
+/* ---- server_proxy.c, for server_conn.c ---- */
+
+/* In CS_PROXY: nread bytes of the header arrived, or the stream ended or failed. */
+void pkm__sproxy_read(pkm_server_conn_t *c, ssize_t nread);
+/* A connection from a trusted proxy sent a header that is not one: closed, no callback. */
+void pkm__sproxy_refuse(pkm_server_conn_t *c, const char *why);
+/* Logs a refused PROXY header, at most once per source and log interval. */
+void pkm__sproxy_log(pkm_server_conn_t *c, const char *why);
+/* 1 when the first n bytes of a stream are (a prefix of) a PROXY header's signature. */
+int pkm__sproxy_signature(const uint8_t *p, size_t n);
 
 #endif
