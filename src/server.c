@@ -405,9 +405,9 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
     lc.secret_ban_ms = (uint64_t)cfg->secret_ban_ms;
     if (cfg->log_interval_ms) lc.log_interval_ms = (uint64_t)cfg->log_interval_ms;
 
-    int r;
     pkm_server_t *srv = pkm__calloc(1, sizeof *srv);
-    if (!srv) return PKM_ENOMEM;
+    PKM_ENSURE(srv != NULL, PKM_ENOMEM);
+    int rc, have_mu = 0; /* have_mu: lim_mu is made, so free_all can undo everything */
     srv->ec = ec;
     srv->ec.secret = NULL;
     srv->ec.secret_len = 0;
@@ -425,42 +425,32 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         n = cpus < 1 ? 1 : cpus > PKM_SERVER_MAX_LOOPS ? PKM_SERVER_MAX_LOOPS : (unsigned)cpus;
     }
-    if (uv_mutex_init(&srv->lim_mu) != 0) {
-        pkm__free(srv);
-        return PKM_ENOMEM;
-    }
+    PKM_ENSURE_GOTO(rc, (have_mu = uv_mutex_init(&srv->lim_mu) == 0), PKM_ENOMEM);
+    srv->loops = pkm__calloc(n, sizeof *srv->loops);
+    PKM_ENSURE_GOTO(rc, srv->loops != NULL, PKM_ENOMEM);
     srv->nloops = n;
-    if (!(srv->loops = pkm__calloc(n, sizeof *srv->loops))) {
-        srv->nloops = 0;
-        r = PKM_ENOMEM;
-        goto fail;
-    }
-    r = pkm__limits_new(&lc, &srv->lim);
-    if (r < 0) goto fail;
+    PKM_GUARD_GOTO(rc, pkm__limits_new(&lc, &srv->lim));
     srv->secret_limit = lc.secret_fails != 0;
     char pmsg[256];
-    r = proxy_config(cfg->proxy_trusted, &srv->proxy, pmsg, sizeof pmsg);
-    if (r < 0) {
+    rc = proxy_config(cfg->proxy_trusted, &srv->proxy, pmsg, sizeof pmsg);
+    if (rc < 0) {
         if (pmsg[0]) pkm__slog(srv, PKM_LOG_ERROR, "%s", pmsg);
-        if (pmsg[0]) (void)new_failed(cfg, r, "pkm_server_new: invalid argument: %s", pmsg);
-        goto fail;
+        if (pmsg[0]) (void)new_failed(cfg, rc, "pkm_server_new: invalid argument: %s", pmsg);
+        goto cleanup;
     }
     srv->proxy_on = cfg->proxy_trusted != NULL;
     srv->proxy_timeout = PKM_SERVER_PROXY_TIMEOUT_MS;
     if (srv->hs_timeout && srv->hs_timeout < srv->proxy_timeout)
         srv->proxy_timeout = srv->hs_timeout;
     if (ec.secret_len) {
-        if (!(srv->secret = pkm__malloc(ec.secret_len))) {
-            r = PKM_ENOMEM;
-            goto fail;
-        }
+        srv->secret = pkm__malloc(ec.secret_len);
+        PKM_ENSURE_GOTO(rc, srv->secret != NULL, PKM_ENOMEM);
         memcpy(srv->secret, ec.secret, ec.secret_len);
         srv->ec.secret = srv->secret;
         srv->ec.secret_len = ec.secret_len;
     }
-    for (unsigned i = 0; i < n; i++) {
-        if ((r = pkm__loop_init(srv, &srv->loops[i], i, cfg)) < 0) goto fail;
-    }
+    for (unsigned i = 0; i < n; i++)
+        PKM_GUARD_GOTO(rc, pkm__loop_init(srv, &srv->loops[i], i, cfg));
     pkm__loop *L0 = &srv->loops[0];
 
     raise_fd_limit(srv, cfg->raise_fd_limit);
@@ -477,8 +467,8 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
     int fd = pkm__net_listen(cfg->host, cfg->port, backlog, what, sizeof what);
     if (fd < 0) {
         pkm__slog(srv, PKM_LOG_ERROR, "%s", what);
-        r = new_failed(cfg, fd, "%s", what);
-        goto fail;
+        rc = new_failed(cfg, fd, "%s", what);
+        goto cleanup;
     }
     int ur = uv_tcp_open(&L0->listener, (uv_os_sock_t)fd);
     if (ur != 0) close(fd);
@@ -486,9 +476,9 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
     if (ur != 0) {
         pkm__slog(srv, PKM_LOG_ERROR, "cannot listen on %s port %u: %s",
                   cfg->host ? cfg->host : "(any)", (unsigned)cfg->port, uv_strerror(ur));
-        r = new_failed(cfg, PKM_EIO, "cannot listen on %s port %u: %s",
-                       cfg->host ? cfg->host : "(any)", (unsigned)cfg->port, uv_strerror(ur));
-        goto fail;
+        rc = new_failed(cfg, PKM_EIO, "cannot listen on %s port %u: %s",
+                        cfg->host ? cfg->host : "(any)", (unsigned)cfg->port, uv_strerror(ur));
+        goto cleanup;
     }
     srv->port = (uint16_t)pkm__net_bound_port(fd);
     /* A write to a socket the client has closed must fail with EPIPE, not kill the process. */
@@ -496,10 +486,12 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
     if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) signal(SIGPIPE, SIG_IGN);
     *out = srv;
     return 0;
-
-fail:
-    free_all(srv);
-    return r;
+cleanup:
+    if (have_mu)
+        free_all(srv); /* undoes whatever was made (each part NULL or zero when not) */
+    else
+        pkm__free(srv);
+    return rc;
 }
 
 /* The thread of loop k > 0. */
