@@ -167,6 +167,26 @@ static void on_timer(uv_timer_t *t)
     arm_timer(srv);
 }
 
+/* Runs every post queued so far, in order; with `close`, refuses further posts first (they
+ * fail with PKM_ECLOSED), so that nothing posted is ever left behind. */
+static void run_posts(pkm_server_t *srv, int close)
+{
+    for (;;) {
+        uv_mutex_lock(&srv->post_mu);
+        if (close) srv->post_closed = 1;
+        pkm__post *p = srv->post_head;
+        srv->post_head = srv->post_tail = NULL;
+        uv_mutex_unlock(&srv->post_mu);
+        if (!p) return;
+        while (p) {
+            pkm__post *next = p->next;
+            p->fn(srv, p->ud);
+            pkm__free(p);
+            p = next;
+        }
+    }
+}
+
 static void close_handle(uv_handle_t *h)
 {
     if (!uv_is_closing(h)) uv_close(h, NULL);
@@ -177,6 +197,9 @@ static void close_handle(uv_handle_t *h)
 static void shutdown_all(pkm_server_t *srv)
 {
     if (srv->stopping) return;
+    /* Posts made before the stop still run, while connections are open (no more are accepted
+     * from here on). */
+    run_posts(srv, 1);
     srv->stopping = 1;
     close_handle((uv_handle_t *)&srv->listener);
     for (pkm_server_conn_t *c = srv->all; c; c = c->next) {
@@ -199,6 +222,7 @@ static void shutdown_all(pkm_server_t *srv)
 static void on_async(uv_async_t *a)
 {
     pkm_server_t *srv = a->data;
+    run_posts(srv, 0);
     if (atomic_load(&srv->stop_requested)) shutdown_all(srv);
 }
 
@@ -401,6 +425,10 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
         srv->ec.secret = srv->secret;
         srv->ec.secret_len = ec.secret_len;
     }
+    if (uv_mutex_init(&srv->post_mu) != 0) {
+        r = PKM_ENOMEM;
+        goto fail_nomutex;
+    }
     if (uv_loop_init(&srv->loop) != 0) {
         r = PKM_ENOMEM;
         goto fail_nolloop;
@@ -450,6 +478,8 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
 fail_loop:
     drain_and_close_loop(srv);
 fail_nolloop:
+    uv_mutex_destroy(&srv->post_mu);
+fail_nomutex:
     pkm__wipe(srv->secret, srv->ec.secret_len);
     pkm__free(srv->secret);
     pkm__budget_free(&srv->budget);
@@ -480,10 +510,39 @@ void pkm_server_stop(pkm_server_t *srv)
     uv_async_send(&srv->async);
 }
 
+int pkm_server_post(pkm_server_t *srv, void (*fn)(pkm_server_t *srv, void *ud), void *ud)
+{
+    if (!srv || !fn) return PKM_EINVAL;
+    if (atomic_load(&srv->stop_requested)) return PKM_ECLOSED;
+    pkm__post *p = pkm__malloc(sizeof *p);
+    if (!p) return PKM_ENOMEM;
+    p->next = NULL;
+    p->fn = fn;
+    p->ud = ud;
+    uv_mutex_lock(&srv->post_mu);
+    if (srv->post_closed) {
+        uv_mutex_unlock(&srv->post_mu);
+        pkm__free(p);
+        return PKM_ECLOSED;
+    }
+    if (srv->post_tail)
+        srv->post_tail->next = p;
+    else
+        srv->post_head = p;
+    srv->post_tail = p;
+    /* Under the lock: the async handle is closed only after post_closed is set (shutdown_all),
+     * so it is still open here. */
+    uv_async_send(&srv->async);
+    uv_mutex_unlock(&srv->post_mu);
+    return 0;
+}
+
 void pkm_server_free(pkm_server_t *srv)
 {
     if (!srv) return;
     drain_and_close_loop(srv);
+    run_posts(srv, 1); /* (shutdown_all ran them already; nothing can be queued since) */
+    uv_mutex_destroy(&srv->post_mu);
     pkm__wipe(srv->secret, srv->ec.secret_len);
     pkm__free(srv->secret);
     pkm__budget_free(&srv->budget);

@@ -75,6 +75,13 @@ struct pkm_server_conn {
     unsigned hs_slot : 1;          /* it holds an admission slot no job owns yet */
 };
 
+/* One pkm_server_post() call waiting for loop 0. */
+typedef struct pkm__post {
+    struct pkm__post *next;
+    void (*fn)(pkm_server_t *srv, void *ud);
+    void *ud;
+} pkm__post;
+
 typedef struct stats_atomic {
     _Atomic uint64_t conns_open, conns_established, accepted, rejected, handshakes_ok,
         handshakes_failed, timeouts, dropped_queue, packets_in, packets_out, bytes_in, bytes_out,
@@ -89,6 +96,11 @@ struct pkm_server {
     uv_async_t async;
     int handles_closed; /* the four handles above are closed (or closing) */
     atomic_int stop_requested;
+    /* pkm_server_post()'s queue (FIFO), guarded by post_mu; post_closed: no more posts (set by
+     * loop 0 when it stops, or by pkm_server_free). Drained by on_async. */
+    uv_mutex_t post_mu;
+    pkm__post *post_head, *post_tail;
+    int post_closed;
     atomic_int running;
     int ran;
     int stopping;

@@ -982,6 +982,137 @@ static void test_many_clients(void **state)
     fx_stop(&f);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* pkm_server_post: from several threads, each thread's posts run in order on the loop thread */
+
+#define POST_THREADS 4
+#define POST_EACH    500
+
+typedef struct post_ctx {
+    fx_t *f;
+    pthread_mutex_t mu;
+    int next[POST_THREADS]; /* the sequence number each thread's next post must carry */
+    int ran, out_of_order, wrong_thread, broadcast_to;
+} post_ctx_t;
+
+typedef struct post_item {
+    post_ctx_t *ctx;
+    int thread, seq;
+} post_item_t;
+
+static post_item_t g_post_items[POST_THREADS][POST_EACH];
+
+static void post_fn(pkm_server_t *srv, void *ud)
+{
+    post_item_t *it = ud;
+    post_ctx_t *x = it->ctx;
+    pthread_mutex_lock(&x->mu);
+    if (!pthread_equal(pthread_self(), x->f->th)) x->wrong_thread++;
+    if (it->seq != x->next[it->thread]) x->out_of_order++;
+    x->next[it->thread] = it->seq + 1;
+    x->ran++;
+    pthread_mutex_unlock(&x->mu);
+    if (it->seq == POST_EACH - 1) { /* every thread's last post: a broadcast, as in a callback */
+        const uint8_t m[2] = {'P', (uint8_t)('0' + it->thread)};
+        size_t n = pkm_server_broadcast(srv, NULL, 0x40, 0, m, 2);
+        pthread_mutex_lock(&x->mu);
+        x->broadcast_to += (int)n;
+        pthread_mutex_unlock(&x->mu);
+    }
+}
+
+static void *post_thread(void *arg)
+{
+    post_item_t *items = arg;
+    for (int i = 0; i < POST_EACH; i++) {
+        int r;
+        while ((r = pkm_server_post(items[0].ctx->f->srv, post_fn, &items[i])) == PKM_ENOMEM)
+            sleep_ms(1);
+        if (r != 0) return (void *)1;
+    }
+    return NULL;
+}
+
+static void count_fn(pkm_server_t *srv, void *ud)
+{
+    (void)srv;
+    (*(int *)ud)++;
+}
+
+static void test_post(void **state)
+{
+    (void)state;
+    fx_t f;
+    pkm_server_config_t cfg;
+    fx_config(&cfg);
+    fx_start(&f, &cfg, FX_ECHO);
+    sc_t c;
+    assert_int_equal(sc_connect(pkm_server_port(f.srv), NULL, 0, &c), 0);
+    fx_wait_established(&f, 1);
+
+    post_ctx_t x;
+    memset(&x, 0, sizeof x);
+    x.f = &f;
+    pthread_mutex_init(&x.mu, NULL);
+    pthread_t th[POST_THREADS];
+    for (int t = 0; t < POST_THREADS; t++) {
+        for (int i = 0; i < POST_EACH; i++)
+            g_post_items[t][i] = (post_item_t){&x, t, i};
+        assert_int_equal(pthread_create(&th[t], NULL, post_thread, g_post_items[t]), 0);
+    }
+    for (int t = 0; t < POST_THREADS; t++) {
+        void *rv = (void *)2;
+        assert_int_equal(pthread_join(th[t], &rv), 0);
+        assert_null(rv);
+    }
+    /* Every thread's last post broadcast one packet: the client gets all of them. */
+    int seen[POST_THREADS] = {0};
+    for (int t = 0; t < POST_THREADS; t++) {
+        pkm_packet_t pkt;
+        assert_int_equal(sc_recv(&c, &pkt), 1);
+        assert_int_equal(pkt.id, 0x40);
+        assert_int_equal(pkt.size, 2);
+        assert_true(pkt.content[1] >= '0' && pkt.content[1] < '0' + POST_THREADS);
+        seen[pkt.content[1] - '0']++;
+    }
+    for (int t = 0; t < POST_THREADS; t++)
+        assert_int_equal(seen[t], 1);
+    pthread_mutex_lock(&x.mu);
+    assert_int_equal(x.ran, POST_THREADS * POST_EACH);
+    assert_int_equal(x.out_of_order, 0);
+    assert_int_equal(x.wrong_thread, 0);
+    assert_int_equal(x.broadcast_to, POST_THREADS);
+    for (int t = 0; t < POST_THREADS; t++)
+        assert_int_equal(x.next[t], POST_EACH);
+    pthread_mutex_unlock(&x.mu);
+    sc_close(&c);
+    fx_wait_closes(&f, 1);
+    pkm_server_stop(f.srv);
+    assert_int_equal(pthread_join(f.th, NULL), 0);
+    /* Stopped: refused, and the function is never called. */
+    int calls = 0;
+    assert_int_equal(pkm_server_post(f.srv, count_fn, &calls), PKM_ECLOSED);
+    pkm_server_free(f.srv);
+    assert_int_equal(calls, 0);
+    pthread_mutex_destroy(&f.mu);
+    pthread_mutex_destroy(&x.mu);
+
+    /* A post accepted before the stop runs exactly once even if the server never ran: at the
+     * latest in pkm_server_free. Bad arguments are refused. */
+    pkm_server_t *a = NULL;
+    fx_config(&cfg);
+    assert_int_equal(pkm_server_new(&cfg, &a), 0);
+    assert_int_equal(pkm_server_post(a, NULL, &calls), PKM_EINVAL);
+    assert_int_equal(pkm_server_post(NULL, count_fn, &calls), PKM_EINVAL);
+    assert_int_equal(pkm_server_post(a, count_fn, &calls), 0);
+    assert_int_equal(pkm_server_post(a, count_fn, &calls), 0);
+    pkm_server_stop(a);
+    assert_int_equal(pkm_server_post(a, count_fn, &calls), PKM_ECLOSED);
+    assert_int_equal(calls, 0);
+    pkm_server_free(a);
+    assert_int_equal(calls, 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1003,6 +1134,7 @@ int main(void)
         cmocka_unit_test(test_half_close),
         cmocka_unit_test(test_bad_handshake),
         cmocka_unit_test(test_many_clients),
+        cmocka_unit_test(test_post),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

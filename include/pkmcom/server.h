@@ -41,9 +41,11 @@ extern "C" {
  * (config.raise_fd_limit), and SIGPIPE is set to SIG_IGN if it was SIG_DFL (a write to a socket
  * the client closed must fail with EPIPE rather than kill the process).
  *
- * Threads: every function here except pkm_server_stop() and pkm_server_stats() must be called
- * on the thread running pkm_server_run() (in practice: from the callbacks), or before run / after
- * it returned. Callbacks run on that thread. Different servers are independent.
+ * Threads: every function here except pkm_server_stop(), pkm_server_post() and
+ * pkm_server_stats() must be called on the thread running pkm_server_run() (in practice: from
+ * the callbacks, or from a function given to pkm_server_post()), or before run / after it
+ * returned. Callbacks run on that thread. Another thread (a game's tick thread) reaches the
+ * server through pkm_server_post(). Different servers are independent.
  *
  * Lifetimes: a pkm_server_conn_t is valid from its acceptance until on_close returns (the
  * callbacks are the place to use it; do not keep the pointer beyond on_close). Every connection
@@ -257,6 +259,22 @@ PKM_API int pkm_server_run(pkm_server_t *srv);
  * and calls uv_async_send, which is async-signal-safe), any number of times, between
  * pkm_server_new() and pkm_server_free(). Returns at once; pkm_server_run() returns soon after. */
 PKM_API void pkm_server_stop(pkm_server_t *srv);
+
+/* Runs fn(srv, ud) on the server's loop thread (loop 0, the thread running pkm_server_run()),
+ * soon, in the order the posts were made (two posts from one thread run in that order; posts
+ * from different threads in the order they took the queue). Safe from ANY thread, including
+ * threads that run no server loop and the loop thread itself (fn then runs on a later loop turn,
+ * never inside this call), between pkm_server_new() and pkm_server_free(); not from a signal
+ * handler (it allocates and locks). Inside fn every server function may be called as in any
+ * callback (pkm_server_broadcast, pkm_server_send to a connection fn knows is still open,
+ * pkm_server_foreach, pkm_server_stop, pkm_server_post...).
+ * Returns 0: fn will be called exactly once: on the loop before it stops, or, when the server
+ * stops (or is freed without having run) first, during that stop or pkm_server_free() (while
+ * the connections are still open, before their on_close), so ud can always be freed by fn.
+ * PKM_ECLOSED: pkm_server_stop() was called already (or the server is stopping): fn is never
+ * called and ud stays the caller's. PKM_ENOMEM: nothing queued, ud the caller's.
+ * PKM_EINVAL: srv or fn NULL. ud is never touched by the server, only handed to fn. */
+PKM_API int pkm_server_post(pkm_server_t *srv, void (*fn)(pkm_server_t *srv, void *ud), void *ud);
 
 /* Frees the server: closes whatever is still open (calling on_close), the listener and the loop.
  * Not while pkm_server_run() is running. NULL is allowed. */
