@@ -109,6 +109,7 @@ static void arm_timer(pkm_server_t *srv)
         if (srv->trim_after) due = deadline_min(due, h->since + srv->trim_after);
         if (srv->idle_timeout) due = deadline_min(due, h->since + srv->idle_timeout);
     }
+    if ((h = srv->tl[TL_PROXY].head)) due = deadline_min(due, h->since + srv->proxy_timeout);
     if (srv->idle_timeout && (h = srv->tl[TL_TRIMMED].head))
         due = deadline_min(due, h->since + srv->idle_timeout);
     due = deadline_min(due, pkm__budget_next_deadline(&srv->budget));
@@ -146,6 +147,8 @@ static void on_timer(uv_timer_t *t)
     pkm_server_conn_t *c;
     while (srv->hs_timeout && (c = srv->tl[TL_HS].head) && c->since + srv->hs_timeout <= now)
         pkm__sconn_close(c, PKM_ETIMEOUT);
+    while ((c = srv->tl[TL_PROXY].head) && c->since + srv->proxy_timeout <= now)
+        pkm__sconn_close(c, PKM_ETIMEOUT); /* not admitted: closed silently */
     if (srv->idle_timeout) {
         while ((c = srv->tl[TL_TRIMMED].head) && c->since + srv->idle_timeout <= now)
             pkm__sconn_close(c, PKM_ETIMEOUT);
@@ -355,6 +358,54 @@ static void raise_fd_limit(pkm_server_t *srv, int raise)
     }
 }
 
+/* Parses config.proxy_trusted into *out (left empty for NULL: the PROXY protocol off). Returns
+ * 0, PKM_ENOMEM, or PKM_EINVAL with a sentence in msg naming the entry that is wrong. */
+static int proxy_config(const char *s, pkm__cidr_list *out, char *msg, size_t cap)
+{
+    memset(out, 0, sizeof *out);
+    msg[0] = 0;
+    if (!s) return 0;
+    if (strspn(s, " \t") == strlen(s)) {
+        snprintf(msg, cap, "proxy_trusted is empty (NULL turns the PROXY protocol off)");
+        return PKM_EINVAL;
+    }
+    int r = pkm__cidr_list_parse(s, out);
+    if (r != PKM_EINVAL) return r;
+    /* Which entry: each one alone. */
+    const char *p = s;
+    for (;;) {
+        size_t n = strcspn(p, ",");
+        char one[128];
+        size_t a = 0, b = n;
+        while (a < b && (p[a] == ' ' || p[a] == '\t'))
+            a++;
+        while (b > a && (p[b - 1] == ' ' || p[b - 1] == '\t'))
+            b--;
+        int bad = b == a || b - a >= sizeof one;
+        if (!bad) {
+            memcpy(one, p + a, b - a);
+            one[b - a] = 0;
+            pkm__cidr_list l;
+            bad = pkm__cidr_list_parse(one, &l) == PKM_EINVAL;
+            if (!bad) pkm__cidr_list_free(&l);
+        }
+        if (bad) {
+            if (b == a)
+                snprintf(msg, cap, "proxy_trusted \"%s\": an empty entry", s);
+            else
+                snprintf(msg, cap,
+                         "proxy_trusted: \"%.*s\" is not an IPv4 or IPv6 address or CIDR block "
+                         "(ADDRESS[/BITS], host bits zero)",
+                         (int)(b - a > 100 ? 100 : b - a), p + a);
+            return PKM_EINVAL;
+        }
+        if (!p[n]) break;
+        p += n + 1;
+    }
+    snprintf(msg, cap, "proxy_trusted \"%s\" is malformed", s);
+    return PKM_EINVAL;
+}
+
 /* Closes the server's handles and runs the loop until everything is released. */
 static void drain_and_close_loop(pkm_server_t *srv)
 {
@@ -415,8 +466,23 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
     srv->on_close = cfg->on_close;
     srv->on_log = cfg->on_log;
     srv->user = cfg->user;
+    char pmsg[256];
+    r = proxy_config(cfg->proxy_trusted, &srv->proxy, pmsg, sizeof pmsg);
+    if (r < 0) {
+        if (pmsg[0]) pkm__slog(srv, PKM_LOG_ERROR, "%s", pmsg);
+        pkm__budget_free(&srv->budget);
+        pkm__limits_free(srv->lim);
+        pkm__free(srv);
+        return r;
+    }
+    srv->proxy_on = cfg->proxy_trusted != NULL;
+    srv->proxy_timeout = PKM_SERVER_PROXY_TIMEOUT_MS;
+    if (srv->hs_timeout && srv->hs_timeout < srv->proxy_timeout)
+        srv->proxy_timeout = srv->hs_timeout;
     if (ec.secret_len) {
         if (!(srv->secret = pkm__malloc(ec.secret_len))) {
+            pkm__cidr_list_free(&srv->proxy);
+            pkm__budget_free(&srv->budget);
             pkm__limits_free(srv->lim);
             pkm__free(srv);
             return PKM_ENOMEM;
@@ -483,6 +549,7 @@ fail_nomutex:
     pkm__wipe(srv->secret, srv->ec.secret_len);
     pkm__free(srv->secret);
     pkm__budget_free(&srv->budget);
+    pkm__cidr_list_free(&srv->proxy);
     pkm__limits_free(srv->lim);
     pkm__free(srv);
     return r;
@@ -546,6 +613,7 @@ void pkm_server_free(pkm_server_t *srv)
     pkm__wipe(srv->secret, srv->ec.secret_len);
     pkm__free(srv->secret);
     pkm__budget_free(&srv->budget);
+    pkm__cidr_list_free(&srv->proxy);
     pkm__limits_free(srv->lim);
     pkm__free(srv);
 }
@@ -589,6 +657,8 @@ void pkm_server_stats(const pkm_server_t *srv, pkm_server_stats_t *out)
     LOAD(packets_out);
     LOAD(bytes_in);
     LOAD(bytes_out);
+    LOAD(proxy_checks);
+    LOAD(proxy_refused);
 #undef LOAD
 }
 

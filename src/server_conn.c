@@ -12,6 +12,13 @@
 #include "internal.h"
 #include "server_internal.h"
 
+/* A PROXY header being read (CS_PROXY only: allocated at acceptance, freed when the header is
+ * complete or the connection closes). */
+struct proxyrd {
+    size_t need; /* the next read's size: bytes certainly part of the header */
+    pkm__proxy_acc acc;
+};
+
 /* Bytes the socket did not take at once: copied out of the engine and written with uv_write. */
 struct wreq {
     uv_write_t req;
@@ -59,6 +66,7 @@ static void maybe_free(pkm_server_conn_t *c)
         srv->all = c->next;
     if (c->next) c->next->prev = c->prev;
     pkm_engine_free(c->eng);
+    pkm__free(c->prx);
     pkm__free(c);
 }
 
@@ -98,7 +106,8 @@ static void detach_job(pkm_server_conn_t *c)
 }
 
 /* The one way a connection closes: stats, on_close, then the socket. err 0 = closed by this
- * side; fail_step non-NULL = a handshake failed. */
+ * side; fail_step non-NULL = a handshake failed. A connection not admitted yet (PROXY protocol)
+ * closes silently: no stats but the caller's, no on_close. */
 static void do_close(pkm_server_conn_t *c, int err, const char *fail_step)
 {
     if (c->state >= CS_CLOSING) return;
@@ -123,13 +132,17 @@ static void do_close(pkm_server_conn_t *c, int err, const char *fail_step)
     if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = 0;
     pkm__tl_remove(srv, c);
+    pkm__free(c->prx);
+    c->prx = NULL;
     srv->open--;
-    st_sub(&srv->st.conns_open, 1);
-    if (c->ever_established) st_sub(&srv->st.conns_established, 1);
-    if (fail_step) st_add(&srv->st.handshakes_failed, 1);
-    if (err == PKM_ETIMEOUT) st_add(&srv->st.timeouts, 1);
-    if (err == PKM_EQUEUE) st_add(&srv->st.dropped_queue, 1);
-    if (srv->on_close) srv->on_close(srv->user, c, err, fail_step);
+    if (c->admitted) {
+        st_sub(&srv->st.conns_open, 1);
+        if (c->ever_established) st_sub(&srv->st.conns_established, 1);
+        if (fail_step) st_add(&srv->st.handshakes_failed, 1);
+        if (err == PKM_ETIMEOUT) st_add(&srv->st.timeouts, 1);
+        if (err == PKM_EQUEUE) st_add(&srv->st.dropped_queue, 1);
+        if (srv->on_close) srv->on_close(srv->user, c, err, fail_step);
+    }
     uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
 }
 
@@ -150,11 +163,48 @@ static void close_engine(pkm_server_conn_t *c)
     do_close(c, err ? err : PKM_ECLOSED, step);
 }
 
+/* One line about a PROXY header refused from `src`, at most once per source and log interval
+ * (the limits' refusal log limiter). */
+static void log_proxy(pkm_server_t *srv, const pkm__source_key *src, const char *why)
+{
+    uint32_t more = 0;
+    if (!pkm__limits_log_ok(srv->lim, src, uv_now(&srv->loop), &more)) return;
+    char name[PKM__SOURCE_KEY_STRLEN];
+    pkm__source_key_str(src, name, sizeof name);
+    if (more)
+        pkm__slog(srv, PKM_LOG_WARN,
+                  "refused a connection from %s: %s (and %lu more since the last line)", name, why,
+                  (unsigned long)more);
+    else
+        pkm__slog(srv, PKM_LOG_WARN, "refused a connection from %s: %s", name, why);
+}
+
+/* A connection from a trusted proxy sent a header that is not one: closed, no callback. */
+static void proxy_refuse(pkm_server_conn_t *c, const char *why)
+{
+    st_add(&c->srv->st.proxy_refused, 1);
+    log_proxy(c->srv, &c->src, why);
+    do_close(c, PKM_EPROTO, NULL);
+}
+
 /* Closes c with err (0 = by this side), naming the handshake step if one was running (the engine
  * is always here, also while its job is on the pool, so the step is exact). */
 static void close_with(pkm_server_conn_t *c, int err)
 {
     if (c->state >= CS_CLOSING) return;
+    if (!c->admitted) {
+        /* Before its PROXY header was complete, or after a LOCAL one before any byte: a health
+         * check (or the server stopping, err 0), unless the header was cut short. */
+        if (err && c->state == CS_PROXY && c->prx && c->prx->acc.len) {
+            proxy_refuse(c, err == PKM_ETIMEOUT ? "its PROXY header was incomplete at the deadline"
+                                                : "the connection ended inside its PROXY header");
+            return;
+        }
+        if (err) st_add(&c->srv->st.proxy_checks, 1);
+        if (c->eng) pkm_engine_close(c->eng, err ? err : PKM_ECLOSED);
+        do_close(c, err, NULL);
+        return;
+    }
     if (err == 0) {
         pkm_engine_close(c->eng, PKM_ECLOSED);
         do_close(c, 0, NULL);
@@ -429,17 +479,54 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     size_t cap = 0;
     uint8_t *p = NULL;
     (void)suggested;
-    if (c->state < CS_CLOSING) p = pkm_engine_recv_buf(c->eng, &cap); /* also during a job */
+    if (c->state == CS_PROXY) { /* exactly the header's bytes: what follows stays in the socket */
+        p = c->prx->acc.buf + c->prx->acc.len;
+        cap = c->prx->need;
+    } else if (c->state < CS_CLOSING) {
+        p = pkm_engine_recv_buf(c->eng, &cap); /* also during a job */
+    }
     if (cap > UINT32_MAX) cap = UINT32_MAX;
     *buf = uv_buf_init((char *)p, (unsigned)cap);
+}
+
+static void proxy_read(pkm_server_conn_t *c, ssize_t nread);
+static int admit_conn(pkm_server_conn_t *c);
+
+/* 1 when the first n bytes of a stream are (a prefix of) a PROXY header's signature. (A PkmCom
+ * client's first bytes are its ClientKey's Size, 0x00 for any packet below 16 MiB.) */
+static int proxy_signature(const uint8_t *p, size_t n)
+{
+    static const uint8_t v1[6] = {'P', 'R', 'O', 'X', 'Y', ' '};
+    static const uint8_t v2[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
+                                   0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
+    if (n == 0) return 0;
+    return memcmp(p, v1, n < sizeof v1 ? n : sizeof v1) == 0 ||
+           memcmp(p, v2, n < sizeof v2 ? n : sizeof v2) == 0;
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     pkm_server_conn_t *c = s->data;
     pkm_server_t *srv = c->srv;
-    (void)buf;
     if (c->state >= CS_CLOSING) return;
+    if (c->state == CS_PROXY) {
+        proxy_read(c, nread);
+        return;
+    }
+    if (!c->admitted && nread < 0) { /* after a LOCAL header, gone before its first byte */
+        close_with(c, nread == UV_EOF ? PKM_EEOF : uv_to_pkm((int)nread));
+        return;
+    }
+    if (nread > 0 && c->proxy_check) {
+        c->proxy_check = 0;
+        if (proxy_signature((const uint8_t *)buf->base, (size_t)nread)) {
+            st_add(&srv->st.proxy_refused, 1);
+            log_proxy(srv, &c->src, "a PROXY header from an address not trusted to send one");
+            close_with(c, PKM_EAGAIN);
+            return;
+        }
+    }
+    if (nread > 0 && !c->admitted && admit_conn(c) < 0) return; /* first byte after LOCAL */
     if (nread > 0) {
         st_add(&srv->st.bytes_in, (uint64_t)nread);
         if (c->tlist == TL_ACTIVE || c->tlist == TL_TRIMMED) pkm__tl_append(srv, c, TL_ACTIVE);
@@ -478,20 +565,20 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     close_with(c, uv_to_pkm((int)nread));
 }
 
-static void store_peer(pkm_server_conn_t *c)
+/* Sets c's peer address and source key (the socket's peer, or the client a PROXY header names). */
+static void set_peer(pkm_server_conn_t *c, const struct sockaddr *sa)
 {
-    struct sockaddr_storage ss;
-    int len = sizeof ss;
-    memset(&ss, 0, sizeof ss);
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0) ss.ss_family = AF_UNSPEC;
-    pkm__source_key_of((const struct sockaddr *)&ss, &c->src);
-    if (ss.ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+    pkm__source_key_of(sa, &c->src);
+    c->family = 0;
+    c->peer_port = 0;
+    memset(c->peer_addr, 0, sizeof c->peer_addr);
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
         c->family = 4;
         c->peer_port = ntohs(a->sin_port);
         memcpy(c->peer_addr, &a->sin_addr, 4);
-    } else if (ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
         c->peer_port = ntohs(a->sin6_port);
         if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) { /* an IPv4 peer of a dual-stack listener */
             c->family = 4;
@@ -503,10 +590,125 @@ static void store_peer(pkm_server_conn_t *c)
     }
 }
 
-/* A connection that was never admitted: its struct (the handle is its first member). */
+/* A connection whose struct could not be linked: its struct (the handle is its first member). */
 static void free_unadmitted(uv_handle_t *h)
 {
     pkm__free(h);
+}
+
+/* Gives c its engine (its ServerKey goes out before the loop next waits) and reads. Returns 0, or
+ * -1 when c was closed. */
+static int start_engine(pkm_server_conn_t *c)
+{
+    pkm_server_t *srv = c->srv;
+    int r = pkm_engine_new(&srv->ec, &c->eng);
+    if (r < 0) {
+        pkm__slog(srv, PKM_LOG_ERROR, "cannot make an engine for a connection: %s",
+                  pkm_strerror(r));
+        do_close(c, r, NULL); /* not admitted yet: silent */
+        return -1;
+    }
+    uv_tcp_nodelay(&c->tcp, 1); /* writes are gathered per turn already */
+    c->state = CS_HANDSHAKE;
+    if (!c->reading) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
+            do_close(c, PKM_EIO, NULL);
+            return -1;
+        }
+        c->reading = 1;
+    }
+    mark_dirty(c); /* ServerKey */
+    return 0;
+}
+
+/* Counts c under its source in the limits (per-source cap, ban). Returns 0, or -1 when c was
+ * refused (logged at most once per source and interval) and closed silently. */
+static int count_conn(pkm_server_conn_t *c)
+{
+    pkm_server_t *srv = c->srv;
+    pkm__refusal why = PKM__REFUSE_NONE;
+    if (pkm__limits_conn_open(srv->lim, &c->src, uv_now(&srv->loop), &why) != 0) {
+        st_add(&srv->st.refused, 1);
+        pkm__log_refusal(srv, &c->src, why, "a connection");
+        do_close(c, PKM_EAGAIN, NULL); /* not admitted: silent */
+        return -1;
+    }
+    c->counted = 1;
+    return 0;
+}
+
+/* Admits c (it has its engine): counted by the limits if it is not yet (count_conn), given an
+ * id, the stats, callbacks from now on, the handshake deadline. Returns 0, or -1 when c was
+ * closed. */
+static int admit_conn(pkm_server_conn_t *c)
+{
+    pkm_server_t *srv = c->srv;
+    if (!c->counted && count_conn(c) < 0) return -1;
+    c->admitted = 1;
+    c->id = ++srv->next_id;
+    st_add(&srv->st.accepted, 1);
+    st_add(&srv->st.conns_open, 1);
+    pkm__tl_append(srv, c, TL_HS);
+    return 0;
+}
+
+/* The PROXY header is complete (in: what it says): the connection's source is the client it
+ * names, or for LOCAL/UNKNOWN the socket's peer; then the connection starts as any other, but
+ * after LOCAL/UNKNOWN it is admitted only with its first byte (a health check never is). */
+static void proxy_done(pkm_server_conn_t *c, const pkm__proxy_info *in)
+{
+    struct proxyrd *x = c->prx;
+    /* The reads never go past the header (each is at most `need` bytes), so nothing follows it
+     * in the buffer; should that change, the bytes after it are the PkmCom stream's. */
+    uint8_t rest[PKM__PROXY_MAX];
+    size_t nrest = x->acc.len - in->header_len;
+    memcpy(rest, x->acc.buf + in->header_len, nrest);
+    pkm__free(x);
+    c->prx = NULL;
+    const struct sockaddr *src = pkm__proxy_source(in, NULL);
+    if (src) { /* refused before its engine is made: the cheapest way out */
+        set_peer(c, src);
+        if (count_conn(c) < 0) return;
+    }
+    if (start_engine(c) < 0) return;
+    if (src && admit_conn(c) < 0) return;
+    if (nrest) {
+        if (!c->admitted && admit_conn(c) < 0) return;
+        st_add(&c->srv->st.bytes_in, nrest);
+        if (pkm_engine_feed(c->eng, rest, nrest) < 0) {
+            close_engine(c);
+            return;
+        }
+        pump(c);
+    }
+}
+
+/* In CS_PROXY: nread bytes of the header arrived at the accumulator's end, or the stream ended
+ * or failed. */
+static void proxy_read(pkm_server_conn_t *c, ssize_t nread)
+{
+    if (nread == 0) return; /* EAGAIN */
+    if (nread < 0) {
+        close_with(c, nread == UV_EOF ? PKM_EEOF : uv_to_pkm((int)nread));
+        return;
+    }
+    struct proxyrd *x = c->prx;
+    x->acc.len += (size_t)nread;
+    pkm__proxy_info in;
+    size_t need = 0;
+    int r = pkm__proxy_parse(x->acc.buf, x->acc.len, &in, &need);
+    if (r == PKM_EAGAIN) {
+        x->need = need;
+        return;
+    }
+    if (r < 0) {
+        char why[160];
+        snprintf(why, sizeof why, "a malformed PROXY header (%s)",
+                 pkm__proxy_reason_str(in.reason));
+        proxy_refuse(c, why);
+        return;
+    }
+    proxy_done(c, &in);
 }
 
 int pkm__sconn_accept(pkm_server_t *srv)
@@ -520,40 +722,49 @@ int pkm__sconn_accept(pkm_server_t *srv)
         uv_close((uv_handle_t *)&c->tcp, free_unadmitted);
         return 0;
     }
-    store_peer(c);
-    pkm__refusal why = PKM__REFUSE_NONE;
-    if (pkm__limits_conn_open(srv->lim, &c->src, uv_now(&srv->loop), &why) != 0) {
-        st_add(&srv->st.refused, 1);
-        pkm__log_refusal(srv, &c->src, why, "a connection");
-        uv_close((uv_handle_t *)&c->tcp, free_unadmitted);
-        return 0;
-    }
-    int r = pkm_engine_new(&srv->ec, &c->eng);
-    if (r < 0) {
-        pkm__slog(srv, PKM_LOG_ERROR, "cannot make an engine for a connection: %s",
-                  pkm_strerror(r));
-        (void)pkm__limits_conn_close(srv->lim, &c->src, uv_now(&srv->loop));
-        uv_close((uv_handle_t *)&c->tcp, free_unadmitted);
-        return 0;
-    }
-    uv_tcp_nodelay(&c->tcp, 1); /* writes are gathered per turn already */
-    c->counted = 1;
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    memset(&ss, 0, sizeof ss);
+    int gone = uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0;
+    if (gone) ss.ss_family = AF_UNSPEC;
+    set_peer(c, (const struct sockaddr *)&ss);
     pkm__partial_init(&c->partial, c);
-    c->id = ++srv->next_id;
+    /* From here on c is on srv->all and closes through do_close (silently until admitted). */
     c->next = srv->all;
     if (srv->all) srv->all->prev = c;
     srv->all = c;
     srv->open++;
-    st_add(&srv->st.accepted, 1);
-    st_add(&srv->st.conns_open, 1);
-    c->state = CS_HANDSHAKE;
-    pkm__tl_append(srv, c, TL_HS);
-    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
-        close_with(c, PKM_EIO);
+    if (gone && srv->proxy_on) {
+        /* Reset before it was accepted (the peer is unknown, so it cannot be told trusted or
+         * not): a health check's connect-and-reset, most likely. */
+        st_add(&srv->st.proxy_checks, 1);
+        do_close(c, PKM_ECONNRESET, NULL);
         return 0;
     }
-    c->reading = 1;
-    mark_dirty(c); /* ServerKey */
+    if (srv->proxy_on && pkm__cidr_list_match(&srv->proxy, (const struct sockaddr *)&ss)) {
+        /* A trusted proxy: its header first, before anything else happens. */
+        c->state = CS_PROXY;
+        c->prx = pkm__malloc(sizeof *c->prx);
+        if (!c->prx) {
+            pkm__slog(srv, PKM_LOG_ERROR, "out of memory accepting a connection");
+            do_close(c, PKM_ENOMEM, NULL);
+            return 0;
+        }
+        c->prx->need = PKM__PROXY_MIN;
+        pkm__proxy_acc_init(&c->prx->acc);
+        pkm__tl_append(srv, c, TL_PROXY);
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
+            do_close(c, PKM_EIO, NULL);
+            return 0;
+        }
+        c->reading = 1;
+        return 0;
+    }
+    c->proxy_check = srv->proxy_on; /* nobody else may send a header */
+    c->state = CS_HANDSHAKE;
+    if (count_conn(c) < 0) return 0; /* before its engine is made: the cheapest way out */
+    if (start_engine(c) < 0) return 0;
+    (void)admit_conn(c);
     return 0;
 }
 

@@ -10,6 +10,7 @@
 #include <uv.h>
 #include "pkmcom/server.h"
 #include "limits_internal.h"
+#include "proxy_internal.h"
 
 /* What happened to one connection's RSA job. */
 enum pkm__job_event {
@@ -28,21 +29,29 @@ void pkm__server_set_job_hook(pkm_server_t *srv, pkm__job_hook_fn fn, void *ctx)
  * ordered by the last read; every trimmed connection read less recently than every active one,
  * since a connection is trimmed from the active list's head and leaves the trimmed list when it
  * reads). Appending `now` keeps every list sorted, so each deadline check looks at heads only. */
-enum tlist_id { TL_NONE = 0, TL_HS, TL_ACTIVE, TL_TRIMMED, TL_COUNT };
+enum tlist_id { TL_NONE = 0, TL_HS, TL_ACTIVE, TL_TRIMMED, TL_PROXY, TL_COUNT };
+/* TL_PROXY: connections not admitted yet (waiting for their PROXY header, or after a LOCAL
+ * header for their first byte), ordered by acceptance; deadline srv->proxy_timeout. */
 
 typedef struct tlist {
     pkm_server_conn_t *head, *tail;
 } tlist_t;
 
 /* A connection's life, one state at a time:
+ *   PROXY -> HANDSHAKE                          (from a trusted proxy: its PROXY header read)
  *   HANDSHAKE -> ESTABLISHED <-> REKEYING      (the engine's handshakes)
  *   any of those -> CLOSING                    (do_close: on_close called, the handle closing)
  *   CLOSING -> CLOSED                          (the handle is closed)
  * and a CLOSED connection is freed once no write request refers to it and it is off the dirty
  * list. An RSA job in flight never holds a connection back: closing detaches it (see jobreq). */
-enum conn_state { CS_HANDSHAKE, CS_ESTABLISHED, CS_REKEYING, CS_CLOSING, CS_CLOSED };
+enum conn_state { CS_PROXY, CS_HANDSHAKE, CS_ESTABLISHED, CS_REKEYING, CS_CLOSING, CS_CLOSED };
+/* A connection is "admitted" (c->admitted: counted in the stats and the limits, given an id and
+ * callbacks) at once, or with the PROXY protocol when its header is complete; after a LOCAL or
+ * UNKNOWN header, when its first byte arrives (a health check never is). One that closes before
+ * that closes silently (no on_close). */
 
-struct jobreq; /* server_conn.c: a connection's RSA job on the thread pool */
+struct jobreq;  /* server_conn.c: a connection's RSA job on the thread pool */
+struct proxyrd; /* server_conn.c: a PROXY header being read */
 
 struct pkm_server_conn {
     uv_tcp_t tcp; /* tcp.data = this */
@@ -55,6 +64,7 @@ struct pkm_server_conn {
     pkm_server_conn_t *tprev, *tnext; /* deadline list */
     pkm_server_conn_t *dnext;         /* srv->dirty */
     struct jobreq *job;               /* its RSA job on the thread pool, or NULL */
+    struct proxyrd *prx;              /* in CS_PROXY: the header so far (else NULL) */
     size_t wq_bytes;                  /* bytes in uv_write requests not yet completed */
     unsigned writes;                  /* uv_write requests not yet completed */
     uint8_t state;                    /* enum conn_state */
@@ -73,6 +83,8 @@ struct pkm_server_conn {
     unsigned counted : 1;          /* pkm__limits_conn_open counted it */
     unsigned hs_queued : 1;        /* its handshake waits for admission (no RSA work yet) */
     unsigned hs_slot : 1;          /* it holds an admission slot no job owns yet */
+    unsigned admitted : 1;         /* see above */
+    unsigned proxy_check : 1;      /* PROXY on, peer untrusted: its first bytes are checked */
 };
 
 /* One pkm_server_post() call waiting for loop 0. */
@@ -85,7 +97,8 @@ typedef struct pkm__post {
 typedef struct stats_atomic {
     _Atomic uint64_t conns_open, conns_established, accepted, rejected, handshakes_ok,
         handshakes_failed, timeouts, dropped_queue, packets_in, packets_out, bytes_in, bytes_out,
-        refused, partial_closed, handshakes_in_flight, handshakes_waiting, partial_bytes;
+        refused, partial_closed, handshakes_in_flight, handshakes_waiting, partial_bytes,
+        proxy_checks, proxy_refused;
 } stats_atomic_t;
 
 struct pkm_server {
@@ -129,9 +142,12 @@ struct pkm_server {
     uint64_t next_id;
     size_t open; /* connections admitted and not closing */
     uint64_t rejected_unlogged, last_reject_log;
-    pkm__limits *lim;   /* admission, per-source caps, failed-secret ban, log limiter */
-    pkm__budget budget; /* partial packets */
-    int secret_limit;   /* the failed-secret limit is on */
+    pkm__limits *lim;       /* admission, per-source caps, failed-secret ban, log limiter */
+    pkm__budget budget;     /* partial packets */
+    int secret_limit;       /* the failed-secret limit is on */
+    int proxy_on;           /* config.proxy_trusted was set */
+    pkm__cidr_list proxy;   /* the trusted proxies */
+    uint64_t proxy_timeout; /* ms a connection in TL_PROXY may wait */
     stats_atomic_t st;
 };
 

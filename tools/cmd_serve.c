@@ -31,6 +31,13 @@ static const char serve_help[] =
     "                       (a Complete Definition packet, ids 0-7, also gets \"hash_ok\",\n"
     "                       \"name\" and \"fields\": its fields by name)\n"
     "  --max-conns N        at most N connections at once (0, the default: no limit)\n"
+    "  --proxy-trusted CIDR[,CIDR...]\n"
+    "                       behind a load balancer (HAProxy send-proxy / send-proxy-v2):\n"
+    "                       connections from these addresses (e.g. 127.0.0.1/32,10.0.0.0/8)\n"
+    "                       must start with a PROXY v1 or v2 header, and the client it names\n"
+    "                       is the source in logs and limits; health checks (LOCAL, or a\n"
+    "                       connect that sends nothing) are not logged. A PROXY header from\n"
+    "                       any other address is refused (a forged source)\n"
     "\n"
     "Limits against floods and peers that pin memory (a source is an IPv4 address or an\n"
     "IPv6 /64; 0 turns a limit off, but 0 queued means none wait; refusals are logged\n"
@@ -146,6 +153,9 @@ static void on_packet(void *user, pkm_server_conn_t *conn, const pkm_packet_t *p
 static void on_close(void *user, pkm_server_conn_t *conn, int err, const char *fail_step)
 {
     struct serve *s = user;
+    /* Refused by the limits, or a PROXY header from an untrusted address: the server's own
+     * line says so, once per source and --log-interval (a flood must not write one each). */
+    if (err == PKM_EAGAIN) return;
     char name[PKM_SERVER_PEER_SIZE + 32];
     conn_name(conn, name, sizeof name);
     if (fail_step && (err == PKM_EEOF || err == PKM_ECONNRESET)) {
@@ -252,7 +262,7 @@ static int serve_limit_opt(int argc, char **argv, int *i, uint64_t lim[L_COUNT])
 
 int cmd_serve(int argc, char **argv)
 {
-    const char *listen = NULL, *keyfile = NULL, *password_file = NULL;
+    const char *listen = NULL, *keyfile = NULL, *password_file = NULL, *proxy_trusted = NULL;
     char *password = NULL; /* --password's argv string, wiped once copied */
     uint64_t max_conns = 0;
     uint64_t lim[L_COUNT];
@@ -283,6 +293,9 @@ int cmd_serve(int argc, char **argv)
             if (r < 0) return TOOL_EXIT_USAGE;
             if (tool_parse_u64(v, 10000000, &max_conns) < 0)
                 return tool_usage_error("serve", "--max-conns: expected a number, got '%s'", v);
+        } else if ((r = tool_opt("serve", argc, argv, &i, "proxy-trusted", 0, &v)) != 0) {
+            if (r < 0) return TOOL_EXIT_USAGE;
+            proxy_trusted = v;
         } else if (strncmp(a, "--", 2) == 0 && (r = serve_limit_opt(argc, argv, &i, lim)) != 0) {
             if (r < 0) return TOOL_EXIT_USAGE;
         } else if (strcmp(a, "--relay") == 0) {
@@ -347,13 +360,19 @@ int cmd_serve(int argc, char **argv)
     cfg.partial_deadline_ms = (int64_t)lim[L_PARTIAL] * 1000;
     cfg.partial_budget = (size_t)lim[L_BUDGET] << 20;
     cfg.log_interval_ms = (int64_t)lim[L_LOGINT] * 1000;
+    cfg.proxy_trusted = proxy_trusted;
     cfg.on_connect = on_connect;
     cfg.on_packet = on_packet;
     cfg.on_close = on_close;
     cfg.on_log = on_log;
     cfg.user = &s;
     int rc = pkm_server_new(&cfg, &s.srv);
-    tool_secret_free(pwbuf); /* the server keeps its own copy */
+    tool_secret_free(pwbuf);                 /* the server keeps its own copy */
+    if (rc == PKM_EINVAL && proxy_trusted) { /* the server logged which entry is wrong */
+        pkm_key_free(key);
+        return tool_usage_error("serve", "--proxy-trusted: expected CIDR[,CIDR...], got '%s'",
+                                proxy_trusted);
+    }
     if (rc < 0) {
         pkm_key_free(key);
         return tool_fail(TOOL_EXIT_FAIL, "cannot listen on %s: %s", listen,
@@ -367,9 +386,10 @@ int cmd_serve(int argc, char **argv)
     char fp[PKM_FINGERPRINT_SIZE], bound[TOOL_HOSTPORT_MAX];
     pkm_key_fingerprint(key, fp);
     tool_format_hostport(host, pkm_server_port(s.srv), bound);
-    tool_log("listening on %s (key %s, fingerprint %s; %s%s%s)", bound, where, fp,
+    tool_log("listening on %s (key %s, fingerprint %s; %s%s%s%s%s)", bound, where, fp,
              s.relay ? "relay" : "echo", password ? ", password required" : "",
-             max_conns ? ", connection cap" : "");
+             max_conns ? ", connection cap" : "", proxy_trusted ? ", PROXY protocol from " : "",
+             proxy_trusted ? proxy_trusted : "");
 
     rc = pkm_server_run(s.srv);
     stop_target = NULL;

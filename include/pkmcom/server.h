@@ -75,6 +75,10 @@ enum pkm_log_level {
 #define PKM_SERVER_DEFAULT_PARTIAL_DEADLINE_MS  30000
 #define PKM_SERVER_DEFAULT_PARTIAL_BUDGET       (64u * 1024u * 1024u)
 #define PKM_SERVER_DEFAULT_LOG_INTERVAL_MS      60000
+/* The longest a connection from a trusted proxy (config.proxy_trusted) may take to send its
+ * PROXY header, counted from its acceptance (the handshake timeout, when shorter, applies
+ * instead). */
+#define PKM_SERVER_PROXY_TIMEOUT_MS 3000
 
 /* Room for pkm_server_conn_peer(): "[" + IPv6 text + "]:" + port + NUL. */
 #define PKM_SERVER_PEER_SIZE 64
@@ -179,6 +183,40 @@ typedef struct pkm_server_config {
      * PKM_SERVER_DEFAULT_LOG_INTERVAL_MS; 0: the default. */
     int64_t log_interval_ms;
 
+    /* ---- The PROXY protocol (HAProxy's, versions 1 and 2; docs/DEPLOYMENT.md) ----
+     * A comma-separated list of CIDR blocks, IPv4 or IPv6 ("127.0.0.1/32, 10.0.0.0/8, ::1";
+     * an address without /bits is one host; spaces around entries allowed): the load balancers
+     * trusted to say who their clients are. NULL (default): the PROXY protocol is off and
+     * nothing below applies. Copied (parsed) by pkm_server_new(), which refuses a malformed list
+     * (an empty string or entry, a bad address, bits beyond 32/128, host bits set as in
+     * "10.0.0.1/8") with PKM_EINVAL and logs which entry is wrong (on_log, PKM_LOG_ERROR).
+     *
+     * Every connection from a trusted address must begin with a PROXY header: v1 (TCP4, TCP6,
+     * UNKNOWN) or v2 (PROXY or LOCAL, any family; TLVs allowed, a CRC32C TLV is checked), at most
+     * 2064 bytes, complete within PKM_SERVER_PROXY_TIMEOUT_MS of acceptance (or within
+     * handshake_timeout_ms when that is shorter). Until it is complete the connection is not
+     * admitted: no ServerKey is sent, no RSA work, no admission slot, no per-source count, no
+     * callback, no log line; the server reads exactly the header's bytes, so whatever follows
+     * is the PkmCom stream. Then:
+     * - v1 TCP4/TCP6, v2 PROXY with AF_INET/AF_INET6: the connection's source is the client the
+     *   header names: pkm_server_conn_peer(), the logs and every per-source limit (connection
+     *   cap, admission, failed-secret ban) see that address, never the proxy's;
+     * - v2 LOCAL, v1 UNKNOWN, v2 AF_UNSPEC/AF_UNIX (a health check, or the proxy's own
+     *   connection): the socket's own peer address. The ServerKey goes out, but the connection
+     *   is admitted only when its first byte arrives: one that closes, resets or stays silent
+     *   until the deadline above gets no callback and no log line (stats.proxy_checks);
+     * - a connection that closes, resets or times out before any header byte: the same (a plain
+     *   TCP health check), and so does one reset before it could be accepted (from any
+     *   address: its peer is unknown by then);
+     * - a malformed header (or one cut short): closed at once without a byte, no callback;
+     *   logged at most once per proxy address and log_interval_ms (stats.proxy_refused).
+     * A connection from any other address is an ordinary client: if its first bytes are a PROXY
+     * signature ("PROXY " or v2's 12 bytes), it is trying to forge its source: it is closed
+     * (on_close with PKM_EAGAIN, as a refusal by the limits), and logged at most once per source
+     * and log_interval_ms (stats.proxy_refused). Connections waiting for their header count
+     * towards max_conns. */
+    const char *proxy_trusted;
+
     /* Nonzero (default): pkm_server_new() raises this process's soft RLIMIT_NOFILE to the hard
      * limit, and warns (PKM_LOG_WARN) when even that is below what max_conns needs. */
     int raise_fd_limit;
@@ -232,6 +270,10 @@ typedef struct pkm_server_stats {
     uint64_t partial_bytes;        /* now: receive buffers holding partial packets, in all */
     uint64_t packets_in, packets_out; /* application packets received / queued */
     uint64_t bytes_in, bytes_out;     /* bytes read from / written to sockets */
+    uint64_t proxy_checks;  /* with proxy_trusted: connections from a trusted proxy closed before
+                               admission without a header error (health checks) */
+    uint64_t proxy_refused; /* with proxy_trusted: malformed headers from a trusted proxy, and
+                               PROXY signatures from untrusted addresses */
 } pkm_server_stats_t;
 
 /* Fills *cfg with the defaults: engine as pkm_engine_config_init(PKM_ROLE_SERVER) makes it but
@@ -242,7 +284,8 @@ PKM_API void pkm_server_config_init(pkm_server_config_t *cfg);
 /* Makes a server: creates its loop, binds and listens (the port is known on return), raises the
  * fd limit (raise_fd_limit). Errors: PKM_EINVAL (an engine config pkm_engine_new() refuses for
  * a server: no server_key or not private, max_packet_size 0 or above INT32_MAX,
- * max_send_buffer 0, secret too long, a client-only field set; a negative timeout or backlog),
+ * max_send_buffer 0, secret too long, a client-only field set; a negative timeout or backlog;
+ * a malformed proxy_trusted, logged),
  * PKM_ERESOLVE (host), PKM_EIO (bind or
  * listen failed, e.g. address in use; the reason is logged), PKM_ENOMEM. *out is the caller's:
  * pkm_server_free(). */

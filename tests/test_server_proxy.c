@@ -1,0 +1,767 @@
+/* SPDX-License-Identifier: MIT */
+/* The libuv server behind a PROXY-protocol load balancer (config.proxy_trusted), end to end over
+ * loopback: v1 and v2 headers set the source every limit and callback sees, LOCAL keeps the
+ * socket's, health checks cost no RSA and log nothing, malformed or untrusted headers close. */
+#include "support.h"
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include "pkmcom/pkmcom.h"
+#include "server_internal.h"
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* What the callbacks and hooks saw. */
+typedef struct obs {
+    pthread_mutex_t mu;
+    int jobs; /* RSA jobs submitted */
+    int connects, closes, eagain;
+    int logs, proxy_logs;            /* log lines (after start), of which about PROXY headers */
+    char peer[PKM_SERVER_PEER_SIZE]; /* the last on_connect's pkm_server_conn_peer */
+    char last_log[512];
+} obs_t;
+
+static void obs_init(obs_t *o)
+{
+    memset(o, 0, sizeof *o);
+    pthread_mutex_init(&o->mu, NULL);
+}
+
+static void job_hook(void *ctx, int event)
+{
+    obs_t *o = ctx;
+    pthread_mutex_lock(&o->mu);
+    if (event == PKM__JOB_QUEUED) o->jobs++;
+    pthread_mutex_unlock(&o->mu);
+}
+
+static void on_connect(void *user, pkm_server_conn_t *conn)
+{
+    obs_t *o = user;
+    pthread_mutex_lock(&o->mu);
+    o->connects++;
+    assert_true(pkm_server_conn_peer(conn, o->peer, sizeof o->peer) > 0);
+    pthread_mutex_unlock(&o->mu);
+}
+
+static void on_close(void *user, pkm_server_conn_t *conn, int err, const char *step)
+{
+    obs_t *o = user;
+    (void)conn;
+    (void)step;
+    pthread_mutex_lock(&o->mu);
+    o->closes++;
+    if (err == PKM_EAGAIN) o->eagain++;
+    pthread_mutex_unlock(&o->mu);
+}
+
+static void on_log(void *user, int level, const char *msg)
+{
+    obs_t *o = user;
+    (void)level;
+    pthread_mutex_lock(&o->mu);
+    o->logs++;
+    if (strstr(msg, "PROXY")) o->proxy_logs++;
+    snprintf(o->last_log, sizeof o->last_log, "%s", msg);
+    pthread_mutex_unlock(&o->mu);
+}
+
+static void on_packet(void *user, pkm_server_conn_t *conn, const pkm_packet_t *pkt)
+{
+    (void)user;
+    (void)pkm_server_send(conn, pkt->id, pkt->hash, pkt->content, pkt->size);
+}
+
+static int get(obs_t *o, const int *field)
+{
+    pthread_mutex_lock(&o->mu);
+    int v = *field;
+    pthread_mutex_unlock(&o->mu);
+    return v;
+}
+
+static void wait_for(obs_t *o, const int *field, int n, const char *what)
+{
+    for (int i = 0; i < 4000; i++) {
+        if (get(o, field) >= n) return;
+        sleep_ms(5);
+    }
+    fail_msg("waited in vain for %s to reach %d", what, n);
+}
+
+static void peer_seen(obs_t *o, char *out)
+{
+    pthread_mutex_lock(&o->mu);
+    memcpy(out, o->peer, sizeof o->peer);
+    pthread_mutex_unlock(&o->mu);
+}
+
+typedef uint64_t (*stat_fn)(const pkm_server_stats_t *st);
+static uint64_t st_checks(const pkm_server_stats_t *st)
+{
+    return st->proxy_checks;
+}
+static uint64_t st_prefused(const pkm_server_stats_t *st)
+{
+    return st->proxy_refused;
+}
+static uint64_t st_refused(const pkm_server_stats_t *st)
+{
+    return st->refused;
+}
+static void wait_stat(pkm_server_t *srv, stat_fn f, uint64_t n, const char *what)
+{
+    pkm_server_stats_t st;
+    for (int i = 0; i < 4000; i++) {
+        pkm_server_stats(srv, &st);
+        if (f(&st) == n) return;
+        sleep_ms(5);
+    }
+    fail_msg("waited in vain for %s to be %llu (it is %llu)", what, (unsigned long long)n,
+             (unsigned long long)f(&st));
+}
+
+static void *run_thread(void *arg)
+{
+    return (void *)(intptr_t)pkm_server_run(arg);
+}
+
+typedef struct fixture {
+    pkm_server_t *srv;
+    pthread_t th;
+    uint16_t port;
+} fixture_t;
+
+static void base_config(pkm_server_config_t *cfg, obs_t *o, const char *trusted)
+{
+    pkm_server_config_init(cfg);
+    cfg->host = "127.0.0.1";
+    cfg->engine.server_key = t_shared_keys.server_key;
+    cfg->proxy_trusted = trusted;
+    cfg->on_connect = on_connect;
+    cfg->on_close = on_close;
+    cfg->on_packet = on_packet;
+    cfg->on_log = on_log;
+    cfg->user = o;
+}
+
+static void start(fixture_t *f, const pkm_server_config_t *cfg, obs_t *o)
+{
+    assert_int_equal(pkm_server_new(cfg, &f->srv), 0);
+    pkm__server_set_job_hook(f->srv, job_hook, o);
+    pthread_mutex_lock(&o->mu);
+    o->logs = o->proxy_logs = 0; /* the start's own lines (the open-file limit) */
+    pthread_mutex_unlock(&o->mu);
+    assert_int_equal(pthread_create(&f->th, NULL, run_thread, f->srv), 0);
+    f->port = pkm_server_port(f->srv);
+}
+
+static void stop(fixture_t *f)
+{
+    pkm_server_stop(f->srv);
+    void *rc = NULL;
+    assert_int_equal(pthread_join(f->th, &rc), 0);
+    assert_int_equal((int)(intptr_t)rc, 0);
+    pkm_server_free(f->srv);
+}
+
+/* Connects from source address `from` (e.g. "127.0.0.2"; NULL: any). Reads time out after 10 s
+ * (a test that would hang fails instead). */
+static int tcp_connect(uint16_t port, const char *from)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct timeval tv = {10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    struct sockaddr_in a;
+    if (from) {
+        memset(&a, 0, sizeof a);
+        a.sin_family = AF_INET;
+        assert_int_equal(inet_pton(AF_INET, from, &a.sin_addr), 1);
+        assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    }
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    return fd;
+}
+
+static uint16_t local_port(int fd)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof a;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    return ntohs(a.sin_port);
+}
+
+static void send_exact(int fd, const void *p, size_t n)
+{
+    assert_int_equal(send(fd, p, n, MSG_NOSIGNAL), (ssize_t)n);
+}
+
+static void send_str(int fd, const char *s)
+{
+    send_exact(fd, s, strlen(s));
+}
+
+/* A v2 header: command (0 LOCAL, 1 PROXY); family 4 or 6 (or 0: AF_UNSPEC) with the source
+ * address and port (the destination is loopback, port 443). Returns its length. */
+static size_t v2_header(uint8_t *out, int command, int family, const char *src, uint16_t sport)
+{
+    static const uint8_t sig[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
+                                    0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
+    memcpy(out, sig, 12);
+    out[12] = (uint8_t)(0x20 | command);
+    size_t alen = 0;
+    uint8_t *a = out + 16;
+    if (family == 4) {
+        out[13] = 0x11;
+        assert_int_equal(inet_pton(AF_INET, src, a), 1);
+        assert_int_equal(inet_pton(AF_INET, "127.0.0.1", a + 4), 1);
+        a[8] = (uint8_t)(sport >> 8), a[9] = (uint8_t)sport, a[10] = 1, a[11] = 0xBB;
+        alen = 12;
+    } else if (family == 6) {
+        out[13] = 0x21;
+        assert_int_equal(inet_pton(AF_INET6, src, a), 1);
+        assert_int_equal(inet_pton(AF_INET6, "::1", a + 16), 1);
+        a[32] = (uint8_t)(sport >> 8), a[33] = (uint8_t)sport, a[34] = 1, a[35] = 0xBB;
+        alen = 36;
+    } else {
+        out[13] = 0x00;
+    }
+    out[14] = (uint8_t)(alen >> 8);
+    out[15] = (uint8_t)alen;
+    return 16 + alen;
+}
+
+static void send_all(pkm_engine_t *e, int fd)
+{
+    size_t len = 0;
+    const uint8_t *out;
+    while ((out = pkm_engine_send_buf(e, &len)) != NULL && len) {
+        ssize_t n = send(fd, out, len, MSG_NOSIGNAL);
+        if (n <= 0) return;
+        pkm_engine_send_ack(e, (size_t)n);
+    }
+}
+
+static ssize_t recv_once(pkm_engine_t *e, int fd)
+{
+    size_t cap = 0;
+    uint8_t *p = pkm_engine_recv_buf(e, &cap);
+    if (!p) return -1;
+    ssize_t n = recv(fd, p, cap, 0);
+    if (n > 0 && pkm_engine_recv_ack(e, (size_t)n) < 0) return -1;
+    return n;
+}
+
+/* A client through the whole handshake and one echoed packet: 1 when it worked; 0 when the
+ * server closed the connection first (*got_bytes: whether it sent anything at all). */
+static int client_session(pkm_engine_t *e, int fd, int *got_bytes)
+{
+    if (got_bytes) *got_bytes = 0;
+    int sent = 0;
+    for (;;) {
+        send_all(e, fd);
+        int st = pkm_engine_state(e);
+        if (st == PKM_STATE_CLOSED) return 0;
+        if (st == PKM_STATE_ESTABLISHED && !sent) {
+            assert_int_equal(pkm_engine_queue_packet(e, 0x20, 7, (const uint8_t *)"hi", 2), 0);
+            sent = 1;
+            continue;
+        }
+        if (pkm_engine_wants(e) & PKM_WANT_JOB) {
+            assert_int_equal(t_run_job(e), 0);
+            continue;
+        }
+        if (pkm_engine_wants(e) & PKM_WANT_PACKET) {
+            pkm_packet_t pkt;
+            int r = pkm_engine_next_packet(e, &pkt);
+            if (r < 0) return 0;
+            if (r == 1) return pkt.id == 0x20 && pkt.size == 2;
+            continue;
+        }
+        ssize_t n = recv_once(e, fd);
+        if (n <= 0) return 0;
+        if (got_bytes) *got_bytes = 1;
+    }
+}
+
+static int session(int fd, const char *secret, int *got_bytes)
+{
+    t_opts opts;
+    memset(&opts, 0, sizeof opts);
+    opts.secret = secret;
+    pkm_engine_t *e = t_client(&t_shared_keys, &opts);
+    int ok = client_session(e, fd, got_bytes);
+    pkm_engine_free(e);
+    return ok;
+}
+
+/* 1 when the server ends the stream (or resets it) without sending a byte. */
+static int closed_without_a_byte(int fd)
+{
+    uint8_t b[4096];
+    ssize_t n = recv(fd, b, sizeof b, 0);
+    if (n < 0) assert_true(errno == ECONNRESET); /* not the 10 s timeout */
+    return n <= 0;
+}
+
+/* The server ends the stream (after whatever it sent). */
+static void wait_closed(int fd)
+{
+    uint8_t b[4096];
+    ssize_t n;
+    while ((n = recv(fd, b, sizeof b, 0)) > 0)
+        ;
+    if (n < 0) assert_true(errno == ECONNRESET);
+}
+
+/* ---- the source a header gives ---- */
+
+static void v1_header_sets_the_source(void **state)
+{
+    (void)state;
+    obs_t o;
+    obs_init(&o);
+    pkm_server_config_t cfg;
+    base_config(&cfg, &o, "127.0.0.1/32, ::1");
+    fixture_t f;
+    start(&f, &cfg, &o);
+    int fd = tcp_connect(f.port, NULL);
+    send_str(fd, "PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\n");
+    assert_true(session(fd, NULL, NULL));
+    char peer[PKM_SERVER_PEER_SIZE];
+    peer_seen(&o, peer);
+    assert_string_equal(peer, "203.0.113.7:40000");
+    close(fd);
+    fd = tcp_connect(f.port, NULL);
+    send_str(fd, "PROXY TCP6 2001:db8::5 ::1 40002 443\r\n");
+    assert_true(session(fd, NULL, NULL));
+    peer_seen(&o, peer);
+    assert_string_equal(peer, "[2001:db8::5]:40002");
+    close(fd);
+    stop(&f);
+    assert_int_equal(o.connects, 2);
+    assert_int_equal(o.jobs, 2);
+    assert_int_equal(o.logs, 0);
+}
+
+static void v2_header_sets_the_source(void **state)
+{
+    (void)state;
+    obs_t o;
+    obs_init(&o);
+    pkm_server_config_t cfg;
+    base_config(&cfg, &o, "127.0.0.0/8");
+    fixture_t f;
+    start(&f, &cfg, &o);
+    uint8_t h[64];
+    int fd = tcp_connect(f.port, NULL);
+    send_exact(fd, h, v2_header(h, 1, 6, "2001:db8::7", 40001));
+    assert_true(session(fd, NULL, NULL));
+    char peer[PKM_SERVER_PEER_SIZE];
+    peer_seen(&o, peer);
+    assert_string_equal(peer, "[2001:db8::7]:40001");
+    close(fd);
+    /* the header in two parts */
+    fd = tcp_connect(f.port, NULL);
+    size_t n = v2_header(h, 1, 4, "198.51.100.20", 5555);
+    send_exact(fd, h, 10);
+    sleep_ms(50);
+    send_exact(fd, h + 10, n - 10);
+    assert_true(session(fd, NULL, NULL));
+    peer_seen(&o, peer);
+    assert_string_equal(peer, "198.51.100.20:5555");
+    close(fd);
+    stop(&f);
+    assert_int_equal(o.connects, 2);
+    assert_int_equal(o.logs, 0);
+}
+
+/* The bytes after the header in the same segment are the PkmCom stream's: here the client's
+ * ClientKey and KeyShare, made from the server's known public key before the server has said
+ * anything, go out in one send() with the header. */
+static void bytes_after_the_header_are_kept(void **state)
+{
+    (void)state;
+    obs_t o;
+    obs_init(&o);
+    pkm_server_config_t cfg;
+    base_config(&cfg, &o, "127.0.0.1");
+    fixture_t f;
+    start(&f, &cfg, &o);
+    /* The ServerKey the server will send: Int n, then its public key's DER. */
+    uint8_t sk[4 + 1024];
+    int dn = pkm_key_public_der(t_shared_keys.server_key, sk + 4, sizeof sk - 4);
+    assert_true(dn > 0);
+    sk[0] = 0, sk[1] = 0, sk[2] = (uint8_t)(dn >> 8), sk[3] = (uint8_t)dn;
+    pkm_engine_t *e = t_client(&t_shared_keys, NULL);
+    assert_int_equal(pkm_engine_feed(e, sk, 4 + (size_t)dn), 0);
+    while (pkm_engine_wants(e) & PKM_WANT_JOB)
+        assert_int_equal(t_run_job(e), 0);
+    size_t len = 0;
+    const uint8_t *out = pkm_engine_send_buf(e, &len);
+    assert_true(len > 256); /* ClientKey and KeyShare */
+    static const char hdr[] = "PROXY TCP4 192.0.2.33 127.0.0.1 41000 443\r\n";
+    uint8_t *msg = malloc(sizeof hdr - 1 + len);
+    assert_non_null(msg);
+    memcpy(msg, hdr, sizeof hdr - 1);
+    memcpy(msg + sizeof hdr - 1, out, len);
+    int fd = tcp_connect(f.port, NULL);
+    send_exact(fd, msg, sizeof hdr - 1 + len);
+    pkm_engine_send_ack(e, len);
+    free(msg);
+    /* The server's ServerKey (the same bytes) comes first, then the rest of the handshake. */
+    uint8_t got[4 + 1024];
+    size_t have = 0;
+    while (have < 4 + (size_t)dn) {
+        ssize_t r = recv(fd, got + have, 4 + (size_t)dn - have, 0);
+        assert_true(r > 0);
+        have += (size_t)r;
+    }
+    assert_memory_equal(got, sk, have);
+    assert_true(client_session(e, fd, NULL));
+    pkm_engine_free(e);
+    char peer[PKM_SERVER_PEER_SIZE];
+    peer_seen(&o, peer);
+    assert_string_equal(peer, "192.0.2.33:41000");
+    close(fd);
+    stop(&f);
+}
+
+/* ---- per-source limits see the header's source ---- */
+
+/* max_conns_per_source 1: a second connection "from" 203.0.113.7 is refused without a byte,
+ * one from 203.0.113.8 is served: all three come from 127.0.0.1. */
+static void per_source_cap_counts_the_header_source(void **state)
+{
+    (void)state;
+    obs_t o;
+    obs_init(&o);
+    pkm_server_config_t cfg;
+    base_config(&cfg, &o, "127.0.0.1/32");
+    cfg.max_conns_per_source = 1;
+    fixture_t f;
+    start(&f, &cfg, &o);
+    int a = tcp_connect(f.port, NULL);
+    send_str(a, "PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\n");
+    assert_true(session(a, NULL, NULL)); /* stays open */
+    int b = tcp_connect(f.port, NULL);
+    send_str(b, "PROXY TCP4 203.0.113.7 127.0.0.1 40001 443\r\n");
+    assert_true(closed_without_a_byte(b));
+    wait_stat(f.srv, st_refused, 1, "refusals");
+    int c = tcp_connect(f.port, NULL);
+    send_str(c, "PROXY TCP4 203.0.113.8 127.0.0.1 40002 443\r\n");
+    assert_true(session(c, NULL, NULL));
+    pthread_mutex_lock(&o.mu);
+    assert_non_null(strstr(o.last_log, "203.0.113.7"));
+    pthread_mutex_unlock(&o.mu);
+    close(a), close(b), close(c);
+    stop(&f);
+    assert_int_equal(o.connects, 2);
+    assert_int_equal(o.closes, 2); /* the refused one got no callback */
+}
+
+/* The failed-secret ban bans the header's source, not the proxy. */
+static void secret_ban_hits_the_header_source(void **state)
+{
+    (void)state;
+    obs_t o;
+    obs_init(&o);
+    pkm_server_config_t cfg;
+    base_config(&cfg, &o, "127.0.0.1/32");
+    cfg.engine.secret = (const uint8_t *)"right";
+    cfg.engine.secret_len = 5;
+    cfg.secret_fails = 1;
+    fixture_t f;
+    start(&f, &cfg, &o);
+    int a = tcp_connect(f.port, NULL);
+    send_str(a, "PROXY TCP4 203.0.113.9 127.0.0.1 40000 443\r\n");
+    assert_false(session(a, "wrong", NULL));
+    wait_for(&o, &o.closes, 1, "the failed handshake closed");
+    int b = tcp_connect(f.port, NULL);
+    send_str(b, "PROXY TCP4 203.0.113.9 127.0.0.1 40001 443\r\n");
+    assert_true(closed_without_a_byte(b)); /* banned */
+    int c = tcp_connect(f.port, NULL);
+    send_str(c, "PROXY TCP4 203.0.113.10 127.0.0.1 40002 443\r\n");
+    assert_true(session(c, "right", NULL));
+    close(a), close(b), close(c);
+    stop(&f);
+    assert_int_equal(o.connects, 1);
+}
+
+/* ---- LOCAL, health checks ---- */
+
+/* LOCAL (and v1 UNKNOWN) connects with the socket's own address. */
+static void local_connects_with_the_socket_address(void **state)
+{
+    (void)state;
+    obs_t o;
+    obs_init(&o);
+    pkm_server_config_t cfg;
+    base_config(&cfg, &o, "127.0.0.1/32");
+    fixture_t f;
+    start(&f, &cfg, &o);
+    uint8_t h[64];
+    char want[64], peer[PKM_SERVER_PEER_SIZE];
+    int fd = tcp_connect(f.port, NULL);
+    send_exact(fd, h, v2_header(h, 0, 0, NULL, 0));
+    assert_true(session(fd, NULL, NULL));
+    snprintf(want, sizeof want, "127.0.0.1:%u", (unsigned)local_port(fd));
+    peer_seen(&o, peer);
+    assert_string_equal(peer, want);
+    close(fd);
+    fd = tcp_connect(f.port, NULL);
+    send_str(fd, "PROXY UNKNOWN\r\n");
+    assert_true(session(fd, NULL, NULL));
+    snprintf(want, sizeof want, "127.0.0.1:%u", (unsigned)local_port(fd));
+    peer_seen(&o, peer);
+    assert_string_equal(peer, want);
+    close(fd);
+    stop(&f);
+    assert_int_equal(o.connects, 2);
+    assert_int_equal(o.logs, 0);
+}
+
+/* Health checks: a connect closed at once, a LOCAL header then close, a reset, a connect that
+ * stays silent past the deadline, a LOCAL header then silence: no RSA job, no callback, no log
+ * line, none admitted; each counted in stats.proxy_checks. */
+static void health_checks_cost_nothing(void **state)
+{
+    (void)state;
+    obs_t o;
+    obs_init(&o);
+    pkm_server_config_t cfg;
+    base_config(&cfg, &o, "127.0.0.1/32");
+    cfg.handshake_timeout_ms = 300; /* also the header's deadline */
+    fixture_t f;
+    start(&f, &cfg, &o);
+    uint8_t h[64];
+    size_t hn = v2_header(h, 0, 0, NULL, 0);
+
+    int fd = tcp_connect(f.port, NULL);
+    close(fd);
+    wait_stat(f.srv, st_checks, 1, "health checks");
+
+    fd = tcp_connect(f.port, NULL);
+    send_exact(fd, h, hn);
+    wait_closed(fd); /* LOCAL, then silence: the ServerKey, then closed at the deadline */
+    close(fd);
+    wait_stat(f.srv, st_checks, 2, "health checks");
+
+    fd = tcp_connect(f.port, NULL);
+    send_exact(fd, h, hn);
+    sleep_ms(20);
+    close(fd); /* LOCAL, then gone before the deadline */
+    wait_stat(f.srv, st_checks, 3, "health checks");
+
+    fd = tcp_connect(f.port, NULL);
+    struct linger lg = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(fd); /* a reset */
+    wait_stat(f.srv, st_checks, 4, "health checks");
+
+    fd = tcp_connect(f.port, NULL);
+    assert_true(closed_without_a_byte(fd)); /* silent: closed at the deadline */
+    close(fd);
+    wait_stat(f.srv, st_checks, 5, "health checks");
+
+    pkm_server_stats_t st;
+    pkm_server_stats(f.srv, &st);
+    assert_int_equal(st.accepted, 0);
+    assert_int_equal(st.conns_open, 0);
+    assert_int_equal(st.proxy_refused, 0);
+    assert_int_equal(st.timeouts, 0);
+    stop(&f);
+    assert_int_equal(o.jobs, 0);
+    assert_int_equal(o.closes, 0);
+    assert_int_equal(o.connects, 0);
+    assert_int_equal(o.logs, 0);
+}
+
+/* ---- refusals ---- */
+
+/* A malformed header (of several kinds), or one cut short, closes the connection without a byte
+ * and without a callback; the log says so once for the proxy's address. */
+static void malformed_headers_close(void **state)
+{
+    (void)state;
+    obs_t o;
+    obs_init(&o);
+    pkm_server_config_t cfg;
+    base_config(&cfg, &o, "127.0.0.1/32");
+    fixture_t f;
+    start(&f, &cfg, &o);
+    uint8_t h[64];
+    const char *bad[] = {"PROXY TCP4 bogus 127.0.0.1 1 2\r\n", "GET / HTTP/1.0\r\n\r\n",
+                         "PROXY TCP4 203.0.113.7 127.0.0.1 040000 443\r\n", NULL};
+    int n = 0;
+    for (; bad[n]; n++) {
+        int fd = tcp_connect(f.port, NULL);
+        send_str(fd, bad[n]);
+        assert_true(closed_without_a_byte(fd));
+        close(fd);
+    }
+    int fd = tcp_connect(f.port, NULL);
+    size_t hn = v2_header(h, 1, 4, "203.0.113.7", 1);
+    h[12] = 0x31; /* version 3 */
+    send_exact(fd, h, hn);
+    assert_true(closed_without_a_byte(fd));
+    close(fd);
+    n++;
+    fd = tcp_connect(f.port, NULL);
+    send_str(fd, "PROXY TCP4 203.0.11"); /* cut short */
+    sleep_ms(20);
+    shutdown(fd, SHUT_WR);
+    assert_true(closed_without_a_byte(fd));
+    close(fd);
+    n++;
+    wait_stat(f.srv, st_prefused, (uint64_t)n, "refused headers");
+    pkm_server_stats_t st;
+    pkm_server_stats(f.srv, &st);
+    assert_int_equal(st.accepted, 0);
+    assert_int_equal(st.proxy_checks, 0);
+    stop(&f);
+    assert_int_equal(o.closes, 0);
+    assert_int_equal(o.jobs, 0);
+    assert_int_equal(o.logs, 1); /* once for 127.0.0.1 within the log interval */
+    assert_int_equal(o.proxy_logs, 1);
+    assert_non_null(strstr(o.last_log, "127.0.0.1"));
+}
+
+/* From an address not trusted, a PROXY signature is a forged source: closed (after the ServerKey
+ * the server sends any direct client), logged once; a plain client from there is served. */
+static void untrusted_header_closes(void **state)
+{
+    (void)state;
+    obs_t o;
+    obs_init(&o);
+    pkm_server_config_t cfg;
+    base_config(&cfg, &o, "127.0.0.1/32");
+    fixture_t f;
+    start(&f, &cfg, &o);
+    int fd = tcp_connect(f.port, "127.0.0.2");
+    send_str(fd, "PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\n");
+    wait_closed(fd);
+    close(fd);
+    uint8_t h[64];
+    fd = tcp_connect(f.port, "127.0.0.2");
+    send_exact(fd, h, v2_header(h, 1, 4, "203.0.113.7", 2));
+    wait_closed(fd);
+    close(fd);
+    wait_stat(f.srv, st_prefused, 2, "refused headers");
+    wait_for(&o, &o.closes, 2, "the forgers closed");
+    fd = tcp_connect(f.port, "127.0.0.2");
+    assert_true(session(fd, NULL, NULL));
+    char peer[PKM_SERVER_PEER_SIZE], want[64];
+    snprintf(want, sizeof want, "127.0.0.2:%u", (unsigned)local_port(fd));
+    peer_seen(&o, peer);
+    assert_string_equal(peer, want);
+    close(fd);
+    stop(&f);
+    assert_int_equal(o.eagain, 2);
+    assert_int_equal(o.connects, 1);
+    assert_int_equal(o.jobs, 1); /* the forgers cost no RSA */
+    assert_int_equal(o.proxy_logs, 1);
+    assert_non_null(strstr(o.last_log, "127.0.0.2"));
+}
+
+/* PROXY off: a header is just bytes a client sent (the engine refuses them), nothing of the
+ * above applies, and a plain client is served with its socket address. */
+static void proxy_off_is_unchanged(void **state)
+{
+    (void)state;
+    obs_t o;
+    obs_init(&o);
+    pkm_server_config_t cfg;
+    base_config(&cfg, &o, NULL);
+    fixture_t f;
+    start(&f, &cfg, &o);
+    int fd = tcp_connect(f.port, NULL);
+    assert_true(session(fd, NULL, NULL));
+    char peer[PKM_SERVER_PEER_SIZE], want[64];
+    snprintf(want, sizeof want, "127.0.0.1:%u", (unsigned)local_port(fd));
+    peer_seen(&o, peer);
+    assert_string_equal(peer, want);
+    close(fd);
+    fd = tcp_connect(f.port, NULL);
+    send_str(fd, "PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\n");
+    wait_closed(fd);
+    close(fd);
+    wait_for(&o, &o.closes, 2, "both closed");
+    pkm_server_stats_t st;
+    pkm_server_stats(f.srv, &st);
+    assert_int_equal(st.accepted, 2);
+    assert_int_equal(st.proxy_refused, 0);
+    assert_int_equal(st.proxy_checks, 0);
+    stop(&f);
+    assert_int_equal(o.eagain, 0);
+    assert_int_equal(o.proxy_logs, 0);
+}
+
+/* pkm_server_new refuses a malformed list with PKM_EINVAL and a line naming the entry. */
+static void bad_lists_are_refused(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *list, *named;
+    } bad[] = {{"10.0.0.1/8", "10.0.0.1/8"},
+               {"127.0.0.1,,::1", "empty entry"},
+               {"", "empty"},
+               {"127.0.0.1, nonsense", "nonsense"},
+               {"::1/129", "::1/129"},
+               {"127.0.0.1/", "127.0.0.1/"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        obs_t o;
+        obs_init(&o);
+        pkm_server_config_t cfg;
+        base_config(&cfg, &o, bad[i].list);
+        pkm_server_t *srv = (pkm_server_t *)&o;
+        assert_int_equal(pkm_server_new(&cfg, &srv), PKM_EINVAL);
+        assert_null(srv);
+        assert_int_equal(o.logs, 1);
+        if (!strstr(o.last_log, bad[i].named))
+            fail_msg("'%s': the message '%s' does not name '%s'", bad[i].list, o.last_log,
+                     bad[i].named);
+    }
+    obs_t o;
+    obs_init(&o);
+    pkm_server_config_t cfg;
+    base_config(&cfg, &o, " 127.0.0.1/32, ::1 ,10.0.0.0/8,2001:db8::/32");
+    pkm_server_t *srv = NULL;
+    assert_int_equal(pkm_server_new(&cfg, &srv), 0);
+    pkm_server_free(srv);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(v1_header_sets_the_source),
+        cmocka_unit_test(v2_header_sets_the_source),
+        cmocka_unit_test(bytes_after_the_header_are_kept),
+        cmocka_unit_test(per_source_cap_counts_the_header_source),
+        cmocka_unit_test(secret_ban_hits_the_header_source),
+        cmocka_unit_test(local_connects_with_the_socket_address),
+        cmocka_unit_test(health_checks_cost_nothing),
+        cmocka_unit_test(malformed_headers_close),
+        cmocka_unit_test(untrusted_header_closes),
+        cmocka_unit_test(proxy_off_is_unchanged),
+        cmocka_unit_test(bad_lists_are_refused),
+    };
+    return cmocka_run_group_tests(tests, t_keys_setup, t_keys_teardown);
+}
