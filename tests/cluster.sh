@@ -51,7 +51,7 @@ cleanup() {
             tail -n 30 "$f"
         done
     fi
-    rm -rf "$T"
+    if [ -n "${CLUSTER_KEEP:-}" ]; then echo "kept $T"; else rm -rf "$T"; fi
     exit "$st"
 }
 trap cleanup EXIT
@@ -145,10 +145,11 @@ CHANNEL=pkmcom-cluster-test-$$
 echo "redis-server on 127.0.0.1:$RPORT, channel $CHANNEL"
 
 # ---- two instances --------------------------------------------------------------------------
-# Per-source cap 1: what a limit sees as the source shows (checks below).
-serve_args=(serve --listen 127.0.0.1:0 --key "$T/server.pem" --relay --max-conns-per-source 1)
+serve_args=(serve --listen 127.0.0.1:0 --key "$T/server.pem" --relay)
 [ "$have_redis" = 1 ] && serve_args+=(--redis "redis://127.0.0.1:$RPORT/$CHANNEL")
-[ "$have_proxy" = 1 ] && serve_args+=(--proxy-trusted 127.0.0.1/32)
+# Per-source cap 1: what a limit sees as the source shows (checks below). Without the PROXY
+# protocol every client would be HAProxy's 127.0.0.1: no cap then.
+[ "$have_proxy" = 1 ] && serve_args+=(--proxy-trusted 127.0.0.1/32 --max-conns-per-source 1)
 declare -A SPORT SPID
 for s in s1 s2; do
     "$PKMCOM" "${serve_args[@]}" >"$T/$s.out" 2>"$T/$s.log" &
@@ -182,8 +183,9 @@ haproxy -c -q -f "$T/haproxy.cfg" >"$T/haproxy-check.log" 2>&1 ||
 haproxy -db -f "$T/haproxy.cfg" >"$T/haproxy.log" 2>&1 &
 HA_PID=$!
 pids+=("$HA_PID")
+# Listening, as /proc/net/tcp says (a test connection would go through to an instance).
 end=$((SECONDS + 10))
-until (exec 3<>"/dev/tcp/127.0.0.1/$HPORT") 2>/dev/null; do
+until grep -qE "^ *[0-9]+: 0100007F:$(printf '%04X' "$HPORT") 00000000:0000 0A" /proc/net/tcp; do
     [ "$SECONDS" -le "$end" ] && kill -0 "$HA_PID" 2>/dev/null || die "haproxy did not start"
     sleep 0.1
 done
@@ -193,8 +195,11 @@ FRONT=127.0.0.1:$HPORT
 # Health checks (every 300 ms) for a second: the instances log nothing for them.
 sleep 1.2
 if [ "$have_proxy" = 1 ]; then
-    n=$(($(count "$T/s1.log" '127\.0\.0\.1:') + $(count "$T/s2.log" '127\.0\.0\.1:')))
-    check "health checks (PROXY v2 LOCAL) cost the instances no log line (lines: $n)" [ "$n" = 0 ]
+    # No client has connected yet: any line past the start-up ones is about a health check.
+    hc=$(grep -hvE 'listening on|open-file limit|relay: connected to Redis' "$T/s1.log" "$T/s2.log" |
+        head -3)
+    checkx "health checks (PROXY v2 LOCAL) cost the instances no log line${hc:+: $hc}" \
+        '[ -z "$hc" ]'
 else
     SKIP "health checks are silent: $no_proxy"
 fi
@@ -313,7 +318,7 @@ if [ "$have_redis" = 1 ]; then
     # ---- 3. Redis back: the relay resumes -------------------------------------------------
     start_redis || die "redis-server did not restart on 127.0.0.1:$RPORT"
     ok=1
-    for s in s1 s2; do wait_for "$T/$s.log" "Redis at .* is back" 15 || ok=0; done
+    for s in s1 s2; do wait_for "$T/$s.log" "Redis at [^ ]* is back: relaying" 15 || ok=0; done
     check "both instances reconnect to the restarted Redis (log: \"... is back\")" [ $ok = 1 ]
     sleep 0.5 # the closed listeners' connections go away
     listener B3 127.0.0.5
