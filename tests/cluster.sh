@@ -41,7 +41,12 @@ cleanup() {
     local st=$?
     trap - EXIT INT TERM
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-    sleep 0.2
+    for _ in $(seq 30); do # up to 3 s to stop on SIGTERM, then SIGKILL
+        local alive=0
+        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        [ $alive = 0 ] && break
+        sleep 0.1
+    done
     for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
     wait 2>/dev/null
     if [ "$failed" -gt 0 ] || [ "$st" -ne 0 ]; then
@@ -371,6 +376,13 @@ if [ "$have_proxy" = 1 ]; then
 else
     SKIP "per-source limits see the clients' addresses: $no_proxy"
 fi
+
+# ---- 6. the survivor stops cleanly --------------------------------------------------------------
+kill -TERM "${SPID[s2]}"
+wait "${SPID[s2]}"
+rc=$?
+checkx "s2 stops on SIGTERM with exit 0 (exit $rc), its relay's counters logged" \
+    '[ $rc = 0 ] && { [ "$have_redis" = 0 ] || grep -q "relay: published" "$T/s2.log"; }'
 
 echo "cluster: $pass passed, $failed failed, $skipped skipped"
 [ "$failed" = 0 ]

@@ -137,12 +137,14 @@ static void conn_name(pkm_server_conn_t *conn, char *out, size_t cap)
 }
 
 /* ---- --redis: the relay across instances (relay_redis.h) ----
- * The relay runs on a libuv loop of its own in a thread of its own (pkm_server does not share its
- * loops). A client's packet (on_packet, on a server loop) goes to relay_redis_post(), which any
- * thread may call; a packet of another instance (on_redis_message, on the relay's thread) is
- * copied and handed to the server's loop by pkm_server_post(), where deliver_relayed() broadcasts
- * it to every client of this instance, with the id, hash and content as received. The relay
- * never delivers this instance's own messages, so a sender does not hear itself twice. */
+ * The relay runs on a libuv loop of its own in a thread of its own, not on a server loop: hiredis
+ * resolves the host name, blocking, at every connection attempt, and a Redis that is slow or away
+ * must not stall the clients' loops. A client's packet (on_packet, on a server loop) goes to
+ * relay_redis_post(), which any thread may call; a packet of another instance (on_redis_message, on
+ * the relay's thread) is copied and handed to the server's loop by pkm_server_post(), where
+ * deliver_relayed() broadcasts it to every client of this instance, with the id, hash and content
+ * as received. The relay never delivers this instance's own messages, so a sender does not hear
+ * itself twice. */
 
 struct redis_relay {
     pkm_server_t *srv;
