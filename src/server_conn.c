@@ -590,6 +590,53 @@ static void set_peer(pkm_server_conn_t *c, const struct sockaddr *sa)
     }
 }
 
+/* An endpoint as (4 or 6, address, port); an IPv4-mapped IPv6 address counts as IPv4. */
+static void endpoint(const struct sockaddr *sa, uint8_t *fam, uint8_t addr[16], uint16_t *port)
+{
+    *fam = 0;
+    *port = 0;
+    memset(addr, 0, 16);
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+        *fam = 4;
+        *port = a->sin_port;
+        memcpy(addr, &a->sin_addr, 4);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+        *port = a->sin6_port;
+        if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
+            *fam = 4;
+            memcpy(addr, a->sin6_addr.s6_addr + 12, 4);
+        } else {
+            *fam = 6;
+            memcpy(addr, &a->sin6_addr, 16);
+        }
+    }
+}
+
+static int same_endpoint(const struct sockaddr *x, const struct sockaddr *y)
+{
+    uint8_t fx, fy, ax[16], ay[16];
+    uint16_t px, py;
+    endpoint(x, &fx, ax, &px);
+    endpoint(y, &fy, ay, &py);
+    return fx && fx == fy && px == py && memcmp(ax, ay, 16) == 0;
+}
+
+/* 1 when a TCP4/TCP6 header names the connection's own endpoints (source = the proxy's end,
+ * destination = ours): the proxy speaking for itself, as HAProxy's version 1 health checks do
+ * (version 1 has no LOCAL). No client can have those: they are this very connection's. */
+static int proxy_self(pkm_server_conn_t *c, const pkm__proxy_info *in)
+{
+    struct sockaddr_storage peer, local;
+    int pl = sizeof peer, ll = sizeof local;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &pl) != 0 ||
+        uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&local, &ll) != 0)
+        return 0;
+    return same_endpoint((const struct sockaddr *)&in->src, (const struct sockaddr *)&peer) &&
+           same_endpoint((const struct sockaddr *)&in->dst, (const struct sockaddr *)&local);
+}
+
 /* A connection whose struct could not be linked: its struct (the handle is its first member). */
 static void free_unadmitted(uv_handle_t *h)
 {
@@ -653,8 +700,9 @@ static int admit_conn(pkm_server_conn_t *c)
 }
 
 /* The PROXY header is complete (in: what it says): the connection's source is the client it
- * names, or for LOCAL/UNKNOWN the socket's peer; then the connection starts as any other, but
- * after LOCAL/UNKNOWN it is admitted only with its first byte (a health check never is). */
+ * names, or for LOCAL/UNKNOWN (and a header naming this connection itself) the socket's peer;
+ * then the connection starts as any other, but after LOCAL/UNKNOWN it is admitted only with its
+ * first byte (a health check never is). */
 static void proxy_done(pkm_server_conn_t *c, const pkm__proxy_info *in)
 {
     struct proxyrd *x = c->prx;
@@ -666,6 +714,7 @@ static void proxy_done(pkm_server_conn_t *c, const pkm__proxy_info *in)
     pkm__free(x);
     c->prx = NULL;
     const struct sockaddr *src = pkm__proxy_source(in, NULL);
+    if (src && proxy_self(c, in)) src = NULL; /* as LOCAL */
     if (src) { /* refused before its engine is made: the cheapest way out */
         set_peer(c, src);
         if (count_conn(c) < 0) return;

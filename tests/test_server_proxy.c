@@ -538,9 +538,10 @@ static void local_connects_with_the_socket_address(void **state)
     assert_int_equal(o.logs, 0);
 }
 
-/* Health checks: a connect closed at once, a LOCAL header then close, a reset, a connect that
- * stays silent past the deadline, a LOCAL header then silence: no RSA job, no callback, no log
- * line, none admitted; each counted in stats.proxy_checks. */
+/* Health checks: a connect closed at once, a LOCAL header then silence, a LOCAL header then
+ * close, a reset, a connect that stays silent past the deadline, a v1 header naming the
+ * connection itself: no RSA job, no callback, no log line, none admitted; each counted in
+ * stats.proxy_checks. */
 static void health_checks_cost_nothing(void **state)
 {
     (void)state;
@@ -581,6 +582,16 @@ static void health_checks_cost_nothing(void **state)
     close(fd);
     wait_stat(f.srv, st_checks, 5, "health checks");
 
+    /* v1 has no LOCAL: HAProxy's v1 checks name the check connection's own endpoints. */
+    fd = tcp_connect(f.port, NULL);
+    char self[128];
+    snprintf(self, sizeof self, "PROXY TCP4 127.0.0.1 127.0.0.1 %u %u\r\n",
+             (unsigned)local_port(fd), (unsigned)f.port);
+    send_str(fd, self);
+    wait_closed(fd); /* the ServerKey, then closed at the deadline */
+    close(fd);
+    wait_stat(f.srv, st_checks, 6, "health checks");
+
     pkm_server_stats_t st;
     pkm_server_stats(f.srv, &st);
     assert_int_equal(st.accepted, 0);
@@ -596,8 +607,9 @@ static void health_checks_cost_nothing(void **state)
 
 /* ---- refusals ---- */
 
-/* A malformed header (of several kinds), or one cut short, closes the connection without a byte
- * and without a callback; the log says so once for the proxy's address. */
+/* A malformed header (of several kinds), one cut short, or one not complete at the deadline
+ * closes the connection without a byte and without a callback; the log says so once for the
+ * proxy's address. */
 static void malformed_headers_close(void **state)
 {
     (void)state;
@@ -605,6 +617,7 @@ static void malformed_headers_close(void **state)
     obs_init(&o);
     pkm_server_config_t cfg;
     base_config(&cfg, &o, "127.0.0.1/32");
+    cfg.handshake_timeout_ms = 300; /* also the header's deadline */
     fixture_t f;
     start(&f, &cfg, &o);
     uint8_t h[64];
@@ -628,6 +641,11 @@ static void malformed_headers_close(void **state)
     send_str(fd, "PROXY TCP4 203.0.11"); /* cut short */
     sleep_ms(20);
     shutdown(fd, SHUT_WR);
+    assert_true(closed_without_a_byte(fd));
+    close(fd);
+    n++;
+    fd = tcp_connect(f.port, NULL);
+    send_str(fd, "PROXY TCP6 2001:db8::"); /* never completed: closed at the deadline */
     assert_true(closed_without_a_byte(fd));
     close(fd);
     n++;

@@ -201,8 +201,9 @@ typedef struct pkm_server_config {
      * - v1 TCP4/TCP6, v2 PROXY with AF_INET/AF_INET6: the connection's source is the client the
      *   header names: pkm_server_conn_peer(), the logs and every per-source limit (connection
      *   cap, admission, failed-secret ban) see that address, never the proxy's;
-     * - v2 LOCAL, v1 UNKNOWN, v2 AF_UNSPEC/AF_UNIX (a health check, or the proxy's own
-     *   connection): the socket's own peer address. The ServerKey goes out, but the connection
+     * - v2 LOCAL, v1 UNKNOWN, v2 AF_UNSPEC/AF_UNIX, and a TCP4/TCP6 header naming this very
+     *   connection's endpoints (HAProxy's v1 health checks): a health check, or the proxy's own
+     *   connection: the socket's own peer address. The ServerKey goes out, but the connection
      *   is admitted only when its first byte arrives: one that closes, resets or stays silent
      *   until the deadline above gets no callback and no log line (stats.proxy_checks);
      * - a connection that closes, resets or times out before any header byte: the same (a plain
@@ -395,12 +396,14 @@ PKM_API void *pkm_server_conn_get_data(const pkm_server_conn_t *conn);
  * until on_close returns. (An ephemeral key: it names the connection, not a user.) */
 PKM_API const char *pkm_server_conn_fingerprint(const pkm_server_conn_t *conn);
 
-/* A number for logs: 1, 2, 3... in order of acceptance, never reused by one server. */
+/* A number for logs: 1, 2, 3... in order of admission (with proxy_trusted: once its PROXY
+ * header is read; health checks get none), never reused by one server. */
 PKM_API uint64_t pkm_server_conn_id(const pkm_server_conn_t *conn);
 
 /* Writes the client's address, "1.2.3.4:5678" or "[::1]:5678", NUL-terminated, into buf
  * (PKM_SERVER_PEER_SIZE is always enough; an IPv4 client of a dual-stack listener is written as
- * IPv4). Returns its length, PKM_ENOSPC, or PKM_EINVAL. */
+ * IPv4). With proxy_trusted, a connection through a trusted proxy has the address and port its
+ * PROXY header names (LOCAL: the proxy's own). Returns its length, PKM_ENOSPC, or PKM_EINVAL. */
 PKM_API int pkm_server_conn_peer(const pkm_server_conn_t *conn, char *buf, size_t cap);
 
 /* 1 once on_connect was called for it (and stays 1 through on_close), else 0. */
