@@ -243,7 +243,21 @@ wait_landed() {
         sleep 0.1
     done
 }
-other() { [ "$1" = s1 ] && echo s2 || echo s1; }
+# settled: waits (10 s at most) until every client connection the live instances logged has
+# been logged closed too, so that HAProxy's leastconn counts start from zero again.
+settled() {
+    local end=$((SECONDS + 10)) s busy
+    while [ "$SECONDS" -le "$end" ]; do
+        busy=0
+        for s in "$@"; do
+            [ "$(count "$T/$s.log" '\] connected')" = \
+                "$(count "$T/$s.log" '\] (disconnected|closed)')" ] || busy=1
+        done
+        [ $busy = 0 ] && return 0
+        sleep 0.1
+    done
+    echo "warning: connections still open on $*" >&2
+}
 
 # The packet A sends, as pkmcom prints it (id, hash and content as A made them).
 PKT_ARGS=(--id 0x30 string:hello-from-A uint:7)
@@ -288,6 +302,7 @@ if [ "$have_redis" = 1 ]; then
     for s in s1 s2; do wait_for "$T/$s.log" "lost Redis at" 10 || ok=0; done
     check "both instances say Redis is lost" [ $ok = 1 ]
     # B and D wait, one on each instance (leastconn); A lands on one of them.
+    settled s1 s2
     listener B2 127.0.0.7
     B2_PID=$CPID
     B2_ON=$(wait_landed 127.0.0.7 1)
@@ -325,7 +340,7 @@ if [ "$have_redis" = 1 ]; then
     ok=1
     for s in s1 s2; do wait_for "$T/$s.log" "Redis at [^ ]* is back: relaying" 15 || ok=0; done
     check "both instances reconnect to the restarted Redis (log: \"... is back\")" [ $ok = 1 ]
-    sleep 0.5 # the closed listeners' connections go away
+    settled s1 s2 # the listeners of step 2 are gone
     listener B3 127.0.0.5
     B3_PID=$CPID
     B3_ON=$(wait_landed 127.0.0.5 1)
