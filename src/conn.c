@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "pkmcom/conn.h"
+#include "config_internal.h"
 #include "conn_internal.h"
 #include "engine_internal.h"
 #include "internal.h"
@@ -39,6 +40,7 @@ struct pkm_conn {
     pkm_engine_t *e;
     const struct pkm__io *io;
     int err;    /* the error that closed the connection, 0 while open */
+    int role;   /* PKM_ROLE_CLIENT or PKM_ROLE_SERVER */
     int phase;  /* enum phase */
     int rd_eof; /* the socket read returned 0 */
     int64_t idle_ms;
@@ -134,9 +136,22 @@ static int conn_fail(pkm_conn_t *c, int err, const char *what)
     if (c->fd >= 0) close(c->fd);
     c->fd = -1;
 
-    char parts[PKM_ERRMSG_SIZE];
+    char parts[PKM_ERRMSG_SIZE], why[PKM_ERRMSG_SIZE];
     size_t used = 0;
     parts[0] = '\0';
+    /* Which side closed, at which step: the peer's end of stream fails a handshake as
+     * PKM_EHANDSHAKE (a confirmation that does not check fails before the read that sees it). */
+    int how = c->rd_eof && err == PKM_EHANDSHAKE ? PKM_EEOF : err;
+    if (step && pkm_handshake_failure(c->role, how, step, why, sizeof why)) {
+        const char *phase = c->phase == PHASE_REKEY ? "re-establishment" : "handshake";
+        int n = how == PKM_ETIMEOUT ? snprintf(c->msg, sizeof c->msg, "%s, %s", what, why)
+                : how == PKM_ECONNRESET
+                    ? snprintf(c->msg, sizeof c->msg, "%s; %s", what, why)
+                    : snprintf(c->msg, sizeof c->msg, "%s failed: %s", phase, why);
+        if (c->peer[0] && n > 0 && (size_t)n < sizeof c->msg)
+            (void)snprintf(c->msg + n, sizeof c->msg - (size_t)n, " (peer %s)", c->peer);
+        return err;
+    }
     if (step)
         used += (size_t)snprintf(parts + used, sizeof parts - used, "at %s step %s",
                                  c->phase == PHASE_REKEY ? "re-establishment" : "handshake", step);
@@ -314,18 +329,6 @@ void pkm_conn_config_init(pkm_conn_config_t *cfg)
     cfg->connect_timeout_ms = PKM_DEFAULT_CONNECT_TIMEOUT_MS;
 }
 
-/* The engine config a call runs with: the caller's, in `role`, RSA work inline; checked by the
- * engine's own validator, and the timeouts here (negative: PKM_EINVAL). */
-static int engine_config(const pkm_conn_config_t *cfg, int role, pkm_engine_config_t *ec)
-{
-    *ec = cfg->engine;
-    ec->role = role;
-    ec->defer_crypto = 0;
-    if (cfg->handshake_timeout_ms < 0 || cfg->connect_timeout_ms < 0 || cfg->idle_timeout_ms < 0)
-        return PKM_EINVAL;
-    return pkm__engine_config_check(ec);
-}
-
 /* ---- making connections ---- */
 
 /* Runs the handshake over fd, which it owns from here on (closed on failure), as does the engine
@@ -356,6 +359,7 @@ static int conn_start(int fd, const pkm_engine_config_t *ec, int64_t hs_ms, int6
         return PKM_ENOMEM;
     }
     c->fd = fd;
+    c->role = ec->role;
     c->io = io ? io : &pkm__io_default;
     c->idle_ms = idle_ms;
     c->hs_ms = hs_ms;
@@ -392,11 +396,9 @@ int pkm__conn_from_fd_io(int fd, int role, const pkm_conn_config_t *cfg, const s
     char *eb = cfg ? cfg->errbuf : NULL;
     size_t ebn = cfg ? cfg->errbuf_size : 0;
     pkm_engine_config_t ec;
-    if (!cfg || !out || fd < 0 || (role != PKM_ROLE_CLIENT && role != PKM_ROLE_SERVER) ||
-        engine_config(cfg, role, &ec) < 0) {
+    if (pkm__conn_config_check(PKM__CALL_FROM_FD, NULL, fd, role, cfg, out, &ec, eb, ebn) < 0) {
         if (fd >= 0) close(fd);
         if (cfg) pkm_key_free(cfg->engine.client_key);
-        put_msg(eb, ebn, "invalid argument to pkm_conn_from_fd");
         return PKM_EINVAL;
     }
     return conn_start(fd, &ec, cfg->handshake_timeout_ms, cfg->idle_timeout_ms, io, eb, ebn, out);
@@ -433,10 +435,9 @@ int pkm__connect_io(const char *host, int port, const pkm_conn_config_t *cfg,
     char *eb = cfg ? cfg->errbuf : NULL;
     size_t ebn = cfg ? cfg->errbuf_size : 0;
     pkm_engine_config_t ec;
-    if (!host || !cfg || !out || port < 1 || port > 65535 ||
-        engine_config(cfg, PKM_ROLE_CLIENT, &ec) < 0) {
+    if (pkm__conn_config_check(PKM__CALL_CONNECT, host, port, PKM_ROLE_CLIENT, cfg, out, &ec, eb,
+                               ebn) < 0) {
         if (cfg) pkm_key_free(cfg->engine.client_key);
-        put_msg(eb, ebn, "invalid argument to pkm_connect");
         return PKM_EINVAL;
     }
     if (!io) io = &pkm__io_default;
@@ -508,11 +509,9 @@ int pkm_listen(const char *host, int port, const pkm_conn_config_t *cfg, pkm_lis
     char *eb = cfg ? cfg->errbuf : NULL;
     size_t ebn = cfg ? cfg->errbuf_size : 0;
     pkm_engine_config_t ec;
-    if (!cfg || !out || port < 0 || port > 65535 || engine_config(cfg, PKM_ROLE_SERVER, &ec) < 0) {
+    if (pkm__conn_config_check(PKM__CALL_LISTEN, host, port, PKM_ROLE_SERVER, cfg, out, &ec, eb,
+                               ebn) < 0) {
         if (cfg) pkm_key_free(cfg->engine.client_key);
-        put_msg(eb, ebn,
-                "invalid argument to pkm_listen (a server needs server_key, and no "
-                "client_key, keypool or pin_fingerprint)");
         return PKM_EINVAL;
     }
     pkm_listener_t *l = pkm__calloc(1, sizeof *l);
@@ -771,34 +770,4 @@ int pkm_conn_wait(pkm_conn_t *c, int extra_fd, int extra_events, int *extra_reve
         if (pkm_conn_pending(c)) result |= PKM_CONN_READY;
         if (result) return result;
     }
-}
-
-/* ---- typed packets (schema.h) ---- */
-
-int pkm_conn_send_msg(pkm_conn_t *c, const pkm_registry_t *reg, uint8_t id,
-                      const pkm_value_t *fields, size_t n, int64_t timeout_ms)
-{
-    if (!c || !reg) return PKM_EINVAL;
-    uint8_t small[1024];
-    size_t len = 0;
-    uint32_t hash = 0;
-    int r = pkm_registry_encode_content(reg, id, fields, n, small, sizeof small, &len, &hash);
-    if (r == 0) return pkm_conn_send(c, id, hash, small, len, timeout_ms);
-    if (r != PKM_ENOSPC) return r;
-    uint8_t *big = NULL;
-    PKM_GUARD(pkm_registry_encode_content_alloc(reg, id, fields, n, &big, &len, &hash));
-    r = pkm_conn_send(c, id, hash, big, len, timeout_ms);
-    pkm_bytes_free(big);
-    return r;
-}
-
-int pkm_conn_recv_msg(pkm_conn_t *c, const pkm_registry_t *reg, pkm_msg_t **out, int64_t timeout_ms)
-{
-    if (out) *out = NULL;
-    if (!c || !reg || !out) return PKM_EINVAL;
-    pkm_packet_t pkt;
-    int r = pkm_conn_recv(c, &pkt, timeout_ms);
-    if (r != 1) return r;
-    PKM_GUARD(pkm_registry_decode(reg, &pkt, out));
-    return 1;
 }

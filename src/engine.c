@@ -489,34 +489,6 @@ void pkm_engine_config_init(pkm_engine_config_t *cfg, int role)
     cfg->max_send_buffer = PKM_DEFAULT_MAX_SEND_BUFFER;
 }
 
-int pkm__engine_config_check(const pkm_engine_config_t *cfg)
-{
-    int client = cfg->role == PKM_ROLE_CLIENT;
-    if (!client && cfg->role != PKM_ROLE_SERVER) return PKM_EINVAL;
-    if (client) {
-        if (cfg->server_key) return PKM_EINVAL;
-        if (cfg->client_key && !pkm_key_is_private(cfg->client_key)) return PKM_EINVAL;
-    } else {
-        if (!cfg->server_key || !pkm_key_is_private(cfg->server_key)) return PKM_EINVAL;
-        if (cfg->client_key || cfg->keypool || cfg->pin_fingerprint) return PKM_EINVAL;
-    }
-    if (cfg->pin_fingerprint) {
-        const char *pin = cfg->pin_fingerprint;
-        if (memchr(pin, 0, PKM_FINGERPRINT_SIZE) != pin + PKM_FINGERPRINT_SIZE - 1 ||
-            strncmp(pin, "SHA256:", 7) != 0)
-            return PKM_EINVAL;
-    }
-    if (cfg->max_packet_size == 0 || cfg->max_packet_size > INT32_MAX) return PKM_EINVAL;
-    if (cfg->max_send_buffer == 0 || cfg->max_send_buffer > SIZE_MAX / 4) return PKM_EINVAL;
-    if (cfg->secret_len > PKM_MAX_SECRET || (cfg->secret_len && !cfg->secret)) return PKM_EINVAL;
-    return 0;
-}
-
-int pkm_engine_config_check(const pkm_engine_config_t *cfg)
-{
-    return cfg ? pkm__engine_config_check(cfg) : PKM_EINVAL;
-}
-
 int pkm_engine_new(const pkm_engine_config_t *cfg, pkm_engine_t **out)
 {
     if (out) *out = NULL;

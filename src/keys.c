@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -378,28 +379,60 @@ static int read_all(int fd, const struct stat *st, uint8_t **out, size_t *outlen
     return 0;
 }
 
+/* pkm_key_load_pem_errbuf's refusal: "key file PATH: WHY" into eb (when given), and err. */
+static int load_failed(char *eb, size_t ebn, const char *path, int err, const char *why, int errnum)
+{
+    if (eb && ebn) {
+        char text[128] = "";
+        if (errnum && strerror_r(errnum, text, sizeof text) != 0)
+            (void)snprintf(text, sizeof text, "error %d", errnum);
+        /* A sentence longer than the buffer is cut: the return value is deliberately ignored. */
+        int n = snprintf(eb, ebn, "key file %s: %s%s%s", path, why, errnum ? ": " : "", text);
+        (void)n;
+    }
+    return err;
+}
+
 int pkm_key_load_pem(const char *path, pkm_key_t **out)
 {
-    PKM_ENSURE(out != NULL, PKM_EINVAL);
-    *out = NULL;
-    PKM_ENSURE(path != NULL, PKM_EINVAL);
+    return pkm_key_load_pem_errbuf(path, out, NULL, 0);
+}
+
+int pkm_key_load_pem_errbuf(const char *path, pkm_key_t **out, char *errbuf, size_t errbuf_size)
+{
+    char *eb = errbuf;
+    size_t ebn = errbuf_size;
+    if (eb && ebn) eb[0] = '\0';
+    if (out) *out = NULL;
+    if (!out || !path) return load_failed(eb, ebn, "(NULL)", PKM_EINVAL, "path or out is NULL", 0);
     /* O_NONBLOCK: opening a FIFO must not block; the S_ISREG check below refuses it. */
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    if (fd < 0) return PKM_EKEYFILE;
+    if (fd < 0) return load_failed(eb, ebn, path, PKM_EKEYFILE, "cannot open", errno);
     struct stat st;
     uint8_t *buf = NULL;
     size_t len = 0;
-    int rc;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+    int rc, errnum = 0;
+    const char *why = NULL;
+    if (fstat(fd, &st) != 0) {
+        errnum = errno;
         rc = PKM_EKEYFILE;
-    else
+        why = "cannot stat";
+    } else if (!S_ISREG(st.st_mode)) {
+        rc = PKM_EKEYFILE;
+        why = "not a regular file";
+    } else {
         rc = read_all(fd, &st, &buf, &len);
+        errnum = rc == PKM_EKEYFILE ? errno : 0;
+        why = rc == PKM_EKEYFILE ? "read failed" : "larger than 64 KiB: not a key file";
+    }
     close(fd);
-    if (rc < 0) return rc;
+    if (rc < 0)
+        return load_failed(eb, ebn, path, rc, rc == PKM_ENOMEM ? "out of memory" : why, errnum);
 
     EVP_PKEY *pkey = NULL;
     int is_private = 0;
     BIO *bio = BIO_new_mem_buf(buf, (int)len);
+    why = "out of memory";
     if (bio == NULL) {
         rc = PKM_ENOMEM;
         goto out;
@@ -418,13 +451,18 @@ int pkm_key_load_pem(const char *path, pkm_key_t **out)
     }
     if (pkey == NULL) {
         rc = PKM_EKEY; /* not PEM, no key in it, an encrypted key, or a key that does not parse */
+        why =
+            "no usable key in it: expected an unencrypted PEM key (\"-----BEGIN PRIVATE KEY-----\" "
+            "or \"-----BEGIN PUBLIC KEY-----\"; passphrases are not supported)";
         goto out;
     }
     if (is_private && (st.st_mode & 077) != 0) {
         rc = PKM_EKEYPERM;
+        why = "private key readable by group or others (chmod 600 it)";
         goto out;
     }
     rc = check_rsa2048(pkey);
+    why = "not an RSA-2048 key with public exponent 65537";
     if (rc < 0) goto out;
     rc = key_wrap(pkey, is_private, out);
     pkey = NULL; /* owned by the key now, or freed */
@@ -434,7 +472,8 @@ out:
     OPENSSL_cleanse(buf, len);
     pkm__free(buf);
     ERR_clear_error();
-    return rc;
+    return rc < 0 ? load_failed(eb, ebn, path, rc, rc == PKM_ENOMEM ? "out of memory" : why, 0)
+                  : rc;
 }
 
 /* Checks what is at `path` before a key is written there: 0 if nothing is (ENOENT) or, unless

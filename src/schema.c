@@ -5,6 +5,7 @@
 #include "pkmcom/schema.h"
 #include "internal.h"
 #include "apl_internal.h"
+#include "schema_err.h"
 
 /* ======================================================================== validation */
 
@@ -187,7 +188,9 @@ static int enc_field(pkm_writer *w, const pkm_field_t *f, const pkm_value_t *v,
     uint32_t h = 0;
     for (size_t j = 0; j < v->array.n; j++) {
         uint32_t eh;
-        PKM_GUARD(enc_field(w, e, &v->array.items[j], NULL, NULL, 0, flags, depth + 1, &eh));
+        size_t at = w->pos;
+        int rc = enc_field(w, e, &v->array.items[j], NULL, NULL, 0, flags, depth + 1, &eh);
+        if (rc < 0) return pkm__serr_elem(rc, j, at);
         h = pkm_hash_step(h, eh);
     }
     *hash = h;
@@ -198,12 +201,16 @@ static int enc_struct(pkm_writer *w, const pkm_schema_t *s, const pkm_value_t *v
                       unsigned flags, int depth, uint32_t *hash)
 {
     if (depth > PKM_SCHEMA_MAX_DEPTH || (!s->fields && s->n_fields)) return PKM_ESCHEMA;
-    if (n != s->n_fields) return PKM_ETYPE;
+    if (n != s->n_fields)
+        return pkm__serr_note(PKM_ETYPE, w->pos, "%zu values given for the %zu fields of %.40s", n,
+                              s->n_fields, s->name ? s->name : "the structure");
     if (n && !vals) return PKM_EINVAL;
     uint32_t h = 0;
     for (size_t i = 0; i < n; i++) {
         uint32_t fh;
-        PKM_GUARD(enc_field(w, &s->fields[i], &vals[i], s, vals, i, flags, depth, &fh));
+        size_t at = w->pos;
+        int rc = enc_field(w, &s->fields[i], &vals[i], s, vals, i, flags, depth, &fh);
+        if (rc < 0) return pkm__serr_field(rc, s->fields[i].name, i, at);
         h = pkm_hash_step(h, fh);
     }
     *hash = h;
@@ -216,17 +223,21 @@ static int encode_content(const pkm_schema_t *s, const pkm_value_t *fields, size
     if (!s) return PKM_EINVAL;
     size_t start = w->pos;
     PKM_GUARD(enc_struct(w, s, fields, n, flags, 0, hash));
-    if (w->pos - start > INT32_MAX) return PKM_ETOOLONG;
+    if (w->pos - start > INT32_MAX)
+        return pkm__serr_note(PKM_ETOOLONG, PKM__SERR_NO_OFFSET, "content of %zu bytes",
+                              w->pos - start);
     return 0;
 }
 
 int pkm_schema_size(const pkm_schema_t *s, const pkm_value_t *fields, size_t n, size_t *size)
 {
+    pkm__serr_reset();
     if (!size) return PKM_EINVAL;
     pkm_writer w;
     pkm__writer_init(&w, NULL, 0);
     uint32_t h;
-    PKM_GUARD(encode_content(s, fields, n, &w, PKM__W_NOJSON, &h));
+    int rc = encode_content(s, fields, n, &w, PKM__W_NOJSON, &h);
+    if (rc < 0) return pkm__serr_top(rc, -1, s);
     *size = w.pos;
     return 0;
 }
@@ -234,11 +245,13 @@ int pkm_schema_size(const pkm_schema_t *s, const pkm_value_t *fields, size_t n, 
 int pkm_schema_encode(const pkm_schema_t *s, const pkm_value_t *fields, size_t n, uint8_t *out,
                       size_t cap, size_t *len, uint32_t *content_hash)
 {
+    pkm__serr_reset();
     if (!out || !len) return PKM_EINVAL;
     pkm_writer w;
     pkm__writer_init(&w, out, cap);
     uint32_t h;
-    PKM_GUARD(encode_content(s, fields, n, &w, 0, &h));
+    int rc = encode_content(s, fields, n, &w, 0, &h);
+    if (rc < 0) return pkm__serr_top(rc, -1, s);
     *len = w.pos;
     if (content_hash) *content_hash = h;
     return 0;
@@ -247,6 +260,7 @@ int pkm_schema_encode(const pkm_schema_t *s, const pkm_value_t *fields, size_t n
 int pkm_schema_encode_alloc(const pkm_schema_t *s, const pkm_value_t *fields, size_t n,
                             uint8_t **out, size_t *len, uint32_t *content_hash)
 {
+    pkm__serr_reset();
     if (!out || !len) return PKM_EINVAL;
     *out = NULL;
     size_t size;
@@ -265,12 +279,14 @@ int pkm_schema_encode_alloc(const pkm_schema_t *s, const pkm_value_t *fields, si
 int pkm_schema_encode_packet(const pkm_schema_t *s, uint8_t id, const pkm_value_t *fields, size_t n,
                              uint8_t *out, size_t cap, size_t *len)
 {
+    pkm__serr_reset();
     if (!out || !len) return PKM_EINVAL;
-    if (cap < PKM_HEADER_SIZE) return PKM_ENOSPC;
+    if (cap < PKM_HEADER_SIZE) return pkm__serr_top(PKM_ENOSPC, id, s);
     size_t clen;
     uint32_t ch;
-    PKM_GUARD(
-        pkm_schema_encode(s, fields, n, out + PKM_HEADER_SIZE, cap - PKM_HEADER_SIZE, &clen, &ch));
+    int rc =
+        pkm_schema_encode(s, fields, n, out + PKM_HEADER_SIZE, cap - PKM_HEADER_SIZE, &clen, &ch);
+    if (rc < 0) return pkm__serr_top(rc, id, s);
     PKM_GUARD(pkm_packet_header_write(out, id, pkm_packet_hash(id, ch), clen));
     *len = PKM_HEADER_SIZE + clen;
     return 0;
@@ -369,7 +385,9 @@ static int dec_field(struct dec *d, const pkm_field_t *f, pkm_value_t *v, const 
     for (size_t j = 0; j < n; j++) {
         pkm_value_t tmp;
         uint32_t eh = 0;
-        PKM_GUARD(dec_field(d, e, items ? &items[j] : &tmp, NULL, NULL, 0, depth + 1, &eh));
+        size_t at = d->r.pos;
+        int rc = dec_field(d, e, items ? &items[j] : &tmp, NULL, NULL, 0, depth + 1, &eh);
+        if (rc < 0) return pkm__serr_elem(rc, j, at);
         h = pkm_hash_step(h, eh);
     }
     *hash = h;
@@ -388,7 +406,9 @@ static int dec_struct(struct dec *d, const pkm_schema_t *s, pkm_value_t *out, in
         const pkm_field_t *f = &s->fields[i];
         pkm_value_t tmp, *v = out ? &out[i] : &tmp;
         uint32_t fh = 0;
-        PKM_GUARD(dec_field(d, f, v, s, lens, i, depth, &fh));
+        size_t at = d->r.pos;
+        int rc = dec_field(d, f, v, s, lens, i, depth, &fh);
+        if (rc < 0) return pkm__serr_field(rc, f->name, i, at);
         if (i < PKM_SCHEMA_MAX_LEN_INDEX && is_plain_int(f->type)) lens[i] = v->i64;
         h = pkm_hash_step(h, fh);
     }
@@ -412,8 +432,14 @@ static int verify(const pkm_schema_t *s, const pkm_packet_t *pkt, size_t *slots)
     pkm__reader_init(&d.r, pkt->content, pkt->size);
     uint32_t h;
     PKM_GUARD(dec_struct(&d, s, NULL, 0, &h));
-    if (pkm__reader_left(&d.r) != 0) return PKM_ESIZE;
-    if (pkm_packet_hash(pkt->id, h) != pkt->hash) return PKM_EHASH;
+    size_t left = pkm__reader_left(&d.r);
+    if (left != 0)
+        return pkm__serr_note(PKM_ESIZE, d.r.pos, "%zu bytes after the last field", left);
+    uint32_t want = pkm_packet_hash(pkt->id, h);
+    if (want != pkt->hash)
+        return pkm__serr_note(PKM_EHASH, PKM__SERR_NO_OFFSET,
+                              "the packet says 0x%08X, its content gives 0x%08X",
+                              (unsigned)pkt->hash, (unsigned)want);
     if (d.node_count > SIZE_MAX - s->n_fields) return PKM_ETOOLONG;
     *slots = d.node_count + s->n_fields;
     return 0;
@@ -422,7 +448,8 @@ static int verify(const pkm_schema_t *s, const pkm_packet_t *pkt, size_t *slots)
 int pkm_schema_verify(const pkm_schema_t *s, const pkm_packet_t *pkt)
 {
     size_t slots;
-    return verify(s, pkt, &slots);
+    pkm__serr_reset();
+    return pkm__serr_top(verify(s, pkt, &slots), pkt ? pkt->id : -1, s);
 }
 
 struct pkm_msg {
@@ -441,10 +468,11 @@ struct pkm_msg {
 
 int pkm_schema_decode(const pkm_schema_t *s, const pkm_packet_t *pkt, pkm_msg_t **out)
 {
+    pkm__serr_reset();
     if (!out) return PKM_EINVAL;
     *out = NULL;
     size_t slots;
-    PKM_GUARD(verify(s, pkt, &slots));
+    PKM_GUARD(pkm__serr_top(verify(s, pkt, &slots), pkt ? pkt->id : -1, s));
     if (slots > (SIZE_MAX - MSG_HEAD - pkt->size - 1) / sizeof(pkm_value_t)) return PKM_ENOMEM;
     size_t text_cap = pkt->size + 1;
     size_t total = MSG_HEAD + slots * sizeof(pkm_value_t) + text_cap;
@@ -543,6 +571,24 @@ void pkm_registry_free(pkm_registry_t *reg)
     pkm__free(reg);
 }
 
+int pkm_registry_new_from(const pkm_registry_entry_t *entries, size_t n, pkm_registry_t **out)
+{
+    if (!out) return PKM_EINVAL;
+    *out = NULL;
+    if (!entries && n) return PKM_EINVAL;
+    pkm_registry_t *reg = pkm_registry_new();
+    if (!reg) return PKM_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        int rc = pkm_registry_register(reg, entries[i].id, entries[i].schema);
+        if (rc < 0) {
+            pkm_registry_free(reg);
+            return rc;
+        }
+    }
+    *out = reg;
+    return 0;
+}
+
 int pkm_registry_register(pkm_registry_t *reg, uint8_t id, const pkm_schema_t *s)
 {
     if (!reg || !s || id == PKM_HANDSHAKE_ID) return PKM_EINVAL;
@@ -550,6 +596,13 @@ int pkm_registry_register(pkm_registry_t *reg, uint8_t id, const pkm_schema_t *s
     PKM_GUARD(pkm_schema_validate(s));
     reg->schemas[id] = s;
     return 0;
+}
+
+/* No schema for id: PKM_EUNKNOWNID, with the id for pkm_schema_last_error(). */
+static int unknown_id(uint8_t id)
+{
+    pkm__serr_reset();
+    return pkm__serr_top(PKM_EUNKNOWNID, id, NULL);
 }
 
 const pkm_schema_t *pkm_registry_lookup(const pkm_registry_t *reg, uint8_t id)
@@ -561,7 +614,7 @@ int pkm_registry_verify(const pkm_registry_t *reg, const pkm_packet_t *pkt)
 {
     if (!reg || !pkt) return PKM_EINVAL;
     const pkm_schema_t *s = reg->schemas[pkt->id];
-    if (!s) return PKM_EUNKNOWNID;
+    if (!s) return unknown_id(pkt->id);
     return pkm_schema_verify(s, pkt);
 }
 
@@ -570,7 +623,7 @@ int pkm_registry_decode(const pkm_registry_t *reg, const pkm_packet_t *pkt, pkm_
     if (out) *out = NULL;
     if (!reg || !pkt) return PKM_EINVAL;
     const pkm_schema_t *s = reg->schemas[pkt->id];
-    if (!s) return PKM_EUNKNOWNID;
+    if (!s) return unknown_id(pkt->id);
     return pkm_schema_decode(s, pkt, out);
 }
 
@@ -579,8 +632,8 @@ int pkm_registry_encode(const pkm_registry_t *reg, uint8_t id, const pkm_value_t
 {
     if (!reg) return PKM_EINVAL;
     const pkm_schema_t *s = reg->schemas[id];
-    if (!s) return PKM_EUNKNOWNID;
-    return pkm_schema_encode_packet(s, id, fields, n, out, cap, len);
+    if (!s) return unknown_id(id);
+    return pkm__serr_top(pkm_schema_encode_packet(s, id, fields, n, out, cap, len), id, s);
 }
 
 int pkm_registry_encode_alloc(const pkm_registry_t *reg, uint8_t id, const pkm_value_t *fields,
@@ -590,9 +643,9 @@ int pkm_registry_encode_alloc(const pkm_registry_t *reg, uint8_t id, const pkm_v
     *out = NULL;
     if (!reg) return PKM_EINVAL;
     const pkm_schema_t *s = reg->schemas[id];
-    if (!s) return PKM_EUNKNOWNID;
+    if (!s) return unknown_id(id);
     size_t size;
-    PKM_GUARD(pkm_schema_size(s, fields, n, &size));
+    PKM_GUARD(pkm__serr_top(pkm_schema_size(s, fields, n, &size), id, s));
     if (size > INT32_MAX) return PKM_ETOOLONG;
     size_t total = PKM_HEADER_SIZE + size;
     uint8_t *buf = pkm__malloc(total);
@@ -611,9 +664,9 @@ int pkm_registry_encode_content(const pkm_registry_t *reg, uint8_t id, const pkm
 {
     if (!reg || !len || !hash) return PKM_EINVAL;
     const pkm_schema_t *s = reg->schemas[id];
-    if (!s) return PKM_EUNKNOWNID;
+    if (!s) return unknown_id(id);
     uint32_t content_hash = 0;
-    PKM_GUARD(pkm_schema_encode(s, fields, n, out, cap, len, &content_hash));
+    PKM_GUARD(pkm__serr_top(pkm_schema_encode(s, fields, n, out, cap, len, &content_hash), id, s));
     *hash = pkm_packet_hash(id, content_hash);
     return 0;
 }
@@ -626,9 +679,9 @@ int pkm_registry_encode_content_alloc(const pkm_registry_t *reg, uint8_t id,
     *out = NULL;
     if (!reg) return PKM_EINVAL;
     const pkm_schema_t *s = reg->schemas[id];
-    if (!s) return PKM_EUNKNOWNID;
+    if (!s) return unknown_id(id);
     uint32_t content_hash = 0;
-    PKM_GUARD(pkm_schema_encode_alloc(s, fields, n, out, len, &content_hash));
+    PKM_GUARD(pkm__serr_top(pkm_schema_encode_alloc(s, fields, n, out, len, &content_hash), id, s));
     *hash = pkm_packet_hash(id, content_hash);
     return 0;
 }

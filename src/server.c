@@ -414,18 +414,56 @@ static void drain_and_close_loop(pkm_server_t *srv)
     if (uv_loop_close(&srv->loop) != 0) pkm__slog(srv, PKM_LOG_ERROR, "loop still busy at free");
 }
 
+/* pkm_server_new's refusal: the sentence into cfg->errbuf (when given), and err. */
+__attribute__((format(printf, 3, 4))) static int new_failed(const pkm_server_config_t *cfg, int err,
+                                                            const char *fmt, ...)
+{
+    if (cfg->errbuf && cfg->errbuf_size) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(cfg->errbuf, cfg->errbuf_size, fmt, ap); /* cut when too long */
+        (void)n;
+        va_end(ap);
+    }
+    return err;
+}
+
+/* The first negative duration (or backlog) of cfg, by its field name; NULL if none. */
+static const char *negative_field(const pkm_server_config_t *cfg, long long *got)
+{
+    const struct {
+        const char *name;
+        int64_t v;
+    } f[] = {{"backlog", cfg->backlog},
+             {"handshake_timeout_ms", cfg->handshake_timeout_ms},
+             {"idle_timeout_ms", cfg->idle_timeout_ms},
+             {"trim_after_ms", cfg->trim_after_ms},
+             {"secret_window_ms", cfg->secret_window_ms},
+             {"secret_ban_ms", cfg->secret_ban_ms},
+             {"partial_deadline_ms", cfg->partial_deadline_ms},
+             {"log_interval_ms", cfg->log_interval_ms}};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        if (f[i].v < 0) return *got = (long long)f[i].v, f[i].name;
+    return NULL;
+}
+
 int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
 {
     if (out) *out = NULL;
-    if (!cfg || !out) return PKM_EINVAL;
+    if (!cfg || !out) return cfg ? new_failed(cfg, PKM_EINVAL, "out: required") : PKM_EINVAL;
+    if (cfg->errbuf && cfg->errbuf_size) cfg->errbuf[0] = '\0';
     pkm_engine_config_t ec = cfg->engine;
     ec.role = PKM_ROLE_SERVER;
     ec.defer_crypto = 1; /* the RSA work goes to the thread pool as jobs */
-    if (pkm_engine_config_check(&ec) < 0) return PKM_EINVAL;
-    if (cfg->backlog < 0 || cfg->handshake_timeout_ms < 0 || cfg->idle_timeout_ms < 0 ||
-        cfg->trim_after_ms < 0 || cfg->secret_window_ms < 0 || cfg->secret_ban_ms < 0 ||
-        cfg->partial_deadline_ms < 0 || cfg->log_interval_ms < 0)
-        return PKM_EINVAL;
+    char why[PKM_SERVER_ERRMSG_SIZE - 40];
+    if (pkm_engine_config_validate(&ec, why, sizeof why) < 0)
+        return new_failed(cfg, PKM_EINVAL, "pkm_server_new: invalid argument: engine.%s", why);
+    long long got = 0;
+    const char *neg = negative_field(cfg, &got);
+    if (neg)
+        return new_failed(cfg, PKM_EINVAL,
+                          "pkm_server_new: invalid argument: %s: expected 0 or more, got %lld", neg,
+                          got);
     pkm__limits_config lc;
     pkm__limits_config_init(&lc);
     lc.max_handshakes = cfg->max_handshakes ? cfg->max_handshakes : UINT32_MAX;
@@ -470,6 +508,7 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
     r = proxy_config(cfg->proxy_trusted, &srv->proxy, pmsg, sizeof pmsg);
     if (r < 0) {
         if (pmsg[0]) pkm__slog(srv, PKM_LOG_ERROR, "%s", pmsg);
+        if (pmsg[0]) (void)new_failed(cfg, r, "pkm_server_new: invalid argument: %s", pmsg);
         pkm__budget_free(&srv->budget);
         pkm__limits_free(srv->lim);
         pkm__free(srv);
@@ -522,7 +561,7 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
     int fd = pkm__net_listen(cfg->host, cfg->port, backlog, what, sizeof what);
     if (fd < 0) {
         pkm__slog(srv, PKM_LOG_ERROR, "%s", what);
-        r = fd;
+        r = new_failed(cfg, fd, "%s", what);
         goto fail_loop;
     }
     int ur = uv_tcp_open(&srv->listener, (uv_os_sock_t)fd);
@@ -531,7 +570,8 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
     if (ur != 0) {
         pkm__slog(srv, PKM_LOG_ERROR, "cannot listen on %s port %u: %s",
                   cfg->host ? cfg->host : "(any)", (unsigned)cfg->port, uv_strerror(ur));
-        r = PKM_EIO;
+        r = new_failed(cfg, PKM_EIO, "cannot listen on %s port %u: %s",
+                       cfg->host ? cfg->host : "(any)", (unsigned)cfg->port, uv_strerror(ur));
         goto fail_loop;
     }
     srv->port = (uint16_t)pkm__net_bound_port(fd);

@@ -543,12 +543,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         uv_read_stop(s);
         c->reading = 0;
         if (pkm_engine_state(c->eng) != PKM_STATE_ESTABLISHED) {
-            pkm_engine_recv_eof(c->eng); /* fails the handshake */
-            pump(c);
-            /* The engine may wait for its RSA job (queued, running, or waiting for admission)
-             * before it reports the failure; the handshake cannot complete without the client
-             * (its confirmation), so close now: the job is cancelled if it has not started, a
-             * waiting handshake never gets RSA work. */
+            /* The handshake cannot complete without the client (its confirmation), so close
+             * now, as PKM_EEOF at the engine's step (the engine itself would call it
+             * PKM_EHANDSHAKE, which on_close keeps for a confirmation that did not check): the
+             * job is cancelled if it has not started, a waiting handshake never gets RSA work. */
             close_with(c, PKM_EEOF);
         } else {
             mark_dirty(c); /* flush what is owed, then end the stream (check_eof) */

@@ -117,6 +117,11 @@ ok
 # The refusal happened before the handshake: the server saw the client leave at ClientKey.
 wait_for_line "$T/impostor.err" 'handshake failed at step ClientKey'
 ok
+# ... and says the client closed it, at which step, and not "wrong secret".
+grep -q 'the client closed the connection during handshake step 2 (ClientKey), before sending its ClientKey' "$T/impostor.err" ||
+    fail "serve: the client's leaving is not said: $(cat "$T/impostor.err")"
+grep -q 'wrong secret' "$T/impostor.err" && fail "serve: a client that left is logged as a wrong secret"
+ok
 stop_server impostor
 
 # ---- passwords: --password-file, $PKMCOM_PASSWORD, --password (works, but warns) ----
@@ -173,6 +178,8 @@ expect_rc pw_none 1
 expect_one_error pw_none "could not prove it holds its key"
 # The server logs the failures with the step, never the password.
 wait_for_line "$T/pw.err" 'handshake failed at step confirmation \(0xFF\)'
+grep -q "the client's confirmation (0xFF) did not check at handshake step 5: its secret differs" "$T/pw.err" ||
+    fail "serve: a wrong secret is not said: $(cat "$T/pw.err")"
 for _ in $(seq 50); do [ "$(grep -c 'handshake failed' "$T/pw.err")" -ge 3 ] && break; sleep 0.1; done
 [ "$(grep -c 'handshake failed' "$T/pw.err")" -eq 3 ] || fail "server: expected 3 handshake failures"
 ok
@@ -298,7 +305,7 @@ expect_one_error s_pubkey "public key only"
 start_server busy --listen 127.0.0.1:0 --key "$T/k1.pem"
 run s_inuse serve --listen "127.0.0.1:$PORT" --key "$T/k1.pem"
 expect_rc s_inuse 1
-grep -q "^pkmcom: cannot listen on 127.0.0.1:$PORT" "$T/s_inuse.err" || fail "address in use: $(cat "$T/s_inuse.err")"
+grep -q "^pkmcom: cannot listen on 127.0.0.1:$PORT: Address already in use" "$T/s_inuse.err" || fail "address in use: $(cat "$T/s_inuse.err")"
 ok
 stop_server busy
 

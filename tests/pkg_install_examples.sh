@@ -53,12 +53,12 @@ export PKG_CONFIG_PATH="$libdir/pkgconfig"
 [ "$(pkg-config --variable=libdir pkmcom)" = "$libdir" ] || fail "pkg-config libdir $(pkg-config --variable=libdir pkmcom)"
 ok
 mkdir -p "$T/pc"
-# The echo server uses the server library (pkmcom-server), the others the core alone (pkmcom),
-# and those must not load libuv.
+# The echo and lobby servers use the server library (pkmcom-server), the others the core alone
+# (pkmcom), and those must not load libuv.
 for f in "$src"/examples/*.c; do
     name=$(basename "$f" .c)
     mod=pkmcom
-    [ "$name" = echo_server ] && mod=pkmcom-server
+    case $name in echo_server | lobby_server) mod=pkmcom-server ;; esac
     # shellcheck disable=SC2046
     cc -std=c11 -Wall -Wextra -Wpedantic -Werror $(pkg-config --cflags $mod) "$f" -o "$T/pc/$name" \
         $(pkg-config --libs $mod) -Wl,-rpath,"$libdir" 2>"$T/cc-$name.err" || fail "pkg-config build of $name"
@@ -80,7 +80,7 @@ cmake -S "$src/examples" -B "$T/cm" --log-level=WARNING -DCMAKE_PREFIX_PATH="$P"
     -DCMAKE_C_FLAGS="-Wall -Wextra -Wpedantic -Werror" >"$T/cm-configure.err" 2>&1 ||
     fail "find_package configure"
 cmake --build "$T/cm" >"$T/cm-build.err" 2>&1 || fail "find_package build"
-for name in client chat_client echo_server engine_poll client_static; do
+for name in client chat_client lobby_client echo_server lobby_server engine_poll client_static; do
     [ -x "$T/cm/$name" ] || fail "CMake build made no $name"
     ok
 done
@@ -140,6 +140,41 @@ for server in pc cm; do
     ok
 done
 rm -f "$T"/pin.err
+
+# The lobby chat: alice joins and stays (her stdin a FIFO held open here), bob joins and says a
+# line; alice gets it (and the join and leave), bob does not get his own line back.
+for b in pc cm; do
+    start_server lobby-$b "$T/$b/lobby_server" 0
+    [ -n "$FP" ] || fail "lobby_server printed no fingerprint"
+    rm -f "$T/alice.in"
+    mkfifo "$T/alice.in"
+    timeout 30 "$T/$b/lobby_client" 127.0.0.1 "$PORT" alice "$FP" <"$T/alice.in" >"$T/alice.out" 2>"$T/alice.err" &
+    apid=$!
+    PIDS+=("$apid")
+    exec 3>"$T/alice.in"
+    for _ in $(seq 200); do grep -q '^alice joined$' "$T/lobby-$b.err" && break; sleep 0.05; done
+    grep -q '^alice joined$' "$T/lobby-$b.err" || { exec 3>&-; fail "lobby: alice did not join"; }
+    # shellcheck disable=SC2016
+    timeout 20 bash -c 'printf "hello lobby\n" | "$0" 127.0.0.1 "$1" bob "$2"' "$T/$b/lobby_client" \
+        "$PORT" "$FP" >"$T/bob.out" 2>"$T/bob.err" || { exec 3>&-; fail "lobby: bob exit status $?"; }
+    for _ in $(seq 200); do grep -q '^lobby: bob left$' "$T/alice.out" && break; sleep 0.05; done
+    exec 3>&- # alice's end of input: she leaves a second later
+    wait "$apid" || fail "lobby: alice exit status $?"
+    [ "$(cat "$T/alice.out")" = "$(printf 'lobby: bob joined\nbob: hello lobby\nlobby: bob left')" ] ||
+        fail "lobby: alice saw: $(cat "$T/alice.out")"
+    ok
+    [ ! -s "$T/bob.out" ] || fail "lobby: bob got his own line back: $(cat "$T/bob.out")"
+    ok
+    # A wrong pin: the client says both fingerprints; the server says the client left at step 2.
+    timeout 20 "$T/$b/lobby_client" 127.0.0.1 "$PORT" eve SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA \
+        </dev/null >"$T/eve.out" 2>"$T/eve.err"
+    [ $? -eq 1 ] && grep -qF "the peer presented $FP" "$T/eve.err" || fail "lobby: eve with a wrong pin"
+    for _ in $(seq 200); do grep -q 'the client closed the connection during handshake step 2' "$T/lobby-$b.err" && break; sleep 0.05; done
+    grep -q 'the client closed the connection during handshake step 2 (ClientKey)' "$T/lobby-$b.err" ||
+        fail "lobby server: no sentence for the client that left"
+    ok
+    rm -f "$T"/alice.* "$T"/bob.* "$T"/eve.*
+done
 
 # The README's client against the installed tool's echo server.
 export PKMCOM_HOME="$T/home"

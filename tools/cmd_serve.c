@@ -333,22 +333,28 @@ static void on_close(void *user, pkm_server_conn_t *conn, int err, const char *f
     if (err == PKM_EAGAIN) return;
     char name[PKM_SERVER_PEER_SIZE + 32];
     conn_name(conn, name, sizeof name);
+    /* Which side closed, at which step and why (the client left, a wrong secret, a timeout). */
+    char why[256];
+    if (fail_step && !pkm_handshake_failure(PKM_ROLE_SERVER, err, fail_step, why, sizeof why))
+        snprintf(why, sizeof why, "%s", pkm_strerror(err));
     if (fail_step && (err == PKM_EEOF || err == PKM_ECONNRESET)) {
         s->left_unlogged++;
         time_t now = time(NULL);
         if (now != s->left_logged_at) {
             if (s->left_unlogged == 1)
-                tool_log("%s handshake failed at step %s: %s", name, fail_step, pkm_strerror(err));
+                tool_log("%s handshake failed at step %s: %s", name, fail_step, why);
             else
                 tool_log("%lu clients left during the handshake (the last %s at step %s: %s)",
-                         s->left_unlogged, name, fail_step, pkm_strerror(err));
+                         s->left_unlogged, name, fail_step, why);
             s->left_unlogged = 0;
             s->left_logged_at = now;
         }
         return;
     }
     if (fail_step) {
-        tool_log("%s handshake failed at step %s: %s", name, fail_step, pkm_strerror(err));
+        int timeout = err == PKM_ETIMEOUT && strcmp(why, pkm_strerror(err)) != 0;
+        tool_log("%s handshake failed at step %s: %s%s%s", name, fail_step,
+                 timeout ? pkm_strerror(err) : "", timeout ? ", " : "", why);
         return;
     }
     if (s->quiet && (err == 0 || err == PKM_EEOF)) return;
@@ -558,6 +564,9 @@ int cmd_serve(int argc, char **argv)
     cfg.on_close = on_close;
     cfg.on_log = on_log;
     cfg.user = &s;
+    char why[PKM_SERVER_ERRMSG_SIZE];
+    cfg.errbuf = why;
+    cfg.errbuf_size = sizeof why;
     int rc = pkm_server_new(&cfg, &s.srv);
     tool_secret_free(pwbuf);                 /* the server keeps its own copy */
     if (rc == PKM_EINVAL && proxy_trusted) { /* the server logged which entry is wrong */
@@ -567,9 +576,10 @@ int cmd_serve(int argc, char **argv)
     }
     if (rc < 0) {
         pkm_key_free(key);
+        if (rc == PKM_EIO) /* "cannot listen on HOST:PORT: Address already in use" */
+            return tool_fail(TOOL_EXIT_FAIL, "%s", why);
         return tool_fail(TOOL_EXIT_FAIL, "cannot listen on %s: %s", listen,
-                         rc == PKM_EIO ? "bind or listen failed (address in use?)"
-                                       : pkm_strerror(rc));
+                         why[0] ? why : pkm_strerror(rc));
     }
 
     if (redis_url && !(s.redis = redis_relay_start(s.srv, redis_url, s.quiet))) {

@@ -393,7 +393,8 @@ int tool_load_key(const char *path, pkm_key_t **out)
                              pkm_strerror(rc));
         return 0;
     }
-    int rc = pkm_key_load_pem(path, out);
+    char why[PKM_ERRMSG_SIZE];
+    int rc = pkm_key_load_pem_errbuf(path, out, why, sizeof why);
     switch (rc) {
     case 0: return 0;
     case PKM_EKEYPERM:
@@ -404,7 +405,7 @@ int tool_load_key(const char *path, pkm_key_t **out)
     case PKM_EKEY:
         return tool_fail(TOOL_EXIT_FAIL,
                          "%s: no usable key: not an unencrypted RSA-2048 key in PEM form", path);
-    case PKM_EKEYFILE: return tool_fail(TOOL_EXIT_FAIL, "%s: cannot read the key file", path);
+    case PKM_EKEYFILE: return tool_fail(TOOL_EXIT_FAIL, "%s", why); /* path, errno's text */
     default: return tool_fail(TOOL_EXIT_FAIL, "%s: %s", path, pkm_strerror(rc));
     }
 }

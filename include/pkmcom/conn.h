@@ -111,10 +111,14 @@ PKM_API void pkm_conn_config_init(pkm_conn_config_t *cfg);
  * handshake (within handshake_timeout_ms) and returns an ESTABLISHED connection in *out, which is
  * the caller's (pkm_conn_close). port: 1..65535.
  * Errors (*out NULL; cfg->errbuf holds the sentence): PKM_EINVAL (NULL host/cfg/out, port out of
- * range, inconsistent config), PKM_ERESOLVE, PKM_ECONNECT (refused, unreachable, timed out),
- * PKM_ETIMEOUT (handshake too slow), PKM_EHANDSHAKE (wrong secret, or not the server you
- * expected), PKM_EPIN, PKM_ECONNRESET, PKM_EIO, PKM_ENOMEM, or any handshake error of the engine
- * (PKM_EKEY, PKM_EKEYLEN, ...). Ownership of cfg->engine.client_key passes in every case. */
+ * range, a negative timeout, an engine config pkm_engine_config_validate() refuses; checked
+ * before anything is resolved or connected, the sentence naming the argument or field, what it
+ * expects and what it got: "pkm_connect: invalid argument: port: expected 1..65535, got 99999",
+ * "...: engine.pin_fingerprint: expected \"SHA256:\" and 43 base64 characters ..."), PKM_ERESOLVE,
+ * PKM_ECONNECT (refused, unreachable, timed out), PKM_ETIMEOUT (handshake too slow), PKM_EHANDSHAKE
+ * (wrong secret, or not the server you expected), PKM_EPIN, PKM_ECONNRESET, PKM_EIO, PKM_ENOMEM, or
+ * any handshake error of the engine (PKM_EKEY, PKM_EKEYLEN, ...). Ownership of
+ * cfg->engine.client_key passes in every case. */
 PKM_API int pkm_connect(const char *host, int port, const pkm_conn_config_t *cfg, pkm_conn_t **out);
 
 /* Server: binds a TCP socket to host:port (host: a numeric IPv4 or IPv6 address or a name; NULL

@@ -206,6 +206,15 @@ PKM_API void pkm_engine_config_init(pkm_engine_config_t *cfg, int role);
  * start. Takes nothing (a client_key stays the caller's). */
 PKM_API int pkm_engine_config_check(const pkm_engine_config_t *cfg);
 
+/* The same validator, saying what to fix: 0, or PKM_EINVAL with a NUL-terminated sentence in
+ * errbuf (truncated to errbuf_size; NULL/0 for none; "" on success) naming the field, the
+ * expected form and what was given, e.g. "pin_fingerprint: expected \"SHA256:\" and 43 base64
+ * characters (...), got \"abc\"" or "secret_len: at most 4096 bytes (PKM_MAX_SECRET), got
+ * 5000". pkm_connect(), pkm_listen(), pkm_conn_from_fd() and pkm_server_new() report its
+ * sentence (prefixed "engine.") through their errbuf, before any socket is made. */
+PKM_API int pkm_engine_config_validate(const pkm_engine_config_t *cfg, char *errbuf,
+                                       size_t errbuf_size);
+
 /* Makes an engine. A server queues its ServerKey at once (read it from pkm_engine_send_buf()).
  * PKM_EINVAL for an inconsistent config (no server_key for a server, a server_key or client_key
  * without a private half, a client_key given to a server, a malformed pin, a max_packet_size of 0
@@ -407,6 +416,19 @@ PKM_API int pkm_engine_error(const pkm_engine_t *e);
 /* The handshake step that failed, for logs: "ServerKey", "ClientKey", "KeyShare" or
  * "confirmation (0xFF)"; NULL if the engine did not fail during a handshake. Static storage. */
 PKM_API const char *pkm_engine_fail_step(const pkm_engine_t *e);
+
+/* A sentence saying what a failed handshake means, seen from `role` (PKM_ROLE_CLIENT or
+ * PKM_ROLE_SERVER): which side closed, at which step (its number in docs/PROTOCOL.md), what this
+ * side was waiting for, and the usual causes. err names what happened: PKM_EEOF (the peer closed
+ * the connection; an engine reports that as PKM_EHANDSHAKE), PKM_ECONNRESET (it reset it),
+ * PKM_ETIMEOUT (this side's bound ran out; the sentence says where it was waiting), or, for a
+ * server at "confirmation (0xFF)", PKM_EHANDSHAKE (the client's confirmation did not check: a
+ * wrong secret). fail_step is pkm_engine_fail_step()'s (or the server's on_close argument). E.g.
+ * (server, PKM_EEOF, "ClientKey"): "the client closed the connection during handshake step 2
+ * (ClientKey), before the client's ClientKey: it may have refused this server's key (...)".
+ * Writes it NUL-terminated into buf (cut to n; 256 bytes are ample) and returns its length; 0
+ * and "" for any other case (NULL step, another error: pkm_strerror says it). */
+PKM_API size_t pkm_handshake_failure(int role, int err, const char *fail_step, char *buf, size_t n);
 
 /* Closes the engine locally with `err` (a negative PKM_E*, e.g. PKM_ETIMEOUT when the caller's
  * handshake timer fires; anything else is recorded as PKM_ECLOSED), dropping unsent bytes. No-op

@@ -39,6 +39,14 @@ PKM_API int pkm_key_generate(pkm_key_t **out);
  * NULL on any error. */
 PKM_API int pkm_key_load_pem(const char *path, pkm_key_t **out);
 
+/* pkm_key_load_pem, saying what failed: on error a NUL-terminated sentence naming the path, the
+ * problem and, for a system call, errno's text goes to errbuf (truncated to errbuf_size; NULL/0
+ * for none; "" on success), e.g. "key file /etc/k.pem: cannot open: No such file or directory",
+ * "key file k.pem: private key readable by group or others (chmod 600 it)", "key file k.pem: no
+ * usable key in it: expected an unencrypted PEM key (...)". */
+PKM_API int pkm_key_load_pem_errbuf(const char *path, pkm_key_t **out, char *errbuf,
+                                    size_t errbuf_size);
+
 /* Writes the private key as unencrypted PKCS#8 PEM to `path`, mode 0600, atomically: the PEM
  * goes to a new temporary file "<path>.tmp-<random>" in the same directory, created with O_EXCL
  * and mode 0600 (never an existing file, never through a link), which is fsync'ed and then

@@ -146,6 +146,18 @@ PKM_API const pkm_schema_t *pkm_handshake_schema(void);
 PKM_API pkm_registry_t *pkm_registry_new(void);
 PKM_API void pkm_registry_free(pkm_registry_t *reg);
 
+/* A registry made from a table in one call: pkm_registry_new(), then pkm_registry_register() of
+ * each entry in order. *out (the caller's, pkm_registry_free) is NULL on failure: PKM_ENOMEM, or
+ * the first registration's error (PKM_EINVAL, PKM_ESTATE, PKM_ESCHEMA). E.g.
+ *   static const pkm_registry_entry_t packets[] = {{0x10, &say}, {0x11, &said}};
+ *   pkm_registry_t *reg; rc = pkm_registry_new_from(packets, 2, &reg); */
+typedef struct pkm_registry_entry {
+    uint8_t id;
+    const pkm_schema_t *schema; /* borrowed, as for pkm_registry_register */
+} pkm_registry_entry_t;
+PKM_API int pkm_registry_new_from(const pkm_registry_entry_t *entries, size_t n,
+                                  pkm_registry_t **out);
+
 /* Registers s for id after pkm_schema_validate(). PKM_EINVAL for id 0xFF or NULL arguments,
  * PKM_ESTATE if the id already has a schema, PKM_ESCHEMA for a malformed schema. */
 PKM_API int pkm_registry_register(pkm_registry_t *reg, uint8_t id, const pkm_schema_t *s);
@@ -190,6 +202,19 @@ PKM_API int pkm_registry_encode_content_alloc(const pkm_registry_t *reg, uint8_t
  * the registry (a const pkm_registry_t *, BORROWED: it must outlive every connection using it).
  * Safe from any thread once registration is over. */
 PKM_API int pkm_registry_verify_hook(void *ctx, const pkm_packet_t *pkt);
+
+/* What the last failed encode, verify or decode of this header (pkm_schema_* and pkm_registry_*,
+ * so also pkm_conn_send_msg / pkm_conn_recv_msg, pkm_server_send_msg, the verify hook) met, and
+ * where: the packet id (when known), the schema's name, the field's path (nested fields joined
+ * by '.', array elements as [j]) and the byte offset in the content at which that value begins,
+ * then pkm_strerror()'s sentence and a note, e.g. "packet 0x12 (ChatMessage) field 'text' at
+ * offset 5: Modified UTF-8 string contains a byte 0xF0-0xFF" or "packet 0x12 (ChatMessage):
+ * packet Hash does not match its content (the packet says 0x..., its content gives 0x...)".
+ * "" after a success. Thread rules: the record is per thread (thread-local), so a registry
+ * shared by many threads is fine: call this on the thread that made the failing call, before
+ * its next call of this header (the server's verify hook runs on the loop thread: call it from
+ * on_close). Static per-thread storage, valid until that next call. */
+PKM_API const char *pkm_schema_last_error(void);
 
 /* Frees memory the library allocated for bytes it gave you (NULL is fine). */
 PKM_API void pkm_bytes_free(uint8_t *p);

@@ -80,6 +80,9 @@ enum pkm_log_level {
  * instead). */
 #define PKM_SERVER_PROXY_TIMEOUT_MS 3000
 
+/* Room for pkm_server_new()'s sentence (config.errbuf). */
+#define PKM_SERVER_ERRMSG_SIZE 256
+
 /* Room for pkm_server_conn_peer(): "[" + IPv6 text + "]:" + port + NUL. */
 #define PKM_SERVER_PEER_SIZE 64
 
@@ -240,7 +243,12 @@ typedef struct pkm_server_config {
      * queue overflow); PKM_ECONNRESET / PKM_EIO (socket errors); or the engine's error.
      * fail_step is non-NULL exactly when a handshake (the first, or a re-establishment) failed:
      * the step it failed at, as pkm_engine_fail_step() names it ("ClientKey", "KeyShare",
-     * "confirmation (0xFF)"), for logs (it never contains secrets). Use
+     * "confirmation (0xFF)"), for logs (it never contains secrets). During a handshake, err
+     * PKM_EEOF (or PKM_ECONNRESET) means the client closed the connection at that step (e.g. it
+     * refused this server's key: "ClientKey"), PKM_EHANDSHAKE at "confirmation (0xFF)" that the
+     * client's confirmation did not check (a wrong secret), PKM_ETIMEOUT that
+     * handshake_timeout_ms ran out there; pkm_handshake_failure(PKM_ROLE_SERVER, err, fail_step,
+     * ...) (engine.h) writes the sentence that says so. Use
      * pkm_server_conn_established() to tell whether on_connect was called. After this call the
      * connection receives no more callbacks, sends are refused, and the pointer must not be
      * used after the callback returns: free what set_data attached here. */
@@ -251,6 +259,14 @@ typedef struct pkm_server_config {
     void (*on_log)(void *user, int level, const char *msg);
 
     void *user;
+
+    /* Optional: where pkm_server_new() writes, when it fails, a NUL-terminated sentence naming
+     * what to fix (truncated to errbuf_size; PKM_SERVER_ERRMSG_SIZE is ample), e.g. "cannot listen
+     * on 127.0.0.1:7000: Address already in use" or "pkm_server_new: invalid argument:
+     * engine.server_key: required for a server (...)". Set to "" on success, and left "" for
+     * PKM_ENOMEM (pkm_strerror says it all). BORROWED for the call only. */
+    char *errbuf;
+    size_t errbuf_size;
 } pkm_server_config_t;
 
 /* Counters, read with pkm_server_stats(). */
@@ -286,10 +302,10 @@ PKM_API void pkm_server_config_init(pkm_server_config_t *cfg);
  * fd limit (raise_fd_limit). Errors: PKM_EINVAL (an engine config pkm_engine_new() refuses for
  * a server: no server_key or not private, max_packet_size 0 or above INT32_MAX,
  * max_send_buffer 0, secret too long, a client-only field set; a negative timeout or backlog;
- * a malformed proxy_trusted, logged),
- * PKM_ERESOLVE (host), PKM_EIO (bind or
- * listen failed, e.g. address in use; the reason is logged), PKM_ENOMEM. *out is the caller's:
- * pkm_server_free(). */
+ * a malformed proxy_trusted), PKM_ERESOLVE (host), PKM_EIO (bind or listen failed, e.g. address
+ * in use), PKM_ENOMEM. Every error but PKM_ENOMEM comes with a sentence naming the field or the
+ * address and the system's reason in config.errbuf (when given; the listen failure and a
+ * malformed proxy_trusted are also logged). *out is the caller's: pkm_server_free(). */
 PKM_API int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out);
 
 /* Runs the loop on the calling thread until pkm_server_stop(): then stops accepting, closes every
