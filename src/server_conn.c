@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include <uv.h>
 #include "pkmcom/server.h"
 #include "internal.h"
@@ -33,6 +34,7 @@ struct wreq {
 struct jobreq {
     uv_work_t req;
     pkm_server_t *srv;
+    pkm__loop *loop; /* the connection's loop, where job_after runs */
     pkm_server_conn_t *c;
     pkm_job_t *job;
     pkm__source_key src; /* the admission slot it holds, freed when it ends or is cancelled */
@@ -59,11 +61,12 @@ static void on_tcp_closed(uv_handle_t *h);
 static void maybe_free(pkm_server_conn_t *c)
 {
     if (c->state != CS_CLOSED || c->dirty || c->writes) return;
-    pkm_server_t *srv = c->srv;
+    if (atomic_load_explicit(&c->refs, memory_order_acquire)) return; /* a message is on its way */
+    pkm__loop *L = c->loop;
     if (c->prev)
         c->prev->next = c->next;
     else
-        srv->all = c->next;
+        L->all = c->next;
     if (c->next) c->next->prev = c->prev;
     pkm_engine_free(c->eng);
     pkm__free(c->prx);
@@ -78,20 +81,47 @@ static void job_event(pkm_server_t *srv, int event)
 static void pump(pkm_server_conn_t *c);
 
 /* An admission slot of `src` is free again (its RSA work ended or was cancelled, or it was
- * never used): hands the free slots to waiting handshakes, round-robin across sources. */
-static void hs_release(pkm_server_t *srv, const pkm__source_key *src)
+ * never used): hands the free slots to waiting handshakes, round-robin across sources (of every
+ * loop: a connection of another loop is told by a message, PKM__MSG_GRANT). */
+static void hs_release(pkm__loop *L, const pkm__source_key *src)
 {
-    uint64_t now = uv_now(&srv->loop);
+    pkm_server_t *srv = L->srv;
+    uint64_t now = uv_now(L->uv);
+    pkm_server_conn_t *mine = NULL, **tail = &mine;
+    uv_mutex_lock(&srv->lim_mu);
     (void)pkm__limits_hs_end(srv->lim, src, now);
-    if (srv->stopping) return;
     void *user;
-    while (pkm__limits_hs_next(srv->lim, now, &user)) {
+    while (!L->stopping && pkm__limits_hs_next(srv->lim, now, &user)) {
         pkm_server_conn_t *c = user;
+        if (c->loop == L) {
+            c->gnext = NULL;
+            *tail = c;
+            tail = &c->gnext;
+            continue;
+        }
+        /* c is open (a closing one leaves the queue under this lock first): the grant is c's
+         * until its loop takes it, or its close gives the slot back. */
+        pkm__msg *m = pkm__calloc(1, sizeof *m);
+        if (!m) { /* cannot tell c's loop: the slot is given back, c's handshake is refused */
+            (void)pkm__limits_hs_end(srv->lim, &c->src, now);
+            continue; /* (c waits no more: its handshake timeout closes it) */
+        }
+        c->hs_granted = 1;
+        atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+        m->kind = PKM__MSG_GRANT;
+        m->conn = c;
+        pkm__loop_send(c->loop, m);
+    }
+    st_limits_locked(srv);
+    uv_mutex_unlock(&srv->lim_mu);
+    while (mine) {
+        pkm_server_conn_t *c = mine;
+        mine = c->gnext;
+        c->gnext = NULL;
         c->hs_queued = 0;
         c->hs_slot = 1;
         pump(c); /* submits its job (a pump running for c does it when it goes on) */
     }
-    st_limits(srv);
 }
 
 /* Lets go of c's job: cancelled if still queued (then never run), otherwise freed by job_after
@@ -112,35 +142,44 @@ static void do_close(pkm_server_conn_t *c, int err, const char *fail_step)
 {
     if (c->state >= CS_CLOSING) return;
     pkm_server_t *srv = c->srv;
+    pkm__loop *L = c->loop;
     c->state = CS_CLOSING;
     detach_job(c);
-    uint64_t now = uv_now(&srv->loop);
-    if (c->hs_queued) { /* never admitted: its RSA work is never submitted */
+    uint64_t now = uv_now(L->uv);
+    int slot = c->hs_slot;
+    uv_mutex_lock(&srv->lim_mu);
+    if (c->hs_queued) { /* never admitted here: its RSA work is never submitted */
         c->hs_queued = 0;
         (void)pkm__limits_hs_cancel(srv->lim, c->hs_ticket, now);
     }
-    pkm__budget_remove(&srv->budget, &c->partial);
+    if (c->hs_granted) { /* admitted by another loop, not taken yet: the slot goes back */
+        c->hs_granted = 0;
+        slot = 1;
+    }
     if (c->counted) {
         c->counted = 0;
         (void)pkm__limits_conn_close(srv->lim, &c->src, now);
     }
-    if (c->hs_slot) { /* admitted, but its job was never submitted */
+    st_limits_locked(srv);
+    uv_mutex_unlock(&srv->lim_mu);
+    pkm__budget_remove(&L->budget, &c->partial);
+    st_budget(L);
+    if (slot) { /* admitted, but its job was never submitted */
         c->hs_slot = 0;
-        hs_release(srv, &c->src);
+        hs_release(L, &c->src);
     }
-    st_limits(srv);
     if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = 0;
-    pkm__tl_remove(srv, c);
+    pkm__tl_remove(L, c);
     pkm__free(c->prx);
     c->prx = NULL;
-    srv->open--;
+    atomic_fetch_sub(&srv->open, 1);
     if (c->admitted) {
-        st_sub(&srv->st.conns_open, 1);
-        if (c->ever_established) st_sub(&srv->st.conns_established, 1);
-        if (fail_step) st_add(&srv->st.handshakes_failed, 1);
-        if (err == PKM_ETIMEOUT) st_add(&srv->st.timeouts, 1);
-        if (err == PKM_EQUEUE) st_add(&srv->st.dropped_queue, 1);
+        st_sub(&L->st.conns_open, 1);
+        if (c->ever_established) st_sub(&L->st.conns_established, 1);
+        if (fail_step) st_add(&L->st.handshakes_failed, 1);
+        if (err == PKM_ETIMEOUT) st_add(&L->st.timeouts, 1);
+        if (err == PKM_EQUEUE) st_add(&L->st.dropped_queue, 1);
         if (srv->on_close) srv->on_close(srv->user, c, err, fail_step);
     }
     uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
@@ -153,9 +192,14 @@ static void close_engine(pkm_server_conn_t *c)
     const char *step = pkm_engine_fail_step(c->eng);
     pkm_server_t *srv = c->srv;
     /* A wrong secret shows as the client's 0xFF not checking: PKM_EHANDSHAKE at that step. */
+    int banned = 0;
     if (srv->secret_limit && c->state < CS_CLOSING && err == PKM_EHANDSHAKE && step &&
-        strcmp(step, "confirmation (0xFF)") == 0 &&
-        pkm__limits_secret_failed(srv->lim, &c->src, uv_now(&srv->loop)) == 1) {
+        strcmp(step, "confirmation (0xFF)") == 0) {
+        uv_mutex_lock(&srv->lim_mu);
+        banned = pkm__limits_secret_failed(srv->lim, &c->src, uv_now(c->loop->uv)) == 1;
+        uv_mutex_unlock(&srv->lim_mu);
+    }
+    if (banned) {
         char name[PKM__SOURCE_KEY_STRLEN];
         pkm__source_key_str(&c->src, name, sizeof name);
         pkm__slog(srv, PKM_LOG_WARN, "%s failed the secret too often: refused for a while", name);
@@ -165,10 +209,15 @@ static void close_engine(pkm_server_conn_t *c)
 
 /* One line about a PROXY header refused from `src`, at most once per source and log interval
  * (the limits' refusal log limiter). */
-static void log_proxy(pkm_server_t *srv, const pkm__source_key *src, const char *why)
+static void log_proxy(pkm_server_conn_t *c, const char *why)
 {
+    pkm_server_t *srv = c->srv;
+    const pkm__source_key *src = &c->src;
     uint32_t more = 0;
-    if (!pkm__limits_log_ok(srv->lim, src, uv_now(&srv->loop), &more)) return;
+    uv_mutex_lock(&srv->lim_mu);
+    int ok = pkm__limits_log_ok(srv->lim, src, uv_now(c->loop->uv), &more);
+    uv_mutex_unlock(&srv->lim_mu);
+    if (!ok) return;
     char name[PKM__SOURCE_KEY_STRLEN];
     pkm__source_key_str(src, name, sizeof name);
     if (more)
@@ -182,8 +231,8 @@ static void log_proxy(pkm_server_t *srv, const pkm__source_key *src, const char 
 /* A connection from a trusted proxy sent a header that is not one: closed, no callback. */
 static void proxy_refuse(pkm_server_conn_t *c, const char *why)
 {
-    st_add(&c->srv->st.proxy_refused, 1);
-    log_proxy(c->srv, &c->src, why);
+    st_add(&c->loop->st.proxy_refused, 1);
+    log_proxy(c, why);
     do_close(c, PKM_EPROTO, NULL);
 }
 
@@ -200,7 +249,7 @@ static void close_with(pkm_server_conn_t *c, int err)
                                                 : "the connection ended inside its PROXY header");
             return;
         }
-        if (err) st_add(&c->srv->st.proxy_checks, 1);
+        if (err) st_add(&c->loop->st.proxy_checks, 1);
         if (c->eng) pkm_engine_close(c->eng, err ? err : PKM_ECLOSED);
         do_close(c, err, NULL);
         return;
@@ -217,6 +266,7 @@ static void close_with(pkm_server_conn_t *c, int err)
 static void on_tcp_closed(uv_handle_t *h)
 {
     pkm_server_conn_t *c = h->data;
+    pkm__enter_loop(c->loop);
     c->state = CS_CLOSED;
     maybe_free(c);
 }
@@ -225,19 +275,20 @@ static void on_tcp_closed(uv_handle_t *h)
 
 static void mark_dirty(pkm_server_conn_t *c)
 {
-    if (c->dirty || c->state >= CS_CLOSING || c->srv->stopping) return;
+    if (c->dirty || c->state >= CS_CLOSING || c->loop->stopping) return;
     c->dirty = 1;
-    c->dnext = c->srv->dirty;
-    c->srv->dirty = c;
+    c->dnext = c->loop->dirty;
+    c->loop->dirty = c;
 }
 
 static void on_write(uv_write_t *req, int status)
 {
     struct wreq *w = (struct wreq *)req;
     pkm_server_conn_t *c = w->c;
+    pkm__enter_loop(c->loop);
     c->writes--;
     c->wq_bytes -= w->len;
-    if (status == 0) st_add(&c->srv->st.bytes_out, w->len);
+    if (status == 0) st_add(&c->loop->st.bytes_out, w->len);
     pkm__free(w);
     if (c->state >= CS_CLOSING) {
         maybe_free(c);
@@ -269,7 +320,7 @@ static void flush_now(pkm_server_conn_t *c)
         }
         if (n > 0) {
             done = (size_t)n;
-            st_add(&c->srv->st.bytes_out, done);
+            st_add(&c->loop->st.bytes_out, done);
         }
     }
     if (done < len) {
@@ -304,21 +355,21 @@ static void start_job(pkm_server_conn_t *c);
  * most (c among them, maybe). */
 static void update_partial(pkm_server_conn_t *c)
 {
-    pkm_server_t *srv = c->srv;
+    pkm__loop *L = c->loop;
     if (c->state >= CS_CLOSING) return;
-    uint64_t now = uv_now(&srv->loop);
-    size_t before = srv->budget.count;
-    if (pkm__budget_set(&srv->budget, &c->partial, pkm_engine_partial_held(c->eng), now) < 0) {
+    uint64_t now = uv_now(L->uv);
+    size_t before = L->budget.count;
+    if (pkm__budget_set(&L->budget, &c->partial, pkm_engine_partial_held(c->eng), now) < 0) {
         close_with(c, PKM_ENOMEM);
         return;
     }
-    if (before == 0 && srv->budget.count) pkm__arm_timer(srv);
+    if (before == 0 && L->budget.count) pkm__arm_timer(L);
     pkm__partial *p;
-    while ((p = pkm__budget_over(&srv->budget))) {
-        st_add(&srv->st.partial_closed, 1);
+    while ((p = pkm__budget_over(&L->budget))) {
+        st_add(&L->st.partial_closed, 1);
         close_with(p->user, PKM_ENOMEM);
     }
-    st_limits(srv);
+    st_budget(L);
 }
 
 /* c's engine wants its RSA job run: asks for admission when c holds no slot. Returns 1 when the
@@ -330,17 +381,21 @@ static int admit(pkm_server_conn_t *c)
     pkm_server_t *srv = c->srv;
     pkm__refusal why = PKM__REFUSE_NONE;
     uint64_t ticket = 0;
-    pkm__admit a = pkm__limits_hs_begin(srv->lim, &c->src, c, uv_now(&srv->loop), &ticket, &why);
-    st_limits(srv);
-    switch (a) {
-    case PKM__ADMIT_NOW: c->hs_slot = 1; return 1;
-    case PKM__ADMIT_QUEUED:
+    uv_mutex_lock(&srv->lim_mu);
+    pkm__admit a = pkm__limits_hs_begin(srv->lim, &c->src, c, uv_now(c->loop->uv), &ticket, &why);
+    /* (hs_queued is set under the lock: another loop's hs_release may admit c at once) */
+    if (a == PKM__ADMIT_QUEUED) {
         c->hs_queued = 1;
         c->hs_ticket = ticket;
-        return 0;
+    }
+    st_limits_locked(srv);
+    uv_mutex_unlock(&srv->lim_mu);
+    switch (a) {
+    case PKM__ADMIT_NOW: c->hs_slot = 1; return 1;
+    case PKM__ADMIT_QUEUED: return 0;
     default:
-        st_add(&srv->st.refused, 1);
-        pkm__log_refusal(srv, &c->src, why, "a handshake");
+        st_add(&c->loop->st.refused, 1);
+        pkm__log_refusal(srv, c->loop, &c->src, why, "a handshake");
         close_with(c, PKM_EAGAIN);
         return 0;
     }
@@ -361,6 +416,7 @@ static void check_eof(pkm_server_conn_t *c)
 static void pump(pkm_server_conn_t *c)
 {
     pkm_server_t *srv = c->srv;
+    pkm__loop *L = c->loop;
     if (c->in_pump || c->state >= CS_CLOSING) return;
     c->in_pump = 1;
     for (;;) {
@@ -380,11 +436,11 @@ static void pump(pkm_server_conn_t *c)
             /* a handshake (first or re-establishment) just completed */
             int first = c->state == CS_HANDSHAKE;
             c->state = CS_ESTABLISHED;
-            pkm__tl_append(srv, c, TL_ACTIVE);
+            pkm__tl_append(L, c, TL_ACTIVE);
             if (first) {
                 c->ever_established = 1;
-                st_add(&srv->st.handshakes_ok, 1);
-                st_add(&srv->st.conns_established, 1);
+                st_add(&L->st.handshakes_ok, 1);
+                st_add(&L->st.conns_established, 1);
                 if (srv->on_connect) srv->on_connect(srv->user, c);
                 if (c->state >= CS_CLOSING) break;
                 continue;
@@ -398,7 +454,7 @@ static void pump(pkm_server_conn_t *c)
             break;
         }
         if (r == 0) continue; /* not all in yet: the bit is clear now */
-        st_add(&srv->st.packets_in, 1);
+        st_add(&L->st.packets_in, 1);
         if (srv->on_packet) srv->on_packet(srv->user, c, &pkt);
         if (c->state >= CS_CLOSING) break;
     }
@@ -423,7 +479,9 @@ static void job_after(uv_work_t *req, int status)
     pkm_server_conn_t *c = j->c;
     pkm_job_t *job = j->job;
     pkm_server_t *srv = j->srv;
+    pkm__loop *L = j->loop;
     pkm__source_key src = j->src;
+    pkm__enter_loop(L);
     pkm__free(j);
     if (c) c->job = NULL; /* before anything can close c (do_close would detach j) */
     if (status == UV_ECANCELED || !c) {
@@ -431,12 +489,12 @@ static void job_after(uv_work_t *req, int status)
         job_event(srv, status == UV_ECANCELED ? PKM__JOB_CANCELLED : PKM__JOB_ORPHANED);
         pkm_job_free(job);
         if (c) close_with(c, PKM_EINTERNAL); /* (not reached: a cancelled job was detached) */
-        hs_release(srv, &src);               /* its slot: the RSA work never ran, or is over */
+        hs_release(L, &src);                 /* its slot: the RSA work never ran, or is over */
         return;
     }
     (void)pkm_engine_job_done(c->eng, job); /* an error closes the engine: pump sees it */
     pump(c);
-    hs_release(srv, &src);
+    hs_release(L, &src);
 }
 
 /* Hands the engine's RSA job (the decryption of the client's KeyShare) to the thread pool; the
@@ -457,10 +515,11 @@ static void start_job(pkm_server_conn_t *c)
         return;
     }
     j->srv = c->srv;
+    j->loop = c->loop;
     j->c = c;
     j->job = job;
     j->src = c->src;
-    if (uv_queue_work(&c->srv->loop, &j->req, job_work, job_after) < 0) {
+    if (uv_queue_work(c->loop->uv, &j->req, job_work, job_after) < 0) {
         pkm__free(j);
         pkm_job_free(job);
         close_with(c, PKM_EINTERNAL);
@@ -507,7 +566,8 @@ static int proxy_signature(const uint8_t *p, size_t n)
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     pkm_server_conn_t *c = s->data;
-    pkm_server_t *srv = c->srv;
+    pkm__loop *L = c->loop;
+    pkm__enter_loop(L);
     if (c->state >= CS_CLOSING) return;
     if (c->state == CS_PROXY) {
         proxy_read(c, nread);
@@ -520,16 +580,16 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread > 0 && c->proxy_check) {
         c->proxy_check = 0;
         if (proxy_signature((const uint8_t *)buf->base, (size_t)nread)) {
-            st_add(&srv->st.proxy_refused, 1);
-            log_proxy(srv, &c->src, "a PROXY header from an address not trusted to send one");
+            st_add(&L->st.proxy_refused, 1);
+            log_proxy(c, "a PROXY header from an address not trusted to send one");
             close_with(c, PKM_EAGAIN);
             return;
         }
     }
     if (nread > 0 && !c->admitted && admit_conn(c) < 0) return; /* first byte after LOCAL */
     if (nread > 0) {
-        st_add(&srv->st.bytes_in, (uint64_t)nread);
-        if (c->tlist == TL_ACTIVE || c->tlist == TL_TRIMMED) pkm__tl_append(srv, c, TL_ACTIVE);
+        st_add(&L->st.bytes_in, (uint64_t)nread);
+        if (c->tlist == TL_ACTIVE || c->tlist == TL_TRIMMED) pkm__tl_append(L, c, TL_ACTIVE);
         if (pkm_engine_recv_ack(c->eng, (size_t)nread) < 0) {
             close_engine(c);
             return;
@@ -672,9 +732,12 @@ static int count_conn(pkm_server_conn_t *c)
 {
     pkm_server_t *srv = c->srv;
     pkm__refusal why = PKM__REFUSE_NONE;
-    if (pkm__limits_conn_open(srv->lim, &c->src, uv_now(&srv->loop), &why) != 0) {
-        st_add(&srv->st.refused, 1);
-        pkm__log_refusal(srv, &c->src, why, "a connection");
+    uv_mutex_lock(&srv->lim_mu);
+    int r = pkm__limits_conn_open(srv->lim, &c->src, uv_now(c->loop->uv), &why);
+    uv_mutex_unlock(&srv->lim_mu);
+    if (r != 0) {
+        st_add(&c->loop->st.refused, 1);
+        pkm__log_refusal(srv, c->loop, &c->src, why, "a connection");
         do_close(c, PKM_EAGAIN, NULL); /* not admitted: silent */
         return -1;
     }
@@ -690,10 +753,10 @@ static int admit_conn(pkm_server_conn_t *c)
     pkm_server_t *srv = c->srv;
     if (!c->counted && count_conn(c) < 0) return -1;
     c->admitted = 1;
-    c->id = ++srv->next_id;
-    st_add(&srv->st.accepted, 1);
-    st_add(&srv->st.conns_open, 1);
-    pkm__tl_append(srv, c, TL_HS);
+    c->id = atomic_fetch_add(&srv->next_id, 1) + 1;
+    st_add(&c->loop->st.accepted, 1);
+    st_add(&c->loop->st.conns_open, 1);
+    pkm__tl_append(c->loop, c, TL_HS);
     return 0;
 }
 
@@ -721,7 +784,7 @@ static void proxy_done(pkm_server_conn_t *c, const pkm__proxy_info *in)
     if (src && admit_conn(c) < 0) return;
     if (nrest) {
         if (!c->admitted && admit_conn(c) < 0) return;
-        st_add(&c->srv->st.bytes_in, nrest);
+        st_add(&c->loop->st.bytes_in, nrest);
         if (pkm_engine_feed(c->eng, rest, nrest) < 0) {
             close_engine(c);
             return;
@@ -758,15 +821,22 @@ static void proxy_read(pkm_server_conn_t *c, ssize_t nread)
     proxy_done(c, &in);
 }
 
-int pkm__sconn_accept(pkm_server_t *srv)
+int pkm__sconn_accept(pkm__loop *L, int fd)
 {
+    pkm_server_t *srv = L->srv;
     pkm_server_conn_t *c = pkm__calloc(1, sizeof *c);
     if (!c) return PKM_ENOMEM;
-    uv_tcp_init(&srv->loop, &c->tcp);
+    uv_tcp_init(L->uv, &c->tcp);
     c->tcp.data = c;
     c->srv = srv;
-    if (uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)&c->tcp) != 0) {
+    c->loop = L;
+    atomic_init(&c->refs, 0);
+    int ar = fd < 0 ? uv_accept((uv_stream_t *)&L->listener, (uv_stream_t *)&c->tcp)
+                    : uv_tcp_open(&c->tcp, (uv_os_sock_t)fd);
+    if (ar != 0) {
+        if (fd >= 0) close(fd);
         uv_close((uv_handle_t *)&c->tcp, free_unadmitted);
+        atomic_fetch_sub(&srv->open, 1); /* counted by on_connection */
         return 0;
     }
     struct sockaddr_storage ss;
@@ -776,15 +846,15 @@ int pkm__sconn_accept(pkm_server_t *srv)
     if (gone) ss.ss_family = AF_UNSPEC;
     set_peer(c, (const struct sockaddr *)&ss);
     pkm__partial_init(&c->partial, c);
-    /* From here on c is on srv->all and closes through do_close (silently until admitted). */
-    c->next = srv->all;
-    if (srv->all) srv->all->prev = c;
-    srv->all = c;
-    srv->open++;
+    /* From here on c is on L->all and closes through do_close (silently until admitted), which
+     * releases the srv->open that on_connection counted. */
+    c->next = L->all;
+    if (L->all) L->all->prev = c;
+    L->all = c;
     if (gone && srv->proxy_on) {
         /* Reset before it was accepted (the peer is unknown, so it cannot be told trusted or
          * not): a health check's connect-and-reset, most likely. */
-        st_add(&srv->st.proxy_checks, 1);
+        st_add(&L->st.proxy_checks, 1);
         do_close(c, PKM_ECONNRESET, NULL);
         return 0;
     }
@@ -799,7 +869,7 @@ int pkm__sconn_accept(pkm_server_t *srv)
         }
         c->prx->need = PKM__PROXY_MIN;
         pkm__proxy_acc_init(&c->prx->acc);
-        pkm__tl_append(srv, c, TL_PROXY);
+        pkm__tl_append(L, c, TL_PROXY);
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
             do_close(c, PKM_EIO, NULL);
             return 0;
@@ -831,12 +901,91 @@ void pkm__sconn_prepare(pkm_server_conn_t *c)
     if (c->srv->trim_after == 0 && c->state < CS_CLOSING) pkm_engine_trim(c->eng);
 }
 
+/* Drops the reference a message held on c; frees c if that was the last thing holding it. */
+static void conn_unref(pkm_server_conn_t *c)
+{
+    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1) maybe_free(c);
+}
+
+static void pkt_unref(pkm__shared_pkt *p)
+{
+    if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1) pkm__free(p);
+}
+
+void pkm__sconn_msg(pkm__loop *L, pkm__msg *m)
+{
+    pkm_server_conn_t *c = m->conn;
+    switch (m->kind) {
+    case PKM__MSG_SEND:
+        if (c->state < CS_CLOSING)
+            (void)pkm_server_send(c, m->pkt->id, m->pkt->hash, m->pkt->content, m->pkt->size);
+        pkt_unref(m->pkt);
+        conn_unref(c);
+        break;
+    case PKM__MSG_BCAST:
+        for (pkm_server_conn_t *d = L->all; d; d = d->next) {
+            if (d->id == m->except_id || d->state >= CS_CLOSING || !d->ever_established) continue;
+            (void)pkm_server_send(d, m->pkt->id, m->pkt->hash, m->pkt->content, m->pkt->size);
+        }
+        pkt_unref(m->pkt);
+        break;
+    case PKM__MSG_GRANT: {
+        uv_mutex_lock(&L->srv->lim_mu);
+        int granted = c->hs_granted; /* 0: its close gave the slot back already */
+        c->hs_granted = 0;
+        uv_mutex_unlock(&L->srv->lim_mu);
+        if (granted) {
+            c->hs_queued = 0;
+            c->hs_slot = 1;
+            if (c->state < CS_CLOSING)
+                pump(c);
+            else /* (not reached: do_close clears hs_granted) */
+                hs_release(L, &c->src);
+        }
+        conn_unref(c);
+        break;
+    }
+    default: break;
+    }
+    pkm__free(m);
+}
+
 /* ---- per connection ---- */
+
+/* pkm_server_send from a thread that is not c's loop: the packet is copied into a message for
+ * c's loop, which sends it (or drops it, c being closed by then). c is open: the caller knows
+ * (its on_close has not returned), so the reference keeps it until the message is handled. */
+static int send_across(pkm_server_conn_t *c, uint8_t id, uint32_t hash, const uint8_t *content,
+                       size_t size)
+{
+    if (id == PKM_HANDSHAKE_ID || (size && !content)) return PKM_EINVAL;
+    size_t total = pkm_engine_wire_size(size);
+    if (total == 0 || total > c->srv->ec.max_send_buffer) return PKM_ETOOBIG;
+    pkm__shared_pkt *p = pkm__malloc(sizeof *p + size);
+    pkm__msg *m = pkm__calloc(1, sizeof *m);
+    if (!p || !m) {
+        pkm__free(p);
+        pkm__free(m);
+        return PKM_ENOMEM;
+    }
+    atomic_init(&p->refs, 1);
+    p->id = id;
+    p->hash = hash;
+    p->size = size;
+    if (size) memcpy(p->content, content, size);
+    m->kind = PKM__MSG_SEND;
+    m->conn = c;
+    m->pkt = p;
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    pkm__loop_send(c->loop, m);
+    return 0;
+}
 
 int pkm_server_send(pkm_server_conn_t *c, uint8_t id, uint32_t hash, const uint8_t *content,
                     size_t size)
 {
     if (!c) return PKM_EINVAL;
+    if (pkm__current_loop() != c->loop) return send_across(c, id, hash, content, size);
     if (c->state >= CS_CLOSING) return PKM_ECLOSED;
     if (!c->ever_established) return PKM_ESTATE;
     if (id == PKM_HANDSHAKE_ID || (size && !content)) return PKM_EINVAL;
@@ -859,7 +1008,7 @@ int pkm_server_send(pkm_server_conn_t *c, uint8_t id, uint32_t hash, const uint8
         if (pkm_engine_state(c->eng) == PKM_STATE_CLOSED) close_engine(c);
         return r;
     }
-    st_add(&srv->st.packets_out, 1);
+    st_add(&c->loop->st.packets_out, 1);
     mark_dirty(c);
     return 0;
 }
@@ -877,7 +1026,7 @@ int pkm_server_conn_rekey(pkm_server_conn_t *c, const uint8_t *secret, size_t se
     int r = pkm_engine_rekey(c->eng, secret, secret_len);
     if (r == PKM_EINVAL || r == PKM_ESTATE) return r;
     c->state = CS_REKEYING;
-    pkm__tl_append(c->srv, c, TL_HS);
+    pkm__tl_append(c->loop, c, TL_HS);
     if (r < 0) {
         /* The engine may still be open (PKM_ENOMEM copying the secret): close it with r, so
          * that on_close reports r rather than PKM_ECLOSED. */
@@ -940,4 +1089,9 @@ int pkm_server_conn_established(const pkm_server_conn_t *c)
 pkm_server_t *pkm_server_conn_server(const pkm_server_conn_t *c)
 {
     return c ? c->srv : NULL;
+}
+
+unsigned pkm_server_conn_loop(const pkm_server_conn_t *c)
+{
+    return c ? c->loop->idx : 0;
 }

@@ -52,32 +52,39 @@ enum conn_state { CS_PROXY, CS_HANDSHAKE, CS_ESTABLISHED, CS_REKEYING, CS_CLOSIN
 
 struct jobreq;  /* server_conn.c: a connection's RSA job on the thread pool */
 struct proxyrd; /* server_conn.c: a PROXY header being read */
+typedef struct pkm__loop pkm__loop;
 
 struct pkm_server_conn {
     uv_tcp_t tcp; /* tcp.data = this */
     pkm_server_t *srv;
+    pkm__loop *loop; /* the loop it lives on for its whole life (set once, read by any thread) */
     pkm_engine_t *eng;
     void *data;
     uint64_t id;
     uint64_t since;                   /* handshake start, or the last read (ms, uv_now) */
-    pkm_server_conn_t *prev, *next;   /* srv->all */
+    pkm_server_conn_t *prev, *next;   /* loop->all */
     pkm_server_conn_t *tprev, *tnext; /* deadline list */
-    pkm_server_conn_t *dnext;         /* srv->dirty */
+    pkm_server_conn_t *dnext;         /* loop->dirty */
+    pkm_server_conn_t *gnext;         /* hs_release's list of connections admitted on this loop */
     struct jobreq *job;               /* its RSA job on the thread pool, or NULL */
     struct proxyrd *prx;              /* in CS_PROXY: the header so far (else NULL) */
     size_t wq_bytes;                  /* bytes in uv_write requests not yet completed */
     unsigned writes;                  /* uv_write requests not yet completed */
-    uint8_t state;                    /* enum conn_state */
-    uint8_t tlist;                    /* enum tlist_id */
-    uint8_t family;                   /* peer address */
+    /* Messages of other threads that refer to it (a send, an admission): it is not freed while
+     * any is in flight. Taken by a thread that knows it is open (before its on_close returned). */
+    atomic_uint refs;
+    uint8_t state;      /* enum conn_state */
+    uint8_t tlist;      /* enum tlist_id */
+    uint8_t family;     /* peer address */
+    uint8_t hs_granted; /* under srv->lim_mu: another loop admitted its handshake */
     uint16_t peer_port;
     uint8_t peer_addr[16];
     pkm__source_key src;           /* the peer's source (limits_internal.h) */
     uint64_t hs_ticket;            /* while hs_queued: pkm__limits_hs_begin's ticket */
-    pkm__partial partial;          /* its partial packet in srv->budget */
+    pkm__partial partial;          /* its partial packet in loop->budget */
     unsigned ever_established : 1; /* the first handshake completed (stats, foreach, getters) */
     unsigned reading : 1;          /* uv_read_start is in force */
-    unsigned dirty : 1;            /* on srv->dirty */
+    unsigned dirty : 1;            /* on loop->dirty */
     unsigned peer_eof : 1;         /* the client closed its side of an established connection */
     unsigned in_pump : 1;          /* pump() is running (callbacks re-enter it) */
     unsigned counted : 1;          /* pkm__limits_conn_open counted it */
@@ -87,36 +94,95 @@ struct pkm_server_conn {
     unsigned proxy_check : 1;      /* PROXY on, peer untrusted: its first bytes are checked */
 };
 
-/* One pkm_server_post() call waiting for loop 0. */
-typedef struct pkm__post {
-    struct pkm__post *next;
-    void (*fn)(pkm_server_t *srv, void *ud);
-    void *ud;
-} pkm__post;
-
 typedef struct stats_atomic {
     _Atomic uint64_t conns_open, conns_established, accepted, rejected, handshakes_ok,
         handshakes_failed, timeouts, dropped_queue, packets_in, packets_out, bytes_in, bytes_out,
-        refused, partial_closed, handshakes_in_flight, handshakes_waiting, partial_bytes,
-        proxy_checks, proxy_refused;
+        refused, partial_closed, partial_bytes, proxy_checks, proxy_refused;
 } stats_atomic_t;
 
-struct pkm_server {
-    uv_loop_t loop;
-    uv_tcp_t listener;
+/* A packet on its way to other loops (a send, or one broadcast shared by every loop it goes
+ * to); the last loop done with it frees it. */
+typedef struct pkm__shared_pkt {
+    atomic_uint refs;
+    uint8_t id;
+    uint32_t hash;
+    size_t size;
+    uint8_t content[];
+} pkm__shared_pkt;
+
+/* What one thread asks of a loop (its inbox: a mutex-guarded FIFO and the loop's uv_async). */
+enum pkm__msg_kind {
+    PKM__MSG_POST = 1, /* pkm_server_post: fn(srv, ud) (loop 0 only) */
+    PKM__MSG_SEND,     /* pkt to conn (holds a ref on conn) */
+    PKM__MSG_BCAST,    /* pkt to every established connection of the loop but `except` */
+    PKM__MSG_GRANT,    /* conn's waiting handshake was admitted by another loop (a ref) */
+    PKM__MSG_ACCEPT,   /* fd: a connection loop 0 accepted for this loop */
+    PKM__MSG_STOP,     /* loop 0 stopped: this loop stops too */
+};
+
+typedef struct pkm__msg {
+    struct pkm__msg *next;
+    uint8_t kind;
+    int fd;
+    void (*fn)(pkm_server_t *srv, void *ud);
+    void *ud;
+    pkm_server_conn_t *conn;
+    uint64_t except_id; /* BCAST: the id of the connection left out (0: none) */
+    pkm__shared_pkt *pkt;
+} pkm__msg;
+
+/* A timer of pkm_server_timer_start() (loop 0). Freed by pkm_server_timer_stop() or
+ * pkm_server_free(), once its handle is closed. */
+struct pkm_server_timer {
+    uv_timer_t t; /* t.data = this */
+    pkm__loop *loop;
+    void (*fn)(pkm_server_t *srv, void *ud);
+    void *ud;
+    struct pkm_server_timer *prev, *next; /* loop->timers */
+    uint8_t closing, closed;              /* uv_close called / its callback ran */
+    uint8_t released;                     /* pkm_server_timer_stop called: free once closed */
+};
+
+/* One event loop of the server and everything only its thread touches. */
+struct pkm__loop {
+    pkm_server_t *srv;
+    unsigned idx;  /* 0: the main loop (listener, posts, timers of server.h) */
+    uv_loop_t own; /* the loop, unless the caller gave one */
+    uv_loop_t *uv;
+    uv_thread_t thread; /* idx > 0: the thread pkm_server_run started for it */
+    uv_tcp_t listener;  /* loop 0 only */
     uv_timer_t timer;
     uv_prepare_t prepare;
     uv_async_t async;
-    int handles_closed; /* the four handles above are closed (or closing) */
+    int loop_inited, handles_inited;
+    int handles_closed;        /* its handles are closed (or closing) */
+    int stop_entered;          /* stop_loop ran */
+    int stopping;              /* no more accepting, sending, flushing */
+    struct pkm__msg *stop_msg; /* idx > 0: loop 0's PKM__MSG_STOP, allocated in advance */
+    /* reject()'s handle when none can be allocated; spare_busy while it closes; accept_stalled:
+     * a connection waits in the listener for it (see reject). Loop 0. */
+    uv_tcp_t spare;
+    int spare_busy, accept_stalled;
+    uint64_t rejected_unlogged, last_reject_log;
+    struct pkm_server_timer *timers; /* loop 0: the application's timers */
+    pkm_server_conn_t *all;          /* every connection of this loop not yet freed */
+    pkm_server_conn_t *dirty;
+    tlist_t tl[TL_COUNT];
+    pkm__budget budget; /* partial packets: config.partial_budget / loops each */
+    stats_atomic_t st;  /* written by this loop's thread only; summed by pkm_server_stats */
+    /* The inbox; in_closed: the loop stopped (its async handle is closing), messages then wait
+     * for pkm_server_free. */
+    uv_mutex_t in_mu;
+    pkm__msg *in_head, *in_tail;
+    int in_closed;
+};
+
+struct pkm_server {
+    pkm__loop *loops;
+    unsigned nloops;
     atomic_int stop_requested;
-    /* pkm_server_post()'s queue (FIFO), guarded by post_mu; post_closed: no more posts (set by
-     * loop 0 when it stops, or by pkm_server_free). Drained by on_async. */
-    uv_mutex_t post_mu;
-    pkm__post *post_head, *post_tail;
-    int post_closed;
     atomic_int running;
     int ran;
-    int stopping;
     uint16_t port;
 
     pkm_engine_config_t ec; /* every connection's engine config; ec.secret is `secret` below */
@@ -131,27 +197,26 @@ struct pkm_server {
     void (*on_log)(void *user, int level, const char *msg);
     void *user;
 
-    /* reject()'s handle when none can be allocated; spare_busy while it closes; accept_stalled:
-     * a connection waits in the listener for it (see reject). */
-    uv_tcp_t spare;
-    int spare_busy, accept_stalled;
-
-    pkm_server_conn_t *all; /* every connection not yet freed */
-    pkm_server_conn_t *dirty;
-    tlist_t tl[TL_COUNT];
-    uint64_t next_id;
-    size_t open; /* connections admitted and not closing */
-    uint64_t rejected_unlogged, last_reject_log;
-    pkm__limits *lim;       /* admission, per-source caps, failed-secret ban, log limiter */
-    pkm__budget budget;     /* partial packets */
-    int secret_limit;       /* the failed-secret limit is on */
-    int proxy_on;           /* config.proxy_trusted was set */
-    pkm__cidr_list proxy;   /* the trusted proxies */
-    uint64_t proxy_timeout; /* ms a connection in TL_PROXY may wait */
-    stats_atomic_t st;
+    atomic_uint_fast64_t next_id; /* connection ids */
+    atomic_size_t open;           /* connections admitted (or being admitted) and not closing */
+    unsigned next_loop;           /* loop 0's round robin among equally loaded loops */
+    /* Admission, per-source caps, failed-secret ban, log limiter: shared by the loops, under
+     * lim_mu (the accept and handshake paths, never the packet path). */
+    uv_mutex_t lim_mu;
+    pkm__limits *lim;
+    int secret_limit;                          /* the failed-secret limit is on */
+    _Atomic uint64_t hs_in_flight, hs_waiting; /* the limits' counts, for pkm_server_stats */
+    int proxy_on;                              /* config.proxy_trusted was set */
+    pkm__cidr_list proxy;                      /* the trusted proxies (read-only once made) */
+    uint64_t proxy_timeout;                    /* ms a connection in TL_PROXY may wait */
 };
 
-/* Counters have one writer (the loop thread), so a relaxed load + store is enough; readers on
+/* The loop whose callback the calling thread is in (NULL: none of any server's). */
+pkm__loop *pkm__current_loop(void);
+/* Sets it (every libuv callback of the server does, first). */
+void pkm__enter_loop(pkm__loop *L);
+
+/* Counters have one writer (their loop's thread), so a relaxed load + store is enough; readers on
  * other threads see each counter atomically. */
 static inline void st_add(_Atomic uint64_t *x, uint64_t n)
 {
@@ -165,14 +230,19 @@ static inline void st_sub(_Atomic uint64_t *x, uint64_t n)
                           memory_order_relaxed);
 }
 
-/* Publishes the limits' and the budget's current counts in the stats. */
-static inline void st_limits(pkm_server_t *srv)
+/* Publishes the limits' current counts in the stats; with lim_mu held. */
+static inline void st_limits_locked(pkm_server_t *srv)
 {
     pkm__limits_stats ls;
     pkm__limits_stats_get(srv->lim, &ls);
-    atomic_store_explicit(&srv->st.handshakes_in_flight, ls.in_flight, memory_order_relaxed);
-    atomic_store_explicit(&srv->st.handshakes_waiting, ls.queued, memory_order_relaxed);
-    atomic_store_explicit(&srv->st.partial_bytes, srv->budget.total, memory_order_relaxed);
+    atomic_store_explicit(&srv->hs_in_flight, ls.in_flight, memory_order_relaxed);
+    atomic_store_explicit(&srv->hs_waiting, ls.queued, memory_order_relaxed);
+}
+
+/* Publishes loop L's partial-packet total. */
+static inline void st_budget(pkm__loop *L)
+{
+    atomic_store_explicit(&L->st.partial_bytes, L->budget.total, memory_order_relaxed);
 }
 
 /* ---- server.c, for server_conn.c ---- */
@@ -181,22 +251,28 @@ static inline void st_limits(pkm_server_t *srv)
 __attribute__((format(printf, 3, 4))) void pkm__slog(pkm_server_t *srv, int level, const char *fmt,
                                                      ...);
 /* Moves c to the tail of deadline list `id`, with `since` = now; re-arms the timer. */
-void pkm__tl_append(pkm_server_t *srv, pkm_server_conn_t *c, enum tlist_id id);
+void pkm__tl_append(pkm__loop *L, pkm_server_conn_t *c, enum tlist_id id);
 /* Takes c off its deadline list (none: no-op). */
-void pkm__tl_remove(pkm_server_t *srv, pkm_server_conn_t *c);
-/* Re-arms the timer for the earliest deadline (lists and partial packets). */
-void pkm__arm_timer(pkm_server_t *srv);
+void pkm__tl_remove(pkm__loop *L, pkm_server_conn_t *c);
+/* Re-arms L's timer for the earliest deadline (lists and partial packets). */
+void pkm__arm_timer(pkm__loop *L);
+/* Queues m in L's inbox and wakes L (once L stopped, m waits for pkm_server_free). */
+void pkm__loop_send(pkm__loop *L, pkm__msg *m);
 /* Logs a refusal of `src` by the limits, at most once per source and log interval. */
-void pkm__log_refusal(pkm_server_t *srv, const pkm__source_key *src, pkm__refusal why,
+void pkm__log_refusal(pkm_server_t *srv, pkm__loop *L, const pkm__source_key *src, pkm__refusal why,
                       const char *what);
 
 /* ---- server_conn.c, for server.c ---- */
 
-/* Accepts the connection waiting in the listener and starts its life (the ServerKey goes out
- * before the loop next waits). Returns 0 (also when the connection could not be admitted and was
- * closed at once, logged), or PKM_ENOMEM when not even its struct could be allocated: the caller
- * must then still take the connection from the listener (reject). */
-int pkm__sconn_accept(pkm_server_t *srv);
+/* Accepts the connection waiting in loop 0's listener (fd < 0), or takes over the accepted socket
+ * fd that loop 0 handed to loop L, and starts its life on L (the ServerKey goes out before the
+ * loop next waits). The caller counted it in srv->open: released here when it is not admitted.
+ * Returns 0 (also when the connection could not be admitted and was closed at once, logged), or
+ * PKM_ENOMEM when not even its struct could be allocated: the caller must then still take the
+ * connection from the listener (reject), or close fd, and release srv->open. */
+int pkm__sconn_accept(pkm__loop *L, int fd);
+/* L's inbox messages about connections: PKM__MSG_SEND, _BCAST, _GRANT (each freed here). */
+void pkm__sconn_msg(pkm__loop *L, pkm__msg *m);
 /* Before the loop waits: writes out what c has to send, ends the stream of a client that closed
  * its side once everything owed is written, frees c when it is closed and released. */
 void pkm__sconn_prepare(pkm_server_conn_t *c);

@@ -44,9 +44,10 @@ BG_PIDS+=($!)
 wait_for_line "$T/redis.err" "Ready to accept connections"
 URL="redis://127.0.0.1:$RPORT/cli-relay-$$"
 
-start_server s1 --listen 127.0.0.1:0 --key "$T/server.pem" --relay --redis "$URL"
+# Two event loops each: a packet from Redis reaches the clients of both loops.
+start_server s1 --listen 127.0.0.1:0 --key "$T/server.pem" --relay --redis "$URL" --loops 2
 P1=$PORT S1=$SERVER_PID
-start_server s2 --listen 127.0.0.1:0 --key "$T/server.pem" --relay --redis "$URL"
+start_server s2 --listen 127.0.0.1:0 --key "$T/server.pem" --relay --redis "$URL" --loops 2
 P2=$PORT S2=$SERVER_PID
 grep -qF "relay, across instances over Redis" "$T/s1.err" || fail "the listening line does not say so"
 ok
@@ -62,9 +63,13 @@ listen() {
 }
 listen B "$P2"
 B_PID=$LPID
+wait_for_line "$T/s2.err" '\[#1 .*\] connected'
+# A second listener on s2: on its other loop (a new connection goes to the loop with fewest).
+listen B2 "$P2"
+B2_PID=$LPID
 listen C "$P1"
 C_PID=$LPID
-wait_for_line "$T/s2.err" '\[#1 .*\] connected'
+wait_for_line "$T/s2.err" '\[#2 .*\] connected'
 wait_for_line "$T/s1.err" '\[#1 .*\] connected'
 run dry send --dry-run --id 0x30 string:across uint:7
 expect_rc dry 0
@@ -75,9 +80,11 @@ expect_rc A 1
 [ ! -s "$T/A.out" ] || fail "the sender received: $(cat "$T/A.out")"
 ok
 wait "$B_PID"
+wait "$B2_PID"
 wait "$C_PID"
 # Exactly once each (a second copy would be an instance hearing its own message).
 expect_out B "$PKT"
+expect_out B2 "$PKT"
 expect_out C "$PKT"
 
 SERVER_PID=$S1

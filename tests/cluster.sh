@@ -152,6 +152,9 @@ echo "redis-server on 127.0.0.1:$RPORT, channel $CHANNEL"
 # ---- two instances --------------------------------------------------------------------------
 serve_args=(serve --listen 127.0.0.1:0 --key "$T/server.pem" --relay)
 [ "$have_redis" = 1 ] && serve_args+=(--redis "redis://127.0.0.1:$RPORT/$CHANNEL")
+# Two event loops each (where serve has --loops): what arrives from Redis on loop 0 must reach
+# the clients of both.
+grep -q -- '--loops' <<<"$help" && serve_args+=(--loops 2)
 # Per-source cap 1: what a limit sees as the source shows (checks below). Without the PROXY
 # protocol every client would be HAProxy's 127.0.0.1: no cap then.
 [ "$have_proxy" = 1 ] && serve_args+=(--proxy-trusted 127.0.0.1/32 --max-conns-per-source 1)

@@ -75,6 +75,9 @@ pkm_engine_t *t_client(const t_keys *k, const t_opts *o); /* o may be NULL */
 pkm_engine_t *t_server(const t_keys *k, const t_opts *o);
 /* 1 when the suite runs under valgrind (PKM_VALGRIND=1): heavy loops may then sample. */
 int t_under_valgrind(void);
+/* The event loops server tests give pkm_server_config_t.loops: PKM_TEST_LOOPS (ctest runs each
+ * server test with 1 and, as NAME_loops2, with 2), else 1. */
+unsigned t_server_loops(void);
 /* Pumps a fresh pair to the end of the handshake and asserts both are established. */
 void t_handshake(pkm_engine_t *c, pkm_engine_t *s, size_t chunk);
 

@@ -16,6 +16,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <uv.h>
 #include "pkmcom/pkmcom.h"
 
 static pkm_key_t *g_server_key;
@@ -36,7 +37,7 @@ static void sleep_ms(long ms)
 /* ------------------------------------------------------------------------------------------ */
 /* A server on 127.0.0.1:0 in a thread, recording its callbacks                              */
 
-enum fx_mode { FX_ECHO, FX_RELAY, FX_REKEY, FX_TYPED };
+enum fx_mode { FX_ECHO, FX_RELAY, FX_REKEY, FX_TYPED, FX_CROSS };
 
 #define FX_MAX_CLOSES 64
 
@@ -50,6 +51,11 @@ typedef struct fx {
     int close_err[FX_MAX_CLOSES];
     char close_step[FX_MAX_CLOSES][32];
     int peer_ok; /* on_connect saw a "127.0.0.1:<port>" peer and a fingerprint */
+    /* FX_CROSS: the established connections, their loops and peer ports (under mu) */
+    pkm_server_conn_t *conns[FX_MAX_CLOSES];
+    unsigned conn_loop[FX_MAX_CLOSES];
+    uint16_t conn_port[FX_MAX_CLOSES];
+    int nconns, sent_across;
 } fx_t;
 
 static void fx_on_connect(void *user, pkm_server_conn_t *conn)
@@ -64,6 +70,12 @@ static void fx_on_connect(void *user, pkm_server_conn_t *conn)
         pkm_server_conn_id(conn) > 0 && pkm_server_conn_established(conn) &&
         pkm_server_conn_server(conn) == f->srv)
         f->peer_ok++;
+    if (f->nconns < FX_MAX_CLOSES) {
+        f->conns[f->nconns] = conn;
+        f->conn_loop[f->nconns] = pkm_server_conn_loop(conn);
+        f->conn_port[f->nconns] = (uint16_t)atoi(strrchr(peer, ':') + 1);
+        f->nconns++;
+    }
     pthread_mutex_unlock(&f->mu);
 }
 
@@ -92,6 +104,23 @@ static void fx_on_packet(void *user, pkm_server_conn_t *conn, const pkm_packet_t
         pkm_server_send(conn, pkt->id, pkt->hash, pkt->content, pkt->size);
         if (pkt->id == 0x05) pkm_server_conn_rekey(conn, k_rekey_secret, sizeof k_rekey_secret - 1);
         break;
+    case FX_CROSS:
+        if (pkt->id == 0x21) {
+            pkm_server_broadcast(pkm_server_conn_server(conn), conn, pkt->id, pkt->hash,
+                                 pkt->content, pkt->size);
+            break;
+        }
+        /* 0x22: to every connection on another loop, straight from this one. A connection
+         * is in the table until its on_close, which takes the lock: it is open while we hold
+         * it. */
+        pthread_mutex_lock(&f->mu);
+        for (int i = 0; i < f->nconns; i++) {
+            if (!f->conns[i] || f->conn_loop[i] == pkm_server_conn_loop(conn)) continue;
+            if (pkm_server_send(f->conns[i], pkt->id, pkt->hash, pkt->content, pkt->size) == 0)
+                f->sent_across++;
+        }
+        pthread_mutex_unlock(&f->mu);
+        break;
     case FX_TYPED: {
         /* Answers with a typed 0x31 {size of the packet, "one"}, then broadcasts {size, "all"}
          * to everyone (the sender included); an encoding error sends nothing. */
@@ -118,8 +147,9 @@ static void fx_on_packet(void *user, pkm_server_conn_t *conn, const pkm_packet_t
 static void fx_on_close(void *user, pkm_server_conn_t *conn, int err, const char *step)
 {
     fx_t *f = user;
-    (void)conn;
     pthread_mutex_lock(&f->mu);
+    for (int i = 0; i < f->nconns; i++)
+        if (f->conns[i] == conn) f->conns[i] = NULL;
     if (f->closes < FX_MAX_CLOSES) {
         f->close_err[f->closes] = err;
         snprintf(f->close_step[f->closes], sizeof f->close_step[0], "%s", step ? step : "");
@@ -151,6 +181,7 @@ static int fx_verify(void *ctx, const pkm_packet_t *pkt)
 static void fx_config(pkm_server_config_t *cfg)
 {
     pkm_server_config_init(cfg);
+    cfg->loops = t_server_loops();
     cfg->host = "127.0.0.1";
     cfg->engine.server_key = g_server_key;
     cfg->engine.verify = fx_verify;
@@ -181,7 +212,7 @@ static void fx_stop(fx_t *f)
     assert_int_equal(pthread_join(f->th, NULL), 0);
     assert_int_equal(f->run_rc, 0);
     pkm_server_free(f->srv);
-    pthread_mutex_destroy(&f->mu);
+    /* (f->mu stays usable: tests read the recorded closes after the stop) */
 }
 
 static pkm_server_stats_t fx_stats(fx_t *f)
@@ -1113,6 +1144,190 @@ static void test_post(void **state)
     assert_int_equal(calls, 2);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Two loops: connections spread over both; a broadcast and a send cross from one to the other */
+
+static uint16_t local_port(int fd)
+{
+    struct sockaddr_in a;
+    socklen_t l = sizeof a;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &l), 0);
+    return ntohs(a.sin_port);
+}
+
+static void expect_packet(sc_t *c, uint8_t id, uint8_t tag)
+{
+    pkm_packet_t pkt;
+    assert_int_equal(sc_recv(c, &pkt), 1);
+    assert_int_equal(pkt.id, id);
+    assert_int_equal(pkt.size, 1);
+    assert_int_equal(pkt.content[0], tag);
+}
+
+static void test_two_loops(void **state)
+{
+    (void)state;
+    enum { N = 4 };
+    fx_t f;
+    pkm_server_config_t cfg;
+    fx_config(&cfg);
+    cfg.loops = 2;
+    fx_start(&f, &cfg, FX_CROSS);
+    assert_int_equal(pkm_server_loops(f.srv), 2);
+    uint16_t port = pkm_server_port(f.srv);
+    sc_t c[N];
+    unsigned loop_of[N];
+    int on_loop[2] = {0, 0};
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(sc_connect(port, NULL, 0, &c[i]), 0);
+        fx_wait_established(&f, (uint64_t)i + 1);
+    }
+    pthread_mutex_lock(&f.mu);
+    assert_int_equal(f.nconns, N);
+    for (int i = 0; i < N; i++) {
+        uint16_t lp = local_port(c[i].fd);
+        int found = 0;
+        for (int k = 0; k < f.nconns; k++)
+            if (f.conn_port[k] == lp) {
+                loop_of[i] = f.conn_loop[k];
+                found++;
+            }
+        assert_int_equal(found, 1);
+        assert_true(loop_of[i] < 2);
+        on_loop[loop_of[i]]++;
+    }
+    pthread_mutex_unlock(&f.mu);
+    /* Loop 0 hands each new connection to the least loaded loop: two each. */
+    assert_int_equal(on_loop[0], 2);
+    assert_int_equal(on_loop[1], 2);
+
+    /* A broadcast from client 0's loop reaches every other client, on both loops. */
+    const uint8_t t1 = 1, t2 = 2, t3 = 3, t4 = 4;
+    assert_int_equal(sc_send(&c[0], 0x21, &t1, 1), 0);
+    for (int i = 1; i < N; i++)
+        expect_packet(&c[i], 0x21, t1);
+    /* A send from client 0's loop to the connections of the other loop; then a broadcast
+     * marker: the clients on the other loop get the send first, those on client 0's loop only
+     * the marker. */
+    assert_int_equal(sc_send(&c[0], 0x22, &t2, 1), 0);
+    assert_int_equal(sc_send(&c[0], 0x21, &t3, 1), 0);
+    for (int i = 1; i < N; i++) {
+        if (loop_of[i] != loop_of[0]) expect_packet(&c[i], 0x22, t2);
+        expect_packet(&c[i], 0x21, t3);
+    }
+    /* Client 0 heard nothing of its own: its next packet is client 1's. */
+    assert_int_equal(sc_send(&c[1], 0x21, &t4, 1), 0);
+    for (int i = 0; i < N; i++)
+        if (i != 1) expect_packet(&c[i], 0x21, t4);
+    pthread_mutex_lock(&f.mu);
+    assert_int_equal(f.sent_across, 2);
+    pthread_mutex_unlock(&f.mu);
+    pkm_server_stats_t st = fx_stats(&f);
+    assert_int_equal(st.conns_established, N);
+    assert_int_equal(st.packets_in, 4);
+    /* 3 + 2 + 3 + 3 queued (three broadcasts, two sends); each loop counts its own. */
+    assert_int_equal(st.packets_out, 11);
+    for (int i = 0; i < N; i++)
+        sc_close(&c[i]);
+    fx_wait_closes(&f, N);
+    assert_int_equal(fx_count_closes(&f, PKM_EEOF, ""), N);
+    fx_stop(&f);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Timers on loop 0, and the application's own handle on pkm_server_loop()                   */
+
+typedef struct timer_ctx {
+    fx_t *f;
+    pkm_server_timer_t *rep, *left; /* a repeating timer stopped by itself; one left running */
+    atomic_int ticks, wrong_thread, left_ticks, uv_fired, started;
+    uv_timer_t uvt;
+} timer_ctx_t;
+
+static void tick_fn(pkm_server_t *srv, void *ud)
+{
+    timer_ctx_t *x = ud;
+    if (!pthread_equal(pthread_self(), x->f->th)) x->wrong_thread++;
+    if (++x->ticks == 3) {
+        const uint8_t m[1] = {'T'};
+        pkm_server_broadcast(srv, NULL, 0x41, 0, m, 1);
+        pkm_server_timer_stop(x->rep); /* inside its own callback */
+        pkm_server_timer_stop(x->rep); /* twice: no-op */
+    }
+}
+
+static void left_fn(pkm_server_t *srv, void *ud)
+{
+    (void)srv;
+    ((timer_ctx_t *)ud)->left_ticks++;
+}
+
+static void uv_timer_fired(uv_timer_t *t)
+{
+    timer_ctx_t *x = t->data;
+    if (!pthread_equal(pthread_self(), x->f->th)) x->wrong_thread++;
+    x->uv_fired++;
+    const uint8_t m[1] = {'U'};
+    pkm_server_broadcast(x->f->srv, NULL, 0x42, 0, m, 1);
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+static void start_timers(pkm_server_t *srv, void *ud)
+{
+    timer_ctx_t *x = ud;
+    int ok = pkm_server_timer_start(srv, 0, 2, tick_fn, x, &x->rep) == 0 &&
+             pkm_server_timer_start(srv, 1, 1, left_fn, x, &x->left) == 0;
+    /* The application's own libuv handle on the server's main loop. */
+    uv_loop_t *loop = pkm_server_loop(srv);
+    ok = ok && loop && uv_timer_init(loop, &x->uvt) == 0;
+    x->uvt.data = x;
+    ok = ok && uv_timer_start(&x->uvt, uv_timer_fired, 5, 0) == 0;
+    x->started = ok ? 1 : -1;
+}
+
+static void test_timers(void **state)
+{
+    (void)state;
+    fx_t f;
+    pkm_server_config_t cfg;
+    fx_config(&cfg);
+    fx_start(&f, &cfg, FX_ECHO);
+    sc_t c;
+    assert_int_equal(sc_connect(pkm_server_port(f.srv), NULL, 0, &c), 0);
+    fx_wait_established(&f, 1);
+    timer_ctx_t x;
+    memset(&x, 0, sizeof x);
+    x.f = &f;
+    pkm_server_timer_t *t = NULL;
+    /* Not from this thread while the server runs; bad arguments refused. */
+    assert_int_equal(pkm_server_timer_start(f.srv, 0, 0, tick_fn, &x, &t), PKM_ESTATE);
+    assert_null(t);
+    assert_int_equal(pkm_server_timer_start(f.srv, -1, 0, tick_fn, &x, &t), PKM_EINVAL);
+    assert_int_equal(pkm_server_timer_start(f.srv, 0, 0, NULL, &x, &t), PKM_EINVAL);
+    assert_int_equal(pkm_server_post(f.srv, start_timers, &x), 0);
+    /* The repeating timer's third tick and the uv timer each broadcast one packet. */
+    int got41 = 0, got42 = 0;
+    for (int i = 0; i < 2; i++) {
+        pkm_packet_t pkt;
+        assert_int_equal(sc_recv(&c, &pkt), 1);
+        assert_int_equal(pkt.size, 1);
+        if (pkt.id == 0x41 && pkt.content[0] == 'T') got41++;
+        if (pkt.id == 0x42 && pkt.content[0] == 'U') got42++;
+    }
+    assert_int_equal(got41, 1);
+    assert_int_equal(got42, 1);
+    assert_int_equal(x.started, 1);
+    assert_int_equal(x.ticks, 3); /* stopped inside its third call: no fourth */
+    assert_int_equal(x.uv_fired, 1);
+    assert_int_equal(x.wrong_thread, 0);
+    sc_close(&c);
+    fx_wait_closes(&f, 1);
+    /* x.left still runs: the stop ends it, pkm_server_free frees it. */
+    fx_stop(&f);
+    assert_int_equal(x.ticks, 3);
+    assert_true(x.left_ticks >= 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1135,6 +1350,8 @@ int main(void)
         cmocka_unit_test(test_bad_handshake),
         cmocka_unit_test(test_many_clients),
         cmocka_unit_test(test_post),
+        cmocka_unit_test(test_two_loops),
+        cmocka_unit_test(test_timers),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

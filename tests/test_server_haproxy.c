@@ -208,6 +208,7 @@ static int setup(void **state)
     if (!mkdtemp(fx.dir)) return -1;
     pkm_server_config_t cfg;
     pkm_server_config_init(&cfg);
+    cfg.loops = t_server_loops();
     cfg.host = "127.0.0.1";
     cfg.engine.server_key = t_shared_keys.server_key;
     cfg.proxy_trusted = "127.0.0.1/32"; /* HAProxy's address towards the server */

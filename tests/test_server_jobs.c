@@ -128,6 +128,7 @@ static void queued_job_of_closed_conn_is_cancelled(void **state)
     pthread_cond_init(&j.cv, NULL);
     pkm_server_config_t cfg;
     pkm_server_config_init(&cfg);
+    cfg.loops = t_server_loops();
     cfg.host = "127.0.0.1";
     cfg.engine.server_key = t_shared_keys.server_key;
     cfg.handshake_timeout_ms = 0; /* no timer: the connections close only when told */

@@ -151,6 +151,7 @@ typedef struct fixture {
 static void base_config(pkm_server_config_t *cfg, obs_t *o)
 {
     pkm_server_config_init(cfg);
+    cfg->loops = t_server_loops();
     cfg->host = "127.0.0.1";
     cfg->engine.server_key = t_shared_keys.server_key;
     cfg->on_close = on_close;

@@ -118,6 +118,7 @@ static void test_10k_idle_connections(void **state)
 
     pkm_server_config_t cfg;
     pkm_server_config_init(&cfg);
+    cfg.loops = t_server_loops();
     cfg.host = "127.0.0.1";
     cfg.engine.server_key = server_key;
     cfg.trim_after_ms = 200;

@@ -40,6 +40,8 @@ static const char serve_help[] =
     "                       (a Complete Definition packet, ids 0-7, also gets \"hash_ok\",\n"
     "                       \"name\" and \"fields\": its fields by name)\n"
     "  --max-conns N        at most N connections at once (0, the default: no limit)\n"
+    "  --loops N            event loops (threads) serving connections; each connection\n"
+    "                       stays on one. Default: one per CPU core (0 means the same)\n"
     "  --proxy-trusted CIDR[,CIDR...]\n"
     "                       behind a load balancer (HAProxy send-proxy / send-proxy-v2):\n"
     "                       connections from these addresses (e.g. 127.0.0.1/32,10.0.0.0/8)\n"
@@ -113,6 +115,9 @@ struct serve {
     pkm_server_t *srv;
     int relay, print, quiet;
     struct redis_relay *redis; /* --redis, or NULL */
+    /* The callbacks run on several loops' threads (--loops): mu guards what follows and keeps
+     * --print's lines whole. */
+    pthread_mutex_t mu;
     /* Handshakes the client abandoned (end of stream or reset): under a flood there are
      * thousands a second, so they are summed up in one line at most once a second. */
     unsigned long left_unlogged;
@@ -311,7 +316,11 @@ static void on_connect(void *user, pkm_server_conn_t *conn)
 static void on_packet(void *user, pkm_server_conn_t *conn, const pkm_packet_t *pkt)
 {
     struct serve *s = user;
-    if (s->print) tool_print_packet_named(stdout, pkt);
+    if (s->print) {
+        pthread_mutex_lock(&s->mu);
+        tool_print_packet_named(stdout, pkt);
+        pthread_mutex_unlock(&s->mu);
+    }
     if (s->relay) {
         pkm_server_broadcast(s->srv, conn, pkt->id, pkt->hash, pkt->content, pkt->size);
         if (s->redis) redis_relay_publish(s->redis, conn, pkt);
@@ -338,6 +347,7 @@ static void on_close(void *user, pkm_server_conn_t *conn, int err, const char *f
     if (fail_step && !pkm_handshake_failure(PKM_ROLE_SERVER, err, fail_step, why, sizeof why))
         snprintf(why, sizeof why, "%s", pkm_strerror(err));
     if (fail_step && (err == PKM_EEOF || err == PKM_ECONNRESET)) {
+        pthread_mutex_lock(&s->mu);
         s->left_unlogged++;
         time_t now = time(NULL);
         if (now != s->left_logged_at) {
@@ -349,6 +359,7 @@ static void on_close(void *user, pkm_server_conn_t *conn, int err, const char *f
             s->left_unlogged = 0;
             s->left_logged_at = now;
         }
+        pthread_mutex_unlock(&s->mu);
         return;
     }
     if (fail_step) {
@@ -457,7 +468,7 @@ int cmd_serve(int argc, char **argv)
     const char *listen = NULL, *keyfile = NULL, *password_file = NULL, *proxy_trusted = NULL;
     const char *redis_url = NULL;
     char *password = NULL; /* --password's argv string, wiped once copied */
-    uint64_t max_conns = 0;
+    uint64_t max_conns = 0, loops = 0;
     uint64_t lim[L_COUNT];
     for (int k = 0; k < L_COUNT; k++)
         lim[k] = limit_opts[k].def;
@@ -486,6 +497,11 @@ int cmd_serve(int argc, char **argv)
             if (r < 0) return TOOL_EXIT_USAGE;
             if (tool_parse_u64(v, 10000000, &max_conns) < 0)
                 return tool_usage_error("serve", "--max-conns: expected a number, got '%s'", v);
+        } else if ((r = tool_opt("serve", argc, argv, &i, "loops", 0, &v)) != 0) {
+            if (r < 0) return TOOL_EXIT_USAGE;
+            if (tool_parse_u64(v, PKM_SERVER_MAX_LOOPS, &loops) < 0)
+                return tool_usage_error("serve", "--loops: expected a number up to %d, got '%s'",
+                                        PKM_SERVER_MAX_LOOPS, v);
         } else if ((r = tool_opt("serve", argc, argv, &i, "proxy-trusted", 0, &v)) != 0) {
             if (r < 0) return TOOL_EXIT_USAGE;
             proxy_trusted = v;
@@ -545,6 +561,7 @@ int cmd_serve(int argc, char **argv)
         cfg.engine.secret_len = strlen(password);
     }
     cfg.max_conns = (size_t)max_conns;
+    cfg.loops = (unsigned)loops; /* 0: one per CPU */
     cfg.max_handshakes = (uint32_t)lim[L_HS];
     cfg.max_handshakes_per_source = (uint32_t)lim[L_HS_SRC];
     cfg.max_queued = (uint32_t)lim[L_Q];
@@ -564,6 +581,7 @@ int cmd_serve(int argc, char **argv)
     cfg.on_close = on_close;
     cfg.on_log = on_log;
     cfg.user = &s;
+    pthread_mutex_init(&s.mu, NULL);
     char why[PKM_SERVER_ERRMSG_SIZE];
     cfg.errbuf = why;
     cfg.errbuf_size = sizeof why;
@@ -571,11 +589,13 @@ int cmd_serve(int argc, char **argv)
     tool_secret_free(pwbuf);                 /* the server keeps its own copy */
     if (rc == PKM_EINVAL && proxy_trusted) { /* the server logged which entry is wrong */
         pkm_key_free(key);
+        pthread_mutex_destroy(&s.mu);
         return tool_usage_error("serve", "--proxy-trusted: expected CIDR[,CIDR...], got '%s'",
                                 proxy_trusted);
     }
     if (rc < 0) {
         pkm_key_free(key);
+        pthread_mutex_destroy(&s.mu);
         if (rc == PKM_EIO) /* "cannot listen on HOST:PORT: Address already in use" */
             return tool_fail(TOOL_EXIT_FAIL, "%s", why);
         return tool_fail(TOOL_EXIT_FAIL, "cannot listen on %s: %s", listen,
@@ -584,6 +604,7 @@ int cmd_serve(int argc, char **argv)
 
     if (redis_url && !(s.redis = redis_relay_start(s.srv, redis_url, s.quiet))) {
         pkm_server_free(s.srv);
+        pthread_mutex_destroy(&s.mu);
         pkm_key_free(key);
         return TOOL_EXIT_FAIL;
     }
@@ -593,12 +614,14 @@ int cmd_serve(int argc, char **argv)
     char fp[PKM_FINGERPRINT_SIZE], bound[TOOL_HOSTPORT_MAX];
     pkm_key_fingerprint(key, fp);
     tool_format_hostport(host, pkm_server_port(s.srv), bound);
-    tool_log("listening on %s (key %s, fingerprint %s; %s%s%s%s%s)", bound, where, fp,
+    tool_log("listening on %s (key %s, fingerprint %s; %s%s%s%s%s; %u event loop%s)", bound, where,
+             fp,
              s.redis   ? "relay, across instances over Redis"
              : s.relay ? "relay"
                        : "echo",
              password ? ", password required" : "", max_conns ? ", connection cap" : "",
-             proxy_trusted ? ", PROXY protocol from " : "", proxy_trusted ? proxy_trusted : "");
+             proxy_trusted ? ", PROXY protocol from " : "", proxy_trusted ? proxy_trusted : "",
+             pkm_server_loops(s.srv), pkm_server_loops(s.srv) == 1 ? "" : "s");
 
     rc = pkm_server_run(s.srv);
     stop_target = NULL;
@@ -606,6 +629,7 @@ int cmd_serve(int argc, char **argv)
     pkm_server_stats_t st;
     pkm_server_stats(s.srv, &st);
     pkm_server_free(s.srv);
+    pthread_mutex_destroy(&s.mu);
     pkm_key_free(key);
     if (rc < 0) return tool_fail(TOOL_EXIT_FAIL, "server failed: %s", pkm_strerror(rc));
     tool_log("stopped%s: connections %llu (handshakes failed %llu, refused %llu), packets in %llu, "

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* The event-driven PkmCom/TCP server: one libuv loop for every connection, the handshake's RSA
- * private-key work on libuv's thread pool, timeouts, bounded send queues and a connection cap. */
+/* The event-driven PkmCom/TCP server: one libuv loop (or several, config.loops) for every
+ * connection, the handshake's RSA private-key work on libuv's thread pool, timeouts, bounded
+ * send queues and a connection cap; posts, timers and the thread rules for a game loop. */
 #ifndef PKMCOM_SERVER_H
 #define PKMCOM_SERVER_H
 
@@ -41,11 +42,36 @@ extern "C" {
  * (config.raise_fd_limit), and SIGPIPE is set to SIG_IGN if it was SIG_DFL (a write to a socket
  * the client closed must fail with EPIPE rather than kill the process).
  *
- * Threads: every function here except pkm_server_stop(), pkm_server_post() and
- * pkm_server_stats() must be called on the thread running pkm_server_run() (in practice: from
- * the callbacks, or from a function given to pkm_server_post()), or before run / after it
- * returned. Callbacks run on that thread. Another thread (a game's tick thread) reaches the
- * server through pkm_server_post(). Different servers are independent.
+ * Threads. The server runs config.loops event loops (default 1), each on its own thread: loop 0
+ * on the thread that calls pkm_server_run() (the "main loop": it accepts, runs
+ * pkm_server_post()'s functions and pkm_server_timer_start()'s timers), loops 1..N-1 on threads
+ * pkm_server_run() starts. Each connection lives on ONE loop (pkm_server_conn_loop()) for its
+ * whole life; call it a "loop thread" below. The rules, for every N:
+ * - on_connect, on_packet and on_close of a connection run on ITS loop's thread, one at a time
+ *   for that connection; callbacks of connections on different loops run at the same time (with
+ *   N > 1: make what they share thread-safe). With N = 1 every callback runs on one thread.
+ * - on_log runs on whichever loop's thread logs (with N > 1, possibly at the same time on
+ *   several: make it thread-safe), or in pkm_server_new() / pkm_server_free() on the caller's.
+ * - Inside any callback, a posted function or a timer: every function of this header may be
+ *   called. The per-connection calls (pkm_server_conn_*, pkm_server_send on a connection of
+ *   another loop aside) act on connections of the calling loop only.
+ * - From any thread, at any time between pkm_server_new() and pkm_server_free():
+ *   pkm_server_stop(), pkm_server_post(), pkm_server_stats(), pkm_server_loops(),
+ *   pkm_server_port(), pkm_server_user(), pkm_server_broadcast() and _broadcast_msg() (from a
+ *   thread that is none of the server's loops: handed to every loop), and pkm_server_send() /
+ *   _send_msg() on a connection you know is open, i.e. its on_close has not returned: make sure
+ *   with your own lock, as in "remove it from your table in on_close, under the lock you hold
+ *   while sending". From another thread the packet is handed to the connection's loop, which
+ *   queues it (or drops it, if the connection closed meanwhile); such a send returns 0, or an
+ *   argument error, PKM_ETOOBIG or PKM_ENOMEM, never the connection's state.
+ * - Everything else (pkm_server_conn_close, _rekey, _set_data, foreach, timers) only on the
+ *   connection's own loop thread (timers: loop 0), or before pkm_server_run() / after it
+ *   returned.
+ * - on_close may send to other connections: yes (they are open, or the send is refused with
+ *   PKM_ECLOSED), to connections of its own loop directly and to those of other loops through
+ *   their loops, as above; it may not send to the connection that is closing (refused).
+ * A game's tick thread therefore either posts a function (runs on loop 0, where it may do
+ * anything) or broadcasts / sends directly. Different servers are independent.
  *
  * Lifetimes: a pkm_server_conn_t is valid from its acceptance until on_close returns (the
  * callbacks are the place to use it; do not keep the pointer beyond on_close). Every connection
@@ -54,6 +80,8 @@ extern "C" {
 
 typedef struct pkm_server pkm_server_t;
 typedef struct pkm_server_conn pkm_server_conn_t;
+typedef struct pkm_server_timer pkm_server_timer_t;
+struct uv_loop_s; /* libuv's uv_loop_t (<uv.h>), for pkm_server_loop() */
 
 /* Log levels for on_log. */
 enum pkm_log_level {
@@ -75,6 +103,8 @@ enum pkm_log_level {
 #define PKM_SERVER_DEFAULT_PARTIAL_DEADLINE_MS  30000
 #define PKM_SERVER_DEFAULT_PARTIAL_BUDGET       (64u * 1024u * 1024u)
 #define PKM_SERVER_DEFAULT_LOG_INTERVAL_MS      60000
+/* Most event loops one server runs (pkm_server_config_t.loops). */
+#define PKM_SERVER_MAX_LOOPS 256
 /* The longest a connection from a trusted proxy (config.proxy_trusted) may take to send its
  * PROXY header, counted from its acceptance (the handshake timeout, when shorter, applies
  * instead). */
@@ -177,7 +207,8 @@ typedef struct pkm_server_config {
      * else the connection is closed with PKM_ETIMEOUT. The receive buffers of all connections
      * holding a partial packet may total at most partial_budget bytes (default
      * PKM_SERVER_DEFAULT_PARTIAL_BUDGET, 64 MiB; 0: no budget): past it the connections holding
-     * the most are closed first (PKM_ENOMEM), until the total fits. Both counted in
+     * the most are closed first (PKM_ENOMEM), until the total fits. With loops > 1 each loop
+     * has partial_budget / loops for its own connections. Both counted in
      * stats.partial_closed. */
     int64_t partial_deadline_ms;
     size_t partial_budget;
@@ -225,7 +256,16 @@ typedef struct pkm_server_config {
      * limit, and warns (PKM_LOG_WARN) when even that is below what max_conns needs. */
     int raise_fd_limit;
 
-    /* Callbacks, all optional, all on the loop thread, all given `user` (borrowed). */
+    /* Event loops, each on its own thread: 1 (default) = one loop, on the thread that calls
+     * pkm_server_run(); N = that one (loop 0) and N - 1 threads pkm_server_run() starts (and
+     * joins before it returns); 0 = one per online CPU. At most PKM_SERVER_MAX_LOOPS (else
+     * PKM_EINVAL). Each connection lives on one loop for its whole life: loop 0 accepts and
+     * hands each new connection to the loop with the fewest open connections. See "Threads"
+     * above for what this means for the callbacks. */
+    unsigned loops;
+
+    /* Callbacks, all optional, all given `user` (borrowed). Threads: see "Threads" above
+     * (with loops > 1, a connection's callbacks run on its loop's thread, loops in parallel). */
 
     /* The handshake of `conn` completed: packets may be sent to it from now on. */
     void (*on_connect)(void *user, pkm_server_conn_t *conn);
@@ -346,23 +386,63 @@ PKM_API uint16_t pkm_server_port(const pkm_server_t *srv);
 /* The config's `user`. */
 PKM_API void *pkm_server_user(const pkm_server_t *srv);
 
+/* A timer on loop 0: fn(srv, ud) runs on loop 0's thread delay_ms after this call, then every
+ * repeat_ms (0: once), until pkm_server_timer_stop() or the server stops. Inside fn every
+ * server function may be called as in any callback. Call it on loop 0's thread (a callback of
+ * a connection of loop 0, a posted function, another timer), or before pkm_server_run(); from
+ * another thread, post a function that starts it. Returns 0 with *out, PKM_EINVAL (srv, fn or
+ * out NULL, a negative duration), PKM_ESTATE (called on another thread while the server runs),
+ * PKM_ECLOSED (the server is stopping), PKM_ENOMEM. The timer is the server's: it keeps going
+ * until pkm_server_timer_stop(*out) (which frees it; allowed inside its own fn, also after a
+ * one-shot fired) or until the server stops (fn is not called any more; the memory is released
+ * by pkm_server_timer_stop() or at the latest by pkm_server_free(), after which *out must not
+ * be used). ud is handed to fn, never touched. */
+PKM_API int pkm_server_timer_start(pkm_server_t *srv, int64_t delay_ms, int64_t repeat_ms,
+                                   void (*fn)(pkm_server_t *srv, void *ud), void *ud,
+                                   pkm_server_timer_t **out);
+
+/* Stops and frees a timer of pkm_server_timer_start() (NULL, or a second call: no-op). On loop
+ * 0's thread, or after pkm_server_run() returned, before pkm_server_free(). */
+PKM_API void pkm_server_timer_stop(pkm_server_timer_t *timer);
+
+/* Loop 0's libuv loop, to drive other work on the server's main thread (a uv_timer_t, a
+ * uv_poll_t on stdin, a uv_async_t...): callbacks of handles initialised on it run on loop 0's
+ * thread, where every server function may be called. Rules: initialise handles on it on that
+ * thread or before pkm_server_run(); a handle that is active (and not uv_unref'ed) keeps
+ * pkm_server_run() from returning after pkm_server_stop(): close your handles when you stop the
+ * server (or uv_unref them); pkm_server_free() closes (uv_close, with no callback) any handle of
+ * yours still open on it, so their memory must stay valid until it returns. Do not run,
+ * stop or close the loop yourself. The server runs on its own loops (there is no mode that runs
+ * it on a loop of the caller's): this is how a program shares the server's. */
+PKM_API struct uv_loop_s *pkm_server_loop(pkm_server_t *srv);
+
+/* How many event loops the server runs (config.loops, 0 resolved to the number of CPUs). */
+PKM_API unsigned pkm_server_loops(const pkm_server_t *srv);
+
 /* A snapshot of the counters. Safe from any thread (each counter is read atomically; the set is
  * not one instant). */
 PKM_API void pkm_server_stats(const pkm_server_t *srv, pkm_server_stats_t *out);
 
-/* Calls fn(ctx, conn) for every established connection (on_connect done, on_close not yet).
- * fn may send and close connections (a closed one is skipped from then on). Returns the number
- * of calls. */
+/* Calls fn(ctx, conn) for every established connection (on_connect done, on_close not yet) OF
+ * THE CALLING LOOP: with one loop that is every connection; with several, only the connections
+ * living on the loop whose thread calls (from a thread that is none of the server's loops: no
+ * call, 0; to reach every connection use pkm_server_broadcast, or post to each loop's callbacks
+ * what they should do). fn may send and close connections (a closed one is skipped from then
+ * on). Returns the number of calls. */
 PKM_API size_t pkm_server_foreach(pkm_server_t *srv, void (*fn)(void *ctx, pkm_server_conn_t *c),
                                   void *ctx);
 
-/* Sends one packet to every established connection except `except` (NULL: to all), as
- * pkm_server_send() would (a connection that overflows is dropped). For relays. Returns the
- * number of connections it was queued for. */
+/* Sends one packet to every established connection except `except` (NULL: to all), on every
+ * loop, as pkm_server_send() would (a connection that overflows is dropped). For relays. From a
+ * loop thread: queued at once on that loop's connections; one shared copy goes to each other
+ * loop, which queues it there on its next turn (packets from one loop to another keep their
+ * order). From any other thread: handed to every loop so. Returns the number of connections it
+ * was queued for on the calling loop plus, for the other loops, the number of their established
+ * connections at the time of the call (what the packet is handed to). */
 PKM_API size_t pkm_server_broadcast(pkm_server_t *srv, const pkm_server_conn_t *except, uint8_t id,
                                     uint32_t hash, const uint8_t *content, size_t size);
 
-/* ---- per connection (loop thread only) ---- */
+/* ---- per connection (on the connection's loop thread, but sends: see "Threads") ---- */
 
 /* Queues one packet (raw path: engine.h's pkm_engine_queue_packet) on an established
  * connection; `content` is copied (encrypted into the connection's send buffer) before the call
@@ -427,6 +507,10 @@ PKM_API int pkm_server_conn_established(const pkm_server_conn_t *conn);
 
 /* The server the connection belongs to. */
 PKM_API pkm_server_t *pkm_server_conn_server(const pkm_server_conn_t *conn);
+
+/* The index (0 .. pkm_server_loops() - 1) of the event loop the connection lives on; it never
+ * changes. Safe from any thread while the pointer is valid. */
+PKM_API unsigned pkm_server_conn_loop(const pkm_server_conn_t *conn);
 
 #ifdef __cplusplus
 }

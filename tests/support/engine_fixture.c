@@ -57,6 +57,13 @@ int t_under_valgrind(void)
     return v && strcmp(v, "1") == 0;
 }
 
+unsigned t_server_loops(void)
+{
+    const char *v = getenv("PKM_TEST_LOOPS");
+    long n = v ? strtol(v, NULL, 10) : 1;
+    return n >= 1 && n <= 64 ? (unsigned)n : 1;
+}
+
 int t_det_random(void *ctx, uint8_t *out, size_t n)
 {
     t_rng_bytes(ctx, out, n);
