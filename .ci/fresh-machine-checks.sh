@@ -23,7 +23,9 @@ pcdir=$(dirname "$(find /tmp/pkm-prefix -name pkmcom.pc)")
 mkdir -p /tmp/ex
 for f in examples/*.c; do
     mod=pkmcom
-    [ "$(basename "$f")" = echo_server.c ] && mod=pkmcom-server  # the libuv server library
+    # The servers (echo_server.c, lobby_server.c) link the libuv server library, as in
+    # examples/CMakeLists.txt.
+    case "$(basename "$f")" in *_server.c) mod=pkmcom-server ;; esac
     cc -std=c11 -Wall -Wextra -Werror "$f" -o "/tmp/ex/$(basename "$f" .c)" \
         $(PKG_CONFIG_PATH=$pcdir pkg-config --cflags --libs $mod) -Wl,-rpath,"$(dirname "$pcdir")"
 done
