@@ -34,6 +34,13 @@ static inline size_t pkm__reader_left(const pkm_reader *r)
     return r->len - r->pos;
 }
 
+/* The unread bytes p[pos..len) in place, pkm__reader_left() of them (NULL when the reader has no
+ * memory): for a scan that decides how many to take, which it then takes with a read below. */
+static inline const uint8_t *pkm__reader_peek(const pkm_reader *r)
+{
+    return r->p ? r->p + r->pos : NULL;
+}
+
 static inline void pkm__writer_init(pkm_writer *w, uint8_t *p, size_t cap)
 {
     w->p = p;
@@ -99,9 +106,35 @@ static inline int pkm__read_u64(pkm_reader *r, uint64_t *out)
 }
 
 /* Copies n bytes out. */
-int pkm__read_bytes(pkm_reader *r, uint8_t *out, size_t n);
+static inline int pkm__read_bytes(pkm_reader *r, uint8_t *out, size_t n)
+{
+    if (r->len - r->pos < n) return PKM_ETRUNC;
+    if (n) memcpy(out, r->p + r->pos, n);
+    r->pos += n;
+    return 0;
+}
 /* Borrows n bytes in place: *out points into the reader's memory. */
-int pkm__read_ptr(pkm_reader *r, const uint8_t **out, size_t n);
+static inline int pkm__read_ptr(pkm_reader *r, const uint8_t **out, size_t n)
+{
+    if (r->len - r->pos < n) return PKM_ETRUNC;
+    *out = r->p + r->pos;
+    r->pos += n;
+    return 0;
+}
+
+/* Passes over n bytes. */
+static inline int pkm__read_skip(pkm_reader *r, size_t n)
+{
+    if (r->len - r->pos < n) return PKM_ETRUNC;
+    r->pos += n;
+    return 0;
+}
+/* Takes the next n bytes as a reader of their own (*sub, positioned at their start): a
+ * length-prefixed body is then parsed within its length. */
+int pkm__read_sub(pkm_reader *r, pkm_reader *sub, size_t n);
+/* Borrows the bytes before the next `stop` byte, or all that is left when there is none (it may
+ * be none at all: *n == 0); the stop byte itself stays unread. Never fails. */
+void pkm__read_until(pkm_reader *r, uint8_t stop, const uint8_t **out, size_t *n);
 
 /* Big-endian writes. Each returns PKM_ENOSPC, leaving pos unchanged, when the room is short. */
 static inline int pkm__write_u8(pkm_writer *w, uint8_t v)
@@ -146,7 +179,13 @@ static inline int pkm__write_u64(pkm_writer *w, uint64_t v)
 }
 
 /* Copies n bytes in (src may be NULL when n is 0). */
-int pkm__write_bytes(pkm_writer *w, const uint8_t *src, size_t n);
+static inline int pkm__write_bytes(pkm_writer *w, const uint8_t *src, size_t n)
+{
+    if (w->cap - w->pos < n) return PKM_ENOSPC;
+    if (w->p && n) memcpy(w->p + w->pos, src, n);
+    w->pos += n;
+    return 0;
+}
 
 /* Reserves n bytes to be filled later (a length prefix written once the body is known):
  * *at receives their offset. pkm__writer_at() gives a pointer to them, or NULL when counting. */

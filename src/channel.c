@@ -31,12 +31,11 @@ int pkm__channel_start(pkm__channel_t *ch, const uint8_t send_key[PKM__KEY_SIZE]
                        const uint8_t recv_key[PKM__KEY_SIZE], const uint8_t iv[PKM__IV_SIZE])
 {
     const EVP_CIPHER *aes = EVP_aes_256_cbc();
-    if (EVP_EncryptInit_ex(ch->enc, aes, NULL, send_key, iv) != 1 ||
-        EVP_CIPHER_CTX_set_padding(ch->enc, 0) != 1 ||
-        EVP_DecryptInit_ex(ch->dec, aes, NULL, recv_key, iv) != 1 ||
-        EVP_CIPHER_CTX_set_padding(ch->dec, 0) != 1)
-        return PKM_ECRYPTO;
-    return 0;
+    int ok = EVP_EncryptInit_ex(ch->enc, aes, NULL, send_key, iv) == 1 &&
+             EVP_CIPHER_CTX_set_padding(ch->enc, 0) == 1 &&
+             EVP_DecryptInit_ex(ch->dec, aes, NULL, recv_key, iv) == 1 &&
+             EVP_CIPHER_CTX_set_padding(ch->dec, 0) == 1;
+    return ok ? 0 : PKM_ECRYPTO;
 }
 
 /* EVP takes int lengths: anything up to 1 GiB goes in one call (every packet of a normal size),
@@ -44,12 +43,12 @@ int pkm__channel_start(pkm__channel_t *ch, const uint8_t send_key[PKM__KEY_SIZE]
 static int cbc_update(EVP_CIPHER_CTX *ctx, uint8_t *out, const uint8_t *in, size_t n, int enc)
 {
     const size_t piece = (size_t)1 << 30;
-    if (n % PKM__BLOCK_SIZE != 0) return PKM_EINTERNAL;
+    PKM_ENSURE(n % PKM__BLOCK_SIZE == 0, PKM_EINTERNAL);
     while (n > 0) {
         int len = (int)(n < piece ? n : piece), outl = 0;
         int ok = enc ? EVP_EncryptUpdate(ctx, out, &outl, in, len)
                      : EVP_DecryptUpdate(ctx, out, &outl, in, len);
-        if (ok != 1 || outl != len) return PKM_ECRYPTO;
+        PKM_ENSURE(ok == 1 && outl == len, PKM_ECRYPTO);
         out += len;
         in += len;
         n -= (size_t)len;
@@ -90,11 +89,13 @@ static int derive_one(const uint8_t m[PKM__M_SIZE], const uint8_t *s, size_t sle
 int pkm__derive_keys(const uint8_t m[PKM__M_SIZE], const uint8_t *s, size_t slen,
                      uint8_t k_cs[PKM__KEY_SIZE], uint8_t k_sc[PKM__KEY_SIZE])
 {
-    int r = derive_one(m, s, slen, PKM__LABEL_CS, k_cs);
-    if (r == 0) r = derive_one(m, s, slen, PKM__LABEL_SC, k_sc);
-    if (r < 0) {
+    int rc;
+    PKM_GUARD_GOTO(rc, derive_one(m, s, slen, PKM__LABEL_CS, k_cs));
+    PKM_GUARD_GOTO(rc, derive_one(m, s, slen, PKM__LABEL_SC, k_sc));
+cleanup:
+    if (rc < 0) { /* no half-derived key is left */
         OPENSSL_cleanse(k_cs, PKM__KEY_SIZE);
         OPENSSL_cleanse(k_sc, PKM__KEY_SIZE);
     }
-    return r;
+    return rc;
 }

@@ -191,19 +191,16 @@ int pkm_describe_cmpl(const pkm_packet_t *pkt, pkm_describe_fn fn, void *ctx,
     PKM_GUARD(pkm_schema_decode(pk->schema, pkt, &m));
     size_t n = 0;
     const pkm_value_t *vals = pkm_msg_fields(m, &n);
-    int r = 0;
+    int rc = 0;
     for (size_t i = 0; fn && i < n && i < pk->schema->n_fields; i++) {
         sbuf_t b = {0};
         const pkm_field_t *f = &pk->schema->fields[i];
         put_value(&b, f, &vals[i], pk, i, 1);
-        if (b.oom) {
-            pkm__free(b.p);
-            r = PKM_ENOMEM;
-            break;
-        }
-        fn(ctx, i, f->name ? f->name : "?", b.p ? b.p : "");
+        if (!b.oom) fn(ctx, i, f->name ? f->name : "?", b.p ? b.p : "");
         pkm__free(b.p);
+        PKM_ENSURE_GOTO(rc, !b.oom, PKM_ENOMEM);
     }
+cleanup:
     pkm_msg_free(m);
-    return r;
+    return rc;
 }

@@ -47,15 +47,6 @@ struct pkm_job {
 
 /* ---- small helpers ---- */
 
-/* The received bytes not yet consumed, as a reader: the handshake messages are parsed through it,
- * and a step that completes consumes what it read (e->rpos += in.pos). */
-static pkm_reader received(const pkm_engine_t *e)
-{
-    pkm_reader r;
-    pkm__reader_init(&r, e->rbuf ? e->rbuf + e->rpos : NULL, e->rend - e->rpos);
-    return r;
-}
-
 /* 1 if a == b, else 0, without a branch on the values. */
 static unsigned ct_eq(size_t a, size_t b)
 {
@@ -121,29 +112,23 @@ static int get_random(pkm_engine_t *e, uint8_t *out, size_t n)
     return RAND_bytes(out, (int)n) == 1 ? 0 : PKM_ERANDOM;
 }
 
-static EVP_PKEY_CTX *rsa_ctx(EVP_PKEY *pkey, int encrypt, int *err)
+static int rsa_ctx(EVP_PKEY *pkey, int encrypt, EVP_PKEY_CTX **out)
 {
     EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
-    if (!c) {
-        *err = PKM_ENOMEM;
-        return NULL;
-    }
-    if ((encrypt ? EVP_PKEY_encrypt_init(c) : EVP_PKEY_decrypt_init(c)) <= 0 ||
-        EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_PADDING) <= 0) {
-        EVP_PKEY_CTX_free(c);
-        *err = PKM_ECRYPTO;
-        return NULL;
-    }
-    return c;
+    PKM_ENSURE(c != NULL, PKM_ENOMEM);
+    int ok = (encrypt ? EVP_PKEY_encrypt_init(c) : EVP_PKEY_decrypt_init(c)) > 0 &&
+             EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_PADDING) > 0;
+    if (!ok) EVP_PKEY_CTX_free(c);
+    *out = ok ? c : NULL;
+    return ok ? 0 : PKM_ECRYPTO;
 }
 
 /* RSAES-PKCS1-v1_5 encryption of one 128-byte half of M under the peer's public key. */
 static int rsa_encrypt_half(EVP_PKEY *peer, const uint8_t in[M_HALF], uint8_t out[RSA_CT])
 {
-    int err = 0;
+    EVP_PKEY_CTX *c;
     count_rsa_op();
-    EVP_PKEY_CTX *c = rsa_ctx(peer, 1, &err);
-    if (!c) return err;
+    PKM_GUARD(rsa_ctx(peer, 1, &c));
     size_t outlen = RSA_CT;
     int ok = EVP_PKEY_encrypt(c, out, &outlen, in, M_HALF) > 0 && outlen == RSA_CT;
     EVP_PKEY_CTX_free(c);
@@ -160,34 +145,31 @@ static int rsa_decrypt_half(EVP_PKEY *own, const uint8_t in[RSA_CT], uint8_t out
 {
     uint8_t plain[RSA_CT];
     uint8_t subst[M_HALF];
-    int err = 0;
+    EVP_PKEY_CTX *c = NULL;
+    int rc;
     memset(plain, 0, sizeof plain);
     count_rsa_op();
-    if (RAND_bytes(subst, sizeof subst) != 1) return PKM_ERANDOM;
-    EVP_PKEY_CTX *c = rsa_ctx(own, 0, &err);
-    if (!c) {
-        OPENSSL_cleanse(subst, sizeof subst);
-        return err;
-    }
+    PKM_ENSURE_GOTO(rc, RAND_bytes(subst, sizeof subst) == 1, PKM_ERANDOM);
+    PKM_GUARD_GOTO(rc, rsa_ctx(own, 0, &c));
     size_t outlen = sizeof plain;
     int ok = EVP_PKEY_decrypt(c, plain, &outlen, in, RSA_CT);
-    EVP_PKEY_CTX_free(c);
     ERR_clear_error(); /* leave no trace of a padding failure in the error queue */
     unsigned good = ct_eq((size_t)(unsigned)ok, 1) & ct_eq(outlen, M_HALF);
     uint8_t mask = (uint8_t)(0u - good);
     for (size_t i = 0; i < M_HALF; i++)
         out[i] = (uint8_t)((plain[i] & mask) | (subst[i] & (uint8_t)~mask));
+cleanup:
+    EVP_PKEY_CTX_free(c);
     OPENSSL_cleanse(plain, sizeof plain);
     OPENSSL_cleanse(subst, sizeof subst);
-    return 0;
+    return rc;
 }
 
 /* Both halves of M_peer from a KeyShare's two ciphertexts (implicit rejection in each). */
 static int rsa_decrypt_share(EVP_PKEY *own, const uint8_t ct[2 * RSA_CT], uint8_t m[PKM__M_SIZE])
 {
-    int r = rsa_decrypt_half(own, ct, m);
-    if (r == 0) r = rsa_decrypt_half(own, ct + RSA_CT, m + M_HALF);
-    return r;
+    PKM_GUARD(rsa_decrypt_half(own, ct, m));
+    return rsa_decrypt_half(own, ct + RSA_CT, m + M_HALF);
 }
 
 /* ---- handshake messages ---- */
@@ -240,7 +222,7 @@ static int send_key_msg(pkm_engine_t *e, const pkm_key_t *key)
  * not even generate its own key. */
 static int read_key_msg(pkm_engine_t *e)
 {
-    pkm_reader in = received(e);
+    pkm_reader in = pkm__engine_received(e);
     uint32_t n; /* an Int: negative values are above PKM_MAX_KEY_DER as unsigned */
     const uint8_t *der;
     if (pkm__read_u32(&in, &n) < 0) return 0;
@@ -248,18 +230,20 @@ static int read_key_msg(pkm_engine_t *e)
     if (pkm__read_ptr(&in, &der, n) < 0) return 0;
     observe(e, e->client ? PKM_HS_SERVER_KEY : PKM_HS_CLIENT_KEY, 0, in.p, in.pos);
     pkm_key_t *key = NULL;
+    int rc;
     PKM_GUARD(pkm_key_from_der(der, n, &key));
-    int r = pkm_key_fingerprint(key, e->peer_fp);
-    if (r < 0) memset(e->peer_fp, 0, sizeof e->peer_fp);
-    /* On a refusal peer_fp keeps the key's fingerprint (public), for the conn API's sentence. */
-    if (r == 0) r = trust_peer(e, der, (size_t)n);
-    if (r < 0) {
-        pkm_key_free(key);
-        return r;
+    if ((rc = pkm_key_fingerprint(key, e->peer_fp)) < 0) {
+        memset(e->peer_fp, 0, sizeof e->peer_fp);
+        goto cleanup;
     }
+    /* On a refusal peer_fp keeps the key's fingerprint (public), for the conn API's sentence. */
+    PKM_GUARD_GOTO(rc, trust_peer(e, der, (size_t)n));
     e->peer_key = key;
     e->rpos += in.pos;
     return 1;
+cleanup:
+    pkm_key_free(key);
+    return rc;
 }
 
 /* KeyShare: fresh M (256 bytes) and IV (16 bytes); M's halves each encrypted under the peer's
@@ -305,17 +289,18 @@ static int derive(pkm_engine_t *e, const uint8_t m_peer[PKM__M_SIZE])
         m[i] = e->m_own[i] ^ m_peer[i];
     for (size_t i = 0; i < PKM__IV_SIZE; i++)
         iv[i] = e->iv_own[i] ^ e->share_in[2 * RSA_CT + i];
-    int r = pkm__derive_keys(m, e->secret, e->secret_len, k_cs, k_sc);
-    if (r == 0) emit_keylog(e, e->client ? e->iv_own : e->share_in + 2 * RSA_CT, k_cs, k_sc, iv);
-    if (r == 0)
-        r = e->client ? pkm__channel_start(&e->ch, k_cs, k_sc, iv)
-                      : pkm__channel_start(&e->ch, k_sc, k_cs, iv);
+    int rc;
+    PKM_GUARD_GOTO(rc, pkm__derive_keys(m, e->secret, e->secret_len, k_cs, k_sc));
+    emit_keylog(e, e->client ? e->iv_own : e->share_in + 2 * RSA_CT, k_cs, k_sc, iv);
+    rc = e->client ? pkm__channel_start(&e->ch, k_cs, k_sc, iv)
+                   : pkm__channel_start(&e->ch, k_sc, k_cs, iv);
+cleanup:
     OPENSSL_cleanse(m, sizeof m);
     OPENSSL_cleanse(k_cs, sizeof k_cs);
     OPENSSL_cleanse(k_sc, sizeof k_sc);
     OPENSSL_cleanse(iv, sizeof iv);
     wipe_handshake(e);
-    return r;
+    return rc;
 }
 
 /* The engine's own private key: the client's ephemeral one, or the server's long-term one. */
@@ -328,11 +313,13 @@ static const pkm_key_t *own_private(const pkm_engine_t *e)
 static int take_keyshare(pkm_engine_t *e)
 {
     uint8_t m_peer[PKM__M_SIZE];
-    int r = rsa_decrypt_share(pkm__key_evp(own_private(e)), e->share_in, m_peer);
-    if (r == 0) r = derive(e, m_peer);
+    int rc;
+    PKM_GUARD_GOTO(rc, rsa_decrypt_share(pkm__key_evp(own_private(e)), e->share_in, m_peer));
+    rc = derive(e, m_peer);
+cleanup:
     OPENSSL_cleanse(m_peer, sizeof m_peer);
-    if (r < 0) wipe_handshake(e);
-    return r;
+    if (rc < 0) wipe_handshake(e);
+    return rc;
 }
 
 /* The encrypted 0xFF packet, inserted ahead of any held plaintext. */
@@ -346,7 +333,8 @@ static int send_confirm(pkm_engine_t *e)
     return 0;
 }
 
-/* Decrypts and checks the peer's 0xFF packet: Id, Hash, Size, magic and padding are one 16-byte
+/* Reads, decrypts and checks the peer's 0xFF packet (1 when it passes, 0 when more bytes are
+ * needed): Id, Hash, Size, magic and padding are one 16-byte
  * block, compared at once in constant time. The server checks the client's under K_cs, the
  * client the server's answer under K_sc: a different key from its own 0xFF's, so bytes echoed
  * back (a reflection) fail here, and an answer that passes proves the server derived K_sc, which
@@ -356,12 +344,15 @@ static int send_confirm(pkm_engine_t *e)
  * PKM_EHANDSHAKE. */
 static int check_confirm(pkm_engine_t *e)
 {
-    uint8_t *p = e->rbuf + e->rpos;
-    observe(e, PKM_HS_CONFIRM, 0, p, PKM__BLOCK_SIZE); /* the ciphertext, before decryption */
-    PKM_GUARD(pkm__channel_decrypt(&e->ch, p, PKM__BLOCK_SIZE));
-    e->rpos += PKM__BLOCK_SIZE;
-    if (CRYPTO_memcmp(p, confirm_block, PKM__BLOCK_SIZE) == 0) return 0;
-    return e->client ? PKM_ENOPROOF : PKM_EHANDSHAKE;
+    pkm_reader in = pkm__engine_received(e);
+    uint8_t blk[PKM__BLOCK_SIZE];
+    if (pkm__read_bytes(&in, blk, sizeof blk) < 0) return 0;
+    observe(e, PKM_HS_CONFIRM, 0, blk, sizeof blk); /* the ciphertext, before decryption */
+    PKM_GUARD(pkm__channel_decrypt(&e->ch, blk, sizeof blk));
+    e->rpos += in.pos;
+    PKM_ENSURE(CRYPTO_memcmp(blk, confirm_block, sizeof blk) == 0,
+               e->client ? PKM_ENOPROOF : PKM_EHANDSHAKE);
+    return 1;
 }
 
 static int acquire_own_key(pkm_engine_t *e)
@@ -385,12 +376,6 @@ static int established(pkm_engine_t *e)
     return 0;
 }
 
-/* Bytes are missing: fine unless the peer has closed. */
-static int need_more(pkm_engine_t *e)
-{
-    return e->eof ? fail(e, PKM_EHANDSHAKE) : 0;
-}
-
 /* The peer's KeyShare is decrypted and K derived: step 5, the client speaks first. */
 static int keyshare_taken(pkm_engine_t *e)
 {
@@ -399,64 +384,68 @@ static int keyshare_taken(pkm_engine_t *e)
     return 0;
 }
 
-/* Runs the handshake as far as the buffered bytes (and the defer flag) allow. */
+/* One step of the handshake: 1 when it went on (or now waits for a job), 0 when bytes are
+ * missing, or a negative error (advance closes the engine with it). */
+static int step(pkm_engine_t *e)
+{
+    int r;
+    switch (e->hs) {
+    case HS_SERVERKEY:
+    case HS_CLIENTKEY:
+        if ((r = read_key_msg(e)) <= 0) return r;
+        if (e->client) {
+            e->hs = HS_OWNKEY;
+            return 1;
+        }
+        PKM_GUARD(send_keyshare(e)); /* the server answers ClientKey with its KeyShare at once */
+        e->hs = HS_KEYSHARE;
+        return 1;
+    case HS_OWNKEY:
+        if (!e->own_key && e->defer) {
+            e->job_state = JS_WANTED; /* JOB_KEYGEN */
+            return 1;
+        }
+        if (!e->own_key) PKM_GUARD(acquire_own_key(e));
+        PKM_GUARD(send_key_msg(e, e->own_key)); /* ClientKey and KeyShare in one write */
+        PKM_GUARD(send_keyshare(e));
+        e->hs = HS_KEYSHARE;
+        return 1;
+    case HS_KEYSHARE: {
+        pkm_reader in = pkm__engine_received(e);
+        if (pkm__read_bytes(&in, e->share_in, KEYSHARE_SIZE) < 0) return 0;
+        observe(e, PKM_HS_KEYSHARE, 0, in.p, KEYSHARE_SIZE);
+        e->rpos += in.pos;
+        e->hs = HS_KEYSHARE_WORK;
+        return 1;
+    }
+    case HS_KEYSHARE_WORK:
+        if (e->defer) {
+            e->job_state = JS_WANTED; /* JOB_KEYSHARE */
+            return 1;
+        }
+        PKM_GUARD(take_keyshare(e));
+        PKM_GUARD(keyshare_taken(e));
+        return 1;
+    case HS_CONFIRM:
+        if ((r = check_confirm(e)) <= 0) return r;
+        if (!e->client) PKM_GUARD(send_confirm(e));
+        PKM_GUARD(established(e));
+        return 1;
+    case HS_DONE: break;
+    }
+    return 1;
+}
+
+/* Runs the handshake as far as the buffered bytes (and the defer flag) allow. Missing bytes are
+ * fine unless the peer has closed. */
 static int advance(pkm_engine_t *e)
 {
     for (;;) {
-        int r;
         if (e->state == PKM_STATE_CLOSED) return e->err;
         if (e->job_state != JS_NONE || e->hs == HS_DONE) return 0;
-        size_t avail = e->rend - e->rpos;
-        switch (e->hs) {
-        case HS_SERVERKEY:
-        case HS_CLIENTKEY:
-            r = read_key_msg(e);
-            if (r < 0) return fail(e, r);
-            if (r == 0) return need_more(e);
-            if (e->client) {
-                e->hs = HS_OWNKEY;
-            } else {
-                /* The server answers ClientKey with its KeyShare at once. */
-                if ((r = send_keyshare(e)) < 0) return fail(e, r);
-                e->hs = HS_KEYSHARE;
-            }
-            break;
-        case HS_OWNKEY:
-            if (!e->own_key) {
-                if (e->defer) {
-                    e->job_state = JS_WANTED; /* JOB_KEYGEN */
-                    return 0;
-                }
-                if ((r = acquire_own_key(e)) < 0) return fail(e, r);
-            }
-            /* ClientKey and KeyShare in one write. */
-            if ((r = send_key_msg(e, e->own_key)) < 0 || (r = send_keyshare(e)) < 0)
-                return fail(e, r);
-            e->hs = HS_KEYSHARE;
-            break;
-        case HS_KEYSHARE: {
-            pkm_reader in = received(e);
-            if (pkm__read_bytes(&in, e->share_in, KEYSHARE_SIZE) < 0) return need_more(e);
-            observe(e, PKM_HS_KEYSHARE, 0, in.p, KEYSHARE_SIZE);
-            e->rpos += in.pos;
-            e->hs = HS_KEYSHARE_WORK;
-            break;
-        }
-        case HS_KEYSHARE_WORK:
-            if (e->defer) {
-                e->job_state = JS_WANTED; /* JOB_KEYSHARE */
-                return 0;
-            }
-            if ((r = take_keyshare(e)) < 0 || (r = keyshare_taken(e)) < 0) return fail(e, r);
-            break;
-        case HS_CONFIRM:
-            if (avail < PKM__BLOCK_SIZE) return need_more(e);
-            if ((r = check_confirm(e)) < 0) return fail(e, r);
-            if (!e->client && (r = send_confirm(e)) < 0) return fail(e, r);
-            if ((r = established(e)) < 0) return fail(e, r);
-            return 0;
-        case HS_DONE: return 0;
-        }
+        int r = step(e);
+        if (r < 0) return fail(e, r);
+        if (r == 0) return e->eof ? fail(e, PKM_EHANDSHAKE) : 0;
     }
 }
 
@@ -492,24 +481,19 @@ void pkm_engine_config_init(pkm_engine_config_t *cfg, int role)
 int pkm_engine_new(const pkm_engine_config_t *cfg, pkm_engine_t **out)
 {
     if (out) *out = NULL;
-    if (!cfg || !out) return PKM_EINVAL;
-    pkm_key_t *client_key = cfg->client_key; /* ours from here on, whatever happens */
-    int r = pkm__engine_config_check(cfg);
-    if (r < 0) {
-        pkm_key_free(client_key); /* ownership passed even on failure */
-        return r;
-    }
-    pkm_engine_t *e = pkm__calloc(1, sizeof *e);
-    if (!e) {
-        pkm_key_free(client_key);
-        return PKM_ENOMEM;
-    }
+    PKM_ENSURE(cfg && out, PKM_EINVAL);
+    pkm_key_t *client_key = cfg->client_key; /* ours from here on: freed even on failure */
+    pkm_engine_t *e = NULL;
+    int rc;
+    PKM_GUARD_GOTO(rc, pkm__engine_config_check(cfg));
+    PKM_ENSURE_GOTO(rc, (e = pkm__calloc(1, sizeof *e)) != NULL, PKM_ENOMEM);
     e->client = cfg->role == PKM_ROLE_CLIENT;
     e->state = PKM_STATE_HANDSHAKE;
     e->hs = e->client ? HS_SERVERKEY : HS_CLIENTKEY;
     e->defer = cfg->defer_crypto != 0;
     e->server_key = e->client ? NULL : cfg->server_key;
     e->own_key = client_key;
+    client_key = NULL; /* the engine's now */
     e->keypool = e->client ? cfg->keypool : NULL;
     if (cfg->pin_fingerprint) {
         memcpy(e->pin, cfg->pin_fingerprint, PKM_FINGERPRINT_SIZE);
@@ -538,30 +522,23 @@ int pkm_engine_new(const pkm_engine_config_t *cfg, pkm_engine_t **out)
     if (klpath && *klpath) {
         size_t kn = strlen(klpath) + 1;
         e->keylog_path = pkm__malloc(kn);
-        if (!e->keylog_path) {
-            pkm_engine_free(e);
-            return PKM_ENOMEM;
-        }
+        PKM_ENSURE_GOTO(rc, e->keylog_path != NULL, PKM_ENOMEM);
         memcpy(e->keylog_path, klpath, kn);
     }
     if (cfg->secret_len) {
         e->secret = pkm__malloc(cfg->secret_len);
-        if (!e->secret) {
-            pkm_engine_free(e);
-            return PKM_ENOMEM;
-        }
+        PKM_ENSURE_GOTO(rc, e->secret != NULL, PKM_ENOMEM);
         memcpy(e->secret, cfg->secret, cfg->secret_len);
         e->secret_len = cfg->secret_len;
     }
-    r = pkm__channel_init(&e->ch);
-    /* The server speaks first: ServerKey. */
-    if (r == 0 && !e->client) r = send_key_msg(e, e->server_key);
-    if (r < 0) {
-        pkm_engine_free(e);
-        return r;
-    }
+    PKM_GUARD_GOTO(rc, pkm__channel_init(&e->ch));
+    if (!e->client) PKM_GUARD_GOTO(rc, send_key_msg(e, e->server_key)); /* it speaks first */
     *out = e;
     return 0;
+cleanup:
+    pkm_key_free(client_key);
+    pkm_engine_free(e);
+    return rc;
 }
 
 void pkm_engine_free(pkm_engine_t *e)
@@ -672,18 +649,20 @@ int pkm_engine_job_done(pkm_engine_t *e, pkm_job_t *job)
         pkm_job_free(job); /* not this engine's job: the engine is unchanged */
         return PKM_EINVAL;
     }
-    int r = pkm_job_run(job); /* nothing to do when it ran already, as it should have */
     e->job_state = JS_NONE;
     e->job_out = NULL;
-    if (r == 0 && job->kind == JOB_KEYGEN) {
+    int rc;
+    PKM_GUARD_GOTO(rc, pkm_job_run(job)); /* nothing to do when it ran already, as it should */
+    if (job->kind == JOB_KEYGEN) {
         e->own_key = job->key;
         job->key = NULL;
-    } else if (r == 0) {
-        if ((r = derive(e, job->m)) == 0) r = keyshare_taken(e);
+    } else {
+        PKM_GUARD_GOTO(rc, derive(e, job->m));
+        PKM_GUARD_GOTO(rc, keyshare_taken(e));
     }
+cleanup:
     pkm_job_free(job);
-    if (r < 0) return fail(e, r);
-    return advance(e);
+    return rc < 0 ? fail(e, rc) : advance(e);
 }
 
 /* ---- status ---- */

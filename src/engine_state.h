@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "pkmcom/engine.h"
+#include "buf.h"
 #include "channel_internal.h"
 #include "engine_internal.h"
 
@@ -96,6 +97,15 @@ struct pkm_engine {
     uint8_t *sbuf;
     size_t scap, sstart, senc, slen;
 };
+
+/* The received bytes not yet consumed, as a reader: every parse of them goes through it, and a
+ * step that completes consumes what it read (e->rpos += in.pos). */
+static inline pkm_reader pkm__engine_received(const pkm_engine_t *e)
+{
+    pkm_reader r;
+    pkm__reader_init(&r, e->rbuf ? e->rbuf + e->rpos : NULL, e->rend - e->rpos);
+    return r;
+}
 
 /* ---- engine.c, for engine_stream.c ---- */
 

@@ -188,10 +188,9 @@ static int seal(pkm_engine_t *e, uint8_t *p, size_t total, uint8_t id, uint32_t 
         uint8_t *last = p + PKM__BLOCK_SIZE + mid;
         memcpy(last, content + head + mid, tail);
         memset(last + tail, (int)pad, pad);
-        int r = pkm__channel_encrypt(&e->ch, p, PKM__BLOCK_SIZE);
-        if (r == 0) r = pkm__channel_encrypt_from(&e->ch, p + PKM__BLOCK_SIZE, content + head, mid);
-        if (r == 0) r = pkm__channel_encrypt(&e->ch, last, PKM__BLOCK_SIZE);
-        return r;
+        PKM_GUARD(pkm__channel_encrypt(&e->ch, p, PKM__BLOCK_SIZE));
+        PKM_GUARD(pkm__channel_encrypt_from(&e->ch, p + PKM__BLOCK_SIZE, content + head, mid));
+        return pkm__channel_encrypt(&e->ch, last, PKM__BLOCK_SIZE);
     }
     if (size) memcpy(p + PKM_HEADER_SIZE, content, size);
     memset(p + PKM_HEADER_SIZE + size, (int)pad, pad);
@@ -245,48 +244,66 @@ int pkm_engine_seal_packet(pkm_engine_t *e, uint8_t id, uint32_t hash, const uin
 }
 
 /* The stream ended: cleanly between packets, or inside one. */
-static int recv_ended(pkm_engine_t *e)
+static int recv_ended(const pkm_engine_t *e)
 {
-    return pkm__engine_fail(e, e->rend == e->rpos ? PKM_EEOF : PKM_EPROTO);
+    return e->rend == e->rpos ? PKM_EEOF : PKM_EPROTO;
+}
+
+/* The first n received bytes, writable (the packet layer decrypts them where they lie), or NULL
+ * when fewer are buffered. */
+static uint8_t *received_span(pkm_engine_t *e, size_t n)
+{
+    pkm_reader in = pkm__engine_received(e);
+    return pkm__read_skip(&in, n) == 0 ? e->rbuf + e->rpos : NULL;
+}
+
+/* The next packet: 1 (in *out), 0 when bytes are missing, or a negative error (next_packet
+ * closes the engine with it). */
+static int take_packet(pkm_engine_t *e, pkm_packet_t *out)
+{
+    uint8_t *p;
+    if (!e->pk_head) {
+        /* The first block alone tells the packet's length. */
+        if (!(p = received_span(e, PKM__BLOCK_SIZE))) return e->eof ? recv_ended(e) : 0;
+        PKM_GUARD(pkm__channel_decrypt(&e->ch, p, PKM__BLOCK_SIZE));
+        PKM_GUARD(pkm_packet_header_read(p, e->max_packet, &e->pk));
+        e->pk_total = pkm__padded_size(e->pk.size);
+        e->pk_head = 1;
+    }
+    if (!(p = received_span(e, e->pk_total))) return e->eof ? recv_ended(e) : 0;
+    PKM_GUARD(pkm__channel_decrypt(&e->ch, p + PKM__BLOCK_SIZE, e->pk_total - PKM__BLOCK_SIZE));
+    e->pk_head = 0;
+    /* Header, content and PKCS#7 padding, within the packet: the pad length is fixed by Size,
+     * and every pad byte must equal it. */
+    pkm_reader body;
+    const uint8_t *content, *pad;
+    size_t npad = e->pk_total - PKM_HEADER_SIZE - e->pk.size;
+    pkm__reader_init(&body, p, e->pk_total);
+    PKM_GUARD(pkm__read_skip(&body, PKM_HEADER_SIZE));
+    PKM_GUARD(pkm__read_ptr(&body, &content, e->pk.size));
+    PKM_GUARD(pkm__read_ptr(&body, &pad, npad));
+    unsigned bad = 0;
+    for (size_t i = 0; i < npad; i++)
+        bad |= pad[i] ^ (unsigned)npad;
+    PKM_ENSURE(!bad, PKM_EPADDING);
+    PKM_ENSURE(e->pk.id != PKM_HANDSHAKE_ID, PKM_EPROTO);
+    *out = e->pk;
+    out->content = content;
+    e->rpos += body.pos;
+    if (e->verify) {
+        int r = e->verify(e->verify_ctx, out);
+        if (r != 0) return r < 0 ? r : PKM_EPROTO;
+    }
+    return 1;
 }
 
 int pkm_engine_next_packet(pkm_engine_t *e, pkm_packet_t *out)
 {
-    int r;
     if (!e || !out) return PKM_EINVAL;
     if (e->state == PKM_STATE_CLOSED) return e->err;
     if (e->state != PKM_STATE_ESTABLISHED) return 0;
-    size_t avail = e->rend - e->rpos;
-    if (!e->pk_head && avail < PKM__BLOCK_SIZE) return e->eof ? recv_ended(e) : 0;
-    uint8_t *p = e->rbuf + e->rpos; /* at least one block is buffered: rbuf is not NULL */
-    if (!e->pk_head) {
-        /* The first block alone tells the packet's length. */
-        if ((r = pkm__channel_decrypt(&e->ch, p, PKM__BLOCK_SIZE)) < 0)
-            return pkm__engine_fail(e, r);
-        if ((r = pkm_packet_header_read(p, e->max_packet, &e->pk)) < 0)
-            return pkm__engine_fail(e, r);
-        e->pk_total = pkm__padded_size(e->pk.size);
-        e->pk_head = 1;
-    }
-    if (avail < e->pk_total) return e->eof ? recv_ended(e) : 0;
-    if ((r = pkm__channel_decrypt(&e->ch, p + PKM__BLOCK_SIZE, e->pk_total - PKM__BLOCK_SIZE)) < 0)
-        return pkm__engine_fail(e, r);
-    /* PKCS#7: the pad length is fixed by Size, and every pad byte must equal it. */
-    size_t pad = e->pk_total - PKM_HEADER_SIZE - e->pk.size;
-    unsigned bad = 0;
-    for (size_t i = e->pk_total - pad; i < e->pk_total; i++)
-        bad |= p[i] ^ (unsigned)pad;
-    e->pk_head = 0;
-    if (bad) return pkm__engine_fail(e, PKM_EPADDING);
-    if (e->pk.id == PKM_HANDSHAKE_ID) return pkm__engine_fail(e, PKM_EPROTO);
-    *out = e->pk;
-    out->content = p + PKM_HEADER_SIZE;
-    e->rpos += e->pk_total;
-    if (e->verify) {
-        r = e->verify(e->verify_ctx, out);
-        if (r != 0) return pkm__engine_fail(e, r < 0 ? r : PKM_EPROTO);
-    }
-    return 1;
+    int r = take_packet(e, out);
+    return r < 0 ? pkm__engine_fail(e, r) : r;
 }
 
 /* ---- what the engine wants ---- */

@@ -10,6 +10,7 @@
 #include <openssl/evp.h>
 #include "pkmcom/keylog.h"
 #include "buf.h"
+#include "channel_internal.h"
 #include "internal.h"
 #include "keylog_internal.h"
 
@@ -54,42 +55,55 @@ static int unhex1(char c)
     return -1;
 }
 
-/* Reads exactly n bytes of hex at *s (bounded by end), then skips blanks. 0 or -1. */
-static int read_hex(const char **s, const char *end, uint8_t *out, size_t n)
+static int is_blank(uint8_t c)
 {
-    const char *p = *s;
-    if ((size_t)(end - p) < 2 * n) return -1;
+    return c == ' ' || c == '\t';
+}
+
+/* Takes the bytes the reader is at while they are blanks (blank set) or are not (blank clear);
+ * returns how many, borrowed in *out. */
+static size_t take_span(pkm_reader *r, int blank, const uint8_t **out)
+{
+    const uint8_t *p = pkm__reader_peek(r);
+    size_t n = 0, left = pkm__reader_left(r);
+    while (n < left && is_blank(p[n]) == blank)
+        n++;
+    (void)pkm__read_ptr(r, out, n); /* n <= left */
+    return n;
+}
+
+/* Reads exactly n bytes of hex, which a blank or the end must follow, then skips blanks. 0 or
+ * -1. */
+static int read_hex(pkm_reader *r, uint8_t *out, size_t n)
+{
+    const uint8_t *h, *blanks;
+    if (pkm__read_ptr(r, &h, 2 * n) < 0) return -1;
     for (size_t i = 0; i < n; i++) {
-        int hi = unhex1(p[2 * i]), lo = unhex1(p[2 * i + 1]);
+        int hi = unhex1((char)h[2 * i]), lo = unhex1((char)h[2 * i + 1]);
         if (hi < 0 || lo < 0) return -1;
         out[i] = (uint8_t)(hi << 4 | lo);
     }
-    p += 2 * n;
-    if (p < end && *p != ' ' && *p != '\t') return -1;
-    while (p < end && (*p == ' ' || *p == '\t'))
-        p++;
-    *s = p;
+    if (take_span(r, 1, &blanks) == 0 && pkm__reader_left(r) > 0) return -1;
     return 0;
 }
 
 int pkm_keylog_parse_line(const char *line, size_t len, pkm_keylog_entry_t *out)
 {
     if (!line || !out) return PKM_EINVAL;
-    const char *end = line + len;
-    while (end > line && (end[-1] == '\n' || end[-1] == '\r' || end[-1] == ' ' || end[-1] == '\t'))
-        end--;
-    const char *p = line;
-    while (p < end && (*p == ' ' || *p == '\t'))
-        p++;
-    if (p == end || *p == '#') return 0;
-    const char *w = p;
-    while (p < end && *p != ' ' && *p != '\t')
-        p++;
-    if ((size_t)(p - w) != LABEL_LEN || memcmp(w, PKM_KEYLOG_LABEL, LABEL_LEN) != 0) return 0;
-    while (p < end && (*p == ' ' || *p == '\t'))
-        p++;
-    if (read_hex(&p, end, out->client_iv, 16) < 0 || read_hex(&p, end, out->k_cs, 32) < 0 ||
-        read_hex(&p, end, out->k_sc, 32) < 0 || read_hex(&p, end, out->iv, 16) < 0 || p != end) {
+    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r' || line[len - 1] == ' ' ||
+                       line[len - 1] == '\t'))
+        len--;
+    pkm_reader r;
+    const uint8_t *word;
+    pkm__reader_init(&r, (const uint8_t *)line, len);
+    take_span(&r, 1, &word);
+    if (pkm__reader_left(&r) == 0 || *pkm__reader_peek(&r) == '#') return 0;
+    size_t n = take_span(&r, 0, &word);
+    if (n != LABEL_LEN || memcmp(word, PKM_KEYLOG_LABEL, LABEL_LEN) != 0) return 0;
+    take_span(&r, 1, &word);
+    if (read_hex(&r, out->client_iv, 16) < 0 || read_hex(&r, out->k_cs, 32) < 0 ||
+        read_hex(&r, out->k_sc, 32) < 0 || read_hex(&r, out->iv, 16) < 0 ||
+        pkm__reader_left(&r) != 0) {
         OPENSSL_cleanse(out, sizeof *out);
         return PKM_EINVAL;
     }
@@ -138,20 +152,18 @@ int pkm_keylog_parse(const char *text, size_t len, pkm_keylog_t **out, size_t *b
     if (bad) *bad = 0;
     if (!out || (!text && len)) return PKM_EINVAL;
     pkm_keylog_t *kl = pkm__calloc(1, sizeof *kl);
-    if (!kl) return PKM_ENOMEM;
+    PKM_ENSURE(kl != NULL, PKM_ENOMEM);
     size_t i = 0;
+    int rc = 0;
     while (i < len) {
         const char *nl = memchr(text + i, '\n', len - i);
         size_t l = nl ? (size_t)(nl - (text + i)) : len - i;
         pkm_keylog_entry_t e;
         int r = pkm_keylog_parse_line(text + i, l, &e);
         if (r == 1) {
-            r = push(kl, &e);
+            rc = push(kl, &e);
             OPENSSL_cleanse(&e, sizeof e);
-            if (r < 0) {
-                pkm_keylog_free(kl);
-                return r;
-            }
+            if (rc < 0) goto cleanup;
         } else if (r < 0 && bad) {
             (*bad)++;
         }
@@ -159,25 +171,25 @@ int pkm_keylog_parse(const char *text, size_t len, pkm_keylog_t **out, size_t *b
     }
     *out = kl;
     return 0;
+cleanup:
+    pkm_keylog_free(kl);
+    return rc;
 }
 
 int pkm_keylog_load(const char *path, pkm_keylog_t **out, size_t *bad)
 {
     if (out) *out = NULL;
-    if (!path || !out) return PKM_EINVAL;
+    PKM_ENSURE(path && out, PKM_EINVAL);
     FILE *f = fopen(path, "rb");
-    if (!f) return PKM_EKEYFILE;
+    PKM_ENSURE(f != NULL, PKM_EKEYFILE);
     char *buf = NULL;
     size_t n = 0, cap = 0;
-    int r = 0;
+    int rc;
     for (;;) {
         if (cap - n < 4096) {
             size_t ncap = cap ? cap * 2 : 8192;
             char *nb = pkm__malloc(ncap);
-            if (!nb) {
-                r = PKM_ENOMEM;
-                break;
-            }
+            PKM_ENSURE_GOTO(rc, nb != NULL, PKM_ENOMEM);
             if (n) memcpy(nb, buf, n);
             if (buf) {
                 OPENSSL_cleanse(buf, cap);
@@ -188,18 +200,17 @@ int pkm_keylog_load(const char *path, pkm_keylog_t **out, size_t *bad)
         }
         size_t got = fread(buf + n, 1, cap - n, f);
         n += got;
-        if (got == 0) {
-            if (ferror(f)) r = PKM_EKEYFILE;
-            break;
-        }
+        if (got == 0) break;
     }
+    PKM_ENSURE_GOTO(rc, !ferror(f), PKM_EKEYFILE);
+    rc = pkm_keylog_parse(buf, n, out, bad);
+cleanup:
     fclose(f);
-    if (r == 0) r = pkm_keylog_parse(buf, n, out, bad);
     if (buf) {
         OPENSSL_cleanse(buf, cap);
         pkm__free(buf);
     }
-    return r;
+    return rc;
 }
 
 size_t pkm_keylog_count(const pkm_keylog_t *kl)
@@ -312,27 +323,53 @@ static int cbc_decrypt(const uint8_t key[32], const uint8_t iv[16], const uint8_
     return ok ? 0 : PKM_ECRYPTO;
 }
 
+/* The IV of the KeyShare at p (its last 16 bytes), or NULL when fewer bytes than a KeyShare's. */
+static const uint8_t *keyshare_iv(const uint8_t *p, size_t avail)
+{
+    pkm_reader r;
+    const uint8_t *iv;
+    pkm__reader_init(&r, p, avail);
+    if (pkm__read_skip(&r, KS_IV_AT) < 0 || pkm__read_ptr(&r, &iv, BLOCK) < 0) return NULL;
+    return iv;
+}
+
 /* A KeyShare met between records: its IV matches a key-log entry other than the current one. */
 static const pkm_keylog_entry_t *rekey_share(const pkm_streamdec_t *d, const uint8_t *p,
                                              size_t avail)
 {
-    if (avail < KEYSHARE) return NULL;
-    const pkm_keylog_entry_t *e = pkm_keylog_find(d->kl, d->dir, p + KS_IV_AT);
+    const uint8_t *iv = keyshare_iv(p, avail);
+    const pkm_keylog_entry_t *e = iv ? pkm_keylog_find(d->kl, d->dir, iv) : NULL;
     return e && e != d->cur ? e : NULL;
 }
 
-/* The record at p: its header, decrypted from its first block. *len = its wire length, or 16
- * (one block) with an error for a Size that is negative or over the limit. */
-static int peek_record(const pkm_streamdec_t *d, const uint8_t *p, size_t *len)
+/* The record at p (avail bytes): its header, decrypted from its first block. *len = its wire
+ * length, or 16 (one block) with an error for a Size that is negative or over the limit, or for
+ * fewer than 16 bytes (PKM_ETRUNC). */
+static int peek_record(const pkm_streamdec_t *d, const uint8_t *p, size_t avail, size_t *len)
 {
+    pkm_reader r;
+    const uint8_t *block;
     uint8_t first[BLOCK];
-    PKM_GUARD(cbc_decrypt(dir_key(d), d->chain, p, first, BLOCK));
-    int32_t size = (int32_t)pkm__load_be32(first + 5);
-    OPENSSL_cleanse(first, sizeof first);
+    pkm_packet_t hdr;
     *len = BLOCK;
-    if (size < 0) return PKM_ENEGLEN;
-    if ((size_t)size > d->max_size) return PKM_ETOOBIG;
-    *len = ((PKM_HEADER_SIZE + (size_t)size) / BLOCK + 1) * BLOCK;
+    pkm__reader_init(&r, p, avail);
+    PKM_GUARD(pkm__read_ptr(&r, &block, BLOCK));
+    PKM_GUARD(cbc_decrypt(dir_key(d), d->chain, block, first, BLOCK));
+    int rc = pkm_packet_header_read(first, d->max_size, &hdr);
+    OPENSSL_cleanse(first, sizeof first);
+    PKM_GUARD(rc);
+    *len = pkm__padded_size(hdr.size);
+    return 0;
+}
+
+/* A key message's Int length prefix: 0 and *n, or PKM_ETRUNC when fewer than 4 bytes are there. */
+static int key_len(const uint8_t *p, size_t avail, int32_t *n)
+{
+    pkm_reader r;
+    uint32_t v;
+    pkm__reader_init(&r, p, avail);
+    PKM_GUARD(pkm__read_u32(&r, &v));
+    *n = (int32_t)v;
     return 0;
 }
 
@@ -342,11 +379,11 @@ size_t pkm_streamdec_next_len(pkm_streamdec_t *d, const uint8_t *p, size_t avail
     if (!d || (!p && avail)) return 0;
     switch (d->phase) {
     case PH_KEY: {
-        if (avail < 4) {
+        int32_t n;
+        if (key_len(p, avail, &n) < 0) {
             *need = 4;
             return 0;
         }
-        int32_t n = (int32_t)pkm__load_be32(p);
         if (n < 1 || n > MAX_KEY_DER) return avail; /* not PkmCom/TCP: taken as opaque */
         return 4 + (size_t)n;
     }
@@ -358,7 +395,7 @@ size_t pkm_streamdec_next_len(pkm_streamdec_t *d, const uint8_t *p, size_t avail
         }
         if (rekey_share(d, p, avail)) return KEYSHARE;
         size_t len;
-        int r = peek_record(d, p, &len);
+        int r = peek_record(d, p, avail, &len);
         /* Fewer bytes than a KeyShare and not a plausible record: perhaps a KeyShare whose
          * segments have not all arrived. */
         if (r < 0 && avail < KEYSHARE && pkm_keylog_count(d->kl) > 1) {
@@ -380,7 +417,8 @@ int pkm_streamdec_take(pkm_streamdec_t *d, const uint8_t *p, size_t len, uint8_t
     u->len = len;
     switch (d->phase) {
     case PH_KEY: {
-        int32_t n = len >= 4 ? (int32_t)pkm__load_be32(p) : -1;
+        int32_t n = -1;
+        (void)key_len(p, len, &n); /* fewer than 4 bytes leave n at -1: refused below */
         if (n < 1 || n > MAX_KEY_DER || len != 4 + (size_t)n) {
             d->phase = PH_OPAQUE;
             d->lost = PKM_EKEYLEN;
@@ -395,7 +433,7 @@ int pkm_streamdec_take(pkm_streamdec_t *d, const uint8_t *p, size_t len, uint8_t
     case PH_KEYSHARE: {
         if (len != KEYSHARE) return PKM_EINVAL;
         u->kind = PKM_UNIT_KEYSHARE;
-        u->entry = pkm_keylog_find(d->kl, d->dir, p + KS_IV_AT);
+        u->entry = pkm_keylog_find(d->kl, d->dir, keyshare_iv(p, len));
         if (u->entry) {
             d->cur = u->entry;
             memcpy(d->chain, u->entry->iv, BLOCK);
@@ -417,28 +455,34 @@ int pkm_streamdec_take(pkm_streamdec_t *d, const uint8_t *p, size_t len, uint8_t
             return 0;
         }
         size_t want;
-        int r = peek_record(d, p, &want);
+        int r = peek_record(d, p, len, &want);
         if (r == PKM_ECRYPTO || r == PKM_ENOMEM) return r;
         if (want != len || !plain) return PKM_EINVAL;
         u->kind = PKM_UNIT_RECORD;
         PKM_GUARD(cbc_decrypt(dir_key(d), d->chain, p, plain, len));
         memcpy(d->chain, p + len - BLOCK, BLOCK);
-        u->pkt.id = plain[0];
-        u->pkt.hash = pkm__load_be32(plain + 1);
+        (void)pkm_packet_header_read(plain, d->max_size, &u->pkt); /* r has its verdict */
+        u->pkt.content = NULL;
         if (r < 0) {
             /* The length is unknown past this block: the rest cannot be followed. */
+            u->pkt.size = 0;
             u->err = r;
             d->phase = PH_OPAQUE;
             d->lost = r;
             return 0;
         }
-        u->pkt.size = (size_t)(int32_t)pkm__load_be32(plain + 5);
-        u->pkt.content = plain + PKM_HEADER_SIZE;
-        size_t pad = len - PKM_HEADER_SIZE - u->pkt.size;
-        u->pad_len = pad;
-        int pad_ok = pad >= 1 && pad <= BLOCK;
-        for (size_t i = 0; pad_ok && i < pad; i++)
-            pad_ok = plain[len - 1 - i] == pad;
+        /* Content, then the PKCS#7 padding: 1..16 bytes, each equal to their count. */
+        pkm_reader body;
+        const uint8_t *pad;
+        pkm__reader_init(&body, plain, len);
+        PKM_GUARD(pkm__read_skip(&body, PKM_HEADER_SIZE));
+        PKM_GUARD(pkm__read_ptr(&body, &u->pkt.content, u->pkt.size));
+        size_t npad = pkm__reader_left(&body);
+        PKM_GUARD(pkm__read_ptr(&body, &pad, npad));
+        u->pad_len = npad;
+        int pad_ok = npad >= 1 && npad <= BLOCK;
+        for (size_t i = 0; pad_ok && i < npad; i++)
+            pad_ok = pad[i] == npad;
         if (!pad_ok) u->err = PKM_EPADDING;
         return 0;
     }

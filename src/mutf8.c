@@ -7,7 +7,7 @@
 
 /* Length of the prefix of p made of bytes 01-7F (plain ASCII, identical in both encodings),
  * eight bytes at a time while it can. */
-static size_t ascii_run(const uint8_t *p, size_t n)
+static inline size_t ascii_run(const uint8_t *p, size_t n)
 {
     const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
     size_t i = 0;
@@ -23,42 +23,45 @@ static size_t ascii_run(const uint8_t *p, size_t n)
     return i;
 }
 
-/* Decodes the Modified UTF-8 sequence at m[*i] (n total) into a UTF-16 code unit. */
-static int mutf8_unit(const uint8_t *m, size_t n, size_t *i, uint32_t *unit)
+/* Takes the run of ASCII bytes the reader is at (ascii_run), borrowing it in *run. */
+static inline size_t take_ascii(pkm_reader *r, const uint8_t **run)
 {
-    uint8_t b = m[*i];
-    if (b < 0x80) {
-        if (b == 0) return PKM_EMUTF8_NUL;
-        *unit = b;
-        *i += 1;
-        return 0;
-    }
-    if (b < 0xC0) return PKM_EMUTF8_CONT;
+    size_t k = ascii_run(pkm__reader_peek(r), pkm__reader_left(r));
+    if (pkm__read_ptr(r, run, k) < 0) return 0; /* cannot happen: k <= left */
+    return k;
+}
+
+/* Decodes the Modified UTF-8 sequence the reader is at into a UTF-16 code unit, and takes it
+ * (after an error, where the reader stands is unspecified: callers read on from a copy). */
+static inline int mutf8_unit(pkm_reader *r, uint32_t *unit)
+{
+    pkm_reader *q = r;
+    uint8_t b, c;
+    if (pkm__read_u8(q, &b) < 0) return PKM_EMUTF8_TRUNC;
+    if (b == 0) return PKM_EMUTF8_NUL;
+    if (b >= 0x80 && b < 0xC0) return PKM_EMUTF8_CONT;
     if (b >= 0xF0) return PKM_EMUTF8_BYTE;
-    size_t need = b < 0xE0 ? 1 : 2;
-    if (n - *i - 1 < need) return PKM_EMUTF8_TRUNC;
-    const uint8_t *q = m + *i;
-    if ((q[1] & 0xC0) != 0x80) return PKM_EMUTF8_TRUNC;
-    if (need == 1) {
-        *unit = (uint32_t)(b & 0x1F) << 6 | (q[1] & 0x3F);
-    } else {
-        if ((q[2] & 0xC0) != 0x80) return PKM_EMUTF8_TRUNC;
-        *unit = (uint32_t)(b & 0x0F) << 12 | (uint32_t)(q[1] & 0x3F) << 6 | (q[2] & 0x3F);
+    size_t k = b < 0x80 ? 0 : b < 0xE0 ? 1 : 2; /* continuation bytes */
+    uint32_t u = k ? b & (0x7Fu >> (k + 1)) : b;
+    for (size_t j = 0; j < k; j++) {
+        /* too few, or not a continuation: the sequence is cut short either way */
+        if (pkm__read_u8(q, &c) < 0 || (c & 0xC0) != 0x80) return PKM_EMUTF8_TRUNC;
+        u = u << 6 | (c & 0x3F);
     }
-    *i += need + 1;
+    *unit = u;
     return 0;
 }
 
 /* Wire check only, without conversion. */
 static int mutf8_validate(const uint8_t *m, size_t n)
 {
-    size_t i = 0;
-    while (i < n) {
-        i += ascii_run(m + i, n - i);
-        if (i >= n) break;
-        uint32_t unit;
-        int rc = mutf8_unit(m, n, &i, &unit);
-        if (rc < 0) return rc;
+    pkm_reader r;
+    const uint8_t *run;
+    uint32_t unit;
+    pkm__reader_init(&r, m, n);
+    while (pkm__reader_left(&r) > 0) {
+        take_ascii(&r, &run);
+        if (pkm__reader_left(&r) > 0) PKM_GUARD(mutf8_unit(&r, &unit));
     }
     return 0;
 }
@@ -95,20 +98,19 @@ static int put_utf8(char *out, size_t cap, size_t *pos, uint32_t cp)
     return 0;
 }
 
-/* One code point from the Modified UTF-8 at m[*j]: a surrogate pair is combined, an unpaired
- * surrogate becomes U+FFFD (standard UTF-8 cannot carry it). Advances *j past it. */
-static int mutf8_char(const uint8_t *m, size_t n, size_t *j, uint32_t *cp)
+/* One code point from the Modified UTF-8 the reader is at: a surrogate pair is combined, an
+ * unpaired surrogate becomes U+FFFD (standard UTF-8 cannot carry it). Takes it. */
+static int mutf8_char(pkm_reader *r, uint32_t *cp)
 {
     uint32_t u;
-    PKM_GUARD(mutf8_unit(m, n, j, &u));
+    PKM_GUARD(mutf8_unit(r, &u));
     if (u >= 0xD800 && u <= 0xDFFF) {
         uint32_t lo = 0;
-        size_t k = *j;
-        /* A following sequence that fails to decode is reported on the next turn. */
-        if (u <= 0xDBFF && k < n && mutf8_unit(m, n, &k, &lo) == 0 && lo >= 0xDC00 &&
-            lo <= 0xDFFF) {
+        pkm_reader k = *r;
+        /* A following sequence that fails to decode (or none) is reported on the next turn. */
+        if (u <= 0xDBFF && mutf8_unit(&k, &lo) == 0 && lo >= 0xDC00 && lo <= 0xDFFF) {
             u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
-            *j = k;
+            *r = k;
         } else {
             u = 0xFFFD;
         }
@@ -119,28 +121,30 @@ static int mutf8_char(const uint8_t *m, size_t n, size_t *j, uint32_t *cp)
 
 int pkm__mutf8_convert(const uint8_t *m, size_t n, size_t *i, char *out, size_t cap, size_t *pos)
 {
-    while (*i < n) {
-        size_t run = ascii_run(m + *i, n - *i);
-        if (run) {
-            if (out) {
-                size_t room = cap - *pos;
-                if (room < run) {
-                    memcpy(out + *pos, m + *i, room);
-                    *pos += room;
-                    *i += room;
-                    return PKM_ENOSPC;
-                }
-                memcpy(out + *pos, m + *i, run);
-            }
-            *pos += run;
-            *i += run;
-            if (*i >= n) break;
+    pkm_reader r;
+    const uint8_t *run;
+    pkm__reader_init(&r, m, n);
+    if (pkm__read_skip(&r, *i) < 0) return 0; /* *i at or past the end: nothing left */
+    while (pkm__reader_left(&r) > 0) {
+        pkm_reader at = r;
+        size_t k = take_ascii(&r, &run);
+        if (k && out && cap - *pos < k) {
+            /* As much of the run as fits, then no room. */
+            r = at;
+            k = cap - *pos;
+            if (pkm__read_ptr(&r, &run, k) == 0) memcpy(out + *pos, run, k);
+            *pos += k;
+            *i = r.pos;
+            return PKM_ENOSPC;
         }
-        size_t j = *i;
+        if (k && out) memcpy(out + *pos, run, k);
+        *pos += k;
+        *i = r.pos;
+        if (pkm__reader_left(&r) == 0) break;
         uint32_t cp;
-        PKM_GUARD(mutf8_char(m, n, &j, &cp));
+        PKM_GUARD(mutf8_char(&r, &cp));
         PKM_GUARD(put_utf8(out, cap, pos, cp));
-        *i = j;
+        *i = r.pos;
     }
     return 0;
 }
@@ -154,42 +158,30 @@ static int mutf8_convert(const uint8_t *m, size_t n, char *out, size_t cap, size
     return 0;
 }
 
-/* Decodes the standard UTF-8 character at s[*i] (RFC 3629, strict) into a code point. */
-static int utf8_char(const uint8_t *s, size_t n, size_t *i, uint32_t *cp)
+/* Decodes the standard UTF-8 character the reader is at (RFC 3629, strict) into a code point,
+ * and takes it. */
+static inline int utf8_char(pkm_reader *r, uint32_t *cp)
 {
-    uint8_t b = s[*i];
-    const uint8_t *q = s + *i;
-    size_t left = n - *i;
-    if (b < 0x80) {
-        *cp = b;
-        *i += 1;
-        return 0;
+    uint8_t b;
+    const uint8_t *c;
+    PKM_ENSURE(pkm__read_u8(r, &b) == 0, PKM_EUTF8);
+    /* C2-DF: one continuation byte; E0-EF: two; F0-F4: three. 80-BF (a stray continuation),
+     * C0/C1 (overlong) and F5-FF are no lead byte. */
+    size_t k = b < 0x80 ? 0 : b < 0xC2 ? 4 : b < 0xE0 ? 1 : b < 0xF0 ? 2 : b < 0xF5 ? 3 : 4;
+    PKM_ENSURE(k < 4 && pkm__read_ptr(r, &c, k) == 0, PKM_EUTF8);
+    /* The first continuation's range: E0 needs A0-BF (no overlong), ED 80-9F (no surrogate),
+     * F0 90-BF (no overlong), F4 80-8F (nothing above U+10FFFF); the others 80-BF. */
+    uint8_t lo = b == 0xE0 ? 0xA0 : b == 0xF0 ? 0x90 : 0x80;
+    uint8_t hi = b == 0xED ? 0x9F : b == 0xF4 ? 0x8F : 0xBF;
+    uint32_t v = k ? b & (0x7Fu >> (k + 1)) : b;
+    for (size_t j = 0; j < k; j++) {
+        PKM_ENSURE(c[j] >= lo && c[j] <= hi, PKM_EUTF8);
+        v = v << 6 | (c[j] & 0x3F);
+        lo = 0x80;
+        hi = 0xBF;
     }
-    if (b >= 0xC2 && b <= 0xDF) {
-        if (left < 2 || (q[1] & 0xC0) != 0x80) return PKM_EUTF8;
-        *cp = (uint32_t)(b & 0x1F) << 6 | (q[1] & 0x3F);
-        *i += 2;
-        return 0;
-    }
-    if (b >= 0xE0 && b <= 0xEF) {
-        /* E0 needs A0-BF (no overlong), ED needs 80-9F (no surrogate) */
-        uint8_t lo = b == 0xE0 ? 0xA0 : 0x80, hi = b == 0xED ? 0x9F : 0xBF;
-        if (left < 3 || q[1] < lo || q[1] > hi || (q[2] & 0xC0) != 0x80) return PKM_EUTF8;
-        *cp = (uint32_t)(b & 0x0F) << 12 | (uint32_t)(q[1] & 0x3F) << 6 | (q[2] & 0x3F);
-        *i += 3;
-        return 0;
-    }
-    if (b >= 0xF0 && b <= 0xF4) {
-        /* F0 needs 90-BF (no overlong), F4 needs 80-8F (nothing above U+10FFFF) */
-        uint8_t lo = b == 0xF0 ? 0x90 : 0x80, hi = b == 0xF4 ? 0x8F : 0xBF;
-        if (left < 4 || q[1] < lo || q[1] > hi || (q[2] & 0xC0) != 0x80 || (q[3] & 0xC0) != 0x80)
-            return PKM_EUTF8;
-        *cp = (uint32_t)(b & 0x07) << 18 | (uint32_t)(q[1] & 0x3F) << 12 |
-              (uint32_t)(q[2] & 0x3F) << 6 | (q[3] & 0x3F);
-        *i += 4;
-        return 0;
-    }
-    return PKM_EUTF8; /* 80-BF stray continuation, C0/C1 overlong, F5-FF */
+    *cp = v;
+    return 0;
 }
 
 /* The Modified UTF-8 bytes of one code point; returns their count (1..6). */
@@ -230,34 +222,28 @@ static size_t mutf8_of(uint32_t cp, uint8_t out[6])
 static int utf8_walk(const char *str, size_t n, uint8_t *out, size_t cap, size_t *out_len,
                      uint32_t *hash)
 {
-    const uint8_t *s = (const uint8_t *)str;
-    size_t i = 0, pos = 0;
+    pkm_reader r;
+    pkm_writer w; /* with out NULL it only counts */
+    const uint8_t *run;
     uint32_t h = 0;
-    if (!s && n) return PKM_EINVAL;
-    while (i < n) {
-        size_t run = ascii_run(s + i, n - i);
-        if (run) {
-            if (out) {
-                if (cap - pos < run) return PKM_ENOSPC;
-                memcpy(out + pos, s + i, run);
-            }
-            if (hash) h = pkm_hash_fold(h, s + i, run);
-            pos += run;
-            i += run;
-            if (i >= n) break;
+    if (!str && n) return PKM_EINVAL;
+    pkm__reader_init(&r, (const uint8_t *)str, n);
+    pkm__writer_init(&w, out, cap);
+    while (pkm__reader_left(&r) > 0) {
+        size_t k = take_ascii(&r, &run);
+        if (k) {
+            PKM_GUARD(pkm__write_bytes(&w, run, k));
+            if (hash) h = pkm_hash_fold(h, run, k);
+            if (pkm__reader_left(&r) == 0) break;
         }
         uint32_t cp;
-        PKM_GUARD(utf8_char(s, n, &i, &cp));
+        PKM_GUARD(utf8_char(&r, &cp));
         uint8_t tmp[6];
-        size_t k = mutf8_of(cp, tmp);
-        if (out) {
-            if (cap - pos < k) return PKM_ENOSPC;
-            memcpy(out + pos, tmp, k);
-        }
+        k = mutf8_of(cp, tmp);
+        PKM_GUARD(pkm__write_bytes(&w, tmp, k));
         if (hash) h = pkm_hash_fold(h, tmp, k);
-        pos += k;
     }
-    if (out_len) *out_len = pos;
+    if (out_len) *out_len = w.pos;
     if (hash) *hash = h;
     return 0;
 }

@@ -39,6 +39,31 @@ static int again(size_t *need, size_t n)
     return PKM_EAGAIN;
 }
 
+/* The source and destination addresses (ports in host order), IPv4 or IPv6. */
+static void set_addrs(pkm__proxy_info *out, int v6, const uint8_t *sa, const uint8_t *da,
+                      unsigned sp, unsigned dp)
+{
+    if (!v6) {
+        struct sockaddr_in *s = (struct sockaddr_in *)&out->src;
+        struct sockaddr_in *d = (struct sockaddr_in *)&out->dst;
+        s->sin_family = d->sin_family = AF_INET;
+        memcpy(&s->sin_addr, sa, 4);
+        memcpy(&d->sin_addr, da, 4);
+        s->sin_port = htons((uint16_t)sp);
+        d->sin_port = htons((uint16_t)dp);
+        out->family = PKM__PROXY_TCP4;
+    } else {
+        struct sockaddr_in6 *s = (struct sockaddr_in6 *)&out->src;
+        struct sockaddr_in6 *d = (struct sockaddr_in6 *)&out->dst;
+        s->sin6_family = d->sin6_family = AF_INET6;
+        memcpy(&s->sin6_addr, sa, 16);
+        memcpy(&d->sin6_addr, da, 16);
+        s->sin6_port = htons((uint16_t)sp);
+        d->sin6_port = htons((uint16_t)dp);
+        out->family = PKM__PROXY_TCP6;
+    }
+}
+
 /* The address block's size for a v2 family byte, or -1 when the specification gives none (a
  * valid nibble pair outside its list of expected bytes: the address bytes cannot be located). */
 static int v2_addr_len(uint8_t fam)
@@ -67,20 +92,20 @@ static int v2_tlvs(const uint8_t *p, size_t total, size_t at, pkm__proxy_info *o
 {
     pkm_reader r;
     pkm__reader_init(&r, p, total);
-    const uint8_t *skip;
-    if (pkm__read_ptr(&r, &skip, at) < 0) return fail(out, PKM__PROXY_ELENGTH);
+    if (pkm__read_skip(&r, at) < 0) return fail(out, PKM__PROXY_ELENGTH);
     while (pkm__reader_left(&r) > 0) {
         uint8_t type;
         uint16_t vlen;
-        const uint8_t *value;
+        pkm_reader value;
         if (pkm__read_u8(&r, &type) < 0 || pkm__read_u16(&r, &vlen) < 0)
             return fail(out, PKM__PROXY_ETLV);
         size_t value_at = r.pos;
-        if (pkm__read_ptr(&r, &value, vlen) < 0) return fail(out, PKM__PROXY_ETLV);
+        if (pkm__read_sub(&r, &value, vlen) < 0) return fail(out, PKM__PROXY_ETLV);
         if (type == PP2_TYPE_CRC32C) {
-            if (vlen != 4) return fail(out, PKM__PROXY_ECRC);
             static const uint8_t zero[4] = {0};
-            uint32_t want = pkm__load_be32(value);
+            uint32_t want;
+            if (vlen != 4 || pkm__read_u32(&value, &want) < 0) return fail(out, PKM__PROXY_ECRC);
+            /* The checksum covers the whole header, this value as zeros. */
             uint32_t c = pkm__crc32c(0, p, value_at);
             c = pkm__crc32c(c, zero, 4); /* the running CRC continues */
             c = pkm__crc32c(c, p + value_at + 4, total - value_at - 4);
@@ -94,28 +119,23 @@ static int parse_v2(const uint8_t *p, size_t len, pkm__proxy_info *out, size_t *
 {
     size_t k = len < sizeof v2_sig ? len : sizeof v2_sig;
     if (memcmp(p, v2_sig, k) != 0) return fail(out, PKM__PROXY_ESIG);
-    /* Each fixed byte is checked as soon as it is here. */
-    if (len > 12) {
-        if ((p[12] >> 4) != 2) return fail(out, PKM__PROXY_EVERSION);
-        if ((p[12] & 0x0F) > 1) return fail(out, PKM__PROXY_ECOMMAND);
-    }
-    int is_proxy = len > 12 && (p[12] & 0x0F) == PKM__PROXY_CMD_PROXY;
-    if (len > 13 && is_proxy && !v2_family_valid(p[13])) return fail(out, PKM__PROXY_EFAMILY);
-    if (len < 16) return again(need, 16 - len);
-
-    pkm_reader r;
-    pkm__reader_init(&r, p, len);
-    const uint8_t *sig;
+    pkm_reader r, body;
     uint8_t ver_cmd, fam;
     uint16_t blen;
-    if (pkm__read_ptr(&r, &sig, sizeof v2_sig) < 0 || pkm__read_u8(&r, &ver_cmd) < 0 ||
-        pkm__read_u8(&r, &fam) < 0 || pkm__read_u16(&r, &blen) < 0)
-        return PKM_EINTERNAL; /* len >= 16 was checked */
+    pkm__reader_init(&r, p, len);
+    /* Each fixed byte is checked as soon as it is here. */
+    int have = pkm__read_skip(&r, sizeof v2_sig) == 0 && pkm__read_u8(&r, &ver_cmd) == 0;
+    if (have && (ver_cmd >> 4) != 2) return fail(out, PKM__PROXY_EVERSION);
+    if (have && (ver_cmd & 0x0F) > 1) return fail(out, PKM__PROXY_ECOMMAND);
+    int is_proxy = have && (ver_cmd & 0x0F) == PKM__PROXY_CMD_PROXY;
+    have = have && pkm__read_u8(&r, &fam) == 0;
+    if (have && is_proxy && !v2_family_valid(fam)) return fail(out, PKM__PROXY_EFAMILY);
+    if (!have || pkm__read_u16(&r, &blen) < 0) return again(need, 16 - len); /* len < 16 */
     if (blen > PKM__PROXY_V2_MAX_LEN) return fail(out, PKM__PROXY_ELENGTH);
     int alen = v2_addr_len(fam);
     if (is_proxy && alen > 0 && blen < (unsigned)alen) return fail(out, PKM__PROXY_ELENGTH);
     size_t total = 16 + (size_t)blen;
-    if (len < total) return again(need, total - len);
+    if (pkm__read_sub(&r, &body, blen) < 0) return again(need, total - len);
 
     out->version = 2;
     out->header_len = total;
@@ -128,28 +148,10 @@ static int parse_v2(const uint8_t *p, size_t len, pkm__proxy_info *out, size_t *
         const uint8_t *sa, *da;
         uint16_t sp, dp;
         size_t asz = fam == 0x11 ? 4 : 16;
-        if (pkm__read_ptr(&r, &sa, asz) < 0 || pkm__read_ptr(&r, &da, asz) < 0 ||
-            pkm__read_u16(&r, &sp) < 0 || pkm__read_u16(&r, &dp) < 0)
+        if (pkm__read_ptr(&body, &sa, asz) < 0 || pkm__read_ptr(&body, &da, asz) < 0 ||
+            pkm__read_u16(&body, &sp) < 0 || pkm__read_u16(&body, &dp) < 0)
             return PKM_EINTERNAL; /* blen >= alen was checked */
-        if (fam == 0x11) {
-            struct sockaddr_in *s = (struct sockaddr_in *)&out->src;
-            struct sockaddr_in *d = (struct sockaddr_in *)&out->dst;
-            s->sin_family = d->sin_family = AF_INET;
-            memcpy(&s->sin_addr, sa, 4);
-            memcpy(&d->sin_addr, da, 4);
-            s->sin_port = htons(sp);
-            d->sin_port = htons(dp);
-            out->family = PKM__PROXY_TCP4;
-        } else {
-            struct sockaddr_in6 *s = (struct sockaddr_in6 *)&out->src;
-            struct sockaddr_in6 *d = (struct sockaddr_in6 *)&out->dst;
-            s->sin6_family = d->sin6_family = AF_INET6;
-            memcpy(&s->sin6_addr, sa, 16);
-            memcpy(&d->sin6_addr, da, 16);
-            s->sin6_port = htons(sp);
-            d->sin6_port = htons(dp);
-            out->family = PKM__PROXY_TCP6;
-        }
+        set_addrs(out, fam == 0x21, sa, da, sp, dp);
     }
     int rc = v2_tlvs(p, total, 16 + (size_t)alen, out);
     if (rc < 0) {
@@ -190,11 +192,11 @@ static int parse_ipv4(const uint8_t *s, size_t n, uint8_t out[4])
     pkm_reader r;
     pkm__reader_init(&r, s, n);
     for (int part = 0; part < 4; part++) {
-        size_t start = r.pos;
-        while (pkm__reader_left(&r) > 0 && r.p[r.pos] != '.')
-            r.pos++;
+        const uint8_t *num;
+        size_t len;
         unsigned v;
-        if (parse_dec(s + start, r.pos - start, 3, 255, &v) < 0) return -1;
+        pkm__read_until(&r, '.', &num, &len);
+        if (parse_dec(num, len, 3, 255, &v) < 0) return -1;
         out[part] = (uint8_t)v;
         uint8_t dot;
         if (part < 3 && (pkm__read_u8(&r, &dot) < 0 || dot != '.')) return -1;
@@ -223,11 +225,7 @@ static int parse_ipv6(const uint8_t *s, size_t n, uint8_t out[16])
  * of the line. *last says which. */
 static int v1_field(pkm_reader *r, const uint8_t **tok, size_t *n, int *last)
 {
-    size_t start = r->pos;
-    while (pkm__reader_left(r) > 0 && r->p[r->pos] != ' ')
-        r->pos++;
-    *n = r->pos - start;
-    *tok = r->p + start;
+    pkm__read_until(r, ' ', tok, n);
     uint8_t sp;
     *last = pkm__read_u8(r, &sp) < 0;
     return *n > 0 ? 0 : -1;
@@ -247,35 +245,44 @@ static int parse_v1(const uint8_t *p, size_t len, pkm__proxy_info *out, size_t *
 {
     size_t k = len < sizeof v1_sig ? len : sizeof v1_sig;
     if (memcmp(p, v1_sig, k) != 0) return fail(out, PKM__PROXY_ESIG);
-    size_t lim = len < PKM__PROXY_V1_MAX ? len : PKM__PROXY_V1_MAX;
+    pkm_reader r; /* the line, as far as it may go */
+    pkm__reader_init(&r, p, len < PKM__PROXY_V1_MAX ? len : PKM__PROXY_V1_MAX);
     /* Errors are reported in the order of their position, so that a prefix is refused for the
-     * same reason as the whole: first the protocol's letters before any CR or LF (they already
-     * tell a line that cannot be valid), then how the line ends. */
-    size_t pend = sizeof v1_sig;
-    while (pend < lim && p[pend] != '\r' && p[pend] != '\n')
-        pend++;
-    if (pend > 6 && !v1_protocol_prefix_ok(p + 6, pend - 6)) return fail(out, PKM__PROXY_EFAMILY);
+     * same reason as the whole: first the protocol's letters before the first CR or LF (they
+     * already tell a line that cannot be valid), then how the line ends there. */
     size_t eol = 0;
-    int found = 0;
-    for (size_t i = pend; i < lim && !found; i++) {
-        if (p[i] == '\n') return fail(out, PKM__PROXY_ELINE); /* a CR before it ended the line */
-        if (p[i] != '\r') continue;
-        if (i + 2 > PKM__PROXY_V1_MAX) return fail(out, PKM__PROXY_ELINE);
-        if (i + 1 < len) {
-            if (p[i + 1] != '\n') return fail(out, PKM__PROXY_ELINE);
-            eol = i;
-            found = 1;
+    int found = 0, cr_last = 0;
+    if (pkm__read_skip(&r, sizeof v1_sig) == 0) {
+        const uint8_t *head;
+        size_t hn, at;
+        uint8_t cr, lf;
+        pkm__read_until(&r, '\r', &head, &hn);
+        const uint8_t *lone_lf = hn ? memchr(head, '\n', hn) : NULL;
+        size_t letters = lone_lf ? (size_t)(lone_lf - head) : hn;
+        if (letters && !v1_protocol_prefix_ok(head, letters)) return fail(out, PKM__PROXY_EFAMILY);
+        if (lone_lf) return fail(out, PKM__PROXY_ELINE); /* no CR before it */
+        at = r.pos;
+        if (pkm__read_u8(&r, &cr) == 0) {
+            if (at + 2 > PKM__PROXY_V1_MAX) return fail(out, PKM__PROXY_ELINE);
+            if (pkm__read_u8(&r, &lf) < 0)
+                cr_last = 1;
+            else if (lf != '\n')
+                return fail(out, PKM__PROXY_ELINE);
+            else {
+                eol = at;
+                found = 1;
+            }
         }
     }
     if (!found) {
-        size_t n = len > 0 && p[len - 1] == '\r' ? 1 : 2;
+        size_t n = cr_last ? 1 : 2;
         if (len < PKM__PROXY_MIN && PKM__PROXY_MIN - len > n) n = PKM__PROXY_MIN - len;
         if (len + n > PKM__PROXY_V1_MAX) return fail(out, PKM__PROXY_ELINE);
         return again(need, n);
     }
 
-    pkm_reader r; /* the line between "PROXY " and the CRLF */
-    pkm__reader_init(&r, p + 6, eol - 6);
+    pkm__reader_init(&r, p, eol); /* the line between "PROXY " and the CRLF */
+    (void)pkm__read_skip(&r, sizeof v1_sig);
     const uint8_t *proto;
     size_t plen;
     int last;
@@ -287,56 +294,29 @@ static int parse_v1(const uint8_t *p, size_t len, pkm__proxy_info *out, size_t *
         out->family = PKM__PROXY_UNKNOWN; /* the rest of the line is ignored */
         return (int)out->header_len;
     }
-    int v6;
-    if (plen == 4 && memcmp(proto, "TCP4", 4) == 0)
-        v6 = 0;
-    else if (plen == 4 && memcmp(proto, "TCP6", 4) == 0)
-        v6 = 1;
-    else {
-        out->header_len = 0;
-        return fail(out, PKM__PROXY_EFAMILY);
-    }
+    int v6 = plen == 4 && memcmp(proto, "TCP6", 4) == 0, rc, bad;
     const uint8_t *f[4];
     size_t fl[4];
-    int rc = 0;
-    for (int i = 0; i < 4 && rc == 0; i++) {
-        if (last || v1_field(&r, &f[i], &fl[i], &last) < 0) rc = fail(out, PKM__PROXY_ETOKEN);
-    }
-    if (rc == 0 && !last) rc = fail(out, PKM__PROXY_ETOKEN); /* a fifth field */
     uint8_t sa[16], da[16];
     unsigned sp = 0, dp = 0;
-    if (rc == 0) {
-        int bad = v6 ? (parse_ipv6(f[0], fl[0], sa) < 0 || parse_ipv6(f[1], fl[1], da) < 0)
-                     : (parse_ipv4(f[0], fl[0], sa) < 0 || parse_ipv4(f[1], fl[1], da) < 0);
-        if (bad) rc = fail(out, PKM__PROXY_EADDR);
-    }
-    if (rc == 0 &&
-        (parse_dec(f[2], fl[2], 5, 65535, &sp) < 0 || parse_dec(f[3], fl[3], 5, 65535, &dp) < 0))
-        rc = fail(out, PKM__PROXY_EPORT);
-    if (rc < 0) {
-        out->header_len = 0;
-        return rc;
-    }
-    if (!v6) {
-        struct sockaddr_in *s = (struct sockaddr_in *)&out->src;
-        struct sockaddr_in *d = (struct sockaddr_in *)&out->dst;
-        s->sin_family = d->sin_family = AF_INET;
-        memcpy(&s->sin_addr, sa, 4);
-        memcpy(&d->sin_addr, da, 4);
-        s->sin_port = htons((uint16_t)sp);
-        d->sin_port = htons((uint16_t)dp);
-        out->family = PKM__PROXY_TCP4;
-    } else {
-        struct sockaddr_in6 *s = (struct sockaddr_in6 *)&out->src;
-        struct sockaddr_in6 *d = (struct sockaddr_in6 *)&out->dst;
-        s->sin6_family = d->sin6_family = AF_INET6;
-        memcpy(&s->sin6_addr, sa, 16);
-        memcpy(&d->sin6_addr, da, 16);
-        s->sin6_port = htons((uint16_t)sp);
-        d->sin6_port = htons((uint16_t)dp);
-        out->family = PKM__PROXY_TCP6;
-    }
+    PKM_ENSURE_GOTO(rc, v6 || (plen == 4 && memcmp(proto, "TCP4", 4) == 0),
+                    fail(out, PKM__PROXY_EFAMILY));
+    for (int i = 0; i < 4; i++)
+        PKM_ENSURE_GOTO(rc, !last && v1_field(&r, &f[i], &fl[i], &last) == 0,
+                        fail(out, PKM__PROXY_ETOKEN));
+    PKM_ENSURE_GOTO(rc, last, fail(out, PKM__PROXY_ETOKEN)); /* no fifth field */
+    bad = v6 ? (parse_ipv6(f[0], fl[0], sa) < 0 || parse_ipv6(f[1], fl[1], da) < 0)
+             : (parse_ipv4(f[0], fl[0], sa) < 0 || parse_ipv4(f[1], fl[1], da) < 0);
+    PKM_ENSURE_GOTO(rc, !bad, fail(out, PKM__PROXY_EADDR));
+    PKM_ENSURE_GOTO(rc,
+                    parse_dec(f[2], fl[2], 5, 65535, &sp) == 0 &&
+                        parse_dec(f[3], fl[3], 5, 65535, &dp) == 0,
+                    fail(out, PKM__PROXY_EPORT));
+    set_addrs(out, v6, sa, da, sp, dp);
     return (int)out->header_len;
+cleanup:
+    out->header_len = 0;
+    return rc;
 }
 
 int pkm__proxy_parse(const uint8_t *p, size_t len, pkm__proxy_info *out, size_t *need)
@@ -456,18 +436,22 @@ static int host_bits_zero(const uint8_t *a, size_t n, unsigned bits)
 
 static int parse_cidr(const uint8_t *s, size_t n, pkm__cidr *c)
 {
-    size_t slash = n;
-    for (size_t i = 0; i < n; i++)
-        if (s[i] == '/') {
-            slash = i;
-            break;
-        }
-    int v6 = memchr(s, ':', slash) != NULL;
+    pkm_reader r;
+    const uint8_t *addr, *prefix;
+    size_t an;
+    uint8_t slash;
+    pkm__reader_init(&r, s, n);
+    pkm__read_until(&r, '/', &addr, &an);
+    int v6 = an && memchr(addr, ':', an) != NULL;
     memset(c, 0, sizeof *c);
-    if (v6 ? parse_ipv6(s, slash, c->addr) < 0 : parse_ipv4(s, slash, c->addr) < 0)
+    if (v6 ? parse_ipv6(addr, an, c->addr) < 0 : parse_ipv4(addr, an, c->addr) < 0)
         return PKM_EINVAL;
     unsigned max = v6 ? 128 : 32, bits = max;
-    if (slash < n && parse_dec(s + slash + 1, n - slash - 1, 3, max, &bits) < 0) return PKM_EINVAL;
+    if (pkm__read_u8(&r, &slash) == 0) { /* "/bits": the rest */
+        size_t pn = pkm__reader_left(&r);
+        if (pkm__read_ptr(&r, &prefix, pn) < 0 || parse_dec(prefix, pn, 3, max, &bits) < 0)
+            return PKM_EINVAL;
+    }
     if (!host_bits_zero(c->addr, v6 ? 16 : 4, bits)) return PKM_EINVAL;
     c->family = v6 ? AF_INET6 : AF_INET;
     c->bits = bits;
@@ -499,25 +483,31 @@ int pkm__cidr_list_parse(const char *s, pkm__cidr_list *out)
     }
     if (all_blank) return 0;
     pkm__cidr *v = pkm__calloc(count, sizeof *v);
-    if (!v) return PKM_ENOMEM;
-    size_t n = 0, start = 0;
-    for (size_t i = 0; i <= len; i++) {
-        if (i < len && s[i] != ',') continue;
-        size_t a = start, b = i;
-        while (a < b && is_blank(s[a]))
-            a++;
-        while (b > a && is_blank(s[b - 1]))
-            b--;
-        if (a == b || parse_cidr((const uint8_t *)s + a, b - a, &v[n]) < 0) {
-            pkm__free(v);
-            return PKM_EINVAL;
+    PKM_ENSURE(v != NULL, PKM_ENOMEM);
+    pkm_reader r;
+    size_t n = 0;
+    int rc;
+    uint8_t comma;
+    pkm__reader_init(&r, (const uint8_t *)s, len);
+    do { /* each comma-separated entry, blanks around it trimmed */
+        const uint8_t *e;
+        size_t m;
+        pkm__read_until(&r, ',', &e, &m);
+        while (m > 0 && is_blank((char)e[m - 1]))
+            m--;
+        while (m > 0 && is_blank((char)e[0])) {
+            e++;
+            m--;
         }
+        PKM_ENSURE_GOTO(rc, m > 0 && parse_cidr(e, m, &v[n]) == 0, PKM_EINVAL);
         n++;
-        start = i + 1;
-    }
+    } while (pkm__read_u8(&r, &comma) == 0);
     out->v = v;
     out->n = n;
     return 0;
+cleanup:
+    pkm__free(v);
+    return rc;
 }
 
 void pkm__cidr_list_free(pkm__cidr_list *l)

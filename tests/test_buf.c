@@ -59,6 +59,46 @@ static void reader_short_input_leaves_position(void **state)
     assert_int_equal(pkm__read_u8(&r, &b), PKM_ETRUNC);
 }
 
+/* skip, sub-readers and read_until stay within their bounds, and a refused read moves nothing. */
+static void reader_skip_sub_until(void **state)
+{
+    (void)state;
+    const uint8_t in[] = {0x00, 0x03, 'a', 'b', 'c', ' ', 'd', 'e'};
+    pkm_reader r, sub;
+    pkm__reader_init(&r, in, sizeof in);
+    assert_ptr_equal(pkm__reader_peek(&r), in);
+    assert_int_equal(pkm__read_skip(&r, sizeof in + 1), PKM_ETRUNC);
+    assert_int_equal(r.pos, 0);
+    uint16_t n = 0;
+    assert_int_equal(pkm__read_u16(&r, &n), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(pkm__read_sub(&r, &sub, sizeof in), PKM_ETRUNC);
+    assert_int_equal(r.pos, 2);
+    assert_int_equal(pkm__read_sub(&r, &sub, n), 0);
+    assert_int_equal(r.pos, 5);
+    assert_int_equal(pkm__reader_left(&sub), 3);
+    uint32_t four;
+    assert_int_equal(pkm__read_u32(&sub, &four), PKM_ETRUNC); /* the sub-reader's end, not r's */
+    assert_int_equal(pkm__read_skip(&sub, 1), 0);
+    const uint8_t *tok;
+    size_t len;
+    pkm__read_until(&sub, 'c', &tok, &len);
+    assert_int_equal(len, 1);
+    assert_memory_equal(tok, "b", 1);
+    pkm__read_until(&sub, 'c', &tok, &len); /* the stop byte stays unread */
+    assert_int_equal(len, 0);
+    pkm__read_until(&r, 'x', &tok, &len); /* none: the rest */
+    assert_int_equal(len, 3);
+    assert_memory_equal(tok, " de", 3);
+    assert_int_equal(pkm__reader_left(&r), 0);
+    pkm_reader empty;
+    pkm__reader_init(&empty, NULL, 5);
+    pkm__read_until(&empty, ' ', &tok, &len);
+    assert_int_equal(len, 0);
+    assert_null(pkm__reader_peek(&empty));
+    assert_int_equal(pkm__read_skip(&empty, 1), PKM_ETRUNC);
+}
+
 static void writer_writes_big_endian(void **state)
 {
     (void)state;
@@ -128,6 +168,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(reader_reads_big_endian),
         cmocka_unit_test(reader_short_input_leaves_position),
+        cmocka_unit_test(reader_skip_sub_until),
         cmocka_unit_test(writer_writes_big_endian),
         cmocka_unit_test(writer_short_room_writes_nothing),
         cmocka_unit_test(counting_writer_and_reservation),
