@@ -88,7 +88,7 @@ void pkm__log_refusal(pkm_server_t *srv, pkm__loop *L, const pkm__source_key *sr
 {
     uint32_t more = 0;
     uv_mutex_lock(&srv->lim_mu);
-    int ok = pkm__limits_log_ok(srv->lim, src, uv_now(L->uv), &more);
+    int ok = pkm__limits_log_ok(srv->lim, src, lim_now_locked(srv, uv_now(L->uv)), &more);
     uv_mutex_unlock(&srv->lim_mu);
     if (!ok) return;
     char name[PKM__SOURCE_KEY_STRLEN];

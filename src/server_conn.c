@@ -18,6 +18,11 @@
 struct proxyrd {
     size_t need; /* the next read's size: bytes certainly part of the header */
     pkm__proxy_acc acc;
+    /* The socket's two ends at acceptance (ends_ok: both known), for proxy_self: by the time
+     * the header is read the proxy may have closed a health check's connection already, and
+     * the socket no longer says. */
+    struct sockaddr_storage peer, local;
+    int ends_ok;
 };
 
 /* Bytes the socket did not take at once: copied out of the engine and written with uv_write. */
@@ -89,6 +94,7 @@ static void hs_release(pkm__loop *L, const pkm__source_key *src)
     uint64_t now = uv_now(L->uv);
     pkm_server_conn_t *mine = NULL, **tail = &mine;
     uv_mutex_lock(&srv->lim_mu);
+    now = lim_now_locked(srv, now);
     (void)pkm__limits_hs_end(srv->lim, src, now);
     void *user;
     while (!L->stopping && pkm__limits_hs_next(srv->lim, now, &user)) {
@@ -148,6 +154,7 @@ static void do_close(pkm_server_conn_t *c, int err, const char *fail_step)
     uint64_t now = uv_now(L->uv);
     int slot = c->hs_slot;
     uv_mutex_lock(&srv->lim_mu);
+    now = lim_now_locked(srv, now);
     if (c->hs_queued) { /* never admitted here: its RSA work is never submitted */
         c->hs_queued = 0;
         (void)pkm__limits_hs_cancel(srv->lim, c->hs_ticket, now);
@@ -196,7 +203,8 @@ static void close_engine(pkm_server_conn_t *c)
     if (srv->secret_limit && c->state < CS_CLOSING && err == PKM_EHANDSHAKE && step &&
         strcmp(step, "confirmation (0xFF)") == 0) {
         uv_mutex_lock(&srv->lim_mu);
-        banned = pkm__limits_secret_failed(srv->lim, &c->src, uv_now(c->loop->uv)) == 1;
+        banned = pkm__limits_secret_failed(srv->lim, &c->src,
+                                           lim_now_locked(srv, uv_now(c->loop->uv))) == 1;
         uv_mutex_unlock(&srv->lim_mu);
     }
     if (banned) {
@@ -215,7 +223,7 @@ static void log_proxy(pkm_server_conn_t *c, const char *why)
     const pkm__source_key *src = &c->src;
     uint32_t more = 0;
     uv_mutex_lock(&srv->lim_mu);
-    int ok = pkm__limits_log_ok(srv->lim, src, uv_now(c->loop->uv), &more);
+    int ok = pkm__limits_log_ok(srv->lim, src, lim_now_locked(srv, uv_now(c->loop->uv)), &more);
     uv_mutex_unlock(&srv->lim_mu);
     if (!ok) return;
     char name[PKM__SOURCE_KEY_STRLEN];
@@ -382,7 +390,8 @@ static int admit(pkm_server_conn_t *c)
     pkm__refusal why = PKM__REFUSE_NONE;
     uint64_t ticket = 0;
     uv_mutex_lock(&srv->lim_mu);
-    pkm__admit a = pkm__limits_hs_begin(srv->lim, &c->src, c, uv_now(c->loop->uv), &ticket, &why);
+    pkm__admit a = pkm__limits_hs_begin(srv->lim, &c->src, c,
+                                        lim_now_locked(srv, uv_now(c->loop->uv)), &ticket, &why);
     /* (hs_queued is set under the lock: another loop's hs_release may admit c at once) */
     if (a == PKM__ADMIT_QUEUED) {
         c->hs_queued = 1;
@@ -684,15 +693,11 @@ static int same_endpoint(const struct sockaddr *x, const struct sockaddr *y)
 /* 1 when a TCP4/TCP6 header names the connection's own endpoints (source = the proxy's end,
  * destination = ours): the proxy speaking for itself, as HAProxy's version 1 health checks do
  * (version 1 has no LOCAL). No client can have those: they are this very connection's. */
-static int proxy_self(pkm_server_conn_t *c, const pkm__proxy_info *in)
+static int proxy_self(const struct proxyrd *x, const pkm__proxy_info *in)
 {
-    struct sockaddr_storage peer, local;
-    int pl = sizeof peer, ll = sizeof local;
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &pl) != 0 ||
-        uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&local, &ll) != 0)
-        return 0;
-    return same_endpoint((const struct sockaddr *)&in->src, (const struct sockaddr *)&peer) &&
-           same_endpoint((const struct sockaddr *)&in->dst, (const struct sockaddr *)&local);
+    if (!x->ends_ok) return 0;
+    return same_endpoint((const struct sockaddr *)&in->src, (const struct sockaddr *)&x->peer) &&
+           same_endpoint((const struct sockaddr *)&in->dst, (const struct sockaddr *)&x->local);
 }
 
 /* A connection whose struct could not be linked: its struct (the handle is its first member). */
@@ -733,7 +738,8 @@ static int count_conn(pkm_server_conn_t *c)
     pkm_server_t *srv = c->srv;
     pkm__refusal why = PKM__REFUSE_NONE;
     uv_mutex_lock(&srv->lim_mu);
-    int r = pkm__limits_conn_open(srv->lim, &c->src, uv_now(c->loop->uv), &why);
+    int r =
+        pkm__limits_conn_open(srv->lim, &c->src, lim_now_locked(srv, uv_now(c->loop->uv)), &why);
     uv_mutex_unlock(&srv->lim_mu);
     if (r != 0) {
         st_add(&c->loop->st.refused, 1);
@@ -772,10 +778,10 @@ static void proxy_done(pkm_server_conn_t *c, const pkm__proxy_info *in)
     uint8_t rest[PKM__PROXY_MAX];
     size_t nrest = x->acc.len - in->header_len;
     memcpy(rest, x->acc.buf + in->header_len, nrest);
+    const struct sockaddr *src = pkm__proxy_source(in, NULL);
+    if (src && proxy_self(x, in)) src = NULL; /* as LOCAL */
     pkm__free(x);
     c->prx = NULL;
-    const struct sockaddr *src = pkm__proxy_source(in, NULL);
-    if (src && proxy_self(c, in)) src = NULL; /* as LOCAL */
     if (src) { /* refused before its engine is made: the cheapest way out */
         set_peer(c, src);
         if (count_conn(c) < 0) return;
@@ -869,6 +875,9 @@ int pkm__sconn_accept(pkm__loop *L, int fd)
         }
         c->prx->need = PKM__PROXY_MIN;
         pkm__proxy_acc_init(&c->prx->acc);
+        memcpy(&c->prx->peer, &ss, sizeof ss);
+        int ll = sizeof c->prx->local;
+        c->prx->ends_ok = uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&c->prx->local, &ll) == 0;
         pkm__tl_append(L, c, TL_PROXY);
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
             do_close(c, PKM_EIO, NULL);

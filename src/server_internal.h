@@ -206,9 +206,10 @@ struct pkm_server {
     pkm__limits *lim;
     int secret_limit;                          /* the failed-secret limit is on */
     _Atomic uint64_t hs_in_flight, hs_waiting; /* the limits' counts, for pkm_server_stats */
-    int proxy_on;                              /* config.proxy_trusted was set */
-    pkm__cidr_list proxy;                      /* the trusted proxies (read-only once made) */
-    uint64_t proxy_timeout;                    /* ms a connection in TL_PROXY may wait */
+    uint64_t lim_clock;     /* under lim_mu: the latest time given to the limits (lim_now_locked) */
+    int proxy_on;           /* config.proxy_trusted was set */
+    pkm__cidr_list proxy;   /* the trusted proxies (read-only once made) */
+    uint64_t proxy_timeout; /* ms a connection in TL_PROXY may wait */
 };
 
 /* The loop whose callback the calling thread is in (NULL: none of any server's). */
@@ -228,6 +229,16 @@ static inline void st_sub(_Atomic uint64_t *x, uint64_t n)
 {
     atomic_store_explicit(x, atomic_load_explicit(x, memory_order_relaxed) - n,
                           memory_order_relaxed);
+}
+
+/* The time for the limits, with lim_mu held: loop `now`, never earlier than what another loop
+ * gave them (each loop caches its own uv_now; the limits' windows want one clock that never
+ * goes back). */
+static inline uint64_t lim_now_locked(pkm_server_t *srv, uint64_t now)
+{
+    if (now < srv->lim_clock) now = srv->lim_clock;
+    srv->lim_clock = now;
+    return now;
 }
 
 /* Publishes the limits' current counts in the stats; with lim_mu held. */

@@ -117,6 +117,11 @@ static uint64_t st_in_flight(const pkm_server_stats_t *st)
 {
     return st->handshakes_in_flight;
 }
+/* Handshakes the admission has seen: in flight, waiting or refused. */
+static uint64_t st_seen(const pkm_server_stats_t *st)
+{
+    return st->handshakes_in_flight + st->handshakes_waiting + st->refused;
+}
 static uint64_t st_partial(const pkm_server_stats_t *st)
 {
     return st->partial_bytes;
@@ -318,6 +323,8 @@ static void admission_caps_hold_under_a_burst(void **state)
     for (int i = 0; i < N; i++) {
         fd[i] = tcp_connect(f.port, NULL);
         e[i] = client_to_keyshare(fd[i], NULL);
+        /* One at a time: with several loops the next could be seen first. */
+        wait_stat(f.srv, st_seen, (uint64_t)i + 1, "handshakes seen by the admission");
     }
     wait_stat(f.srv, st_waiting, N - 2, "handshakes waiting");
     wait_stat(f.srv, st_in_flight, 2, "handshakes in flight");
@@ -363,6 +370,8 @@ static void admission_refuses_past_the_queue(void **state)
     for (int i = 0; i < 3; i++) {
         fd[i] = tcp_connect(f.port, NULL);
         e[i] = client_to_keyshare(fd[i], NULL);
+        /* One at a time: with several loops the next could be seen first. */
+        wait_stat(f.srv, st_seen, (uint64_t)i + 1, "handshakes seen by the admission");
     }
     /* The first in flight, the second waiting, the third refused. */
     assert_true(closed_by_server(fd[2]));
