@@ -17,8 +17,9 @@ void pkm__engine_wipe_free(void *p, size_t n)
     pkm__free(p);
 }
 
-/* Moves a buffer to a larger allocation, wiping the old one (it may hold plaintext). */
-static int buf_grow(uint8_t **buf, size_t *cap, size_t used, size_t want)
+/* Moves a buffer to a larger allocation (doubling, but never past `most` when that is above
+ * `want`: 0 = no bound), wiping the old one (it may hold plaintext). */
+static int buf_grow(uint8_t **buf, size_t *cap, size_t used, size_t want, size_t most)
 {
     size_t ncap = *cap ? *cap : SEND_MIN;
     while (ncap < want) {
@@ -28,6 +29,7 @@ static int buf_grow(uint8_t **buf, size_t *cap, size_t used, size_t want)
         }
         ncap *= 2;
     }
+    if (most >= want && ncap > most) ncap = most;
     uint8_t *n = pkm__malloc(ncap);
     if (!n) return PKM_ENOMEM;
     if (used) memcpy(n, *buf, used);
@@ -51,7 +53,7 @@ int pkm__engine_send_reserve(pkm_engine_t *e, size_t n)
         if (e->scap - e->slen >= n) return 0;
     }
     if (n > SIZE_MAX - e->slen) return PKM_ENOMEM;
-    return buf_grow(&e->sbuf, &e->scap, e->slen, e->slen + n);
+    return buf_grow(&e->sbuf, &e->scap, e->slen, e->slen + n, 0);
 }
 
 /* Inserts n ready-to-send bytes at senc (before any held plaintext) and returns where to write
@@ -68,6 +70,13 @@ uint8_t *pkm__engine_send_insert(pkm_engine_t *e, size_t n)
 
 /* ---- bytes in ---- */
 
+/* How many unconsumed bytes the engine is willing to hold: one largest packet plus a chunk
+ * (ample for every handshake message too). */
+static size_t recv_limit(const pkm_engine_t *e)
+{
+    return pkm__padded_size(e->max_packet) + RECV_CHUNK;
+}
+
 /* Makes room for n more bytes at rend, compacting first. */
 static int recv_reserve(pkm_engine_t *e, size_t n)
 {
@@ -80,14 +89,9 @@ static int recv_reserve(pkm_engine_t *e, size_t n)
         if (e->rcap - e->rend >= n) return 0;
     }
     if (n > SIZE_MAX - e->rend) return PKM_ENOMEM;
-    return buf_grow(&e->rbuf, &e->rcap, e->rend, e->rend + n);
-}
-
-/* How many unconsumed bytes the engine is willing to hold: one largest packet plus a chunk
- * (ample for every handshake message too). */
-static size_t recv_limit(const pkm_engine_t *e)
-{
-    return pkm__padded_size(e->max_packet) + RECV_CHUNK;
+    /* Never larger than the engine will ever hold: a largest packet then takes about its own
+     * size, not the next power of two (a 1 MiB packet: 1.02 MiB, not 2 MiB). */
+    return buf_grow(&e->rbuf, &e->rcap, e->rend, e->rend + n, recv_limit(e));
 }
 
 uint8_t *pkm_engine_recv_buf(pkm_engine_t *e, size_t *cap)

@@ -23,6 +23,7 @@ typedef struct src_ent {
     uint32_t rr_prev, rr_next;   /* ring of sources with waiting handshakes */
     uint32_t lru_prev, lru_next; /* idle list; lru_next also links the free list */
     uint64_t fail_start, banned_until, last_log;
+    uint64_t tokens, tokens_at; /* connection rate: the bucket in 1/1000 connections, and when */
 } src_ent;
 
 typedef struct qnode {
@@ -75,6 +76,7 @@ const char *pkm__refusal_str(pkm__refusal r)
     case PKM__REFUSE_QUEUE_FULL: return "too many handshakes are waiting";
     case PKM__REFUSE_TABLE_FULL: return "too many sources are connected";
     case PKM__REFUSE_NOMEM: return "out of memory";
+    case PKM__REFUSE_SOURCE_RATE: return "the source opens connections too fast";
     }
     return "unknown refusal";
 }
@@ -333,6 +335,27 @@ static int banned_at(const src_ent *e, uint64_t now)
     return e->banned_until > now;
 }
 
+/* The connection rate's token bucket (1000 per connection): refilled for the time since the
+ * last look, capped at the burst; a new entry (zeroed) starts full. 1: a token taken. */
+static int take_token(const pkm__limits *lim, src_ent *e, uint64_t now_ms)
+{
+    uint64_t rate = lim->cfg.conn_rate_per_source;
+    if (!rate) return 1;
+    uint64_t burst = lim->cfg.conn_burst_per_source ? lim->cfg.conn_burst_per_source : 2 * rate;
+    uint64_t full = burst * 1000;
+    if (e->tokens_at == 0 || now_ms < e->tokens_at) { /* new entry, or a clock from before */
+        e->tokens = full;
+    } else {
+        uint64_t dt = now_ms - e->tokens_at;
+        e->tokens = dt >= full / rate ? full : e->tokens + dt * rate;
+        if (e->tokens > full) e->tokens = full;
+    }
+    e->tokens_at = now_ms ? now_ms : 1;
+    if (e->tokens < 1000) return 0;
+    e->tokens -= 1000;
+    return 1;
+}
+
 int pkm__limits_conn_open(pkm__limits *lim, const pkm__source_key *src, uint64_t now_ms,
                           pkm__refusal *reason)
 {
@@ -344,6 +367,8 @@ int pkm__limits_conn_open(pkm__limits *lim, const pkm__source_key *src, uint64_t
             why = PKM__REFUSE_BANNED;
         else if (lim->cfg.max_conns_per_source && e->conns >= lim->cfg.max_conns_per_source)
             why = PKM__REFUSE_SOURCE_CONNS;
+        else if (!take_token(lim, e, now_ms))
+            why = PKM__REFUSE_SOURCE_RATE;
         else {
             e->conns++;
             lim->conns++;

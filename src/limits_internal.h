@@ -74,6 +74,7 @@
 #define PKM__LIMITS_MAX_QUEUED                4096
 #define PKM__LIMITS_MAX_QUEUED_PER_SOURCE     256
 #define PKM__LIMITS_MAX_CONNS_PER_SOURCE      256
+#define PKM__LIMITS_CONN_RATE_PER_SOURCE      0 /* off */
 #define PKM__LIMITS_SECRET_FAILS              5
 #define PKM__LIMITS_SECRET_WINDOW_MS          60000u
 #define PKM__LIMITS_SECRET_BAN_MS             300000u
@@ -86,6 +87,15 @@ typedef struct pkm__limits_config {
     uint32_t max_queued;                /* waiting in all; 0: none (refuse past the caps) */
     uint32_t max_queued_per_source;     /* waiting per source; 0: none */
     uint32_t max_conns_per_source;      /* open connections per source; 0: no limit */
+    /* New connections per source and second, a token bucket of conn_burst_per_source tokens
+     * (0: twice the rate) refilled at conn_rate_per_source a second; a connection past it is
+     * refused at accept (PKM__REFUSE_SOURCE_RATE), before any handshake byte: a source opening
+     * connections faster than that costs the server an accept and a close each, no engine, no
+     * RSA. Handshake admission bounds the RSA work in flight, not its rate: a client that
+     * leaves right after its KeyShare frees its slot at once, so without a rate one source
+     * could keep the loop thread busy with handshakes it abandons. 0: no limit. */
+    uint32_t conn_rate_per_source;
+    uint32_t conn_burst_per_source;
     /* Failed-secret limit: a source whose handshakes fail the secret secret_fails times within
      * secret_window_ms (a fixed window opened by the first failure) is refused for
      * secret_ban_ms. secret_fails 0: off. */
@@ -107,7 +117,8 @@ typedef enum pkm__refusal {
     PKM__REFUSE_SOURCE_QUEUE, /* the source has max_queued_per_source handshakes waiting */
     PKM__REFUSE_QUEUE_FULL,   /* max_queued handshakes wait in all */
     PKM__REFUSE_TABLE_FULL,   /* max_sources sources are live: no entry for a new one */
-    PKM__REFUSE_NOMEM         /* the table could not grow (allocation failed) */
+    PKM__REFUSE_NOMEM,        /* the table could not grow (allocation failed) */
+    PKM__REFUSE_SOURCE_RATE   /* the source opens connections faster than conn_rate_per_source */
 } pkm__refusal;
 
 /* A sentence for a refusal, for the log (static storage). */
@@ -126,8 +137,9 @@ typedef struct pkm__limits pkm__limits;
 int pkm__limits_new(const pkm__limits_config *cfg, pkm__limits **out);
 void pkm__limits_free(pkm__limits *lim);
 
-/* A connection from `src` was accepted: counts it, unless the source is banned or at its
- * connection cap, or has no entry and none can be made. Returns 0 (counted: call
+/* A connection from `src` was accepted: counts it, unless the source is banned, at its
+ * connection cap or past its connection rate, or has no entry and none can be made (a
+ * connection refused by the ban or the connection cap takes no token from the rate's bucket). Returns 0 (counted: call
  * pkm__limits_conn_close when it closes), or PKM_EAGAIN with *reason set (not counted: close
  * it). reason may be NULL. */
 int pkm__limits_conn_open(pkm__limits *lim, const pkm__source_key *src, uint64_t now_ms,

@@ -150,11 +150,18 @@ static void arm_timer(pkm__loop *L)
 /* ---- the loop's own handles ---- */
 
 /* Before the loop waits: one write per connection that has output. */
+static void on_connection(uv_stream_t *l, int status);
+
 static void on_prepare(uv_prepare_t *p)
 {
     pkm__loop *L = p->data;
     pkm__enter_loop(L);
     pkm_server_conn_t *list;
+    L->accepts_this_turn = 0;
+    if (L->idx == 0 && L->accept_deferred && !L->stopping) { /* the turn's batch was full */
+        L->accept_deferred = 0;
+        on_connection((uv_stream_t *)&L->listener, 0); /* uv_accept re-arms the listener */
+    }
     while ((list = L->dirty)) {
         L->dirty = NULL;
         while (list) {
@@ -403,8 +410,6 @@ static void free_handle(uv_handle_t *h)
     pkm__free(h);
 }
 
-static void on_connection(uv_stream_t *l, int status);
-
 /* The spare handle is closed: the connection that waits for it, if any, is taken now. */
 static void spare_closed(uv_handle_t *h)
 {
@@ -513,6 +518,16 @@ static void on_connection(uv_stream_t *l, int status)
         return;
     }
     if (L->stopping) return;
+    /* libuv accepts until the queue is empty in one turn; under a flood that is hundreds of
+     * connections (each refused by the limits, or not) before the loop reads anyone else. At
+     * most PKM__ACCEPT_BATCH a turn: the rest wait in the listener, whose watcher libuv stops
+     * while a connection is not taken, and on_prepare takes the next before the loop polls
+     * again, so the other connections' events are served between batches. */
+    if (L->accepts_this_turn >= PKM__ACCEPT_BATCH) {
+        L->accept_deferred = 1;
+        return;
+    }
+    L->accepts_this_turn++;
     size_t was = atomic_fetch_add(&srv->open, 1);
     if (srv->max_conns && was >= srv->max_conns) {
         atomic_fetch_sub(&srv->open, 1);
@@ -803,6 +818,8 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
     lc.max_queued = cfg->max_queued;
     lc.max_queued_per_source = cfg->max_queued_per_source;
     lc.max_conns_per_source = cfg->max_conns_per_source;
+    lc.conn_rate_per_source = cfg->conn_rate_per_source;
+    lc.conn_burst_per_source = cfg->conn_burst_per_source;
     lc.secret_fails = cfg->engine.secret_len ? cfg->secret_fails : 0;
     lc.secret_window_ms = (uint64_t)cfg->secret_window_ms;
     lc.secret_ban_ms = (uint64_t)cfg->secret_ban_ms;

@@ -25,6 +25,9 @@ typedef void (*pkm__job_hook_fn)(void *ctx, int event);
  * Before pkm_server_run() only. For tests. */
 void pkm__server_set_job_hook(pkm_server_t *srv, pkm__job_hook_fn fn, void *ctx);
 
+/* Connections accepted per loop turn at most (server.c on_connection). */
+#define PKM__ACCEPT_BATCH 32
+
 /* Which deadline list a connection is on: handshake (ordered by start), active or trimmed (both
  * ordered by the last read; every trimmed connection read less recently than every active one,
  * since a connection is trimmed from the active list's head and leaves the trimmed list when it
@@ -163,6 +166,11 @@ struct pkm__loop {
      * a connection waits in the listener for it (see reject). Loop 0. */
     uv_tcp_t spare;
     int spare_busy, accept_stalled;
+    /* Loop 0: accepts in this loop turn (reset by on_prepare); past PKM__ACCEPT_BATCH the
+     * connection waits in the listener (accept_deferred) and on_prepare takes it (see
+     * on_connection). */
+    unsigned accepts_this_turn;
+    int accept_deferred;
     uint64_t rejected_unlogged, last_reject_log;
     struct pkm_server_timer *timers; /* loop 0: the application's timers */
     pkm_server_conn_t *all;          /* every connection of this loop not yet freed */

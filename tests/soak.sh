@@ -66,7 +66,10 @@ for i in 1 2 3 4; do
     KEYS="$KEYS${KEYS:+,}$T/client$i.pem"
 done
 
-"$PKMCOM" serve --listen 127.0.0.1:0 --key "$T/server.pem" -q >"$T/serve.out" 2>"$T/serve.err" &
+# Every soak client is on 127.0.0.1: the per-source limits of `pkmcom serve` (connections
+# open, connection rate) would refuse most of them, so they are off here.
+"$PKMCOM" serve --listen 127.0.0.1:0 --key "$T/server.pem" -q --max-conns-per-source 0 \
+    --conn-rate-per-source 0 >"$T/serve.out" 2>"$T/serve.err" &
 SERVER_PID=$!
 PORT=
 for _ in $(seq 100); do

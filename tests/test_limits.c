@@ -787,10 +787,67 @@ static void bad_config(void **state)
                         "the source failed the secret too often and is banned");
 }
 
+/* The connection rate per source is a token bucket: a burst of conn_burst_per_source, then one
+ * connection per 1/rate s; the bucket never holds more than the burst; a refusal by another
+ * limit takes no token; another source has its own bucket; rate 0 is no limit. */
+static void connection_rate_token_bucket(void **state)
+{
+    (void)state;
+    pkm__limits_config c;
+    pkm__limits_config_init(&c);
+    c.max_conns_per_source = 5;
+    c.conn_rate_per_source = 10; /* one every 100 ms */
+    c.conn_burst_per_source = 3;
+    pkm__limits *lim = mk(&c);
+    pkm__source_key a = v4("127.0.0.2"), b = v4("127.0.0.1");
+    pkm__refusal why = PKM__REFUSE_NONE;
+    uint64_t t = 1000;
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pkm__limits_conn_open(lim, &a, t, &why), 0);
+    assert_int_equal(pkm__limits_conn_open(lim, &a, t, &why), PKM_EAGAIN);
+    assert_int_equal(why, PKM__REFUSE_SOURCE_RATE);
+    assert_int_equal(pkm__limits_conn_open(lim, &b, t, &why), 0); /* its own bucket */
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pkm__limits_conn_close(lim, &a, t), 0);
+    assert_int_equal(pkm__limits_conn_open(lim, &a, t + 99, &why), PKM_EAGAIN);
+    assert_int_equal(why, PKM__REFUSE_SOURCE_RATE);
+    assert_int_equal(pkm__limits_conn_open(lim, &a, t + 100, &why), 0); /* one refilled */
+    assert_int_equal(pkm__limits_conn_open(lim, &a, t + 150, &why), PKM_EAGAIN);
+    assert_int_equal(pkm__limits_conn_open(lim, &a, t + 200, &why), 0);
+    /* A long pause refills to the burst, not beyond. */
+    t += 60000;
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pkm__limits_conn_open(lim, &a, t, &why), 0);
+    /* 5 open now: the connection cap refuses first and takes no token. */
+    assert_int_equal(pkm__limits_conn_open(lim, &a, t + 100, &why), PKM_EAGAIN);
+    assert_int_equal(why, PKM__REFUSE_SOURCE_CONNS);
+    assert_int_equal(pkm__limits_conn_close(lim, &a, t + 100), 0);
+    assert_int_equal(pkm__limits_conn_open(lim, &a, t + 100, &why), 0); /* the token was kept */
+    assert_int_equal(pkm__limits_conn_close(lim, &a, t + 100), 0);
+    assert_int_equal(pkm__limits_conn_open(lim, &a, t + 100, &why), PKM_EAGAIN);
+    assert_int_equal(why, PKM__REFUSE_SOURCE_RATE);
+    pkm__limits_free(lim);
+
+    /* Burst 0: twice the rate. Rate 0: no limit. */
+    c.conn_burst_per_source = 0;
+    c.max_conns_per_source = 0;
+    lim = mk(&c);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(pkm__limits_conn_open(lim, &a, 5000, &why), 0);
+    assert_int_equal(pkm__limits_conn_open(lim, &a, 5000, &why), PKM_EAGAIN);
+    pkm__limits_free(lim);
+    c.conn_rate_per_source = 0;
+    lim = mk(&c);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(pkm__limits_conn_open(lim, &a, 5000, &why), 0);
+    pkm__limits_free(lim);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(caps_hold_under_burst),
+        cmocka_unit_test(connection_rate_token_bucket),
         cmocka_unit_test(ipv6_slash64_is_one_source),
         cmocka_unit_test(queued_served_round_robin),
         cmocka_unit_test(good_source_not_behind_flood_queue),

@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include "pkmcom/pkmcom.h"
 #include "server_internal.h"
 
@@ -417,9 +418,128 @@ static void per_source_connection_cap(void **state)
     assert_int_equal(st.refused, 1);
     stop(&f);
     assert_int_equal(o.closes, 3); /* the refused one got no callback */
+    assert_int_equal(o.queued, 2); /* RSA jobs: the two established ones', none for the refused */
     close(a), close(b), close(c), close(d);
     pkm_engine_free(ea);
     pkm_engine_free(ed);
+    obs_done(&o);
+}
+
+/* conn_rate_per_source refuses at accept: past the burst a connection from the source is closed
+ * without a byte, gets no engine, no callback and no RSA job (the job hook counts the accepted
+ * ones' jobs only); another source is served meanwhile. Rate 1 a second, burst 2: of 6
+ * connections made within `elapsed` seconds at most 2 + elapsed are accepted. */
+static void per_source_connection_rate(void **state)
+{
+    (void)state;
+    obs_t o;
+    obs_init(&o, 1);
+    pkm_server_config_t cfg;
+    base_config(&cfg, &o);
+    cfg.conn_rate_per_source = 1;
+    cfg.conn_burst_per_source = 2;
+    fixture_t f;
+    start(&f, &cfg, &o);
+    enum { N = 6 };
+    int fd[N], served = 0, refused = 0;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < N; i++)
+        fd[i] = tcp_connect(f.port, "127.0.0.2");
+    /* Whatever the server sends first: the ServerKey, or the end of the stream. */
+    for (int i = 0; i < N; i++) {
+        uint8_t b[4];
+        ssize_t n = recv(fd[i], b, sizeof b, 0);
+        if (n > 0)
+            served++;
+        else
+            refused++;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long elapsed = (long)(t1.tv_sec - t0.tv_sec) + 1;
+    assert_true(served >= 2);
+    assert_true(served <= 2 + elapsed);
+    int other = tcp_connect(f.port, "127.0.0.1");
+    int got = 0;
+    pkm_engine_t *e = client_establish(other, NULL, &got);
+    assert_non_null(e);
+    pkm_server_stats_t st;
+    pkm_server_stats(f.srv, &st);
+    assert_int_equal(st.refused, (uint64_t)refused);
+    assert_int_equal(st.accepted, (uint64_t)served + 1);
+    stop(&f);
+    assert_int_equal(o.queued, 1); /* the established one's; none for the refused */
+    assert_int_equal(o.closes, served + 1);
+    for (int i = 0; i < N; i++)
+        close(fd[i]);
+    close(other);
+    pkm_engine_free(e);
+    obs_done(&o);
+}
+
+/* on_packet that holds the loop thread until the test opens the gate (obs.gate_open). */
+static void on_packet_hold(void *user, pkm_server_conn_t *conn, const pkm_packet_t *pkt)
+{
+    obs_t *o = user;
+    (void)conn;
+    (void)pkt;
+    pthread_mutex_lock(&o->mu);
+    o->run++; /* (the loop is held) */
+    pthread_cond_broadcast(&o->cv);
+    while (!o->gate_open)
+        pthread_cond_wait(&o->cv, &o->mu);
+    pthread_mutex_unlock(&o->mu);
+}
+
+/* A burst of connections waiting in the listener at once (made while a packet callback holds
+ * the loop), more than the server accepts in one loop turn (PKM__ACCEPT_BATCH): each is
+ * accepted in a later turn and gets its ServerKey, none is left in the listener. */
+static void accept_burst_beyond_one_turn(void **state)
+{
+    (void)state;
+    obs_t o;
+    obs_init(&o, 1);
+    pkm_server_config_t cfg;
+    base_config(&cfg, &o);
+    cfg.on_packet = on_packet_hold;
+    fixture_t f;
+    start(&f, &cfg, &o);
+    int holder = tcp_connect(f.port, NULL);
+    pkm_engine_t *eh = client_establish(holder, NULL, NULL);
+    assert_non_null(eh);
+    pthread_mutex_lock(&o.mu);
+    o.gate_open = 0;
+    pthread_mutex_unlock(&o.mu);
+    assert_int_equal(pkm_engine_queue_packet(eh, 0x20, 0, NULL, 0), 0);
+    send_all(eh, holder);
+    wait_for(&o, &o.run, 1, "the loop held in on_packet");
+    enum { N = 3 * PKM__ACCEPT_BATCH + 5 };
+    int fd[N];
+    for (int i = 0; i < N; i++) /* all wait in the listener: the loop is held */
+        fd[i] = tcp_connect(f.port, NULL);
+    open_gate(&o);
+    for (int i = 0; i < N; i++) {
+        uint8_t b[4];
+        struct timeval tv = {20, 0}; /* a connection left in the listener fails, not hangs */
+        assert_int_equal(setsockopt(fd[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+        ssize_t n = recv(fd[i], b, sizeof b, MSG_WAITALL);
+        assert_int_equal(n, 4); /* the ServerKey's length prefix */
+    }
+    pkm_server_stats_t st;
+    pkm_server_stats(f.srv, &st);
+    assert_int_equal(st.accepted, N + 1);
+    assert_int_equal(st.conns_open, N + 1);
+    int last = tcp_connect(f.port, NULL); /* the listener is still watched */
+    int got = 0;
+    pkm_engine_t *e = client_establish(last, NULL, &got);
+    assert_non_null(e);
+    stop(&f);
+    for (int i = 0; i < N; i++)
+        close(fd[i]);
+    close(last);
+    close(holder);
+    pkm_engine_free(e);
+    pkm_engine_free(eh);
     obs_done(&o);
 }
 
@@ -575,6 +695,8 @@ int main(void)
         cmocka_unit_test(admission_caps_hold_under_a_burst),
         cmocka_unit_test(admission_refuses_past_the_queue),
         cmocka_unit_test(per_source_connection_cap),
+        cmocka_unit_test(per_source_connection_rate),
+        cmocka_unit_test(accept_burst_beyond_one_turn),
         cmocka_unit_test(partial_packet_deadline),
         cmocka_unit_test(partial_packet_budget),
         cmocka_unit_test(failed_secret_ban_engages_and_expires),

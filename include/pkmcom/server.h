@@ -193,6 +193,16 @@ typedef struct pkm_server_config {
      * cap. */
     uint32_t max_conns_per_source;
 
+    /* At most conn_rate_per_source new connections a second per source, with bursts of up to
+     * conn_burst_per_source (0: twice the rate): a token bucket. Past it a new connection is
+     * accepted and closed at once without a byte and without callbacks (stats.refused), before
+     * any handshake work, so a source that opens connections and abandons them costs the server
+     * an accept and a close each. (Admission bounds the RSA work in flight, not its rate: a
+     * client that leaves right after its KeyShare frees its slot at once.) 0 (default): no
+     * limit. */
+    uint32_t conn_rate_per_source;
+    uint32_t conn_burst_per_source;
+
     /* Failed-secret limit (with engine.secret set): a source whose handshakes fail the
      * confirmation step (a wrong secret) secret_fails times within secret_window_ms is refused
      * for secret_ban_ms: its new connections are closed at once, its waiting handshakes
