@@ -52,7 +52,10 @@ static const char serve_help[] =
     "                       is the source in logs and limits; health checks (LOCAL, or a\n"
     "                       connect that sends nothing) are not logged. A PROXY header from\n"
     "                       any other address is refused (a forged source)\n"
-    "\n"
+    "\n";
+
+/* (A second string: C11 compilers need support only 4095 characters in one.) */
+static const char serve_help_limits[] =
     "Limits against floods and peers that pin memory (a source is an IPv4 address or an\n"
     "IPv6 /64; 0 turns a limit off, but 0 queued means none wait; refusals are logged\n"
     "once per source and interval):\n"
@@ -490,6 +493,7 @@ int cmd_serve(int argc, char **argv)
         int r;
         if (tool_is_help(a)) {
             fputs(serve_help, stdout);
+            fputs(serve_help_limits, stdout);
             return TOOL_EXIT_OK;
         }
         if ((r = tool_opt("serve", argc, argv, &i, "listen", 'l', &v)) != 0) {
