@@ -3,6 +3,7 @@
  * descriptors, and the name / id lookups of cmpl.h. No allocation, no state. */
 #include <stddef.h>
 #include "pkmcom/cmpl.h"
+#include "internal.h"
 
 /* Readings taken where the spec's text leaves a choice (also listed in docs/CODEC.md, section 7):
  *
@@ -303,20 +304,19 @@ const pkm_cmpl_symbol_t *pkm_cmpl_symbol_by_value(const pkm_cmpl_packet_t *p, si
 
 int pkm_cmpl_register(pkm_registry_t *reg)
 {
-    if (!reg) return PKM_EINVAL;
+    PKM_ENSURE(reg != NULL, PKM_EINVAL);
     /* All or nothing: check every id first (pkm_registry_register itself only fails on an id in
      * use, a malformed schema or NULL, and the tables here are validated by the tests). */
     for (size_t i = 0; i < N(packets); i++)
         if (packets[i].schema && pkm_registry_lookup(reg, packets[i].id)) return PKM_ESTATE;
     for (size_t i = 0; i < N(packets); i++) {
         if (!packets[i].schema) continue;
-        int rc = pkm_schema_validate(packets[i].schema);
-        if (rc < 0) return rc;
+        PKM_GUARD(pkm_schema_validate(packets[i].schema));
     }
     for (size_t i = 0; i < N(packets); i++) {
         if (!packets[i].schema) continue;
-        int rc = pkm_registry_register(reg, packets[i].id, packets[i].schema);
-        if (rc < 0) return rc; /* not reached: every failure was checked above */
+        /* Not failing: every failure was checked above. */
+        PKM_GUARD(pkm_registry_register(reg, packets[i].id, packets[i].schema));
     }
     return 0;
 }

@@ -7,6 +7,7 @@
 #include "pkmcom/conn.h"
 #include "config_internal.h"
 #include "engine_internal.h"
+#include "internal.h"
 
 /* Writes the sentence (when there is a buffer) and returns PKM_EINVAL. */
 static int refuse(char *buf, size_t n, const char *fmt, ...)
@@ -120,50 +121,56 @@ static int timeout_bad(const char *name, int64_t ms, char *b, size_t n)
                   name, (long long)ms);
 }
 
+/* The checks of pkm__conn_config_check: 0 with *ec, or PKM_EINVAL with the sentence in why. */
+static int conn_args_check(enum pkm__conn_call call, const char *host, int port_or_fd, int role,
+                           const pkm_conn_config_t *cfg, const void *out, pkm_engine_config_t *ec,
+                           char *why, size_t n)
+{
+    if (!cfg) return refuse(why, n, "cfg: required (start from pkm_conn_config_init)");
+    if (!out) return refuse(why, n, "out: required (where the new object goes)");
+    if (call == PKM__CALL_CONNECT) {
+        if (!host)
+            return refuse(why, n,
+                          "host: required (a host name or a numeric IPv4 or IPv6 address), got "
+                          "NULL");
+        if (!host[0])
+            return refuse(why, n,
+                          "host: expected a host name or a numeric IPv4 or IPv6 address, got "
+                          "\"\"");
+        if (port_or_fd < 1 || port_or_fd > 65535)
+            return refuse(why, n, "port: expected 1..65535, got %d", port_or_fd);
+    }
+    if (call == PKM__CALL_LISTEN && (port_or_fd < 0 || port_or_fd > 65535))
+        return refuse(why, n, "port: expected 0 (an ephemeral port) or 1..65535, got %d",
+                      port_or_fd);
+    if (call == PKM__CALL_FROM_FD) {
+        if (port_or_fd < 0)
+            return refuse(why, n, "fd: expected a connected stream socket, got %d", port_or_fd);
+        if (role != PKM_ROLE_CLIENT && role != PKM_ROLE_SERVER)
+            return refuse(why, n,
+                          "role: expected PKM_ROLE_CLIENT (%d) or PKM_ROLE_SERVER (%d), got %d",
+                          PKM_ROLE_CLIENT, PKM_ROLE_SERVER, role);
+    }
+    PKM_GUARD(timeout_bad("handshake_timeout_ms", cfg->handshake_timeout_ms, why, n));
+    PKM_GUARD(timeout_bad("connect_timeout_ms", cfg->connect_timeout_ms, why, n));
+    PKM_GUARD(timeout_bad("idle_timeout_ms", cfg->idle_timeout_ms, why, n));
+    *ec = cfg->engine;
+    ec->role = role;
+    ec->defer_crypto = 0; /* the blocking API does its RSA work inline */
+    char inner[PKM_ERRMSG_SIZE];
+    if (pkm_engine_config_validate(ec, inner, sizeof inner) < 0)
+        return refuse(why, n, "engine.%s", inner);
+    return 0;
+}
+
 int pkm__conn_config_check(enum pkm__conn_call call, const char *host, int port_or_fd, int role,
                            const pkm_conn_config_t *cfg, const void *out, pkm_engine_config_t *ec,
                            char *msg, size_t n)
 {
     static const char *const names[] = {"pkm_connect", "pkm_listen", "pkm_conn_from_fd"};
-    const char *fn = names[call];
     char why[PKM_ERRMSG_SIZE];
-    int r = 0;
     why[0] = '\0';
-    if (!cfg)
-        r = refuse(why, sizeof why, "cfg: required (start from pkm_conn_config_init)");
-    else if (!out)
-        r = refuse(why, sizeof why, "out: required (where the new object goes)");
-    else if (call == PKM__CALL_CONNECT && !host)
-        r = refuse(why, sizeof why,
-                   "host: required (a host name or a numeric IPv4 or IPv6 address), got NULL");
-    else if (call == PKM__CALL_CONNECT && !host[0])
-        r = refuse(why, sizeof why,
-                   "host: expected a host name or a numeric IPv4 or IPv6 address, got \"\"");
-    else if (call == PKM__CALL_CONNECT && (port_or_fd < 1 || port_or_fd > 65535))
-        r = refuse(why, sizeof why, "port: expected 1..65535, got %d", port_or_fd);
-    else if (call == PKM__CALL_LISTEN && (port_or_fd < 0 || port_or_fd > 65535))
-        r = refuse(why, sizeof why, "port: expected 0 (an ephemeral port) or 1..65535, got %d",
-                   port_or_fd);
-    else if (call == PKM__CALL_FROM_FD && port_or_fd < 0)
-        r = refuse(why, sizeof why, "fd: expected a connected stream socket, got %d", port_or_fd);
-    else if (call == PKM__CALL_FROM_FD && role != PKM_ROLE_CLIENT && role != PKM_ROLE_SERVER)
-        r = refuse(why, sizeof why,
-                   "role: expected PKM_ROLE_CLIENT (%d) or PKM_ROLE_SERVER (%d), got %d",
-                   PKM_ROLE_CLIENT, PKM_ROLE_SERVER, role);
-    else if ((r = timeout_bad("handshake_timeout_ms", cfg->handshake_timeout_ms, why, sizeof why)) <
-                 0 ||
-             (r = timeout_bad("connect_timeout_ms", cfg->connect_timeout_ms, why, sizeof why)) <
-                 0 ||
-             (r = timeout_bad("idle_timeout_ms", cfg->idle_timeout_ms, why, sizeof why)) < 0) {
-        /* the sentence is in why */
-    } else {
-        *ec = cfg->engine;
-        ec->role = role;
-        ec->defer_crypto = 0; /* the blocking API does its RSA work inline */
-        char inner[PKM_ERRMSG_SIZE];
-        if ((r = pkm_engine_config_validate(ec, inner, sizeof inner)) < 0)
-            refuse(why, sizeof why, "engine.%s", inner);
-    }
-    if (r < 0) refuse(msg, n, "%s: invalid argument: %s", fn, why);
+    int r = conn_args_check(call, host, port_or_fd, role, cfg, out, ec, why, sizeof why);
+    if (r < 0) refuse(msg, n, "%s: invalid argument: %s", names[call], why);
     return r;
 }

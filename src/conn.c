@@ -249,6 +249,18 @@ static int read_some(pkm_conn_t *c, int *progress)
     }
 }
 
+/* How long a wait may last: the earlier of `deadline` (-1: none) and, with idle_bound, the end of
+ * the idle timeout (then *idle is 1). */
+static int64_t wait_until(const pkm_conn_t *c, int64_t deadline, int idle_bound, int *idle)
+{
+    *idle = 0;
+    if (!idle_bound || c->idle_ms <= 0) return deadline;
+    int64_t idle_end = c->last_rx + c->idle_ms * 1000000;
+    if (deadline >= 0 && idle_end > deadline) return deadline;
+    *idle = 1;
+    return idle_end;
+}
+
 /* The deadline of a drive() ran out. */
 static int expired(pkm_conn_t *c, enum goal g, int idle)
 {
@@ -279,7 +291,7 @@ static int drive(pkm_conn_t *c, int64_t deadline, enum goal g, pkm_packet_t *pkt
         if (c->err) return c->err;
         unsigned w = pkm_engine_wants(c->e); /* never PKM_WANT_JOB: RSA work is inline here */
         if (w & PKM_WANT_SEND) {
-            if ((r = write_some(c, &progress)) < 0) return r;
+            PKM_GUARD(write_some(c, &progress));
             w = pkm_engine_wants(c->e);
         }
         if (w & PKM_WANT_CLOSED) return engine_failed(c);
@@ -295,19 +307,12 @@ static int drive(pkm_conn_t *c, int64_t deadline, enum goal g, pkm_packet_t *pkt
             return 0;
         }
         int can_read = !c->rd_eof && (w & PKM_WANT_RECV);
-        if (can_read && (r = read_some(c, &progress)) < 0) return r;
+        if (can_read) PKM_GUARD(read_some(c, &progress));
         if (progress) continue;
 
         /* Nothing can move now: wait for the socket, the deadline or the idle bound. */
-        int64_t now = now_ns(), until = deadline;
-        int idle = 0;
-        if (g == GOAL_PACKET && c->idle_ms > 0) {
-            int64_t idle_end = c->last_rx + (int64_t)c->idle_ms * 1000000;
-            if (until < 0 || idle_end <= until) {
-                until = idle_end;
-                idle = 1;
-            }
-        }
+        int idle;
+        int64_t now = now_ns(), until = wait_until(c, deadline, g == GOAL_PACKET, &idle);
         if (until >= 0 && now >= until) return expired(c, g, idle);
         struct pollfd pfd = {.fd = c->fd, .events = 0, .revents = 0};
         if (can_read) pfd.events |= POLLIN;
@@ -331,34 +336,35 @@ void pkm_conn_config_init(pkm_conn_config_t *cfg)
 
 /* ---- making connections ---- */
 
+/* Makes fd non-blocking: 0, or PKM_EINVAL (not a descriptor) / PKM_EIO with the sentence in
+ * what. */
+static int set_nonblocking(int fd, char *what, size_t n)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0) return 0;
+    int errnum = errno;
+    char text[128];
+    errno_text(errnum, text, sizeof text);
+    snprintf(what, n, "cannot make the socket non-blocking: %s", text);
+    return errnum == EBADF ? PKM_EINVAL : PKM_EIO;
+}
+
 /* Runs the handshake over fd, which it owns from here on (closed on failure), as does the engine
  * config's client_key. On failure the sentence goes to msg. */
 static int conn_start(int fd, const pkm_engine_config_t *ec, int64_t hs_ms, int64_t idle_ms,
                       const struct pkm__io *io, char *msg, size_t msg_size, pkm_conn_t **out)
 {
-    char text[128];
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
-        int errnum = errno;
-        close(fd);
-        pkm_key_free(ec->client_key);
-        errno_text(errnum, text, sizeof text);
-        char what[200];
-        snprintf(what, sizeof what, "cannot make the socket non-blocking: %s", text);
-        put_msg(msg, msg_size, what);
-        return errnum == EBADF ? PKM_EINVAL : PKM_EIO;
-    }
+    char what[200];
+    const char *why = what; /* the failure's sentence; NULL: composed from rc */
+    pkm_conn_t *c = NULL;
+    int rc;
+    PKM_GUARD_GOTO(rc, set_nonblocking(fd, what, sizeof what));
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* not for AF_UNIX */
 
-    pkm_conn_t *c = pkm__calloc(1, sizeof *c);
-    if (!c) {
-        close(fd);
-        pkm_key_free(ec->client_key);
-        put_msg(msg, msg_size, pkm_strerror(PKM_ENOMEM));
-        return PKM_ENOMEM;
-    }
-    c->fd = fd;
+    why = NULL;
+    PKM_ENSURE_GOTO(rc, (c = pkm__calloc(1, sizeof *c)) != NULL, PKM_ENOMEM);
+    c->fd = fd; /* closed with c from here on */
     c->role = ec->role;
     c->io = io ? io : &pkm__io_default;
     c->idle_ms = idle_ms;
@@ -366,26 +372,43 @@ static int conn_start(int fd, const pkm_engine_config_t *ec, int64_t hs_ms, int6
     c->phase = PHASE_HANDSHAKE;
     pkm__net_peer_str(fd, c->peer, sizeof c->peer);
 
-    int r = pkm_engine_new(ec, &c->e); /* takes client_key, whatever happens */
-    if (r < 0) {
-        char what[200];
-        snprintf(what, sizeof what, "%s%s", r == PKM_EINVAL ? "invalid configuration: " : "",
-                 pkm_strerror(r));
-        put_msg(msg, msg_size, what);
-        close(fd);
-        pkm__free(c);
-        return r;
-    }
-    r = drive(c, hs_ms > 0 ? deadline_in(hs_ms) : -1, GOAL_HANDSHAKE, NULL);
-    if (r < 0) {
-        put_msg(msg, msg_size, c->msg);
-        pkm_conn_close(c);
-        return r;
-    }
+    /* The engine takes client_key, whatever happens; drive() composes its failure's sentence. */
+    PKM_GUARD_GOTO(rc, pkm_engine_new(ec, &c->e));
+    why = c->msg;
+    PKM_GUARD_GOTO(rc, drive(c, hs_ms > 0 ? deadline_in(hs_ms) : -1, GOAL_HANDSHAKE, NULL));
     c->phase = PHASE_ESTABLISHED;
     c->last_rx = now_ns();
     put_msg(msg, msg_size, "");
     *out = c;
+    return 0;
+cleanup:
+    if (!why) {
+        snprintf(what, sizeof what, "%s%s", rc == PKM_EINVAL ? "invalid configuration: " : "",
+                 pkm_strerror(rc));
+        why = what;
+    }
+    put_msg(msg, msg_size, why);
+    if (c) {
+        pkm_conn_close(c); /* the engine, if made, freed the key */
+    } else {
+        close(fd);
+        pkm_key_free(ec->client_key);
+    }
+    return rc;
+}
+
+/* The arguments of pkm_connect, pkm_listen and pkm_conn_from_fd checked into *ec (the sentence
+ * of a refusal in cfg's errbuf). What the call owns goes on a refusal: cfg's client_key, and
+ * the descriptor given to pkm_conn_from_fd. */
+static int open_check(enum pkm__conn_call call, const char *host, int port_or_fd, int role,
+                      const pkm_conn_config_t *cfg, const void *out, pkm_engine_config_t *ec)
+{
+    if (pkm__conn_config_check(call, host, port_or_fd, role, cfg, out, ec, cfg ? cfg->errbuf : NULL,
+                               cfg ? cfg->errbuf_size : 0) < 0) {
+        if (call == PKM__CALL_FROM_FD && port_or_fd >= 0) close(port_or_fd);
+        if (cfg) pkm_key_free(cfg->engine.client_key);
+        return PKM_EINVAL;
+    }
     return 0;
 }
 
@@ -393,15 +416,10 @@ int pkm__conn_from_fd_io(int fd, int role, const pkm_conn_config_t *cfg, const s
                          pkm_conn_t **out)
 {
     if (out) *out = NULL;
-    char *eb = cfg ? cfg->errbuf : NULL;
-    size_t ebn = cfg ? cfg->errbuf_size : 0;
     pkm_engine_config_t ec;
-    if (pkm__conn_config_check(PKM__CALL_FROM_FD, NULL, fd, role, cfg, out, &ec, eb, ebn) < 0) {
-        if (fd >= 0) close(fd);
-        if (cfg) pkm_key_free(cfg->engine.client_key);
-        return PKM_EINVAL;
-    }
-    return conn_start(fd, &ec, cfg->handshake_timeout_ms, cfg->idle_timeout_ms, io, eb, ebn, out);
+    PKM_GUARD(open_check(PKM__CALL_FROM_FD, NULL, fd, role, cfg, out, &ec));
+    return conn_start(fd, &ec, cfg->handshake_timeout_ms, cfg->idle_timeout_ms, io, cfg->errbuf,
+                      cfg->errbuf_size, out);
 }
 
 int pkm_conn_from_fd(int fd, int role, const pkm_conn_config_t *cfg, pkm_conn_t **out)
@@ -432,23 +450,15 @@ int pkm__connect_io(const char *host, int port, const pkm_conn_config_t *cfg,
 {
     char what[PKM_ERRMSG_SIZE], text[128];
     if (out) *out = NULL;
-    char *eb = cfg ? cfg->errbuf : NULL;
-    size_t ebn = cfg ? cfg->errbuf_size : 0;
     pkm_engine_config_t ec;
-    if (pkm__conn_config_check(PKM__CALL_CONNECT, host, port, PKM_ROLE_CLIENT, cfg, out, &ec, eb,
-                               ebn) < 0) {
-        if (cfg) pkm_key_free(cfg->engine.client_key);
-        return PKM_EINVAL;
-    }
+    PKM_GUARD(open_check(PKM__CALL_CONNECT, host, port, PKM_ROLE_CLIENT, cfg, out, &ec));
+    char *eb = cfg->errbuf;
+    size_t ebn = cfg->errbuf_size;
     if (!io) io = &pkm__io_default;
 
+    int rc;
     struct addrinfo *res = NULL;
-    int g = pkm__net_resolve(host, port, 0, &res, what, sizeof what);
-    if (g < 0) {
-        put_msg(eb, ebn, what);
-        pkm_key_free(ec.client_key);
-        return g;
-    }
+    PKM_GUARD_GOTO(rc, pkm__net_resolve(host, port, 0, &res, what, sizeof what));
 
     int64_t deadline = cfg->connect_timeout_ms > 0 ? deadline_in(cfg->connect_timeout_ms) : -1;
     int fd = -1, last = ECONNREFUSED, tried = 0;
@@ -478,11 +488,13 @@ int pkm__connect_io(const char *host, int port, const pkm_conn_config_t *cfg,
             errno_text(last, text, sizeof text);
         snprintf(what, sizeof what, "connect to %s:%d failed: %s%s", host, port, text,
                  tried > 1 ? " (every address tried)" : "");
-        put_msg(eb, ebn, what);
-        pkm_key_free(ec.client_key);
-        return PKM_ECONNECT;
     }
+    PKM_ENSURE_GOTO(rc, fd >= 0, PKM_ECONNECT);
     return conn_start(fd, &ec, cfg->handshake_timeout_ms, cfg->idle_timeout_ms, io, eb, ebn, out);
+cleanup:
+    put_msg(eb, ebn, what);
+    pkm_key_free(ec.client_key);
+    return rc;
 }
 
 int pkm_connect(const char *host, int port, const pkm_conn_config_t *cfg, pkm_conn_t **out)
@@ -506,29 +518,18 @@ int pkm_listen(const char *host, int port, const pkm_conn_config_t *cfg, pkm_lis
 {
     char what[PKM_ERRMSG_SIZE];
     if (out) *out = NULL;
-    char *eb = cfg ? cfg->errbuf : NULL;
-    size_t ebn = cfg ? cfg->errbuf_size : 0;
     pkm_engine_config_t ec;
-    if (pkm__conn_config_check(PKM__CALL_LISTEN, host, port, PKM_ROLE_SERVER, cfg, out, &ec, eb,
-                               ebn) < 0) {
-        if (cfg) pkm_key_free(cfg->engine.client_key);
-        return PKM_EINVAL;
-    }
+    PKM_GUARD(open_check(PKM__CALL_LISTEN, host, port, PKM_ROLE_SERVER, cfg, out, &ec));
+    const char *why = pkm_strerror(PKM_ENOMEM); /* the failure's sentence */
+    int rc;
     pkm_listener_t *l = pkm__calloc(1, sizeof *l);
-    if (!l) {
-        put_msg(eb, ebn, pkm_strerror(PKM_ENOMEM));
-        return PKM_ENOMEM;
-    }
+    PKM_ENSURE_GOTO(rc, l != NULL, PKM_ENOMEM);
     l->fd = -1;
     l->ec = ec;
     l->ec.secret = NULL;
     l->ec.secret_len = 0;
     if (ec.secret_len) {
-        if (!(l->secret = pkm__malloc(ec.secret_len))) {
-            listener_free(l);
-            put_msg(eb, ebn, pkm_strerror(PKM_ENOMEM));
-            return PKM_ENOMEM;
-        }
+        PKM_ENSURE_GOTO(rc, (l->secret = pkm__malloc(ec.secret_len)) != NULL, PKM_ENOMEM);
         memcpy(l->secret, ec.secret, ec.secret_len);
         l->ec.secret = l->secret;
         l->ec.secret_len = ec.secret_len;
@@ -536,17 +537,16 @@ int pkm_listen(const char *host, int port, const pkm_conn_config_t *cfg, pkm_lis
     l->hs_ms = cfg->handshake_timeout_ms;
     l->idle_ms = cfg->idle_timeout_ms;
 
-    l->fd = pkm__net_listen(host, port, SOMAXCONN, what, sizeof what);
-    if (l->fd < 0) {
-        int r = l->fd;
-        put_msg(eb, ebn, what);
-        listener_free(l);
-        return r;
-    }
+    why = what;
+    PKM_GUARD_GOTO(rc, l->fd = pkm__net_listen(host, port, SOMAXCONN, what, sizeof what));
     l->port = pkm__net_bound_port(l->fd);
-    put_msg(eb, ebn, "");
+    put_msg(cfg->errbuf, cfg->errbuf_size, "");
     *out = l;
     return 0;
+cleanup:
+    put_msg(cfg->errbuf, cfg->errbuf_size, why);
+    if (l) listener_free(l); /* l->fd < 0: no socket yet */
+    return rc;
 }
 
 int pkm_listener_port(const pkm_listener_t *l)
@@ -568,7 +568,7 @@ int pkm__accept_io(pkm_listener_t *l, const struct pkm__io *io, pkm_conn_t **out
 {
     char what[PKM_ERRMSG_SIZE], text[128];
     if (out) *out = NULL;
-    if (!l || !out) return PKM_EINVAL;
+    PKM_ENSURE(l && out, PKM_EINVAL);
     if (!io) io = &pkm__io_default;
     l->msg[0] = '\0';
     int fd;
@@ -612,7 +612,7 @@ void pkm_listener_close(pkm_listener_t *l)
 int pkm_conn_send(pkm_conn_t *c, uint8_t id, uint32_t hash, const void *content, size_t size,
                   int64_t timeout_ms)
 {
-    if (!c) return PKM_EINVAL;
+    PKM_ENSURE(c != NULL, PKM_EINVAL);
     if (c->err) return c->err;
     int64_t deadline = deadline_in(timeout_ms);
     for (;;) {
@@ -624,38 +624,35 @@ int pkm_conn_send(pkm_conn_t *c, uint8_t id, uint32_t hash, const void *content,
          * bound, else PKM_ETOOBIG). */
         r = drive(c, deadline, GOAL_FLUSH, NULL);
         if (r == PKM_EAGAIN) return PKM_EQUEUE;
-        if (r < 0) return r;
+        PKM_GUARD(r);
     }
     return drive(c, deadline, GOAL_FLUSH, NULL);
 }
 
 int pkm_conn_flush(pkm_conn_t *c, int64_t timeout_ms)
 {
-    if (!c) return PKM_EINVAL;
+    PKM_ENSURE(c != NULL, PKM_EINVAL);
     return drive(c, deadline_in(timeout_ms), GOAL_FLUSH, NULL);
 }
 
 int pkm_conn_recv(pkm_conn_t *c, pkm_packet_t *out, int64_t timeout_ms)
 {
-    if (!c || !out) return PKM_EINVAL;
+    PKM_ENSURE(c && out, PKM_EINVAL);
     return drive(c, deadline_in(timeout_ms), GOAL_PACKET, out);
 }
 
 int pkm_conn_rekey(pkm_conn_t *c, const uint8_t *secret, size_t secret_len, int64_t timeout_ms)
 {
-    if (!c) return PKM_EINVAL;
+    PKM_ENSURE(c != NULL, PKM_EINVAL);
     if (c->err) return c->err;
     int64_t deadline = deadline_in(timeout_ms);
     int r = pkm_engine_rekey(c->e, secret, secret_len);
-    c->phase = PHASE_REKEY;
     c->limit_ms = timeout_ms;
-    if (r < 0) {
-        if (pkm_engine_state(c->e) == PKM_STATE_CLOSED) return engine_failed(c);
-        c->phase = PHASE_ESTABLISHED;
-        return r; /* PKM_EINVAL, PKM_ENOMEM, PKM_ESTATE: nothing changed */
-    }
-    r = drive(c, deadline, GOAL_HANDSHAKE, NULL);
-    if (r < 0) return r;
+    /* PKM_EINVAL, PKM_ENOMEM, PKM_ESTATE with the engine open: nothing changed. */
+    if (r < 0 && pkm_engine_state(c->e) != PKM_STATE_CLOSED) return r;
+    c->phase = PHASE_REKEY; /* for the sentences from here on */
+    if (r < 0) return engine_failed(c);
+    PKM_GUARD(drive(c, deadline, GOAL_HANDSHAKE, NULL));
     c->phase = PHASE_ESTABLISHED;
     c->last_rx = now_ns();
     return 0;
@@ -722,7 +719,7 @@ int pkm_conn_wait(pkm_conn_t *c, int extra_fd, int extra_events, int *extra_reve
                   int64_t timeout_ms)
 {
     if (extra_revents) *extra_revents = 0;
-    if (!c) return PKM_EINVAL;
+    PKM_ENSURE(c != NULL, PKM_EINVAL);
     int64_t deadline = deadline_in(timeout_ms);
     for (;;) {
         int progress = 0;
@@ -731,15 +728,8 @@ int pkm_conn_wait(pkm_conn_t *c, int extra_fd, int extra_events, int *extra_reve
         if (pkm_engine_wants(c->e) & PKM_WANT_SEND) (void)write_some(c, &progress);
         if (pkm_conn_pending(c)) return PKM_CONN_READY;
 
-        int64_t now = now_ns(), until = deadline;
-        int idle = 0;
-        if (c->idle_ms > 0) {
-            int64_t idle_end = c->last_rx + (int64_t)c->idle_ms * 1000000;
-            if (until < 0 || idle_end <= until) {
-                until = idle_end;
-                idle = 1;
-            }
-        }
+        int idle;
+        int64_t now = now_ns(), until = wait_until(c, deadline, 1, &idle);
         /* At the idle bound pkm_conn_recv() closes the connection: let it say so. */
         if (until >= 0 && now >= until) return idle ? PKM_CONN_READY : PKM_EAGAIN;
 

@@ -7,7 +7,7 @@
 int pkm_conn_send_msg(pkm_conn_t *c, const pkm_registry_t *reg, uint8_t id,
                       const pkm_value_t *fields, size_t n, int64_t timeout_ms)
 {
-    if (!c || !reg) return PKM_EINVAL;
+    PKM_ENSURE(c && reg, PKM_EINVAL);
     uint8_t small[1024];
     size_t len = 0;
     uint32_t hash = 0;
@@ -24,7 +24,7 @@ int pkm_conn_send_msg(pkm_conn_t *c, const pkm_registry_t *reg, uint8_t id,
 int pkm_conn_recv_msg(pkm_conn_t *c, const pkm_registry_t *reg, pkm_msg_t **out, int64_t timeout_ms)
 {
     if (out) *out = NULL;
-    if (!c || !reg || !out) return PKM_EINVAL;
+    PKM_ENSURE(c && reg && out, PKM_EINVAL);
     pkm_packet_t pkt;
     int r = pkm_conn_recv(c, &pkt, timeout_ms);
     if (r != 1) return r;

@@ -89,7 +89,7 @@ static int read_hex(pkm_reader *r, uint8_t *out, size_t n)
 
 int pkm_keylog_parse_line(const char *line, size_t len, pkm_keylog_entry_t *out)
 {
-    if (!line || !out) return PKM_EINVAL;
+    PKM_ENSURE(line && out, PKM_EINVAL);
     while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r' || line[len - 1] == ' ' ||
                        line[len - 1] == '\t'))
         len--;
@@ -133,7 +133,7 @@ static int push(pkm_keylog_t *kl, const pkm_keylog_entry_t *e)
         size_t ncap = kl->cap ? kl->cap * 2 : 8;
         if (ncap > SIZE_MAX / sizeof *kl->e) return PKM_ENOMEM;
         pkm_keylog_entry_t *ne = pkm__malloc(ncap * sizeof *ne);
-        if (!ne) return PKM_ENOMEM;
+        PKM_ENSURE(ne != NULL, PKM_ENOMEM);
         if (kl->n) memcpy(ne, kl->e, kl->n * sizeof *ne);
         if (kl->e) {
             OPENSSL_cleanse(kl->e, kl->cap * sizeof *kl->e);
@@ -277,7 +277,7 @@ int pkm_streamdec_new(const pkm_keylog_t *kl, int dir, size_t max_size, pkm_stre
     if (!out || (dir != PKM_DIR_C2S && dir != PKM_DIR_S2C) || max_size > INT32_MAX)
         return PKM_EINVAL;
     pkm_streamdec_t *d = pkm__calloc(1, sizeof *d);
-    if (!d) return PKM_ENOMEM;
+    PKM_ENSURE(d != NULL, PKM_ENOMEM);
     d->kl = kl;
     d->dir = dir;
     d->max_size = max_size ? max_size : PKM_DEFAULT_MAX_SIZE;
@@ -308,7 +308,7 @@ static int cbc_decrypt(const uint8_t key[32], const uint8_t iv[16], const uint8_
                        size_t n)
 {
     EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
-    if (!c) return PKM_ENOMEM;
+    PKM_ENSURE(c != NULL, PKM_ENOMEM);
     int ok = EVP_DecryptInit_ex(c, EVP_aes_256_cbc(), NULL, key, iv) == 1 &&
              EVP_CIPHER_CTX_set_padding(c, 0) == 1;
     size_t done = 0;

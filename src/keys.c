@@ -53,19 +53,16 @@ static int check_rsa2048(EVP_PKEY *pkey)
 {
     if (EVP_PKEY_get_base_id(pkey) != EVP_PKEY_RSA || !EVP_PKEY_is_a(pkey, "RSA")) return PKM_EKEY;
     BIGNUM *n = NULL, *e = NULL;
-    int rc = PKM_EKEY;
-    if (EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_N, &n) != 1) goto out;
-    if (EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_E, &e) != 1) goto out;
     /* An RSA modulus is a product of odd primes: an even one is no key (and OpenSSL's
-     * Montgomery arithmetic refuses it at the first encryption, as PKM_ECRYPTO). */
-    if (BN_is_negative(n) || BN_num_bits(n) != 2048 || !BN_is_odd(n)) goto out;
-    if (BN_is_negative(e) || !BN_is_word(e, RSA_F4)) goto out; /* exactly 65537 */
-    rc = 0;
-out:
+     * Montgomery arithmetic refuses it at the first encryption, as PKM_ECRYPTO). The exponent
+     * is exactly 65537. */
+    int ok = EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_N, &n) == 1 &&
+             EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_E, &e) == 1 && !BN_is_negative(n) &&
+             BN_num_bits(n) == 2048 && BN_is_odd(n) && !BN_is_negative(e) && BN_is_word(e, RSA_F4);
     BN_free(n);
     BN_free(e);
     ERR_clear_error();
-    return rc;
+    return ok ? 0 : PKM_EKEY;
 }
 
 /* Wraps pkey (ownership passes to the key, also on failure) and caches its DER SPKI. */
@@ -248,7 +245,7 @@ int pkm_key_from_der(const uint8_t *der, size_t len, pkm_key_t **out)
     size_t elen = 0;
     PKM_GUARD(spki_parse(der, len, &n, &e, &elen));
     pkm_key_t *k = pkm__calloc(1, sizeof *k);
-    if (k == NULL) return PKM_ENOMEM;
+    PKM_ENSURE(k != NULL, PKM_ENOMEM);
     atomic_init(&k->refs, 1);
     k->der = pkm__malloc(len);
     if (k->der == NULL) {
@@ -357,26 +354,24 @@ static int read_all(int fd, const struct stat *st, uint8_t **out, size_t *outlen
     if (st->st_size > PKM_KEY_FILE_MAX) return PKM_EKEY;
     size_t cap = (size_t)st->st_size + 1, len = 0;
     uint8_t *buf = pkm__malloc(cap);
-    if (buf == NULL) return PKM_ENOMEM;
+    PKM_ENSURE(buf != NULL, PKM_ENOMEM);
+    int rc;
     for (;;) {
-        if (len == cap) { /* the file grew since fstat: bounded by PKM_KEY_FILE_MAX + 1 */
-            OPENSSL_cleanse(buf, len);
-            pkm__free(buf);
-            return PKM_EKEY;
-        }
+        /* len == cap: the file grew since fstat (bounded by PKM_KEY_FILE_MAX + 1). */
+        PKM_ENSURE_GOTO(rc, len < cap, PKM_EKEY);
         ssize_t r = read(fd, buf + len, cap - len);
         if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            OPENSSL_cleanse(buf, len);
-            pkm__free(buf);
-            return PKM_EKEYFILE;
-        }
+        PKM_ENSURE_GOTO(rc, r >= 0, PKM_EKEYFILE); /* errno says why */
         if (r == 0) break;
         len += (size_t)r;
     }
     *out = buf;
     *outlen = len;
     return 0;
+cleanup:
+    OPENSSL_cleanse(buf, len);
+    pkm__free(buf);
+    return rc;
 }
 
 /* pkm_key_load_pem_errbuf's refusal: "key file PATH: WHY" into eb (when given), and err. */
@@ -432,41 +427,27 @@ int pkm_key_load_pem_errbuf(const char *path, pkm_key_t **out, char *errbuf, siz
     EVP_PKEY *pkey = NULL;
     int is_private = 0;
     BIO *bio = BIO_new_mem_buf(buf, (int)len);
-    why = "out of memory";
-    if (bio == NULL) {
-        rc = PKM_ENOMEM;
-        goto out;
-    }
+    PKM_ENSURE_GOTO(rc, bio != NULL, PKM_ENOMEM); /* "out of memory" below */
     pkey = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
     if (pkey != NULL) {
         is_private = 1;
     } else {
         BIO_free(bio);
         bio = BIO_new_mem_buf(buf, (int)len);
-        if (bio == NULL) {
-            rc = PKM_ENOMEM;
-            goto out;
-        }
+        PKM_ENSURE_GOTO(rc, bio != NULL, PKM_ENOMEM);
         pkey = PEM_read_bio_PUBKEY(bio, NULL, no_passphrase, NULL);
     }
-    if (pkey == NULL) {
-        rc = PKM_EKEY; /* not PEM, no key in it, an encrypted key, or a key that does not parse */
-        why =
-            "no usable key in it: expected an unencrypted PEM key (\"-----BEGIN PRIVATE KEY-----\" "
-            "or \"-----BEGIN PUBLIC KEY-----\"; passphrases are not supported)";
-        goto out;
-    }
-    if (is_private && (st.st_mode & 077) != 0) {
-        rc = PKM_EKEYPERM;
-        why = "private key readable by group or others (chmod 600 it)";
-        goto out;
-    }
-    rc = check_rsa2048(pkey);
+    /* Not PEM, no key in it, an encrypted key, or a key that does not parse. */
+    why = "no usable key in it: expected an unencrypted PEM key (\"-----BEGIN PRIVATE KEY-----\" "
+          "or \"-----BEGIN PUBLIC KEY-----\"; passphrases are not supported)";
+    PKM_ENSURE_GOTO(rc, pkey != NULL, PKM_EKEY);
+    why = "private key readable by group or others (chmod 600 it)";
+    PKM_ENSURE_GOTO(rc, !is_private || (st.st_mode & 077) == 0, PKM_EKEYPERM);
     why = "not an RSA-2048 key with public exponent 65537";
-    if (rc < 0) goto out;
+    PKM_GUARD_GOTO(rc, check_rsa2048(pkey));
     rc = key_wrap(pkey, is_private, out);
     pkey = NULL; /* owned by the key now, or freed */
-out:
+cleanup:
     BIO_free(bio);
     EVP_PKEY_free(pkey);
     OPENSSL_cleanse(buf, len);
@@ -535,6 +516,14 @@ static int create_temp(const char *path, char *tmp, size_t cap)
     return -1;
 }
 
+/* A file step of save_pem failed: keeps errno in *err (cleanup's close and unlink may change
+ * errno; save_pem sets it back) and returns PKM_EKEYFILE. */
+static int file_failed(int *err)
+{
+    *err = errno;
+    return PKM_EKEYFILE;
+}
+
 /* Writes the PEM of the key (private_half: PKCS#8 private key; else SubjectPublicKeyInfo) to
  * `path` atomically, with exactly `mode`: a new temporary file in the same directory (O_EXCL,
  * 0600), written, fchmod'ed, fsync'ed, then linked (noreplace: fails if path exists) or renamed
@@ -548,7 +537,7 @@ static int save_pem(const pkm_key_t *key, const char *path, mode_t mode, int pri
     PKM_ENSURE((flags & ~(unsigned)PKM_KEY_SAVE_NOREPLACE) == 0, PKM_EINVAL);
     int noreplace = (flags & PKM_KEY_SAVE_NOREPLACE) != 0;
     BIO *bio = BIO_new(BIO_s_secmem());
-    if (bio == NULL) return PKM_ENOMEM;
+    PKM_ENSURE(bio != NULL, PKM_ENOMEM);
     int ok = private_half
                  ? PEM_write_bio_PrivateKey(bio, key->pkey, NULL, NULL, 0, no_passphrase, NULL)
                  : PEM_write_bio_PUBKEY(bio, key->pkey);
@@ -556,57 +545,36 @@ static int save_pem(const pkm_key_t *key, const char *path, mode_t mode, int pri
     int rc = 0, err = 0, fd = -1;
     char tmp[4096 + 32], dir[4096];
     tmp[0] = '\0';
-    if (ok != 1 || BIO_get_mem_ptr(bio, &mem) != 1 || mem == NULL) {
-        rc = PKM_ECRYPTO;
-        goto out;
-    }
+    PKM_ENSURE_GOTO(rc, ok == 1 && BIO_get_mem_ptr(bio, &mem) == 1 && mem != NULL, PKM_ECRYPTO);
     /* Refused before anything is created: a link, a non-regular file, a file with other hard
      * links (its other names would keep the old key), or any existing file under noreplace. */
-    if (check_target(path, noreplace) != 0 || dir_of(path, dir, sizeof dir) != 0 ||
-        (fd = create_temp(path, tmp, sizeof tmp)) < 0) {
-        err = errno;
-        rc = PKM_EKEYFILE;
-        goto out;
-    }
+    PKM_ENSURE_GOTO(rc,
+                    check_target(path, noreplace) == 0 && dir_of(path, dir, sizeof dir) == 0 &&
+                        (fd = create_temp(path, tmp, sizeof tmp)) >= 0,
+                    file_failed(&err));
     size_t off = 0;
     while (off < mem->length) {
         ssize_t w = write(fd, mem->data + off, mem->length - off);
         if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            err = w < 0 ? errno : EIO;
-            rc = PKM_EKEYFILE;
-            goto out;
-        }
+        if (w == 0) errno = EIO;
+        PKM_ENSURE_GOTO(rc, w > 0, file_failed(&err));
         off += (size_t)w;
     }
     /* fchmod: the exact mode whatever the umask (0644 for a public key). */
-    if (fchmod(fd, mode) != 0 || fsync(fd) != 0) {
-        err = errno;
-        rc = PKM_EKEYFILE;
-        goto out;
-    }
+    PKM_ENSURE_GOTO(rc, fchmod(fd, mode) == 0 && fsync(fd) == 0, file_failed(&err));
     int c = close(fd);
     fd = -1;
-    if (c != 0) {
-        err = errno;
-        rc = PKM_EKEYFILE;
-        goto out;
-    }
+    PKM_ENSURE_GOTO(rc, c == 0, file_failed(&err));
     /* link() fails with EEXIST if path appeared meanwhile: no existing file is ever replaced. */
-    if (noreplace ? link(tmp, path) != 0 : rename(tmp, path) != 0) {
-        err = errno;
-        rc = PKM_EKEYFILE;
-        goto out;
-    }
+    PKM_ENSURE_GOTO(rc, noreplace ? link(tmp, path) == 0 : rename(tmp, path) == 0,
+                    file_failed(&err));
     if (noreplace) unlink(tmp);
     tmp[0] = '\0'; /* the new file is in place under path */
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0 || fsync(dfd) != 0) {
-        err = errno;
-        rc = PKM_EKEYFILE; /* the file is in place, but its name may not survive a crash */
-    }
+    /* On a failure here the file is in place, but its name may not survive a crash. */
+    if (dfd < 0 || fsync(dfd) != 0) rc = file_failed(&err);
     if (dfd >= 0) close(dfd);
-out:
+cleanup:
     if (fd >= 0) close(fd);
     if (tmp[0] != '\0') unlink(tmp);
     if (mem != NULL && mem->data != NULL) OPENSSL_cleanse(mem->data, mem->max);
@@ -691,25 +659,14 @@ int pkm_keypool_new(size_t capacity, pkm_keypool_t **out)
     *out = NULL;
     PKM_ENSURE(capacity >= 1 && capacity <= 1024, PKM_EINVAL);
     pkm_keypool_t *pool = pkm__calloc(1, sizeof *pool);
-    if (pool == NULL) return PKM_ENOMEM;
+    PKM_ENSURE(pool != NULL, PKM_ENOMEM);
+    int rc, have_mu = 0, have_wake = 0;
     pool->keys = pkm__calloc(capacity, sizeof *pool->keys);
-    if (pool->keys == NULL) {
-        pkm__free(pool);
-        return PKM_ENOMEM;
-    }
+    PKM_ENSURE_GOTO(rc, pool->keys != NULL, PKM_ENOMEM);
     pool->capacity = capacity;
     pool->pid = getpid();
-    if (pthread_mutex_init(&pool->mu, NULL) != 0) {
-        pkm__free(pool->keys);
-        pkm__free(pool);
-        return PKM_ENOMEM;
-    }
-    if (pthread_cond_init(&pool->wake, NULL) != 0) {
-        pthread_mutex_destroy(&pool->mu);
-        pkm__free(pool->keys);
-        pkm__free(pool);
-        return PKM_ENOMEM;
-    }
+    PKM_ENSURE_GOTO(rc, (have_mu = pthread_mutex_init(&pool->mu, NULL) == 0), PKM_ENOMEM);
+    PKM_ENSURE_GOTO(rc, (have_wake = pthread_cond_init(&pool->wake, NULL) == 0), PKM_ENOMEM);
     /* The generator thread blocks every signal, so that the application's handlers run only in
      * its own threads. It inherits the mask in force at pthread_create. */
     sigset_t all, old;
@@ -717,15 +674,15 @@ int pkm_keypool_new(size_t capacity, pkm_keypool_t **out)
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int err = pthread_create(&pool->thread, NULL, pool_main, pool);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (err != 0) {
-        pthread_cond_destroy(&pool->wake);
-        pthread_mutex_destroy(&pool->mu);
-        pkm__free(pool->keys);
-        pkm__free(pool);
-        return err == EAGAIN ? PKM_ENOMEM : PKM_EINTERNAL;
-    }
+    PKM_ENSURE_GOTO(rc, err == 0, err == EAGAIN ? PKM_ENOMEM : PKM_EINTERNAL);
     *out = pool;
     return 0;
+cleanup:
+    if (have_wake) pthread_cond_destroy(&pool->wake);
+    if (have_mu) pthread_mutex_destroy(&pool->mu);
+    pkm__free(pool->keys);
+    pkm__free(pool);
+    return rc;
 }
 
 int pkm_keypool_take(pkm_keypool_t *pool, pkm_key_t **out)

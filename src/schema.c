@@ -236,8 +236,7 @@ int pkm_schema_size(const pkm_schema_t *s, const pkm_value_t *fields, size_t n, 
     pkm_writer w;
     pkm__writer_init(&w, NULL, 0);
     uint32_t h;
-    int rc = encode_content(s, fields, n, &w, PKM__W_NOJSON, &h);
-    if (rc < 0) return pkm__serr_top(rc, -1, s);
+    PKM_GUARD(pkm__serr_top(encode_content(s, fields, n, &w, PKM__W_NOJSON, &h), -1, s));
     *size = w.pos;
     return 0;
 }
@@ -250,8 +249,7 @@ int pkm_schema_encode(const pkm_schema_t *s, const pkm_value_t *fields, size_t n
     pkm_writer w;
     pkm__writer_init(&w, out, cap);
     uint32_t h;
-    int rc = encode_content(s, fields, n, &w, 0, &h);
-    if (rc < 0) return pkm__serr_top(rc, -1, s);
+    PKM_GUARD(pkm__serr_top(encode_content(s, fields, n, &w, 0, &h), -1, s));
     *len = w.pos;
     if (content_hash) *content_hash = h;
     return 0;
@@ -266,14 +264,14 @@ int pkm_schema_encode_alloc(const pkm_schema_t *s, const pkm_value_t *fields, si
     size_t size;
     PKM_GUARD(pkm_schema_size(s, fields, n, &size));
     uint8_t *buf = pkm__malloc(size ? size : 1);
-    if (!buf) return PKM_ENOMEM;
-    int rc = pkm_schema_encode(s, fields, n, buf, size, len, content_hash);
-    if (rc < 0) {
-        pkm__free(buf);
-        return rc;
-    }
+    PKM_ENSURE(buf != NULL, PKM_ENOMEM);
+    int rc;
+    PKM_GUARD_GOTO(rc, pkm_schema_encode(s, fields, n, buf, size, len, content_hash));
     *out = buf;
     return 0;
+cleanup:
+    pkm__free(buf);
+    return rc;
 }
 
 int pkm_schema_encode_packet(const pkm_schema_t *s, uint8_t id, const pkm_value_t *fields, size_t n,
@@ -284,9 +282,9 @@ int pkm_schema_encode_packet(const pkm_schema_t *s, uint8_t id, const pkm_value_
     if (cap < PKM_HEADER_SIZE) return pkm__serr_top(PKM_ENOSPC, id, s);
     size_t clen;
     uint32_t ch;
-    int rc =
-        pkm_schema_encode(s, fields, n, out + PKM_HEADER_SIZE, cap - PKM_HEADER_SIZE, &clen, &ch);
-    if (rc < 0) return pkm__serr_top(rc, id, s);
+    PKM_GUARD(pkm__serr_top(
+        pkm_schema_encode(s, fields, n, out + PKM_HEADER_SIZE, cap - PKM_HEADER_SIZE, &clen, &ch),
+        id, s));
     PKM_GUARD(pkm_packet_header_write(out, id, pkm_packet_hash(id, ch), clen));
     *len = PKM_HEADER_SIZE + clen;
     return 0;
@@ -477,7 +475,7 @@ int pkm_schema_decode(const pkm_schema_t *s, const pkm_packet_t *pkt, pkm_msg_t 
     size_t text_cap = pkt->size + 1;
     size_t total = MSG_HEAD + slots * sizeof(pkm_value_t) + text_cap;
     uint8_t *mem = pkm__malloc(total);
-    if (!mem) return PKM_ENOMEM;
+    PKM_ENSURE(mem != NULL, PKM_ENOMEM);
     struct pkm_msg *m = (struct pkm_msg *)(void *)mem;
     m->schema = s;
     m->id = pkt->id;
@@ -493,13 +491,13 @@ int pkm_schema_decode(const pkm_schema_t *s, const pkm_packet_t *pkt, pkm_msg_t 
     d.text.p = (char *)(mem + MSG_HEAD + slots * sizeof(pkm_value_t));
     d.text.cap = text_cap;
     uint32_t h;
-    int rc = dec_struct(&d, s, m->fields, 0, &h);
-    if (rc < 0) {
-        pkm__free(mem);
-        return rc == PKM_ENOMEM ? rc : PKM_EINTERNAL; /* pass 1 accepted these bytes */
-    }
+    int rc;
+    PKM_GUARD_GOTO(rc, dec_struct(&d, s, m->fields, 0, &h));
     *out = m;
     return 0;
+cleanup:
+    pkm__free(mem);
+    return rc == PKM_ENOMEM ? rc : PKM_EINTERNAL; /* pass 1 accepted these bytes */
 }
 
 void pkm_msg_free(pkm_msg_t *m)
@@ -577,16 +575,15 @@ int pkm_registry_new_from(const pkm_registry_entry_t *entries, size_t n, pkm_reg
     *out = NULL;
     if (!entries && n) return PKM_EINVAL;
     pkm_registry_t *reg = pkm_registry_new();
-    if (!reg) return PKM_ENOMEM;
-    for (size_t i = 0; i < n; i++) {
-        int rc = pkm_registry_register(reg, entries[i].id, entries[i].schema);
-        if (rc < 0) {
-            pkm_registry_free(reg);
-            return rc;
-        }
-    }
+    PKM_ENSURE(reg != NULL, PKM_ENOMEM);
+    int rc;
+    for (size_t i = 0; i < n; i++)
+        PKM_GUARD_GOTO(rc, pkm_registry_register(reg, entries[i].id, entries[i].schema));
     *out = reg;
     return 0;
+cleanup:
+    pkm_registry_free(reg);
+    return rc;
 }
 
 int pkm_registry_register(pkm_registry_t *reg, uint8_t id, const pkm_schema_t *s)
@@ -649,14 +646,14 @@ int pkm_registry_encode_alloc(const pkm_registry_t *reg, uint8_t id, const pkm_v
     if (size > INT32_MAX) return PKM_ETOOLONG;
     size_t total = PKM_HEADER_SIZE + size;
     uint8_t *buf = pkm__malloc(total);
-    if (!buf) return PKM_ENOMEM;
-    int rc = pkm_schema_encode_packet(s, id, fields, n, buf, total, len);
-    if (rc < 0) {
-        pkm__free(buf);
-        return rc;
-    }
+    PKM_ENSURE(buf != NULL, PKM_ENOMEM);
+    int rc;
+    PKM_GUARD_GOTO(rc, pkm_schema_encode_packet(s, id, fields, n, buf, total, len));
     *out = buf;
     return 0;
+cleanup:
+    pkm__free(buf);
+    return rc;
 }
 
 int pkm_registry_encode_content(const pkm_registry_t *reg, uint8_t id, const pkm_value_t *fields,

@@ -436,9 +436,9 @@ PKM_API void pkm_server_stats(const pkm_server_t *srv, pkm_server_stats_t *out);
 /* Calls fn(ctx, conn) for every established connection (on_connect done, on_close not yet) OF
  * THE CALLING LOOP: with one loop that is every connection; with several, only the connections
  * living on the loop whose thread calls (from a thread that is none of the server's loops: no
- * call, 0; to reach every connection use pkm_server_broadcast, or post to each loop's callbacks
- * what they should do). fn may send and close connections (a closed one is skipped from then
- * on). Returns the number of calls. */
+ * call, 0; with one loop, before pkm_server_run() or after it returned, that loop's; to reach
+ * every connection use pkm_server_broadcast). fn may send and close connections (a closed one is
+ * skipped from then on). Returns the number of calls. */
 PKM_API size_t pkm_server_foreach(pkm_server_t *srv, void (*fn)(void *ctx, pkm_server_conn_t *c),
                                   void *ctx);
 
