@@ -17,8 +17,8 @@ endif
 # Configuring prints only what matters (notices, warnings, errors such as a missing package).
 CONFIGURE = cmake -S . -B $(BUILD) --log-level=NOTICE -DCMAKE_BUILD_TYPE=RelWithDebInfo $(WERROR)
 
-.PHONY: all build test test-asan test-valgrind demo install uninstall package bench fuzz soak \
-        format clean deps
+.PHONY: all build test test-asan test-valgrind test-cluster demo install uninstall package bench \
+        fuzz soak format clean deps
 
 all: build
 
@@ -36,6 +36,14 @@ test:
 	@$(CONFIGURE) -DPKM_TESTS=ON $(CMAKE_FLAGS)
 	@cmake --build $(BUILD) -j $(JOBS)
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# Two `pkmcom serve --relay --redis` instances behind HAProxy with a real redis-server, on
+# loopback (tests/cluster.sh: PASS/FAIL/SKIPPED per check, bounded in time; docs/DEPLOYMENT.md).
+test-cluster:
+	@bash scripts/deps.sh cluster
+	@$(CONFIGURE) $(CMAKE_FLAGS)
+	@cmake --build $(BUILD) -j $(JOBS) --target pkmcom
+	@bash tests/cluster.sh $(BUILD)/pkmcom
 
 # The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer, in its own build tree.
 test-asan:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # What a new user does on a brand-new Debian 12, run by .ci/run inside ../shared/tools/fresh-machine.sh
-# (a minimal chroot with a fresh clone of HEAD): the README's two commands, then make install into
+# (a minimal chroot with a fresh clone of HEAD): the README's two commands, make test-cluster, then make install into
 # a prefix with the examples built against it, make uninstall, and make package with the .deb
 # packages installed by apt-get and an example built against them.
 set -euo pipefail
@@ -14,6 +14,8 @@ make demo >/tmp/demo.log 2>&1 || { cat /tmp/demo.log; exit 1; }
 tail -3 /tmp/demo.log
 step "make test"
 make test
+step "make test-cluster (HAProxy, two instances, Redis)"
+make test-cluster
 
 step "make install PREFIX=/tmp/pkm-prefix, then the examples built against it"
 make install PREFIX=/tmp/pkm-prefix >/dev/null
@@ -21,7 +23,9 @@ pcdir=$(dirname "$(find /tmp/pkm-prefix -name pkmcom.pc)")
 mkdir -p /tmp/ex
 for f in examples/*.c; do
     mod=pkmcom
-    [ "$(basename "$f")" = echo_server.c ] && mod=pkmcom-server  # the libuv server library
+    # The servers (echo_server.c, lobby_server.c) link the libuv server library, as in
+    # examples/CMakeLists.txt.
+    case "$(basename "$f")" in *_server.c) mod=pkmcom-server ;; esac
     cc -std=c11 -Wall -Wextra -Werror "$f" -o "/tmp/ex/$(basename "$f" .c)" \
         $(PKG_CONFIG_PATH=$pcdir pkg-config --cflags --libs $mod) -Wl,-rpath,"$(dirname "$pcdir")"
 done

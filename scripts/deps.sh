@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # Installs the Debian packages a make target needs, only when they are missing (idempotent).
-# Usage: scripts/deps.sh [build|test|asan|valgrind|fuzz|bench|package|wireshark|all]...  (default: build)
+# Usage: scripts/deps.sh [build|test|cluster|asan|valgrind|fuzz|bench|package|wireshark|all]...  (default: build)
 # build: a working C compiler (gcc and libc6-dev: gcc's C library headers and crt files are only a
 # "Recommends", which --no-install-recommends leaves out), CMake, and the library's dependencies.
 set -euo pipefail
@@ -10,6 +10,8 @@ pkgs_for() {
   case "$1" in
     build) echo "gcc libc6-dev make cmake pkg-config libssl-dev libjansson-dev libuv1-dev openssl libhiredis-dev" ;;
     test) echo "$(pkgs_for build) libcmocka-dev python3-cryptography haproxy redis-server libpcap-dev $(pkgs_for package)" ;;
+    # make test-cluster (tests/cluster.sh): the tool, redis-server, haproxy, python3 (free ports).
+    cluster) echo "$(pkgs_for build) redis-server haproxy python3" ;;
     asan) echo "$(pkgs_for test) libclang-rt-14-dev" ;;
     valgrind) echo "$(pkgs_for test) valgrind" ;;
     fuzz) echo "$(pkgs_for build) clang libclang-rt-14-dev" ;;
@@ -19,8 +21,8 @@ pkgs_for() {
     package) echo "$(pkgs_for build) dpkg-dev file" ;;
     # The Wireshark plugin (make wireshark) and the capture test (tests/cli_capture.sh).
     wireshark) echo "$(pkgs_for build) wireshark-dev libwireshark-dev libgcrypt20-dev tshark tcpdump libpcap-dev" ;;
-    all) echo "$(pkgs_for test) $(pkgs_for fuzz) $(pkgs_for bench) $(pkgs_for package) $(pkgs_for wireshark) valgrind" ;;
-    *) echo "deps.sh: unknown group '$1' (build, test, asan, valgrind, fuzz, bench, package, wireshark, all)" >&2; return 1 ;;
+    all) echo "$(pkgs_for test) $(pkgs_for cluster) $(pkgs_for fuzz) $(pkgs_for bench) $(pkgs_for package) $(pkgs_for wireshark) valgrind" ;;
+    *) echo "deps.sh: unknown group '$1' (build, test, cluster, asan, valgrind, fuzz, bench, package, wireshark, all)" >&2; return 1 ;;
   esac
 }
 

@@ -64,6 +64,19 @@ ok
 [ "$(stat -c %a "$PKMCOM_HOME")" = 700 ] || fail "configuration directory mode $(stat -c %a "$PKMCOM_HOME")"
 ok
 
+# --bind: the connection comes from that local address (the server's log names it).
+run bind1 send "127.0.0.1:$PORT" --bind 127.0.0.2 --id 16 byte:1 string:hi bool:true --pin "$FP1"
+expect_rc bind1 0
+expect_out bind1 "$L1"
+wait_for_line "$T/echo.err" '\[#[0-9]+ 127\.0\.0\.2:[0-9]+\] connected'
+ok
+run bind2 send "127.0.0.1:$PORT" --bind ::1 --id 16 --pin "$FP1"
+expect_rc bind2 1
+expect_one_error bind2 "the family of --bind"
+run bind3 send "127.0.0.1:$PORT" --bind not-an-address --id 16 --pin "$FP1"
+expect_rc bind3 1
+expect_one_error bind3 "--bind not-an-address: not a numeric address"
+
 # --pin: the right fingerprint connects (and known_hosts is not consulted), a wrong one is refused.
 run pin_ok send "127.0.0.1:$PORT" --id 16 byte:1 string:hi bool:true --pin "$FP1"
 expect_rc pin_ok 0

@@ -5,7 +5,11 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
 #include <unistd.h>
+#include <sys/socket.h>
 #include <openssl/crypto.h>
 #include "tool.h"
 
@@ -33,6 +37,8 @@ static const char send_help[] =
     "  --expect N           replies to wait for (default: N of --count)\n"
     "  --timeout SECONDS    bound on connecting + handshake, and on waiting for the\n"
     "                       replies (default 10)\n"
+    "  --bind ADDR          connect from this local address (numeric IPv4 or IPv6, e.g.\n"
+    "                       127.0.0.2: the server, or a proxy, sees it as the source)\n"
     "  -v, --verbose        say which server key was seen and how it was trusted\n"
     "  --dry-run            connect to nothing: print the packet the FIELDs make as a\n"
     "                       JSON line (no HOST:PORT then)\n"
@@ -728,6 +734,7 @@ struct send_opts {
     char *password; /* --password's argv string (wiped once copied) */
     const char *password_file, *pin, *known_hosts;
     const char *packet; /* --packet NAME, or NULL */
+    const char *bind;   /* --bind ADDR, or NULL */
     uint64_t count, expect, timeout_s;
     int expect_set, verbose, dry_run, strict;
 };
@@ -836,6 +843,80 @@ static int connect_failed(const struct trust *t, int rc, const char *err)
     return tool_fail(TOOL_EXIT_FAIL, "%s: %s", o->hostport, err);
 }
 
+/* --bind: a TCP socket bound to o->bind (port 0: the kernel's choice) and connected to
+ * o->host:o->port within timeout_ms, for pkm_conn_from_fd(). Returns the fd, or -1 with the
+ * reason in err. Only addresses of the bound address's family are tried. */
+static int connect_from(const struct send_opts *o, int timeout_ms, char *err, size_t errcap)
+{
+    struct addrinfo hints, *src = NULL, *dst = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST | AI_PASSIVE;
+    int g = getaddrinfo(o->bind, "0", &hints, &src);
+    if (g != 0) {
+        snprintf(err, errcap, "--bind %s: not a numeric address (%s)", o->bind, gai_strerror(g));
+        return -1;
+    }
+    char port[16];
+    snprintf(port, sizeof port, "%d", o->port);
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_family = src->ai_family;
+    g = getaddrinfo(o->host, port, &hints, &dst);
+    if (g != 0) {
+        snprintf(err, errcap, "%s: cannot resolve it as %s (the family of --bind): %s", o->hostport,
+                 src->ai_family == AF_INET6 ? "IPv6" : "IPv4", gai_strerror(g));
+        freeaddrinfo(src);
+        return -1;
+    }
+    double deadline = tool_now_ms() + timeout_ms;
+    int fd = -1;
+    snprintf(err, errcap, "%s: no address to connect to", o->hostport);
+    for (struct addrinfo *a = dst; a && fd < 0; a = a->ai_next) {
+        fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+        if (fd < 0) {
+            snprintf(err, errcap, "%s: socket: %s", o->hostport, strerror(errno));
+            continue;
+        }
+        if (bind(fd, src->ai_addr, src->ai_addrlen) != 0) {
+            snprintf(err, errcap, "--bind %s: %s", o->bind, strerror(errno));
+            close(fd);
+            fd = -1;
+            break; /* the same for every destination */
+        }
+        int fl = fcntl(fd, F_GETFL);
+        if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+            snprintf(err, errcap, "%s: fcntl: %s", o->hostport, strerror(errno));
+            close(fd);
+            fd = -1;
+            continue;
+        }
+        int rc = connect(fd, a->ai_addr, a->ai_addrlen), e = rc == 0 ? 0 : errno;
+        if (rc != 0 && e == EINPROGRESS) {
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            int left = remaining_ms(deadline);
+            do
+                rc = poll(&p, 1, left);
+            while (rc < 0 && errno == EINTR);
+            socklen_t len = sizeof e;
+            if (rc == 0)
+                e = ETIMEDOUT;
+            else if (rc < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) != 0)
+                e = errno;
+        }
+        if (e != 0) {
+            snprintf(err, errcap, "%s: cannot connect from %s: %s", o->hostport, o->bind,
+                     strerror(e));
+            close(fd);
+            fd = -1;
+            if (e == ETIMEDOUT) break;
+        }
+    }
+    freeaddrinfo(src);
+    freeaddrinfo(dst);
+    return fd;
+}
+
 static int run_send(const struct send_opts *o, const char *password, uint32_t hash,
                     const uint8_t *content, size_t size)
 {
@@ -864,7 +945,15 @@ static int run_send(const struct send_opts *o, const char *password, uint32_t ha
     cfg.errbuf = err;
     cfg.errbuf_size = sizeof err;
     pkm_conn_t *c = NULL;
-    int rc = pkm_connect(o->host, o->port, &cfg, &c);
+    int rc;
+    if (o->bind) {
+        int fd = connect_from(o, remaining_ms(deadline), err, sizeof err);
+        if (fd < 0) return tool_fail(TOOL_EXIT_FAIL, "%s", err);
+        cfg.handshake_timeout_ms = remaining_ms(deadline);
+        rc = pkm_conn_from_fd(fd, PKM_ROLE_CLIENT, &cfg, &c);
+    } else {
+        rc = pkm_connect(o->host, o->port, &cfg, &c);
+    }
     if (rc < 0) return connect_failed(&t, rc, err);
     const char *fp = t.fp;
     int first_contact = t.first_contact, khline = t.khline;
@@ -1027,6 +1116,8 @@ int cmd_send(int argc, char **argv)
             if (tool_parse_u64(v, 100000000, &o.expect) < 0)
                 status = tool_usage_error("send", "--expect: expected 0..100000000, got '%s'", v);
             o.expect_set = 1;
+        } else if (r == 0 && (r = tool_opt("send", argc, argv, &i, "bind", 0, &v)) > 0) {
+            o.bind = v;
         } else if (r == 0 && (r = tool_opt("send", argc, argv, &i, "timeout", 0, &v)) > 0) {
             if (tool_parse_u64(v, 86400, &o.timeout_s) < 0 || o.timeout_s == 0)
                 status =

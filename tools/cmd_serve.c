@@ -7,10 +7,13 @@
 #include <malloc.h>
 #endif
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <uv.h>
+#include "relay_redis.h"
 #include "tool.h"
 
 static const char serve_help[] =
@@ -30,6 +33,11 @@ static const char serve_help[] =
     "  --password PW        the password on the command line: works, with a warning\n"
     "                       (other users can see a command line)\n"
     "  --relay              send each packet to every other client (a lobby), not back\n"
+    "  --redis URL          with --relay, across instances too: each client's packet is\n"
+    "                       also published on Redis (redis://HOST[:PORT][/CHANNEL]; port\n"
+    "                       6379, channel pkmcom by default), and the packets other\n"
+    "                       instances publish there go to every client here. Redis away:\n"
+    "                       the local relay goes on, reconnecting with backoff, said once\n"
     "  --print              write each packet received to stdout as one JSON line\n"
     "                       {\"id\":16,\"hash\":123,\"size\":5,\"content\":\"<hex>\"}\n"
     "                       (a Complete Definition packet, ids 0-7, also gets \"hash_ok\",\n"
@@ -44,7 +52,10 @@ static const char serve_help[] =
     "                       is the source in logs and limits; health checks (LOCAL, or a\n"
     "                       connect that sends nothing) are not logged. A PROXY header from\n"
     "                       any other address is refused (a forged source)\n"
-    "\n"
+    "\n";
+
+/* (A second string: C11 compilers need support only 4095 characters in one.) */
+static const char serve_help_limits[] =
     "Limits against floods and peers that pin memory (a source is an IPv4 address or an\n"
     "IPv6 /64; 0 turns a limit off, but 0 queued means none wait; refusals are logged\n"
     "once per source and interval):\n"
@@ -112,9 +123,12 @@ static const struct {
     [L_LOGINT] = {"log-interval", 60, 86400},
 };
 
+struct redis_relay;
+
 struct serve {
     pkm_server_t *srv;
     int relay, print, quiet;
+    struct redis_relay *redis; /* --redis, or NULL */
     /* The callbacks run on several loops' threads (--loops): mu guards what follows and keeps
      * --print's lines whole. */
     pthread_mutex_t mu;
@@ -141,6 +155,168 @@ static void conn_name(pkm_server_conn_t *conn, char *out, size_t cap)
     snprintf(out, cap, "[#%llu %s]", (unsigned long long)pkm_server_conn_id(conn), peer);
 }
 
+/* ---- --redis: the relay across instances (relay_redis.h) ----
+ * The relay runs on a libuv loop of its own in a thread of its own, not on a server loop: hiredis
+ * resolves the host name, blocking, at every connection attempt, and a Redis that is slow or away
+ * must not stall the clients' loops. A client's packet (on_packet, on a server loop) goes to
+ * relay_redis_post(), which any thread may call; a packet of another instance (on_redis_message, on
+ * the relay's thread) is copied and handed to the server's loop by pkm_server_post(), where
+ * deliver_relayed() broadcasts it to every client of this instance, with the id, hash and content
+ * as received. The relay never delivers this instance's own messages, so a sender does not hear
+ * itself twice. */
+
+struct redis_relay {
+    pkm_server_t *srv;
+    relay_redis_t *r;
+    int quiet;
+    uv_loop_t loop;
+    uv_async_t stop; /* wakes the relay's loop to free the relay and end */
+    uv_thread_t thread;
+    int loop_ready, thread_started;
+    relay_redis_stats_t final; /* the relay's counters as it stopped */
+};
+
+/* One packet from another instance, on its way to the server's loop. */
+struct relayed {
+    uint8_t id;
+    uint32_t hash;
+    size_t len;
+    uint8_t content[];
+};
+
+static void deliver_relayed(pkm_server_t *srv, void *ud)
+{
+    struct relayed *m = ud;
+    pkm_server_broadcast(srv, NULL, m->id, m->hash, m->content, m->len);
+    free(m);
+}
+
+static void on_redis_message(void *ctx, uint64_t instance, uint64_t conn_id, uint8_t id,
+                             uint32_t hash, const uint8_t *content, size_t len)
+{
+    struct redis_relay *rr = ctx;
+    (void)instance;
+    (void)conn_id;
+    struct relayed *m = malloc(sizeof *m + (len ? len : 1));
+    if (!m) return; /* dropped, like any packet a full queue drops */
+    m->id = id;
+    m->hash = hash;
+    m->len = len;
+    if (len) memcpy(m->content, content, len);
+    /* Refused (PKM_ECLOSED) once the server stops: nobody is left to deliver to. */
+    if (pkm_server_post(rr->srv, deliver_relayed, m) != 0) free(m);
+}
+
+static void on_redis_log(void *ctx, int level, const char *msg)
+{
+    struct redis_relay *rr = ctx;
+    if (rr->quiet && level > RELAY_REDIS_LOG_WARN) return;
+    tool_log("relay: %s%s", level <= RELAY_REDIS_LOG_WARN ? "warning: " : "", msg);
+}
+
+static void on_redis_stop(uv_async_t *a)
+{
+    struct redis_relay *rr = a->data;
+    relay_redis_get_stats(rr->r, &rr->final);
+    relay_redis_free(rr->r);
+    rr->r = NULL;
+    uv_close((uv_handle_t *)a, NULL);
+}
+
+static void redis_thread(void *arg)
+{
+    struct redis_relay *rr = arg;
+    uv_run(&rr->loop, UV_RUN_DEFAULT);
+}
+
+/* Ends the relay's thread and frees everything; *final (if not NULL) gets its last counters. */
+static void redis_relay_free(struct redis_relay *rr, relay_redis_stats_t *final)
+{
+    if (!rr) return;
+    if (rr->thread_started) {
+        uv_async_send(&rr->stop);
+        uv_thread_join(&rr->thread);
+    } else if (rr->loop_ready) {
+        if (rr->r) relay_redis_get_stats(rr->r, &rr->final);
+        relay_redis_free(rr->r);
+        uv_close((uv_handle_t *)&rr->stop, NULL);
+        uv_run(&rr->loop, UV_RUN_DEFAULT);
+    }
+    if (rr->loop_ready) uv_loop_close(&rr->loop);
+    if (final) *final = rr->final;
+    free(rr);
+}
+
+/* Starts the relay for url, delivering to srv. Returns it, or NULL (said on stderr). */
+static struct redis_relay *redis_relay_start(pkm_server_t *srv, const char *url, int quiet)
+{
+    struct redis_relay *rr = calloc(1, sizeof *rr);
+    if (!rr) {
+        tool_log("error: --redis: out of memory");
+        return NULL;
+    }
+    rr->srv = srv;
+    rr->quiet = quiet;
+    if (uv_loop_init(&rr->loop) != 0) {
+        tool_log("error: --redis: cannot make an event loop");
+        free(rr);
+        return NULL;
+    }
+    if (uv_async_init(&rr->loop, &rr->stop, on_redis_stop) != 0) {
+        uv_loop_close(&rr->loop);
+        tool_log("error: --redis: cannot make an event loop");
+        free(rr);
+        return NULL;
+    }
+    rr->stop.data = rr;
+    rr->loop_ready = 1;
+    char *err = NULL;
+    rr->r = relay_redis_new(&rr->loop, url, on_redis_message, rr, &err);
+    if (!rr->r) {
+        tool_log("error: --redis %s: %s", url, err ? err : "cannot start the relay");
+        free(err);
+        redis_relay_free(rr, NULL);
+        return NULL;
+    }
+    relay_redis_set_log(rr->r, on_redis_log);
+    /* The thread takes no SIGINT or SIGTERM: they stay with the main thread's handler. */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    int rc = uv_thread_create(&rr->thread, redis_thread, rr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        tool_log("error: --redis: cannot start the relay's thread: %s", uv_strerror(rc));
+        redis_relay_free(rr, NULL);
+        return NULL;
+    }
+    rr->thread_started = 1;
+    return rr;
+}
+
+/* A client's packet, for the other instances. */
+static void redis_relay_publish(struct redis_relay *rr, pkm_server_conn_t *conn,
+                                const pkm_packet_t *pkt)
+{
+    /* Dropped (and counted) when Redis is away or the queue is full: nothing per packet here. */
+    (void)relay_redis_post(rr->r, pkm_server_conn_id(conn), pkt->id, pkt->hash, pkt->content,
+                           pkt->size);
+}
+
+/* Stops the relay (after the server's loops stopped: nothing posts any more) and logs its
+ * counters. */
+static void redis_relay_stop(struct redis_relay *rr)
+{
+    if (!rr) return;
+    relay_redis_stats_t st;
+    redis_relay_free(rr, &st);
+    tool_log("relay: published %llu, received %llu, dropped %llu (Redis lost %llu times)",
+             (unsigned long long)st.published, (unsigned long long)st.received,
+             (unsigned long long)st.dropped, (unsigned long long)st.losses);
+}
+
 static void on_connect(void *user, pkm_server_conn_t *conn)
 {
     struct serve *s = user;
@@ -161,6 +337,7 @@ static void on_packet(void *user, pkm_server_conn_t *conn, const pkm_packet_t *p
     }
     if (s->relay) {
         pkm_server_broadcast(s->srv, conn, pkt->id, pkt->hash, pkt->content, pkt->size);
+        if (s->redis) redis_relay_publish(s->redis, conn, pkt);
         return;
     }
     int rc = pkm_server_send(conn, pkt->id, pkt->hash, pkt->content, pkt->size);
@@ -289,9 +466,21 @@ static int serve_limit_opt(int argc, char **argv, int *i, uint64_t lim[L_COUNT])
     return 0;
 }
 
+/* --redis URL: checked at once (a usage error, exit 2), used by redis_relay_start(). */
+static int serve_redis_opt(const char *url)
+{
+    relay_redis_url_t u;
+    char err[256];
+    if (relay_redis_parse_url(url, &u, err, sizeof err) == 0) return 0;
+    tool_usage_error("serve", "--redis '%s': %s (expected redis://HOST[:PORT][/CHANNEL])", url,
+                     err);
+    return -1;
+}
+
 int cmd_serve(int argc, char **argv)
 {
     const char *listen = NULL, *keyfile = NULL, *password_file = NULL, *proxy_trusted = NULL;
+    const char *redis_url = NULL;
     char *password = NULL; /* --password's argv string, wiped once copied */
     uint64_t max_conns = 0, loops = 0;
     uint64_t lim[L_COUNT];
@@ -304,6 +493,7 @@ int cmd_serve(int argc, char **argv)
         int r;
         if (tool_is_help(a)) {
             fputs(serve_help, stdout);
+            fputs(serve_help_limits, stdout);
             return TOOL_EXIT_OK;
         }
         if ((r = tool_opt("serve", argc, argv, &i, "listen", 'l', &v)) != 0) {
@@ -332,6 +522,9 @@ int cmd_serve(int argc, char **argv)
             proxy_trusted = v;
         } else if (strncmp(a, "--", 2) == 0 && (r = serve_limit_opt(argc, argv, &i, lim)) != 0) {
             if (r < 0) return TOOL_EXIT_USAGE;
+        } else if ((r = tool_opt("serve", argc, argv, &i, "redis", 0, &v)) != 0) {
+            if (r < 0 || serve_redis_opt(v) < 0) return TOOL_EXIT_USAGE;
+            redis_url = v;
         } else if (strcmp(a, "--relay") == 0) {
             s.relay = 1;
         } else if (strcmp(a, "--print") == 0) {
@@ -343,6 +536,8 @@ int cmd_serve(int argc, char **argv)
         }
     }
     if (!listen) return tool_usage_error("serve", "missing --listen HOST:PORT");
+    if (redis_url && !s.relay)
+        return tool_usage_error("serve", "--redis relays across instances: it needs --relay");
     char host[TOOL_HOST_MAX];
     int port;
     if (tool_parse_hostport(listen, 1, host, &port) < 0)
@@ -434,6 +629,12 @@ int cmd_serve(int argc, char **argv)
                          why[0] ? why : pkm_strerror(rc));
     }
 
+    if (redis_url && !(s.redis = redis_relay_start(s.srv, redis_url, s.quiet))) {
+        pkm_server_free(s.srv);
+        pthread_mutex_destroy(&s.mu);
+        pkm_key_free(key);
+        return TOOL_EXIT_FAIL;
+    }
     stop_target = s.srv;
     if (stop_signal) pkm_server_stop(s.srv); /* a signal came while starting */
 
@@ -441,13 +642,17 @@ int cmd_serve(int argc, char **argv)
     pkm_key_fingerprint(key, fp);
     tool_format_hostport(host, pkm_server_port(s.srv), bound);
     tool_log("listening on %s (key %s, fingerprint %s; %s%s%s%s%s; %u event loop%s)", bound, where,
-             fp, s.relay ? "relay" : "echo", password ? ", password required" : "",
-             max_conns ? ", connection cap" : "", proxy_trusted ? ", PROXY protocol from " : "",
-             proxy_trusted ? proxy_trusted : "", pkm_server_loops(s.srv),
-             pkm_server_loops(s.srv) == 1 ? "" : "s");
+             fp,
+             s.redis   ? "relay, across instances over Redis"
+             : s.relay ? "relay"
+                       : "echo",
+             password ? ", password required" : "", max_conns ? ", connection cap" : "",
+             proxy_trusted ? ", PROXY protocol from " : "", proxy_trusted ? proxy_trusted : "",
+             pkm_server_loops(s.srv), pkm_server_loops(s.srv) == 1 ? "" : "s");
 
     rc = pkm_server_run(s.srv);
     stop_target = NULL;
+    redis_relay_stop(s.redis); /* the loops have stopped: nothing posts to the relay any more */
     pkm_server_stats_t st;
     pkm_server_stats(s.srv, &st);
     pkm_server_free(s.srv);
