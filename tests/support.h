@@ -78,6 +78,12 @@ int t_under_valgrind(void);
 /* The event loops server tests give pkm_server_config_t.loops: PKM_TEST_LOOPS (ctest runs each
  * server test with 1 and, as NAME_loops2, with 2), else 1. */
 unsigned t_server_loops(void);
+/* A TCP connection to 127.0.0.1:port, bound first to source address `from` (e.g. "127.0.0.2";
+ * NULL: any); with rcv_timeout_s > 0 its reads time out after that many seconds (a test that
+ * would hang fails instead). Asserts every step; returns the fd, which the caller closes. */
+int t_tcp_connect(uint16_t port, const char *from, int rcv_timeout_s);
+/* The local port of a connected IPv4 socket (asserts). */
+uint16_t t_local_port(int fd);
 /* Pumps a fresh pair to the end of the handshake and asserts both are established. */
 void t_handshake(pkm_engine_t *c, pkm_engine_t *s, size_t chunk);
 

@@ -28,18 +28,6 @@ static char g_skey_pem[64];        /* g_skey's PEM (0600), for pkm_key_load_pem 
 static uint8_t g_data[70000];      /* packet contents: g_data[i] = i * 7 + 3 (mod 256) */
 static int g_wait = 10000;         /* ms: bound on every wait; far longer under valgrind */
 
-static int valgrind_run(void)
-{
-    const char *v = getenv("PKM_VALGRIND");
-    return v && strcmp(v, "1") == 0;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static uint32_t hash_of(uint8_t id, const uint8_t *p, size_t n)
 {
     return pkm_packet_hash(id, pkm_hashsum_bytes(p, n));
@@ -187,7 +175,7 @@ static void fa_expect_no_leak(unsigned epoch, const char *what, long k)
     size_t n = 0;
     for (int i = 0; i < g_wait / 5; i++) {
         if ((n = fa_live(epoch)) == 0) return;
-        sleep_ms(5);
+        tcl_sleep_ms(5);
     }
     fail_msg("%s, allocation %ld failed: %zu allocation(s) still live", what, k, n);
 }
@@ -224,7 +212,7 @@ static int load_repo_key(const char *src, char *out, pkm_key_t **key)
 static int group_setup(void **state)
 {
     (void)state;
-    if (valgrind_run()) g_wait = 300000;
+    if (t_under_valgrind()) g_wait = 300000;
     for (size_t i = 0; i < sizeof g_data; i++)
         g_data[i] = (uint8_t)(i * 7 + 3);
     char client_pem[64];
@@ -1056,7 +1044,7 @@ static void io_faults_channel(void **state)
         for (int kind = F_SHORT; kind <= F_EAGAIN; kind++)
             io_transparent(side, PH_CHANNEL, kind);
     /* Resets: every call natively; every 5th under valgrind (each point is a new handshake). */
-    int stride = valgrind_run() ? 5 : 1;
+    int stride = t_under_valgrind() ? 5 : 1;
     for (int side = 1; side >= 0; side--) {
         int last_hit = 0; /* as above: until three points in a row are not reached */
         for (int k = 1; k <= last_hit + 3 * stride; k += stride)
@@ -1208,7 +1196,7 @@ static void sx_wait_closes(sx_t *f, int n)
 {
     for (int i = 0; i < g_wait / 5; i++) {
         if (sx_get(f, &f->closes) >= n) return;
-        sleep_ms(5);
+        tcl_sleep_ms(5);
     }
     fail_msg("the server closed %d connections, expected %d", sx_get(f, &f->closes), n);
 }
@@ -1225,7 +1213,7 @@ static void sx_wait_open(sx_t *f, uint64_t n)
 {
     for (int i = 0; i < g_wait / 5; i++) {
         if (sx_open(f) == n) return;
-        sleep_ms(5);
+        tcl_sleep_ms(5);
     }
     fail_msg("the server has %llu connections open, expected %llu", (unsigned long long)sx_open(f),
              (unsigned long long)n);
@@ -1433,7 +1421,7 @@ static void server_alloc_failures(void **state)
         /* The server is done with the victim: closed it (on_close), or never admitted it. */
         for (int i = 0; i < g_wait / 5; i++) {
             if (sx_get(&f, &f.closes) > closes0 || sx_get(&f, &f.logs_oom) > logs0) break;
-            sleep_ms(5);
+            tcl_sleep_ms(5);
         }
         long inj = fa_disarm();
         int closes = sx_get(&f, &f.closes), logs = sx_get(&f, &f.logs_oom);
@@ -1624,7 +1612,7 @@ static void server_bad_clients(void **state)
     assert_true(dl > 100);
     der[0] = 0, der[1] = 0, der[2] = (uint8_t)(dl >> 8), der[3] = (uint8_t)dl;
     assert_int_equal(send(fd, der, 100, MSG_NOSIGNAL), 100);
-    sleep_ms(20);
+    tcl_sleep_ms(20);
     rst_close(fd);
     sx_wait_closes(&f, ++n);
     expect_close(&f, n - 1, PKM_ECONNRESET, PKM_EHANDSHAKE, "ClientKey");
@@ -1648,7 +1636,7 @@ static void server_bad_clients(void **state)
     size_t len = 0;
     const uint8_t *p = pkm_engine_send_buf(h.e, &len);
     assert_int_equal(send(h.fd, p, len / 2, MSG_NOSIGNAL), (ssize_t)(len / 2));
-    sleep_ms(20);
+    tcl_sleep_ms(20);
     bc_reset(&h);
     sx_wait_closes(&f, ++n);
     expect_close(&f, n - 1, PKM_ECONNRESET, PKM_EPROTO, "");

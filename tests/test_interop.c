@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include "support.h"
+#include "support/clients.h"
 
 extern char **environ;
 
@@ -61,12 +62,6 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* ---- the child process ---- */
 
 /* Starts /usr/bin/python3 with argv (NULL-terminated, argv[0] included); stdin is /dev/null. With
@@ -108,7 +103,7 @@ static int reap(pid_t pid, long timeout_ms)
         if (r == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
         if (r < 0 && errno != EINTR) return -1;
         if (now_ms() >= deadline) break;
-        sleep_ms(10);
+        tcl_sleep_ms(10);
     }
     kill(pid, SIGKILL);
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
@@ -189,7 +184,7 @@ static int io_round(fix_t *f, long long deadline)
     if (left <= 0) return PKM_ETIMEOUT;
     struct pollfd p = {.fd = f->fd, .events = (short)((f->eof ? 0 : POLLIN) | (len ? POLLOUT : 0))};
     if (p.events == 0) {
-        sleep_ms(left > 10 ? 10 : (long)left);
+        tcl_sleep_ms(left > 10 ? 10 : (long)left);
         return 0;
     }
     int r = poll(&p, 1, (int)(left > 100 ? 100 : left));

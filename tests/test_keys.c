@@ -23,6 +23,7 @@
 #include <openssl/x509.h>
 
 #include "support.h"
+#include "support/clients.h"
 #include "pkmcom/keys.h"
 #include "keys_internal.h"
 
@@ -898,13 +899,6 @@ static void fingerprint_equality(void **state)
             strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", a[i]));
 }
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
 static void pool_fills_and_hands_out_distinct_keys(void **state)
 {
     (void)state;
@@ -916,7 +910,7 @@ static void pool_fills_and_hands_out_distinct_keys(void **state)
     /* Bounded poll (not a timing assertion): the pool reaches 2 and stays there. The bound is
      * generous (120 s) because under valgrind one RSA-2048 key generation takes many seconds. */
     for (int i = 0; i < 12000 && pkm_keypool_ready(pool) < 2; i++)
-        sleep_ms(10);
+        tcl_sleep_ms(10);
     assert_int_equal(pkm_keypool_ready(pool), 2);
     pkm_key_t *k[3] = {NULL, NULL, NULL};
     char fp[3][PKM_FINGERPRINT_SIZE];
@@ -956,7 +950,7 @@ static void pool_freed_at_once(void **state)
     /* Freed once full, with ready keys in it. */
     assert_int_equal(pkm_keypool_new(1, &pool), 0);
     for (int i = 0; i < 12000 && pkm_keypool_ready(pool) < 1; i++)
-        sleep_ms(10);
+        tcl_sleep_ms(10);
     assert_int_equal(pkm_keypool_ready(pool), 1);
     pkm_keypool_free(pool);
 }
@@ -1043,7 +1037,7 @@ static void pool_concurrent_takers(void **state)
     pkm_keypool_t *pool = NULL;
     assert_int_equal(pkm_keypool_new(4, &pool), 0);
     for (int i = 0; i < 12000 && pkm_keypool_ready(pool) < 4; i++)
-        sleep_ms(10);
+        tcl_sleep_ms(10);
     assert_int_equal(pkm_keypool_ready(pool), 4);
     struct taker t[3];
     pthread_t th[3];
@@ -1069,7 +1063,7 @@ static void pool_after_fork(void **state)
     pkm_keypool_t *pool = NULL;
     assert_int_equal(pkm_keypool_new(2, &pool), 0);
     for (int i = 0; i < 12000 && pkm_keypool_ready(pool) < 2; i++)
-        sleep_ms(10);
+        tcl_sleep_ms(10);
     assert_int_equal(pkm_keypool_ready(pool), 2);
     int fds[2];
     assert_int_equal(pipe(fds), 0);

@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <uv.h>
 #include "support.h"
+#include "support/clients.h"
 #include "relay_redis.h"
 
 #define WAIT_MS 10000 /* the cap of every wait (reconnection backoff included) */
@@ -161,13 +162,6 @@ static int free_port(void)
     return ntohs(a.sin_port);
 }
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
 static int redis_accepts(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -191,7 +185,7 @@ static void stop_redis(void)
             rs.pid = 0;
             return;
         }
-        sleep_ms(20);
+        tcl_sleep_ms(20);
     }
     kill(rs.pid, SIGKILL);
     waitpid(rs.pid, &st, 0);
@@ -225,7 +219,7 @@ static int start_redis(void)
             return -1;
         }
         if (redis_accepts()) return 0;
-        sleep_ms(20);
+        tcl_sleep_ms(20);
     }
     stop_redis();
     return -1;

@@ -22,18 +22,6 @@
 static pkm_key_t *g_server_key;
 static pkm_key_t *g_ckeys[2];
 
-static int valgrind_run(void)
-{
-    const char *v = getenv("PKM_VALGRIND");
-    return v && strcmp(v, "1") == 0;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* A server on 127.0.0.1:0 in a thread, recording its callbacks                              */
 
@@ -186,7 +174,7 @@ static void fx_config(pkm_server_config_t *cfg)
     cfg->engine.server_key = g_server_key;
     cfg->engine.verify = fx_verify;
     /* Under valgrind every thread shares one core and RSA is ~50x slower. */
-    if (valgrind_run()) cfg->handshake_timeout_ms = 600000;
+    if (t_under_valgrind()) cfg->handshake_timeout_ms = 600000;
 }
 
 static void fx_start(fx_t *f, pkm_server_config_t *cfg, enum fx_mode mode)
@@ -230,7 +218,7 @@ static void fx_wait_closes(fx_t *f, int n)
         int c = f->closes;
         pthread_mutex_unlock(&f->mu);
         if (c >= n) return;
-        sleep_ms(5);
+        tcl_sleep_ms(5);
     }
     fail_msg("the server closed fewer than %d connections", n);
 }
@@ -239,7 +227,7 @@ static void fx_wait_established(fx_t *f, uint64_t n)
 {
     for (int i = 0; i < 4000; i++) {
         if (fx_stats(f).conns_established >= n) return;
-        sleep_ms(5);
+        tcl_sleep_ms(5);
     }
     fail_msg("fewer than %llu connections established", (unsigned long long)n);
 }
@@ -378,7 +366,7 @@ static tcl_result_t run_clients(uint16_t port, size_t n, size_t echoes, size_t p
     o.echoes = echoes;
     o.payload = payload;
     o.ready_fd = o.release_fd = -1;
-    o.timeout_ms = valgrind_run() ? 600000 : 120000;
+    o.timeout_ms = t_under_valgrind() ? 600000 : 120000;
     if (secret) {
         o.secret = (const uint8_t *)secret;
         o.secret_len = strlen(secret);
@@ -588,7 +576,7 @@ static void test_any_host(void **state)
         close(s);
         int i = 0;
         while (fx_stats(&f).accepted < 3 && i++ < 4000)
-            sleep_ms(5);
+            tcl_sleep_ms(5);
         assert_int_equal(fx_stats(&f).accepted, 3); /* the server took it: dual-stack */
     }
     fx_stop(&f);
@@ -626,7 +614,7 @@ static void test_handshake_timeout(void **state)
     fx_t f;
     pkm_server_config_t cfg;
     fx_config(&cfg);
-    cfg.handshake_timeout_ms = valgrind_run() ? 3000 : 300;
+    cfg.handshake_timeout_ms = t_under_valgrind() ? 3000 : 300;
     fx_start(&f, &cfg, FX_ECHO);
     int silent = raw_connect(pkm_server_port(f.srv), 0);
     tcl_result_t r = run_clients(pkm_server_port(f.srv), 2, 3, 20, NULL);
@@ -806,7 +794,7 @@ static void test_stop(void **state)
     int silent = raw_connect(port, 0);
     fx_wait_established(&f, 2);
     for (int i = 0; i < 4000 && fx_stats(&f).conns_open < 3; i++)
-        sleep_ms(5);
+        tcl_sleep_ms(5);
     assert_int_equal(fx_stats(&f).conns_open, 3);
     fx_stop(&f); /* joins: run returned 0 */
     assert_int_equal(f.closes, 3);
@@ -826,7 +814,7 @@ static void test_idle_timeout(void **state)
     fx_t f;
     pkm_server_config_t cfg;
     fx_config(&cfg);
-    cfg.idle_timeout_ms = valgrind_run() ? 3000 : 300;
+    cfg.idle_timeout_ms = t_under_valgrind() ? 3000 : 300;
     cfg.trim_after_ms = 100; /* trimmed first, then timed out from the trimmed list */
     fx_start(&f, &cfg, FX_ECHO);
     sc_t c;
@@ -993,7 +981,7 @@ static void test_bad_handshake(void **state)
 static void test_many_clients(void **state)
 {
     (void)state;
-    size_t n = valgrind_run() ? 50 : 1000;
+    size_t n = t_under_valgrind() ? 50 : 1000;
     fx_t f;
     pkm_server_config_t cfg;
     fx_config(&cfg);
@@ -1058,7 +1046,7 @@ static void *post_thread(void *arg)
     for (int i = 0; i < POST_EACH; i++) {
         int r;
         while ((r = pkm_server_post(items[0].ctx->f->srv, post_fn, &items[i])) == PKM_ENOMEM)
-            sleep_ms(1);
+            tcl_sleep_ms(1);
         if (r != 0) return (void *)1;
     }
     return NULL;
@@ -1147,14 +1135,6 @@ static void test_post(void **state)
 /* ------------------------------------------------------------------------------------------ */
 /* Two loops: connections spread over both; a broadcast and a send cross from one to the other */
 
-static uint16_t local_port(int fd)
-{
-    struct sockaddr_in a;
-    socklen_t l = sizeof a;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &l), 0);
-    return ntohs(a.sin_port);
-}
-
 static void expect_packet(sc_t *c, uint8_t id, uint8_t tag)
 {
     pkm_packet_t pkt;
@@ -1185,7 +1165,7 @@ static void test_two_loops(void **state)
     pthread_mutex_lock(&f.mu);
     assert_int_equal(f.nconns, N);
     for (int i = 0; i < N; i++) {
-        uint16_t lp = local_port(c[i].fd);
+        uint16_t lp = t_local_port(c[i].fd);
         int found = 0;
         for (int k = 0; k < f.nconns; k++)
             if (f.conn_port[k] == lp) {

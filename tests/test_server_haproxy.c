@@ -4,6 +4,7 @@
  * each client's own address (127.0.0.x), its per-source cap counts that address, and the health
  * checks cost no RSA job, no callback and no log line. */
 #include "support.h"
+#include "support/clients.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -23,12 +24,6 @@
 #include "server_internal.h"
 
 #define WAIT_MS 10000 /* every wait is bounded by this */
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 typedef struct obs {
     pthread_mutex_t mu;
@@ -132,7 +127,7 @@ static void stop_haproxy(void)
     kill(fx.pid, SIGTERM);
     int st;
     for (int i = 0; i < 100 && waitpid(fx.pid, &st, WNOHANG) == 0; i++)
-        sleep_ms(20);
+        tcl_sleep_ms(20);
     if (waitpid(fx.pid, &st, WNOHANG) == 0) {
         kill(fx.pid, SIGKILL);
         waitpid(fx.pid, &st, 0);
@@ -190,7 +185,7 @@ static int start_haproxy(const char *bin)
             return -1;
         }
         if (checks() >= before + 4) return 0;
-        sleep_ms(20);
+        tcl_sleep_ms(20);
     }
     stop_haproxy();
     return -1;
@@ -253,35 +248,6 @@ static int teardown(void **state)
 
 /* ---- a client ---- */
 
-/* Connects to the frontend `port` from source address `from`; reads time out (a test that
- * would hang fails instead). */
-static int tcp_connect(uint16_t port, const char *from)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct timeval tv = {WAIT_MS / 1000, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    assert_int_equal(inet_pton(AF_INET, from, &a.sin_addr), 1);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    return fd;
-}
-
-static uint16_t local_port(int fd)
-{
-    struct sockaddr_in a;
-    socklen_t len = sizeof a;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    return ntohs(a.sin_port);
-}
-
 /* Handshake and one echoed packet: 1 when both worked, 0 when the connection ended first
  * (*got_bytes: whether anything at all arrived). */
 static int session(int fd, int *got_bytes)
@@ -331,7 +297,7 @@ static int session(int fd, int *got_bytes)
 static void peer_is(int fd, const char *ip)
 {
     char want[64], got[PKM_SERVER_PEER_SIZE];
-    snprintf(want, sizeof want, "%s:%u", ip, (unsigned)local_port(fd));
+    snprintf(want, sizeof want, "%s:%u", ip, (unsigned)t_local_port(fd));
     pthread_mutex_lock(&fx.o.mu);
     memcpy(got, fx.o.peer, sizeof got);
     pthread_mutex_unlock(&fx.o.mu);
@@ -354,7 +320,7 @@ static void health_checks_are_silent(void **state)
     if (!*state) skip(); /* haproxy is not installed (scripts/deps.sh test installs it) */
     uint64_t n = checks();
     for (int i = 0; i < WAIT_MS / 20 && checks() < n + 4; i++)
-        sleep_ms(20);
+        tcl_sleep_ms(20);
     assert_true(checks() >= n + 4);
     pkm_server_stats_t st;
     pkm_server_stats(fx.srv, &st);
@@ -372,13 +338,14 @@ static void clients_are_seen_through_haproxy(void **state)
 {
     if (!*state) skip();
     int got = 0;
-    int a = tcp_connect(fx.front_v2, "127.0.0.5");
+    int a = t_tcp_connect(fx.front_v2, "127.0.0.5", WAIT_MS / 1000);
     assert_true(session(a, &got));
     peer_is(a, "127.0.0.5");
-    int b = tcp_connect(fx.front_v1, "127.0.0.6");
+    int b = t_tcp_connect(fx.front_v1, "127.0.0.6", WAIT_MS / 1000);
     assert_true(session(b, &got));
     peer_is(b, "127.0.0.6");
-    int c = tcp_connect(fx.front_v2, "127.0.0.5"); /* a stays open: over the cap */
+    int c =
+        t_tcp_connect(fx.front_v2, "127.0.0.5", WAIT_MS / 1000); /* a stays open: over the cap */
     assert_false(session(c, &got));
     assert_int_equal(got, 0); /* not a byte */
     pkm_server_stats_t st;

@@ -3,6 +3,7 @@
  * connection is cancelled and never run; a running one is freed when it ends, the connection
  * being gone. Counted through the server's test-only job hook (server_internal.h). */
 #include "support.h"
+#include "support/clients.h"
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,12 +14,6 @@
 #include <sys/socket.h>
 #include "pkmcom/pkmcom.h"
 #include "server_internal.h"
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 /* What the job hook saw; a job about to run waits until the gate opens. */
 typedef struct jobs {
@@ -69,7 +64,7 @@ static void wait_for(jobs_t *j, const int *field, int n, const char *what)
 {
     for (int i = 0; i < 4000; i++) {
         if (get(j, field) >= n) return;
-        sleep_ms(5);
+        tcl_sleep_ms(5);
     }
     fail_msg("waited in vain for %s to reach %d", what, n);
 }
@@ -77,19 +72,6 @@ static void wait_for(jobs_t *j, const int *field, int n, const char *what)
 static void *run_thread(void *arg)
 {
     return (void *)(intptr_t)pkm_server_run(arg);
-}
-
-static int tcp_connect(uint16_t port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    return fd;
 }
 
 /* A client that reads the ServerKey and sends its ClientKey and KeyShare: the server then wants
@@ -142,10 +124,10 @@ static void queued_job_of_closed_conn_is_cancelled(void **state)
     uint16_t port = pkm_server_port(srv);
 
     /* A's job takes the only pool thread and waits at the gate; B's job queues behind it. */
-    int fa = tcp_connect(port);
+    int fa = t_tcp_connect(port, NULL, 0);
     pkm_engine_t *ea = client_to_keyshare(fa);
     wait_for(&j, &j.run, 1, "A's job running");
-    int fb = tcp_connect(port);
+    int fb = t_tcp_connect(port, NULL, 0);
     pkm_engine_t *eb = client_to_keyshare(fb);
     wait_for(&j, &j.queued, 2, "B's job queued");
     assert_int_equal(get(&j, &j.run), 1);

@@ -5,6 +5,7 @@
  * the failed-secret ban engages and expires. Functional: waits have generous bounds, nothing
  * asserts a duration. */
 #include "support.h"
+#include "support/clients.h"
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,12 +17,6 @@
 #include <sys/time.h>
 #include "pkmcom/pkmcom.h"
 #include "server_internal.h"
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 /* What the hooks saw; a job about to run waits until the gate opens. */
 typedef struct obs {
@@ -103,7 +98,7 @@ static void wait_for(obs_t *o, const int *field, int n, const char *what)
 {
     for (int i = 0; i < 4000; i++) {
         if (get(o, field) >= n) return;
-        sleep_ms(5);
+        tcl_sleep_ms(5);
     }
     fail_msg("waited in vain for %s to reach %d", what, n);
 }
@@ -137,7 +132,7 @@ static void wait_stat(pkm_server_t *srv, stat_fn f, uint64_t n, const char *what
     for (int i = 0; i < 4000; i++) {
         pkm_server_stats(srv, &st);
         if (f(&st) == n) return;
-        sleep_ms(5);
+        tcl_sleep_ms(5);
     }
     fail_msg("waited in vain for %s to be %llu (it is %llu)", what, (unsigned long long)n,
              (unsigned long long)f(&st));
@@ -180,34 +175,6 @@ static void stop(fixture_t *f)
     assert_int_equal(pthread_join(f->th, &rc), 0);
     assert_int_equal((int)(intptr_t)rc, 0);
     pkm_server_free(f->srv);
-}
-
-/* Connects from source address `from` (e.g. "127.0.0.2"; NULL: any). */
-static int tcp_connect(uint16_t port, const char *from)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a;
-    if (from) {
-        memset(&a, 0, sizeof a);
-        a.sin_family = AF_INET;
-        assert_int_equal(inet_pton(AF_INET, from, &a.sin_addr), 1);
-        assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    }
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    return fd;
-}
-
-static uint16_t local_port(int fd)
-{
-    struct sockaddr_in a;
-    socklen_t len = sizeof a;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    return ntohs(a.sin_port);
 }
 
 /* Writes all the engine has to send. */
@@ -322,7 +289,7 @@ static void admission_caps_hold_under_a_burst(void **state)
     int fd[N];
     pkm_engine_t *e[N];
     for (int i = 0; i < N; i++) {
-        fd[i] = tcp_connect(f.port, NULL);
+        fd[i] = t_tcp_connect(f.port, NULL, 0);
         e[i] = client_to_keyshare(fd[i], NULL);
         /* One at a time: with several loops the next could be seen first. */
         wait_stat(f.srv, st_seen, (uint64_t)i + 1, "handshakes seen by the admission");
@@ -369,7 +336,7 @@ static void admission_refuses_past_the_queue(void **state)
     int fd[3];
     pkm_engine_t *e[3];
     for (int i = 0; i < 3; i++) {
-        fd[i] = tcp_connect(f.port, NULL);
+        fd[i] = t_tcp_connect(f.port, NULL, 0);
         e[i] = client_to_keyshare(fd[i], NULL);
         /* One at a time: with several loops the next could be seen first. */
         wait_stat(f.srv, st_seen, (uint64_t)i + 1, "handshakes seen by the admission");
@@ -402,15 +369,15 @@ static void per_source_connection_cap(void **state)
     cfg.max_conns_per_source = 2;
     fixture_t f;
     start(&f, &cfg, &o);
-    int a = tcp_connect(f.port, "127.0.0.1"), b = tcp_connect(f.port, "127.0.0.1");
+    int a = t_tcp_connect(f.port, "127.0.0.1", 0), b = t_tcp_connect(f.port, "127.0.0.1", 0);
     int got = 0;
     pkm_engine_t *ea = client_establish(a, NULL, &got);
     assert_non_null(ea);
-    int c = tcp_connect(f.port, "127.0.0.1");
+    int c = t_tcp_connect(f.port, "127.0.0.1", 0);
     pkm_engine_t *ec = client_establish(c, NULL, &got);
     assert_null(ec);
     assert_int_equal(got, 0); /* not a byte */
-    int d = tcp_connect(f.port, "127.0.0.2");
+    int d = t_tcp_connect(f.port, "127.0.0.2", 0);
     pkm_engine_t *ed = client_establish(d, NULL, &got);
     assert_non_null(ed);
     pkm_server_stats_t st;
@@ -445,7 +412,7 @@ static void per_source_connection_rate(void **state)
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (int i = 0; i < N; i++)
-        fd[i] = tcp_connect(f.port, "127.0.0.2");
+        fd[i] = t_tcp_connect(f.port, "127.0.0.2", 0);
     /* Whatever the server sends first: the ServerKey, or the end of the stream. */
     for (int i = 0; i < N; i++) {
         uint8_t b[4];
@@ -459,7 +426,7 @@ static void per_source_connection_rate(void **state)
     long elapsed = (long)(t1.tv_sec - t0.tv_sec) + 1;
     assert_true(served >= 2);
     assert_true(served <= 2 + elapsed);
-    int other = tcp_connect(f.port, "127.0.0.1");
+    int other = t_tcp_connect(f.port, "127.0.0.1", 0);
     int got = 0;
     pkm_engine_t *e = client_establish(other, NULL, &got);
     assert_non_null(e);
@@ -504,7 +471,7 @@ static void accept_burst_beyond_one_turn(void **state)
     cfg.on_packet = on_packet_hold;
     fixture_t f;
     start(&f, &cfg, &o);
-    int holder = tcp_connect(f.port, NULL);
+    int holder = t_tcp_connect(f.port, NULL, 0);
     pkm_engine_t *eh = client_establish(holder, NULL, NULL);
     assert_non_null(eh);
     pthread_mutex_lock(&o.mu);
@@ -516,7 +483,7 @@ static void accept_burst_beyond_one_turn(void **state)
     enum { N = 3 * PKM__ACCEPT_BATCH + 5 };
     int fd[N];
     for (int i = 0; i < N; i++) /* all wait in the listener: the loop is held */
-        fd[i] = tcp_connect(f.port, NULL);
+        fd[i] = t_tcp_connect(f.port, NULL, 0);
     open_gate(&o);
     for (int i = 0; i < N; i++) {
         uint8_t b[4];
@@ -529,7 +496,7 @@ static void accept_burst_beyond_one_turn(void **state)
     pkm_server_stats(f.srv, &st);
     assert_int_equal(st.accepted, N + 1);
     assert_int_equal(st.conns_open, N + 1);
-    int last = tcp_connect(f.port, NULL); /* the listener is still watched */
+    int last = t_tcp_connect(f.port, NULL, 0); /* the listener is still watched */
     int got = 0;
     pkm_engine_t *e = client_establish(last, NULL, &got);
     assert_non_null(e);
@@ -557,7 +524,7 @@ static void partial_packet_deadline(void **state)
     cfg.partial_deadline_ms = 300;
     fixture_t f;
     start(&f, &cfg, &o);
-    int a = tcp_connect(f.port, NULL), b = tcp_connect(f.port, NULL);
+    int a = t_tcp_connect(f.port, NULL, 0), b = t_tcp_connect(f.port, NULL, 0);
     pkm_engine_t *ea = client_establish(a, NULL, NULL), *eb = client_establish(b, NULL, NULL);
     assert_non_null(ea);
     assert_non_null(eb);
@@ -568,7 +535,7 @@ static void partial_packet_deadline(void **state)
     pkm_server_stats(f.srv, &st);
     assert_int_equal(st.partial_closed, 1);
     wait_stat(f.srv, st_partial, 0, "bytes held by partial packets");
-    assert_int_equal(o.last_err_port, local_port(a));
+    assert_int_equal(o.last_err_port, t_local_port(a));
     /* b still echoes */
     uint8_t msg[5] = {1, 2, 3, 4, 5};
     assert_int_equal(pkm_engine_queue_packet(eb, 0x21, 7, msg, sizeof msg), 0);
@@ -599,7 +566,7 @@ static void partial_packet_budget(void **state)
     cfg.partial_budget = 400000;
     fixture_t f;
     start(&f, &cfg, &o);
-    int a = tcp_connect(f.port, NULL), b = tcp_connect(f.port, NULL);
+    int a = t_tcp_connect(f.port, NULL, 0), b = t_tcp_connect(f.port, NULL, 0);
     pkm_engine_t *ea = client_establish(a, NULL, NULL), *eb = client_establish(b, NULL, NULL);
     assert_non_null(ea);
     assert_non_null(eb);
@@ -608,14 +575,14 @@ static void partial_packet_budget(void **state)
     for (int i = 0; i < 4000; i++) {
         pkm_server_stats(f.srv, &st);
         if (st.partial_bytes >= 60000) break;
-        sleep_ms(5);
+        tcl_sleep_ms(5);
     }
     assert_true(st.partial_bytes >= 60000 && st.partial_bytes < 400000);
     uint64_t b_held = st.partial_bytes;
     send_partial(ea, a, 390000, 350000);
     wait_for(&o, &o.enomem, 1, "the budget");
     assert_true(closed_by_server(a));
-    assert_int_equal(o.last_err_port, local_port(a));
+    assert_int_equal(o.last_err_port, t_local_port(a));
     pkm_server_stats(f.srv, &st);
     assert_int_equal(st.partial_closed, 1);
     assert_int_equal(st.partial_bytes, b_held); /* a's memory is counted back, b's stays */
@@ -648,7 +615,7 @@ static void failed_secret_ban_engages_and_expires(void **state)
     start(&f, &cfg, &o);
     int got = 0;
     for (int i = 0; i < 2; i++) {
-        int fd = tcp_connect(f.port, "127.0.0.2");
+        int fd = t_tcp_connect(f.port, "127.0.0.2", 0);
         pkm_engine_t *e = client_establish(fd, "wrong", &got);
         if (e) { /* the client only learns at the server's answer: read it */
             assert_true(closed_by_server(fd));
@@ -657,7 +624,7 @@ static void failed_secret_ban_engages_and_expires(void **state)
         close(fd);
         wait_for(&o, &o.closes, i + 1, "the failed handshake");
     }
-    int fd = tcp_connect(f.port, "127.0.0.2");
+    int fd = t_tcp_connect(f.port, "127.0.0.2", 0);
     pkm_engine_t *e = client_establish(fd, "right", &got);
     assert_null(e);
     assert_int_equal(got, 0); /* banned: not a byte */
@@ -665,7 +632,7 @@ static void failed_secret_ban_engages_and_expires(void **state)
     pkm_server_stats_t st;
     pkm_server_stats(f.srv, &st);
     assert_int_equal(st.refused, 1);
-    fd = tcp_connect(f.port, "127.0.0.1"); /* another source */
+    fd = t_tcp_connect(f.port, "127.0.0.1", 0); /* another source */
     e = client_establish(fd, "right", &got);
     assert_non_null(e);
     pkm_engine_free(e);
@@ -673,8 +640,8 @@ static void failed_secret_ban_engages_and_expires(void **state)
     /* The ban expires: retry until the server answers again (bounded, not timed). */
     int ok = 0;
     for (int i = 0; i < 400 && !ok; i++) {
-        sleep_ms(50);
-        fd = tcp_connect(f.port, "127.0.0.2");
+        tcl_sleep_ms(50);
+        fd = t_tcp_connect(f.port, "127.0.0.2", 0);
         e = client_establish(fd, "right", &got);
         if (e) {
             ok = 1;

@@ -3,6 +3,7 @@
  * loopback: v1 and v2 headers set the source every limit and callback sees, LOCAL keeps the
  * socket's, health checks cost no RSA and log nothing, malformed or untrusted headers close. */
 #include "support.h"
+#include "support/clients.h"
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -16,12 +17,6 @@
 #include <sys/time.h>
 #include "pkmcom/pkmcom.h"
 #include "server_internal.h"
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 /* What the callbacks and hooks saw. */
 typedef struct obs {
@@ -96,7 +91,7 @@ static void wait_for(obs_t *o, const int *field, int n, const char *what)
 {
     for (int i = 0; i < 4000; i++) {
         if (get(o, field) >= n) return;
-        sleep_ms(5);
+        tcl_sleep_ms(5);
     }
     fail_msg("waited in vain for %s to reach %d", what, n);
 }
@@ -127,7 +122,7 @@ static void wait_stat(pkm_server_t *srv, stat_fn f, uint64_t n, const char *what
     for (int i = 0; i < 4000; i++) {
         pkm_server_stats(srv, &st);
         if (f(&st) == n) return;
-        sleep_ms(5);
+        tcl_sleep_ms(5);
     }
     fail_msg("waited in vain for %s to be %llu (it is %llu)", what, (unsigned long long)n,
              (unsigned long long)f(&st));
@@ -176,37 +171,6 @@ static void stop(fixture_t *f)
     assert_int_equal(pthread_join(f->th, &rc), 0);
     assert_int_equal((int)(intptr_t)rc, 0);
     pkm_server_free(f->srv);
-}
-
-/* Connects from source address `from` (e.g. "127.0.0.2"; NULL: any). Reads time out after 10 s
- * (a test that would hang fails instead). */
-static int tcp_connect(uint16_t port, const char *from)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct timeval tv = {10, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    struct sockaddr_in a;
-    if (from) {
-        memset(&a, 0, sizeof a);
-        a.sin_family = AF_INET;
-        assert_int_equal(inet_pton(AF_INET, from, &a.sin_addr), 1);
-        assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    }
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    return fd;
-}
-
-static uint16_t local_port(int fd)
-{
-    struct sockaddr_in a;
-    socklen_t len = sizeof a;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    return ntohs(a.sin_port);
 }
 
 static void send_exact(int fd, const void *p, size_t n)
@@ -343,14 +307,14 @@ static void v1_header_sets_the_source(void **state)
     base_config(&cfg, &o, "127.0.0.1/32, ::1");
     fixture_t f;
     start(&f, &cfg, &o);
-    int fd = tcp_connect(f.port, NULL);
+    int fd = t_tcp_connect(f.port, NULL, 10);
     send_str(fd, "PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\n");
     assert_true(session(fd, NULL, NULL));
     char peer[PKM_SERVER_PEER_SIZE];
     peer_seen(&o, peer);
     assert_string_equal(peer, "203.0.113.7:40000");
     close(fd);
-    fd = tcp_connect(f.port, NULL);
+    fd = t_tcp_connect(f.port, NULL, 10);
     send_str(fd, "PROXY TCP6 2001:db8::5 ::1 40002 443\r\n");
     assert_true(session(fd, NULL, NULL));
     peer_seen(&o, peer);
@@ -372,7 +336,7 @@ static void v2_header_sets_the_source(void **state)
     fixture_t f;
     start(&f, &cfg, &o);
     uint8_t h[64];
-    int fd = tcp_connect(f.port, NULL);
+    int fd = t_tcp_connect(f.port, NULL, 10);
     send_exact(fd, h, v2_header(h, 1, 6, "2001:db8::7", 40001));
     assert_true(session(fd, NULL, NULL));
     char peer[PKM_SERVER_PEER_SIZE];
@@ -380,10 +344,10 @@ static void v2_header_sets_the_source(void **state)
     assert_string_equal(peer, "[2001:db8::7]:40001");
     close(fd);
     /* the header in two parts */
-    fd = tcp_connect(f.port, NULL);
+    fd = t_tcp_connect(f.port, NULL, 10);
     size_t n = v2_header(h, 1, 4, "198.51.100.20", 5555);
     send_exact(fd, h, 10);
-    sleep_ms(50);
+    tcl_sleep_ms(50);
     send_exact(fd, h + 10, n - 10);
     assert_true(session(fd, NULL, NULL));
     peer_seen(&o, peer);
@@ -423,7 +387,7 @@ static void bytes_after_the_header_are_kept(void **state)
     assert_non_null(msg);
     memcpy(msg, hdr, sizeof hdr - 1);
     memcpy(msg + sizeof hdr - 1, out, len);
-    int fd = tcp_connect(f.port, NULL);
+    int fd = t_tcp_connect(f.port, NULL, 10);
     send_exact(fd, msg, sizeof hdr - 1 + len);
     pkm_engine_send_ack(e, len);
     free(msg);
@@ -459,14 +423,14 @@ static void per_source_cap_counts_the_header_source(void **state)
     cfg.max_conns_per_source = 1;
     fixture_t f;
     start(&f, &cfg, &o);
-    int a = tcp_connect(f.port, NULL);
+    int a = t_tcp_connect(f.port, NULL, 10);
     send_str(a, "PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\n");
     assert_true(session(a, NULL, NULL)); /* stays open */
-    int b = tcp_connect(f.port, NULL);
+    int b = t_tcp_connect(f.port, NULL, 10);
     send_str(b, "PROXY TCP4 203.0.113.7 127.0.0.1 40001 443\r\n");
     assert_true(closed_without_a_byte(b));
     wait_stat(f.srv, st_refused, 1, "refusals");
-    int c = tcp_connect(f.port, NULL);
+    int c = t_tcp_connect(f.port, NULL, 10);
     send_str(c, "PROXY TCP4 203.0.113.8 127.0.0.1 40002 443\r\n");
     assert_true(session(c, NULL, NULL));
     pthread_mutex_lock(&o.mu);
@@ -491,14 +455,14 @@ static void secret_ban_hits_the_header_source(void **state)
     cfg.secret_fails = 1;
     fixture_t f;
     start(&f, &cfg, &o);
-    int a = tcp_connect(f.port, NULL);
+    int a = t_tcp_connect(f.port, NULL, 10);
     send_str(a, "PROXY TCP4 203.0.113.9 127.0.0.1 40000 443\r\n");
     assert_false(session(a, "wrong", NULL));
     wait_for(&o, &o.closes, 1, "the failed handshake closed");
-    int b = tcp_connect(f.port, NULL);
+    int b = t_tcp_connect(f.port, NULL, 10);
     send_str(b, "PROXY TCP4 203.0.113.9 127.0.0.1 40001 443\r\n");
     assert_true(closed_without_a_byte(b)); /* banned */
-    int c = tcp_connect(f.port, NULL);
+    int c = t_tcp_connect(f.port, NULL, 10);
     send_str(c, "PROXY TCP4 203.0.113.10 127.0.0.1 40002 443\r\n");
     assert_true(session(c, "right", NULL));
     close(a), close(b), close(c);
@@ -520,17 +484,17 @@ static void local_connects_with_the_socket_address(void **state)
     start(&f, &cfg, &o);
     uint8_t h[64];
     char want[64], peer[PKM_SERVER_PEER_SIZE];
-    int fd = tcp_connect(f.port, NULL);
+    int fd = t_tcp_connect(f.port, NULL, 10);
     send_exact(fd, h, v2_header(h, 0, 0, NULL, 0));
     assert_true(session(fd, NULL, NULL));
-    snprintf(want, sizeof want, "127.0.0.1:%u", (unsigned)local_port(fd));
+    snprintf(want, sizeof want, "127.0.0.1:%u", (unsigned)t_local_port(fd));
     peer_seen(&o, peer);
     assert_string_equal(peer, want);
     close(fd);
-    fd = tcp_connect(f.port, NULL);
+    fd = t_tcp_connect(f.port, NULL, 10);
     send_str(fd, "PROXY UNKNOWN\r\n");
     assert_true(session(fd, NULL, NULL));
-    snprintf(want, sizeof want, "127.0.0.1:%u", (unsigned)local_port(fd));
+    snprintf(want, sizeof want, "127.0.0.1:%u", (unsigned)t_local_port(fd));
     peer_seen(&o, peer);
     assert_string_equal(peer, want);
     close(fd);
@@ -556,38 +520,38 @@ static void health_checks_cost_nothing(void **state)
     uint8_t h[64];
     size_t hn = v2_header(h, 0, 0, NULL, 0);
 
-    int fd = tcp_connect(f.port, NULL);
+    int fd = t_tcp_connect(f.port, NULL, 10);
     close(fd);
     wait_stat(f.srv, st_checks, 1, "health checks");
 
-    fd = tcp_connect(f.port, NULL);
+    fd = t_tcp_connect(f.port, NULL, 10);
     send_exact(fd, h, hn);
     wait_closed(fd); /* LOCAL, then silence: the ServerKey, then closed at the deadline */
     close(fd);
     wait_stat(f.srv, st_checks, 2, "health checks");
 
-    fd = tcp_connect(f.port, NULL);
+    fd = t_tcp_connect(f.port, NULL, 10);
     send_exact(fd, h, hn);
-    sleep_ms(20);
+    tcl_sleep_ms(20);
     close(fd); /* LOCAL, then gone before the deadline */
     wait_stat(f.srv, st_checks, 3, "health checks");
 
-    fd = tcp_connect(f.port, NULL);
+    fd = t_tcp_connect(f.port, NULL, 10);
     struct linger lg = {1, 0};
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     close(fd); /* a reset */
     wait_stat(f.srv, st_checks, 4, "health checks");
 
-    fd = tcp_connect(f.port, NULL);
+    fd = t_tcp_connect(f.port, NULL, 10);
     assert_true(closed_without_a_byte(fd)); /* silent: closed at the deadline */
     close(fd);
     wait_stat(f.srv, st_checks, 5, "health checks");
 
     /* v1 has no LOCAL: HAProxy's v1 checks name the check connection's own endpoints. */
-    fd = tcp_connect(f.port, NULL);
+    fd = t_tcp_connect(f.port, NULL, 10);
     char self[128];
     snprintf(self, sizeof self, "PROXY TCP4 127.0.0.1 127.0.0.1 %u %u\r\n",
-             (unsigned)local_port(fd), (unsigned)f.port);
+             (unsigned)t_local_port(fd), (unsigned)f.port);
     send_str(fd, self);
     wait_closed(fd); /* the ServerKey, then closed at the deadline */
     close(fd);
@@ -626,26 +590,26 @@ static void malformed_headers_close(void **state)
                          "PROXY TCP4 203.0.113.7 127.0.0.1 040000 443\r\n", NULL};
     int n = 0;
     for (; bad[n]; n++) {
-        int fd = tcp_connect(f.port, NULL);
+        int fd = t_tcp_connect(f.port, NULL, 10);
         send_str(fd, bad[n]);
         assert_true(closed_without_a_byte(fd));
         close(fd);
     }
-    int fd = tcp_connect(f.port, NULL);
+    int fd = t_tcp_connect(f.port, NULL, 10);
     size_t hn = v2_header(h, 1, 4, "203.0.113.7", 1);
     h[12] = 0x31; /* version 3 */
     send_exact(fd, h, hn);
     assert_true(closed_without_a_byte(fd));
     close(fd);
     n++;
-    fd = tcp_connect(f.port, NULL);
+    fd = t_tcp_connect(f.port, NULL, 10);
     send_str(fd, "PROXY TCP4 203.0.11"); /* cut short */
-    sleep_ms(20);
+    tcl_sleep_ms(20);
     shutdown(fd, SHUT_WR);
     assert_true(closed_without_a_byte(fd));
     close(fd);
     n++;
-    fd = tcp_connect(f.port, NULL);
+    fd = t_tcp_connect(f.port, NULL, 10);
     send_str(fd, "PROXY TCP6 2001:db8::"); /* never completed: closed at the deadline */
     assert_true(closed_without_a_byte(fd));
     close(fd);
@@ -674,21 +638,21 @@ static void untrusted_header_closes(void **state)
     base_config(&cfg, &o, "127.0.0.1/32");
     fixture_t f;
     start(&f, &cfg, &o);
-    int fd = tcp_connect(f.port, "127.0.0.2");
+    int fd = t_tcp_connect(f.port, "127.0.0.2", 10);
     send_str(fd, "PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\n");
     wait_closed(fd);
     close(fd);
     uint8_t h[64];
-    fd = tcp_connect(f.port, "127.0.0.2");
+    fd = t_tcp_connect(f.port, "127.0.0.2", 10);
     send_exact(fd, h, v2_header(h, 1, 4, "203.0.113.7", 2));
     wait_closed(fd);
     close(fd);
     wait_stat(f.srv, st_prefused, 2, "refused headers");
     wait_for(&o, &o.closes, 2, "the forgers closed");
-    fd = tcp_connect(f.port, "127.0.0.2");
+    fd = t_tcp_connect(f.port, "127.0.0.2", 10);
     assert_true(session(fd, NULL, NULL));
     char peer[PKM_SERVER_PEER_SIZE], want[64];
-    snprintf(want, sizeof want, "127.0.0.2:%u", (unsigned)local_port(fd));
+    snprintf(want, sizeof want, "127.0.0.2:%u", (unsigned)t_local_port(fd));
     peer_seen(&o, peer);
     assert_string_equal(peer, want);
     close(fd);
@@ -711,14 +675,14 @@ static void proxy_off_is_unchanged(void **state)
     base_config(&cfg, &o, NULL);
     fixture_t f;
     start(&f, &cfg, &o);
-    int fd = tcp_connect(f.port, NULL);
+    int fd = t_tcp_connect(f.port, NULL, 10);
     assert_true(session(fd, NULL, NULL));
     char peer[PKM_SERVER_PEER_SIZE], want[64];
-    snprintf(want, sizeof want, "127.0.0.1:%u", (unsigned)local_port(fd));
+    snprintf(want, sizeof want, "127.0.0.1:%u", (unsigned)t_local_port(fd));
     peer_seen(&o, peer);
     assert_string_equal(peer, want);
     close(fd);
-    fd = tcp_connect(f.port, NULL);
+    fd = t_tcp_connect(f.port, NULL, 10);
     send_str(fd, "PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\n");
     wait_closed(fd);
     close(fd);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Test helper: many PkmCom/TCP clients on one libuv loop, for the server tests (clients.h).
  * Each client checks every echo reply against what it sent (expected values are its own). */
+#include <errno.h>
 #include <malloc.h>
 #include <poll.h>
 #include <stdio.h>
@@ -401,7 +402,8 @@ void tcl_pool_thread_cleanup(void)
 void tcl_sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
 }
 
 /* Heap in use: glibc's count of allocated bytes in every arena plus mmapped chunks. */

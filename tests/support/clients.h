@@ -44,7 +44,8 @@ int tcl_run(const tcl_opts_t *opts, tcl_result_t *res);
  * reports it as lost. Call at the end of a test program that used the pool. */
 void tcl_pool_thread_cleanup(void);
 
-/* Measurement helpers shared by tests/test_server_scale.c and bench/bench_memory.c. */
+/* Measurement helpers shared by the tests and bench/bench_memory.c. Sleeps ms milliseconds, the
+ * whole interval even when a signal interrupts it. */
 void tcl_sleep_ms(long ms);
 /* Heap in use: glibc's count of allocated bytes in every arena plus mmapped chunks. */
 size_t tcl_heap_in_use(void);
