@@ -230,6 +230,29 @@ static void pkt_unref(pkm__shared_pkt *p)
     if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1) pkm__free(p);
 }
 
+/* A copy of a packet for other loops, holding one reference; NULL with *err PKM_ETOOBIG (it
+ * could never be queued: larger than the send buffer) or PKM_ENOMEM. */
+static pkm__shared_pkt *shared_pkt_new(const pkm_server_t *srv, uint8_t id, uint32_t hash,
+                                       const uint8_t *content, size_t size, int *err)
+{
+    size_t total = pkm_engine_wire_size(size);
+    if (total == 0 || total > srv->ec.max_send_buffer) {
+        *err = PKM_ETOOBIG;
+        return NULL;
+    }
+    pkm__shared_pkt *p = pkm__malloc(sizeof *p + size);
+    if (!p) {
+        *err = PKM_ENOMEM;
+        return NULL;
+    }
+    atomic_init(&p->refs, 1);
+    p->id = id;
+    p->hash = hash;
+    p->size = size;
+    if (size) memcpy(p->content, content, size);
+    return p;
+}
+
 static void conn_msg(pkm__loop *L, pkm__msg *m)
 {
     pkm_server_conn_t *c = m->conn;
@@ -275,20 +298,14 @@ int pkm__send_across(pkm_server_conn_t *c, uint8_t id, uint32_t hash, const uint
                      size_t size)
 {
     if (id == PKM_HANDSHAKE_ID || (size && !content)) return PKM_EINVAL;
-    size_t total = pkm_engine_wire_size(size);
-    if (total == 0 || total > c->srv->ec.max_send_buffer) return PKM_ETOOBIG;
-    pkm__shared_pkt *p = pkm__malloc(sizeof *p + size);
+    int err;
+    pkm__shared_pkt *p = shared_pkt_new(c->srv, id, hash, content, size, &err);
+    if (!p) return err;
     pkm__msg *m = pkm__calloc(1, sizeof *m);
-    if (!p || !m) {
-        pkm__free(p);
-        pkm__free(m);
+    if (!m) {
+        pkt_unref(p);
         return PKM_ENOMEM;
     }
-    atomic_init(&p->refs, 1);
-    p->id = id;
-    p->hash = hash;
-    p->size = size;
-    if (size) memcpy(p->content, content, size);
     m->kind = PKM__MSG_SEND;
     m->conn = c;
     m->pkt = p;
@@ -570,16 +587,11 @@ size_t pkm_server_broadcast(pkm_server_t *srv, const pkm_server_conn_t *except, 
         }
         if (srv->nloops == 1) return n;
     }
-    size_t total = pkm_engine_wire_size(size);
-    if (total == 0 || total > srv->ec.max_send_buffer) return n;
-    /* One copy of the packet, shared by every other loop (the last one done frees it). */
-    pkm__shared_pkt *p = pkm__malloc(sizeof *p + size);
+    /* One copy of the packet, shared by every other loop (the last one done frees it); the
+     * reference it is made with is ours, until every message holds its own. */
+    int err;
+    pkm__shared_pkt *p = shared_pkt_new(srv, id, hash, content, size, &err);
     if (!p) return n;
-    atomic_init(&p->refs, 1); /* ours, until every message holds its own */
-    p->id = id;
-    p->hash = hash;
-    p->size = size;
-    if (size) memcpy(p->content, content, size);
     for (unsigned i = 0; i < srv->nloops; i++) {
         pkm__loop *L = &srv->loops[i];
         if (L == me) continue;
@@ -594,7 +606,7 @@ size_t pkm_server_broadcast(pkm_server_t *srv, const pkm_server_conn_t *except, 
         n += est;
         pkm__loop_send(L, m);
     }
-    if (atomic_fetch_sub(&p->refs, 1) == 1) pkm__free(p);
+    pkt_unref(p);
     return n;
 }
 
