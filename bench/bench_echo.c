@@ -2,7 +2,9 @@
 /* Benchmark 8: server CPU time per echoed 32-byte packet of the libuv server (pkm_server) with
  * 1,000 pipelining connections from a load generator in another process, against a plain-TCP
  * echo server on libuv (uv_read / uv_write) driven by the same load generator (the anchor). */
+#define _GNU_SOURCE /* sched_setaffinity, CPU_SET */
 #include <errno.h>
+#include <sched.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -25,7 +27,7 @@
 #define MAX_PENDING    128 /* connections connecting or handshaking at once */
 #define WARM_S         0.5 /* after every connection pipelines, before the measurement */
 #define MEASURE_S      3.0
-#define ROUNDS         2 /* pkm and plain alternate; the best round of each is kept */
+#define ROUNDS         3 /* pkm and plain alternate; the best round of each is kept */
 #define RUN_TIMEOUT_MS 60000
 /* Wire bytes of one packet of PAYLOAD content bytes (WIRE-PROFILE section 6: 9-byte header and
  * content, PKCS#5-padded to 16-byte blocks). The plain-TCP anchor echoes messages of this size. */
@@ -56,6 +58,39 @@ static int read_full(int fd, void *p, size_t n, int timeout_ms)
         n -= (size_t)r;
     }
     return 0;
+}
+
+/* ---- Where each side runs ---------------------------------------------------------------------
+ * The load generator gets the last CPU this process may use, the server the others (on a 2-core
+ * machine: one core each, both loops of a 2-loop server sharing theirs), the same for pkm_server
+ * and the anchor. Left to the scheduler, the load generator's thread lands on the server's core at
+ * random moments, and CPU per packet moved by +-15 % between runs of the same build. One CPU: no
+ * pinning. */
+
+static cpu_set_t cpus_all;
+static int cpus_last = -1; /* the load generator's CPU, or -1 when there is only one */
+
+static void cpus_init(void)
+{
+    CPU_ZERO(&cpus_all);
+    if (sched_getaffinity(0, sizeof cpus_all, &cpus_all) != 0 || CPU_COUNT(&cpus_all) < 2) return;
+    for (int i = 0; i < CPU_SETSIZE; i++)
+        if (CPU_ISSET(i, &cpus_all)) cpus_last = i;
+}
+
+/* load_generator: 1 pins the calling process to the last CPU, 0 to all the others. */
+static void cpus_pin(int load_generator)
+{
+    if (cpus_last < 0) return;
+    cpu_set_t s;
+    CPU_ZERO(&s);
+    if (load_generator)
+        CPU_SET(cpus_last, &s);
+    else
+        for (int i = 0; i < cpus_last; i++)
+            if (CPU_ISSET(i, &cpus_all)) CPU_SET(i, &s);
+    if (sched_setaffinity(0, sizeof s, &s) != 0)
+        fprintf(stderr, "bench_echo: sched_setaffinity: %s (running unpinned)\n", strerror(errno));
 }
 
 /* ---- The load generator (the child process) -------------------------------------------------
@@ -372,6 +407,7 @@ static void lg_on_timeout(uv_timer_t *t)
 
 static int child_main(int from_parent, int to_parent, pkm_key_t *const *keys)
 {
+    cpus_pin(1);
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
@@ -594,7 +630,13 @@ static void *pkm_thread(void *arg)
 struct measure {
     double cpu_per_msg; /* seconds of server-process CPU per echoed message */
     double per_s;       /* echoed messages per wall-clock second */
+    double user, sys;   /* of cpu_per_msg, in user space and in the kernel (getrusage's split) */
 };
+
+static double ru_s(const struct timeval *a, const struct timeval *b)
+{
+    return (double)(b->tv_sec - a->tv_sec) + (double)(b->tv_usec - a->tv_usec) * 1e-6;
+}
 
 static int to_child, from_child;
 
@@ -641,11 +683,14 @@ static struct measure run_one(int pkm, int loops, const pkm_key_t *server_key)
     /* CPU of this whole process: the load generator is another process, and this one holds only
      * the server (its loop threads and, for pkm_server, the RSA pool, idle by now) and the main
      * thread, asleep in nanosleep. A process clock counts every loop thread, however many. */
+    struct rusage ru0, ru1;
+    getrusage(RUSAGE_SELF, &ru0);
     uint64_t n0 = server_count(srv);
     double c0 = bench_cpu_now(), t0 = bench_now();
     sleep_s(MEASURE_S);
     uint64_t n1 = server_count(srv);
     double c1 = bench_cpu_now(), t1 = bench_now();
+    getrusage(RUSAGE_SELF, &ru1);
 
     if (write(to_child, "s", 1) != 1) die("to load generator", 0);
     struct result res;
@@ -660,12 +705,15 @@ static struct measure run_one(int pkm, int loops, const pkm_key_t *server_key)
         plain_stop(plain_srv);
     }
     if (n1 <= n0) die("no packet echoed during the measurement", 0);
-    struct measure m = {(c1 - c0) / (double)(n1 - n0), (double)(n1 - n0) / (t1 - t0)};
+    double n = (double)(n1 - n0);
+    struct measure m = {(c1 - c0) / n, n / (t1 - t0), ru_s(&ru0.ru_utime, &ru1.ru_utime) / n,
+                        ru_s(&ru0.ru_stime, &ru1.ru_stime) / n};
     fprintf(stderr,
-            "bench_echo: %s, %d loop(s): %.3f us server CPU per message, %.0f messages/s "
-            "(server CPU %.2f s over %.2f s), %llu replies checked by the load generator\n",
-            pkm ? "pkm_server" : "plain TCP", loops, m.cpu_per_msg * 1e6, m.per_s, c1 - c0, t1 - t0,
-            (unsigned long long)res.replies);
+            "bench_echo: %s, %d loop(s): %.3f us server CPU per message (user %.3f, kernel %.3f), "
+            "%.0f messages/s (server CPU %.2f s over %.2f s), %llu replies checked by the load "
+            "generator\n",
+            pkm ? "pkm_server" : "plain TCP", loops, m.cpu_per_msg * 1e6, m.user * 1e6, m.sys * 1e6,
+            m.per_s, c1 - c0, t1 - t0, (unsigned long long)res.replies);
     return m;
 }
 
@@ -686,7 +734,9 @@ int main(void)
         return 1;
     }
 
-    /* The load generator, forked before any thread exists. */
+    /* The load generator, forked before any thread exists; the server's threads inherit this
+     * process's CPUs. */
+    cpus_init();
     int p2c[2], c2p[2];
     if (pipe(p2c) != 0 || pipe(c2p) != 0) die("pipe", 0);
     pid_t pid = fork();
@@ -696,6 +746,7 @@ int main(void)
         close(c2p[0]);
         _exit(child_main(p2c[0], c2p[1], ck));
     }
+    cpus_pin(0);
     close(p2c[0]);
     close(c2p[1]);
     to_child = p2c[1];
@@ -709,7 +760,7 @@ int main(void)
     double pkm_cpu[2] = {0, 0};
     for (size_t k = 0; k < sizeof loop_counts / sizeof *loop_counts; k++) {
         int loops = loop_counts[k];
-        struct measure best_pkm = {0, 0}, best_plain = {0, 0};
+        struct measure best_pkm = {0, 0, 0, 0}, best_plain = {0, 0, 0, 0};
         for (int round = 0; round < ROUNDS; round++) {
             struct measure a = run_one(1, loops, server_key);
             struct measure b = run_one(0, loops, server_key);
