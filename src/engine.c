@@ -575,8 +575,9 @@ int pkm_engine_rekey(pkm_engine_t *e, const uint8_t *secret, size_t secret_len)
     e->hs = HS_KEYSHARE;
     observe(e, PKM_HS_REKEY, 0, NULL, 0);
     /* A packet half taken means packet bytes where the peer's KeyShare belongs: on a server, a
-     * client packet was in flight; on a client, next_packet was called after the trigger. */
-    if (e->pk_head) return fail(e, PKM_EHANDSHAKE);
+     * client packet was in flight; on a client, next_packet was called after the trigger. So do
+     * bytes a server decrypted ahead (rdec): client packets sent before the trigger. */
+    if (e->pk_head || e->rdec) return fail(e, PKM_EHANDSHAKE);
     int r = send_keyshare(e);
     if (r < 0) return fail(e, r);
     return advance(e);

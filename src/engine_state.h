@@ -87,6 +87,11 @@ struct pkm_engine {
      * but whose rest has not arrived is described by pk_head / pk / pk_total. */
     uint8_t *rbuf;
     size_t rcap, rpos, rend, rgiven;
+    /* Bytes from rpos already decrypted in place, whole blocks: a server decrypts every whole block
+     * buffered in one EVP call (its peer sends nothing but packets under this key until the
+     * server's own re-establishment, which refuses held bytes); a client, whose stream turns to
+     * cleartext right after a trigger packet, decrypts no further than the packet it takes. */
+    size_t rdec;
     int pk_head;
     pkm_packet_t pk;
     size_t pk_total;

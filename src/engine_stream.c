@@ -261,22 +261,35 @@ static uint8_t *received_span(pkm_engine_t *e, size_t n)
     return pkm__read_skip(&in, n) == 0 ? e->rbuf + e->rpos : NULL;
 }
 
+/* Decrypts, in place, the received bytes from rpos + rdec up to rpos + upto (whole blocks,
+ * buffered). */
+static int decrypt_upto(pkm_engine_t *e, size_t upto)
+{
+    if (upto <= e->rdec) return 0;
+    PKM_GUARD(pkm__channel_decrypt(&e->ch, e->rbuf + e->rpos + e->rdec, upto - e->rdec));
+    e->rdec = upto;
+    return 0;
+}
+
 /* The next packet: 1 (in *out), 0 when bytes are missing, or a negative error (next_packet
  * closes the engine with it). */
 static int take_packet(pkm_engine_t *e, pkm_packet_t *out)
 {
     uint8_t *p;
     if (!e->pk_head) {
-        /* The first block alone tells the packet's length. */
+        /* The first block alone tells the packet's length. A server decrypts every whole block
+         * it holds at once (one EVP call for a read's worth of packets, not two per packet). */
         if (!(p = received_span(e, PKM__BLOCK_SIZE))) return e->eof ? recv_ended(e) : 0;
-        PKM_GUARD(pkm__channel_decrypt(&e->ch, p, PKM__BLOCK_SIZE));
+        size_t held = e->rend - e->rpos;
+        PKM_GUARD(decrypt_upto(e, e->client ? PKM__BLOCK_SIZE : held - held % PKM__BLOCK_SIZE));
         PKM_GUARD(pkm_packet_header_read(p, e->max_packet, &e->pk));
         e->pk_total = pkm__padded_size(e->pk.size);
         e->pk_head = 1;
     }
     if (!(p = received_span(e, e->pk_total))) return e->eof ? recv_ended(e) : 0;
-    PKM_GUARD(pkm__channel_decrypt(&e->ch, p + PKM__BLOCK_SIZE, e->pk_total - PKM__BLOCK_SIZE));
+    PKM_GUARD(decrypt_upto(e, e->pk_total));
     e->pk_head = 0;
+    e->rdec -= e->pk_total;
     /* Header, content and PKCS#7 padding, within the packet: the pad length is fixed by Size,
      * and every pad byte must equal it. */
     pkm_reader body;
@@ -336,7 +349,7 @@ void pkm_engine_trim(pkm_engine_t *e)
     if (e->rpos == e->rend && !e->pk_head) { /* a decrypted first block implies held bytes */
         pkm__engine_wipe_free(e->rbuf, e->rcap);
         e->rbuf = NULL;
-        e->rcap = e->rpos = e->rend = e->rgiven = 0;
+        e->rcap = e->rpos = e->rend = e->rgiven = e->rdec = 0;
     }
     if (e->sstart == e->slen) {
         pkm__engine_wipe_free(e->sbuf, e->scap);

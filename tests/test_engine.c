@@ -327,6 +327,55 @@ static void many_packets_one_buffer(void **state)
     pkm_engine_free(s);
 }
 
+/* The server decrypts every whole block it holds at once: bytes fed in chunks that cut blocks
+ * and packets anywhere, with packets taken between the feeds (the buffer compacts and grows under
+ * the part already decrypted), still give every packet once, in order, intact. */
+static void packets_fed_between_takes(void **state)
+{
+    (void)state;
+    static const size_t chunks[] = {1, 15, 37, 1000, 5003};
+    uint8_t content[300];
+    for (size_t i = 0; i < sizeof content; i++)
+        content[i] = (uint8_t)(i * 7 + 3);
+    for (size_t k = 0; k < sizeof chunks / sizeof *chunks; k++) {
+        pkm_engine_t *c = t_client(&t_shared_keys, NULL), *s = t_server(&t_shared_keys, NULL);
+        t_handshake(c, s, 0);
+        for (int i = 0; i < 200; i++)
+            assert_int_equal(pkm_engine_queue_packet(c, (uint8_t)i, (uint32_t)i, content,
+                                                     (size_t)(i * 37) % 300),
+                             0);
+        size_t len = 0;
+        const uint8_t *w = pkm_engine_send_buf(c, &len);
+        int got = 0;
+        pkm_packet_t pkt;
+        for (size_t off = 0; off < len;) {
+            size_t n = len - off < chunks[k] ? len - off : chunks[k];
+            assert_int_equal(pkm_engine_feed(s, w + off, n), 0);
+            off += n;
+            int r;
+            /* take some, not always all: bytes decrypted ahead stay held across feeds */
+            for (int taken = 0; taken < 3 && (r = pkm_engine_next_packet(s, &pkt)) == 1; taken++) {
+                assert_int_equal(pkt.id, (uint8_t)got);
+                assert_int_equal(pkt.hash, (uint32_t)got);
+                assert_int_equal(pkt.size, (size_t)(got * 37) % 300);
+                if (pkt.size) assert_memory_equal(pkt.content, content, pkt.size);
+                got++;
+            }
+        }
+        while (pkm_engine_next_packet(s, &pkt) == 1) {
+            assert_int_equal(pkt.id, (uint8_t)got);
+            assert_int_equal(pkt.size, (size_t)(got * 37) % 300);
+            if (pkt.size) assert_memory_equal(pkt.content, content, pkt.size);
+            got++;
+        }
+        assert_int_equal(got, 200);
+        assert_int_equal(pkm_engine_error(s), 0);
+        assert_int_equal(pkm_engine_send_ack(c, len), 0);
+        pkm_engine_free(c);
+        pkm_engine_free(s);
+    }
+}
+
 /* ---- wire bytes checked independently ---- */
 
 static void deterministic_vector(void **state)
@@ -1045,6 +1094,7 @@ int main(void)
         cmocka_unit_test(packets_1byte),
         cmocka_unit_test(packets_odd_chunks),
         cmocka_unit_test(many_packets_one_buffer),
+        cmocka_unit_test(packets_fed_between_takes),
         cmocka_unit_test(deterministic_vector),
         cmocka_unit_test(bad_confirm),
         cmocka_unit_test(malformed_key_messages),

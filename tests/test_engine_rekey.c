@@ -272,6 +272,24 @@ static void rekey_stray_packet(void **state)
     assert_int_equal(pkm_engine_rekey(s, NULL, 0), PKM_ECLOSED);
     pkm_engine_free(c);
     pkm_engine_free(s);
+
+    /* A packet taken, the next one whole behind it (decrypted with it, as a server decrypts
+     * every whole block it holds): client bytes where the KeyShare belongs, so rekey fails at
+     * once too. */
+    c = t_client(&t_shared_keys, NULL);
+    s = t_server(&t_shared_keys, NULL);
+    t_handshake(c, s, 0);
+    assert_int_equal(pkm_engine_queue_packet(c, 0x50, 0, data, 20), 0);
+    assert_int_equal(pkm_engine_queue_packet(c, 0x51, 0, data, 20), 0);
+    move_all(c, s);
+    assert_int_equal(pkm_engine_next_packet(s, &pkt), 1);
+    assert_int_equal(pkt.id, 0x50);
+    assert_int_equal(pkm_engine_queue_packet(s, TRIGGER, 0, &reason, 1), 0);
+    assert_int_equal(pkm_engine_rekey(s, NULL, 0), PKM_EHANDSHAKE);
+    assert_int_equal(pkm_engine_state(s), PKM_STATE_CLOSED);
+    assert_string_equal(pkm_engine_fail_step(s), "KeyShare");
+    pkm_engine_free(c);
+    pkm_engine_free(s);
 }
 
 static void rekey_eof(void **state)
