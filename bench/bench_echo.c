@@ -757,16 +757,23 @@ int main(void)
      * than 1 loop", is a figure of its own: pkm_server's CPU per packet with 2 loops against the
      * same with 1 (goal "ratio <= 1"). */
     static const int loop_counts[] = {1, 2};
-    double pkm_cpu[2] = {0, 0};
-    for (size_t k = 0; k < sizeof loop_counts / sizeof *loop_counts; k++) {
-        int loops = loop_counts[k];
-        struct measure best_pkm = {0, 0, 0, 0}, best_plain = {0, 0, 0, 0};
-        for (int round = 0; round < ROUNDS; round++) {
-            struct measure a = run_one(1, loops, server_key);
-            struct measure b = run_one(0, loops, server_key);
-            if (round == 0 || a.cpu_per_msg < best_pkm.cpu_per_msg) best_pkm = a;
-            if (round == 0 || b.cpu_per_msg < best_plain.cpu_per_msg) best_plain = b;
+    enum { NL = sizeof loop_counts / sizeof *loop_counts };
+    /* Every round runs all four (pkm_server and the anchor, 1 and 2 loops), the loop counts in
+     * turn first, so that the best of each comes from the same stretch of the machine's time:
+     * its slow phases last seconds and would otherwise fall on one loop count's rounds only. */
+    struct measure best_pkm[NL], best_plain[NL];
+    memset(best_pkm, 0, sizeof best_pkm);
+    memset(best_plain, 0, sizeof best_plain);
+    for (int round = 0; round < ROUNDS; round++)
+        for (size_t i = 0; i < NL; i++) {
+            size_t k = round % 2 ? NL - 1 - i : i;
+            struct measure a = run_one(1, loop_counts[k], server_key);
+            struct measure b = run_one(0, loop_counts[k], server_key);
+            if (round == 0 || a.cpu_per_msg < best_pkm[k].cpu_per_msg) best_pkm[k] = a;
+            if (round == 0 || b.cpu_per_msg < best_plain[k].cpu_per_msg) best_plain[k] = b;
         }
+    for (size_t k = 0; k < NL; k++) {
+        int loops = loop_counts[k];
         char n1[128], n2[128], a1[160], a2[160];
         snprintf(n1, sizeof n1, "server CPU per echoed %d B packet, %d connections, %d loop%s",
                  PAYLOAD, CONNS, loops, loops == 1 ? "" : "s");
@@ -777,26 +784,38 @@ int main(void)
         snprintf(a2, sizeof a2, "plain-TCP libuv echo server, %d B messages per second, %d loop%s",
                  WIRE, loops, loops == 1 ? "" : "s");
         struct bench_figure f1 = {n1,
-                                  best_pkm.cpu_per_msg * 1e6,
+                                  best_pkm[k].cpu_per_msg * 1e6,
                                   "us",
                                   a1,
-                                  best_plain.cpu_per_msg * 1e6,
+                                  best_plain[k].cpu_per_msg * 1e6,
                                   8,
                                   "ratio <= 1.3"};
-        struct bench_figure f2 = {n2, best_pkm.per_s, "packets/s", a2, best_plain.per_s, 8, NULL};
+        struct bench_figure f2 = {n2,  best_pkm[k].per_s, "packets/s", a2, best_plain[k].per_s, 8,
+                                  NULL};
         bench_emit(&f1);
         bench_emit(&f2);
-        pkm_cpu[k] = best_pkm.cpu_per_msg;
     }
     struct bench_figure f3 = {"server CPU per echoed 32 B packet, 1000 connections, 2 loops "
                               "against 1 loop",
-                              pkm_cpu[1] * 1e6,
+                              best_pkm[1].cpu_per_msg * 1e6,
                               "us",
                               "pkm_server with 1 loop, same harness",
-                              pkm_cpu[0] * 1e6,
+                              best_pkm[0].cpu_per_msg * 1e6,
                               8,
                               "ratio <= 1"};
     bench_emit(&f3);
+    /* The control of f3: the anchor has nothing shared between its loops, so its own 2-loop /
+     * 1-loop ratio is what the harness alone does to a second loop (on 2 cores both loops share
+     * one). No goal. */
+    struct bench_figure f4 = {"plain-TCP libuv echo server CPU per 48 B message, 2 loops against "
+                              "1 loop",
+                              best_plain[1].cpu_per_msg * 1e6,
+                              "us",
+                              "plain-TCP libuv echo server with 1 loop, same harness",
+                              best_plain[0].cpu_per_msg * 1e6,
+                              8,
+                              NULL};
+    bench_emit(&f4);
 
     struct cmd quit = {0, 2};
     if (write(to_child, &quit, sizeof quit) != (ssize_t)sizeof quit) die("to load generator", 0);
