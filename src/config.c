@@ -10,7 +10,7 @@
 #include "internal.h"
 
 /* Writes the sentence (when there is a buffer) and returns PKM_EINVAL. */
-static int refuse(char *buf, size_t n, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static int refuse(char *buf, size_t n, const char *fmt, ...)
 {
     if (buf && n) {
         va_list ap;

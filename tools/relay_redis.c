@@ -152,7 +152,8 @@ struct relay_redis {
 
 /* ---- URL ---------------------------------------------------------------------------------- */
 
-static int url_fail(char *err, size_t errcap, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static int url_fail(char *err, size_t errcap, const char *fmt,
+                                                          ...)
 {
     if (err && errcap) {
         va_list ap;
@@ -318,7 +319,8 @@ int relay_redis_decode(const uint8_t *msg, size_t n, uint64_t *instance, uint64_
 
 /* ---- log and state -------------------------------------------------------------------------- */
 
-static void rlog(relay_redis_t *r, int level, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void rlog(relay_redis_t *r, int level, const char *fmt,
+                                                       ...)
 {
     char msg[768];
     va_list ap;
