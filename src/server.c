@@ -335,6 +335,13 @@ static void free_all(pkm_server_t *srv)
     pkm__free(srv);
 }
 
+/* Whether the caller takes pkm_server_new's refusal as a sentence in cfg->errbuf: then it is not
+ * also logged (the caller says it once, as it likes). */
+static int wants_errbuf(const pkm_server_config_t *cfg)
+{
+    return cfg->errbuf && cfg->errbuf_size;
+}
+
 /* pkm_server_new's refusal: the sentence into cfg->errbuf (when given), and err. */
 __attribute__((format(printf, 3, 4))) static int new_failed(const pkm_server_config_t *cfg, int err,
                                                             const char *fmt, ...)
@@ -434,7 +441,7 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
     char pmsg[256];
     rc = proxy_config(cfg->proxy_trusted, &srv->proxy, pmsg, sizeof pmsg);
     if (rc < 0) {
-        if (pmsg[0]) pkm__slog(srv, PKM_LOG_ERROR, "%s", pmsg);
+        if (pmsg[0] && !wants_errbuf(cfg)) pkm__slog(srv, PKM_LOG_ERROR, "%s", pmsg);
         if (pmsg[0]) (void)new_failed(cfg, rc, "pkm_server_new: invalid argument: %s", pmsg);
         goto cleanup;
     }
@@ -466,7 +473,7 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
     char what[256]; /* PKM_ERRMSG_SIZE */
     int fd = pkm__net_listen(cfg->host, cfg->port, backlog, what, sizeof what);
     if (fd < 0) {
-        pkm__slog(srv, PKM_LOG_ERROR, "%s", what);
+        if (!wants_errbuf(cfg)) pkm__slog(srv, PKM_LOG_ERROR, "%s", what);
         rc = new_failed(cfg, fd, "%s", what);
         goto cleanup;
     }
@@ -474,8 +481,9 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
     if (ur != 0) close(fd);
     if (ur == 0) ur = uv_listen((uv_stream_t *)&L0->listener, backlog, pkm__on_connection);
     if (ur != 0) {
-        pkm__slog(srv, PKM_LOG_ERROR, "cannot listen on %s port %u: %s",
-                  cfg->host ? cfg->host : "(any)", (unsigned)cfg->port, uv_strerror(ur));
+        if (!wants_errbuf(cfg))
+            pkm__slog(srv, PKM_LOG_ERROR, "cannot listen on %s port %u: %s",
+                      cfg->host ? cfg->host : "(any)", (unsigned)cfg->port, uv_strerror(ur));
         rc = new_failed(cfg, PKM_EIO, "cannot listen on %s port %u: %s",
                         cfg->host ? cfg->host : "(any)", (unsigned)cfg->port, uv_strerror(ur));
         goto cleanup;

@@ -721,6 +721,16 @@ static void bad_lists_are_refused(void **state)
         if (!strstr(o.last_log, bad[i].named))
             fail_msg("'%s': the message '%s' does not name '%s'", bad[i].list, o.last_log,
                      bad[i].named);
+        /* With an errbuf the sentence goes there, and is not logged as well. */
+        char eb[PKM_SERVER_ERRMSG_SIZE];
+        obs_init(&o);
+        base_config(&cfg, &o, bad[i].list);
+        cfg.errbuf = eb;
+        cfg.errbuf_size = sizeof eb;
+        assert_int_equal(pkm_server_new(&cfg, &srv), PKM_EINVAL);
+        assert_int_equal(o.logs, 0);
+        if (!strstr(eb, bad[i].named))
+            fail_msg("'%s': errbuf '%s' does not name '%s'", bad[i].list, eb, bad[i].named);
     }
     obs_t o;
     obs_init(&o);

@@ -233,7 +233,8 @@ typedef struct pkm_server_config {
      * trusted to say who their clients are. NULL (default): the PROXY protocol is off and
      * nothing below applies. Copied (parsed) by pkm_server_new(), which refuses a malformed list
      * (an empty string or entry, a bad address, bits beyond 32/128, host bits set as in
-     * "10.0.0.1/8") with PKM_EINVAL and logs which entry is wrong (on_log, PKM_LOG_ERROR).
+     * "10.0.0.1/8") with PKM_EINVAL and names the wrong entry (config.errbuf, or on_log without
+     * one).
      *
      * Every connection from a trusted address must begin with a PROXY header: v1 (TCP4, TCP6,
      * UNKNOWN) or v2 (PROXY or LOCAL, any family; TLVs allowed, a CRC32C TLV is checked), at most
@@ -354,8 +355,9 @@ PKM_API void pkm_server_config_init(pkm_server_config_t *cfg);
  * max_send_buffer 0, secret too long, a client-only field set; a negative timeout or backlog;
  * a malformed proxy_trusted), PKM_ERESOLVE (host), PKM_EIO (bind or listen failed, e.g. address
  * in use), PKM_ENOMEM. Every error but PKM_ENOMEM comes with a sentence naming the field or the
- * address and the system's reason in config.errbuf (when given; the listen failure and a
- * malformed proxy_trusted are also logged). *out is the caller's: pkm_server_free(). */
+ * address and the system's reason in config.errbuf (when given; without an errbuf, the listen
+ * failure and a malformed proxy_trusted are logged through on_log instead, so that the sentence
+ * is said once either way). *out is the caller's: pkm_server_free(). */
 PKM_API int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out);
 
 /* Runs the loop on the calling thread until pkm_server_stop(): then stops accepting, closes every
