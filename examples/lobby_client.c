@@ -49,6 +49,11 @@ int main(int argc, char **argv)
             have -= (size_t)(nl + 1 - buf);
             memmove(buf, nl + 1, have);
         }
+        if (eof && have && rc >= 0) { /* the last line, without its newline */
+            pkm_value_t text = {.str = {buf, have}};
+            rc = pkm_conn_send_msg(c, reg, LOBBY_SAY, &text, 1, 5000);
+            have = 0;
+        }
         if (have == sizeof buf - 1) have = 0; /* a line too long for the buffer is dropped */
     }
     if (rc < 0 && rc != PKM_EEOF) /* the sentence: what failed, which side closed, at which step */

@@ -142,7 +142,8 @@ done
 rm -f "$T"/pin.err
 
 # The lobby chat: alice joins and stays (her stdin a FIFO held open here), bob joins and says a
-# line; alice gets it (and the join and leave), bob does not get his own line back.
+# line and a last one without its newline; alice gets both (and the join and leave), bob does not
+# get his lines back.
 for b in pc cm; do
     start_server lobby-$b "$T/$b/lobby_server" 0
     [ -n "$FP" ] || fail "lobby_server printed no fingerprint"
@@ -155,12 +156,12 @@ for b in pc cm; do
     for _ in $(seq 200); do grep -q '^alice joined$' "$T/lobby-$b.err" && break; sleep 0.05; done
     grep -q '^alice joined$' "$T/lobby-$b.err" || { exec 3>&-; fail "lobby: alice did not join"; }
     # shellcheck disable=SC2016
-    timeout 20 bash -c 'printf "hello lobby\n" | "$0" 127.0.0.1 "$1" bob "$2"' "$T/$b/lobby_client" \
+    timeout 20 bash -c 'printf "hello lobby\nno newline" | "$0" 127.0.0.1 "$1" bob "$2"' "$T/$b/lobby_client" \
         "$PORT" "$FP" >"$T/bob.out" 2>"$T/bob.err" || { exec 3>&-; fail "lobby: bob exit status $?"; }
     for _ in $(seq 200); do grep -q '^lobby: bob left$' "$T/alice.out" && break; sleep 0.05; done
     exec 3>&- # alice's end of input: she leaves a second later
     wait "$apid" || fail "lobby: alice exit status $?"
-    [ "$(cat "$T/alice.out")" = "$(printf 'lobby: bob joined\nbob: hello lobby\nlobby: bob left')" ] ||
+    [ "$(cat "$T/alice.out")" = "$(printf 'lobby: bob joined\nbob: hello lobby\nbob: no newline\nlobby: bob left')" ] ||
         fail "lobby: alice saw: $(cat "$T/alice.out")"
     ok
     [ ! -s "$T/bob.out" ] || fail "lobby: bob got his own line back: $(cat "$T/bob.out")"
