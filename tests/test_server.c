@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <uv.h>
 #include "pkmcom/pkmcom.h"
+#include "support/server_fixture.h"
 
 static pkm_key_t *g_server_key;
 static pkm_key_t *g_ckeys[2];
@@ -30,9 +31,7 @@ enum fx_mode { FX_ECHO, FX_RELAY, FX_REKEY, FX_TYPED, FX_CROSS };
 #define FX_MAX_CLOSES 64
 
 typedef struct fx {
-    pkm_server_t *srv;
-    pthread_t th;
-    int run_rc;
+    t_srv s; /* the server and its thread */
     enum fx_mode mode;
     pthread_mutex_t mu;
     int connects, closes;
@@ -56,7 +55,7 @@ static void fx_on_connect(void *user, pkm_server_conn_t *conn)
     f->connects++;
     if (n > 10 && strncmp(peer, "127.0.0.1:", 10) == 0 && fp && strncmp(fp, "SHA256:", 7) == 0 &&
         pkm_server_conn_id(conn) > 0 && pkm_server_conn_established(conn) &&
-        pkm_server_conn_server(conn) == f->srv)
+        pkm_server_conn_server(conn) == f->s.srv)
         f->peer_ok++;
     if (f->nconns < FX_MAX_CLOSES) {
         f->conns[f->nconns] = conn;
@@ -146,19 +145,6 @@ static void fx_on_close(void *user, pkm_server_conn_t *conn, int err, const char
     pthread_mutex_unlock(&f->mu);
 }
 
-static void fx_on_log(void *user, int level, const char *msg)
-{
-    (void)user;
-    if (level <= PKM_LOG_WARN) fprintf(stderr, "server log: %s\n", msg);
-}
-
-static void *fx_thread(void *arg)
-{
-    fx_t *f = arg;
-    f->run_rc = pkm_server_run(f->srv);
-    return NULL;
-}
-
 /* Rejects packets with Id 0x66 (PKM_EHASH, as a schema check would). */
 static int fx_verify(void *ctx, const pkm_packet_t *pkt)
 {
@@ -168,10 +154,7 @@ static int fx_verify(void *ctx, const pkm_packet_t *pkt)
 
 static void fx_config(pkm_server_config_t *cfg)
 {
-    pkm_server_config_init(cfg);
-    cfg->loops = t_server_loops();
-    cfg->host = "127.0.0.1";
-    cfg->engine.server_key = g_server_key;
+    t_srv_config(cfg, g_server_key);
     cfg->engine.verify = fx_verify;
     /* Under valgrind every thread shares one core and RSA is ~50x slower. */
     if (t_under_valgrind()) cfg->handshake_timeout_ms = 600000;
@@ -185,28 +168,25 @@ static void fx_start(fx_t *f, pkm_server_config_t *cfg, enum fx_mode mode)
     cfg->on_connect = fx_on_connect;
     cfg->on_packet = fx_on_packet;
     cfg->on_close = fx_on_close;
-    cfg->on_log = fx_on_log;
+    cfg->on_log = t_srv_log_warnings;
     cfg->user = f;
-    assert_int_equal(pkm_server_new(cfg, &f->srv), 0);
-    assert_true(pkm_server_port(f->srv) > 0);
-    assert_ptr_equal(pkm_server_user(f->srv), f);
-    assert_int_equal(pthread_create(&f->th, NULL, fx_thread, f), 0);
+    t_srv_new(&f->s, cfg, NULL, NULL);
+    assert_true(pkm_server_port(f->s.srv) > 0);
+    assert_ptr_equal(pkm_server_user(f->s.srv), f);
+    t_srv_run(&f->s);
 }
 
 static void fx_stop(fx_t *f)
 {
-    pkm_server_stop(f->srv);
-    pkm_server_stop(f->srv); /* twice is fine */
-    assert_int_equal(pthread_join(f->th, NULL), 0);
-    assert_int_equal(f->run_rc, 0);
-    pkm_server_free(f->srv);
+    pkm_server_stop(f->s.srv);
+    t_srv_stop(&f->s); /* stops it again (twice is fine), joins and frees it */
     /* (f->mu stays usable: tests read the recorded closes after the stop) */
 }
 
 static pkm_server_stats_t fx_stats(fx_t *f)
 {
     pkm_server_stats_t s;
-    pkm_server_stats(f->srv, &s);
+    pkm_server_stats(f->s.srv, &s);
     return s;
 }
 
@@ -487,7 +467,7 @@ static void test_config_errors(void **state)
     pkm_key_free(pub);
     fx_config(&cfg);
     cfg.host = "no such host.invalid";
-    cfg.on_log = fx_on_log;
+    cfg.on_log = t_srv_log_warnings;
     assert_int_equal(pkm_server_new(&cfg, &srv), PKM_ERESOLVE);
 
     /* The port is known on return; a second bind to it fails with PKM_EIO. */
@@ -515,7 +495,7 @@ static void test_echo(void **state)
     pkm_server_config_t cfg;
     fx_config(&cfg);
     fx_start(&f, &cfg, FX_ECHO);
-    tcl_result_t r = run_clients(pkm_server_port(f.srv), 4, 5, 300, NULL);
+    tcl_result_t r = run_clients(pkm_server_port(f.s.srv), 4, 5, 300, NULL);
     assert_int_equal(r.established, 4);
     assert_int_equal(r.echoed, 4);
     assert_int_equal(r.failed, 0);
@@ -560,7 +540,7 @@ static void test_any_host(void **state)
     fx_config(&cfg);
     cfg.host = NULL;
     fx_start(&f, &cfg, FX_ECHO);
-    tcl_result_t r = run_clients(pkm_server_port(f.srv), 2, 1, 10, NULL);
+    tcl_result_t r = run_clients(pkm_server_port(f.s.srv), 2, 1, 10, NULL);
     assert_int_equal(r.established, 2);
     fx_wait_closes(&f, 2);
     assert_int_equal(f.peer_ok, 2);
@@ -571,7 +551,7 @@ static void test_any_host(void **state)
         memset(&a, 0, sizeof a);
         a.sin6_family = AF_INET6;
         a.sin6_addr = in6addr_loopback;
-        a.sin6_port = htons(pkm_server_port(f.srv));
+        a.sin6_port = htons(pkm_server_port(f.s.srv));
         assert_int_equal(connect(s, (struct sockaddr *)&a, sizeof a), 0);
         close(s);
         int i = 0;
@@ -592,12 +572,12 @@ static void test_wrong_secret(void **state)
     cfg.engine.secret = (const uint8_t *)"right";
     cfg.engine.secret_len = 5;
     fx_start(&f, &cfg, FX_ECHO);
-    tcl_result_t bad = run_clients(pkm_server_port(f.srv), 1, 1, 10, "wrong");
+    tcl_result_t bad = run_clients(pkm_server_port(f.s.srv), 1, 1, 10, "wrong");
     assert_int_equal(bad.established, 0);
     assert_int_equal(bad.failed, 1);
     fx_wait_closes(&f, 1);
     assert_int_equal(fx_count_closes(&f, PKM_EHANDSHAKE, "confirmation (0xFF)"), 1);
-    tcl_result_t good = run_clients(pkm_server_port(f.srv), 3, 2, 50, "right");
+    tcl_result_t good = run_clients(pkm_server_port(f.s.srv), 3, 2, 50, "right");
     assert_int_equal(good.established, 3);
     assert_int_equal(good.echoed, 3);
     fx_wait_closes(&f, 4);
@@ -616,8 +596,8 @@ static void test_handshake_timeout(void **state)
     fx_config(&cfg);
     cfg.handshake_timeout_ms = t_under_valgrind() ? 3000 : 300;
     fx_start(&f, &cfg, FX_ECHO);
-    int silent = raw_connect(pkm_server_port(f.srv), 0);
-    tcl_result_t r = run_clients(pkm_server_port(f.srv), 2, 3, 20, NULL);
+    int silent = raw_connect(pkm_server_port(f.s.srv), 0);
+    tcl_result_t r = run_clients(pkm_server_port(f.s.srv), 2, 3, 20, NULL);
     assert_int_equal(r.echoed, 2);
     assert_true(closed_by_peer(silent)); /* after it received the ServerKey */
     close(silent);
@@ -667,10 +647,10 @@ static void test_send_queue_overflow(void **state)
     fx_config(&cfg);
     cfg.engine.max_send_buffer = 64 * 1024;
     fx_start(&f, &cfg, FX_ECHO);
-    flood_t fl = {pkm_server_port(f.srv), 0, 0, 0};
+    flood_t fl = {pkm_server_port(f.s.srv), 0, 0, 0};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, flood_thread, &fl), 0);
-    tcl_result_t r = run_clients(pkm_server_port(f.srv), 2, 5, 1000, NULL);
+    tcl_result_t r = run_clients(pkm_server_port(f.s.srv), 2, 5, 1000, NULL);
     assert_int_equal(r.echoed, 2);
     assert_int_equal(pthread_join(th, NULL), 0);
     assert_true(fl.established);
@@ -690,7 +670,7 @@ static void test_max_conns(void **state)
     fx_config(&cfg);
     cfg.max_conns = 2;
     fx_start(&f, &cfg, FX_ECHO);
-    uint16_t port = pkm_server_port(f.srv);
+    uint16_t port = pkm_server_port(f.s.srv);
     sc_t a, b;
     assert_int_equal(sc_connect(port, NULL, 0, &a), 0);
     assert_int_equal(sc_connect(port, NULL, 0, &b), 0);
@@ -722,7 +702,7 @@ static void test_relay(void **state)
     pkm_server_config_t cfg;
     fx_config(&cfg);
     fx_start(&f, &cfg, FX_RELAY);
-    uint16_t port = pkm_server_port(f.srv);
+    uint16_t port = pkm_server_port(f.s.srv);
     sc_t a, b;
     assert_int_equal(sc_connect(port, NULL, 0, &a), 0);
     assert_int_equal(sc_connect(port, NULL, 0, &b), 0);
@@ -754,7 +734,7 @@ static void test_rekey(void **state)
     fx_config(&cfg);
     fx_start(&f, &cfg, FX_REKEY);
     sc_t c;
-    assert_int_equal(sc_connect(pkm_server_port(f.srv), NULL, 0, &c), 0);
+    assert_int_equal(sc_connect(pkm_server_port(f.s.srv), NULL, 0, &c), 0);
     const uint8_t trig[1] = {0};
     pkm_packet_t pkt;
     assert_int_equal(sc_send(&c, 0x05, trig, 1), 0);
@@ -787,7 +767,7 @@ static void test_stop(void **state)
     pkm_server_config_t cfg;
     fx_config(&cfg);
     fx_start(&f, &cfg, FX_ECHO);
-    uint16_t port = pkm_server_port(f.srv);
+    uint16_t port = pkm_server_port(f.s.srv);
     sc_t a, b;
     assert_int_equal(sc_connect(port, NULL, 0, &a), 0);
     assert_int_equal(sc_connect(port, NULL, 0, &b), 0);
@@ -818,7 +798,7 @@ static void test_idle_timeout(void **state)
     cfg.trim_after_ms = 100; /* trimmed first, then timed out from the trimmed list */
     fx_start(&f, &cfg, FX_ECHO);
     sc_t c;
-    assert_int_equal(sc_connect(pkm_server_port(f.srv), NULL, 0, &c), 0);
+    assert_int_equal(sc_connect(pkm_server_port(f.s.srv), NULL, 0, &c), 0);
     const uint8_t msg[2] = {1, 2};
     pkm_packet_t pkt;
     assert_int_equal(sc_send(&c, 0x01, msg, 2), 0);
@@ -841,7 +821,7 @@ static void test_verify_hook(void **state)
     fx_config(&cfg);
     fx_start(&f, &cfg, FX_ECHO);
     sc_t c;
-    assert_int_equal(sc_connect(pkm_server_port(f.srv), NULL, 0, &c), 0);
+    assert_int_equal(sc_connect(pkm_server_port(f.s.srv), NULL, 0, &c), 0);
     const uint8_t msg[1] = {7};
     assert_int_equal(sc_send(&c, 0x66, msg, 1), 0);
     assert_true(closed_by_peer(c.fd));
@@ -892,7 +872,7 @@ static void test_typed_send(void **state)
     fx_config(&cfg);
     fx_start(&f, &cfg, FX_TYPED);
     sc_t c;
-    assert_int_equal(sc_connect(pkm_server_port(f.srv), NULL, 0, &c), 0);
+    assert_int_equal(sc_connect(pkm_server_port(f.s.srv), NULL, 0, &c), 0);
     const uint8_t msg[4] = {1, 2, 3, 4};
     assert_int_equal(sc_send(&c, 0x10, msg, 4), 0);
     const char *tags[2] = {"one", "all"};
@@ -927,7 +907,7 @@ static void test_half_close(void **state)
     cfg.trim_after_ms = 0;
     fx_start(&f, &cfg, FX_ECHO);
     sc_t c;
-    assert_int_equal(sc_connect(pkm_server_port(f.srv), NULL, 0, &c), 0);
+    assert_int_equal(sc_connect(pkm_server_port(f.s.srv), NULL, 0, &c), 0);
     static uint8_t big[40000];
     for (size_t i = 0; i < sizeof big; i++)
         big[i] = (uint8_t)(i * 13);
@@ -957,7 +937,7 @@ static void test_bad_handshake(void **state)
     pkm_server_config_t cfg;
     fx_config(&cfg);
     fx_start(&f, &cfg, FX_ECHO);
-    uint16_t port = pkm_server_port(f.srv);
+    uint16_t port = pkm_server_port(f.s.srv);
     int fd = raw_connect(port, 0);
     const uint8_t bad_len[4] = {0x00, 0x00, 0x04, 0x01}; /* 1025 > 1024 */
     assert_int_equal(send(fd, bad_len, 4, MSG_NOSIGNAL), 4);
@@ -986,7 +966,7 @@ static void test_many_clients(void **state)
     pkm_server_config_t cfg;
     fx_config(&cfg);
     fx_start(&f, &cfg, FX_ECHO);
-    tcl_result_t r = run_clients(pkm_server_port(f.srv), n, 3, 200, NULL);
+    tcl_result_t r = run_clients(pkm_server_port(f.s.srv), n, 3, 200, NULL);
     assert_int_equal(r.timed_out, 0);
     assert_int_equal(r.established, n);
     assert_int_equal(r.echoed, n);
@@ -1026,7 +1006,7 @@ static void post_fn(pkm_server_t *srv, void *ud)
     post_item_t *it = ud;
     post_ctx_t *x = it->ctx;
     pthread_mutex_lock(&x->mu);
-    if (!pthread_equal(pthread_self(), x->f->th)) x->wrong_thread++;
+    if (!pthread_equal(pthread_self(), x->f->s.th)) x->wrong_thread++;
     if (it->seq != x->next[it->thread]) x->out_of_order++;
     x->next[it->thread] = it->seq + 1;
     x->ran++;
@@ -1045,7 +1025,7 @@ static void *post_thread(void *arg)
     post_item_t *items = arg;
     for (int i = 0; i < POST_EACH; i++) {
         int r;
-        while ((r = pkm_server_post(items[0].ctx->f->srv, post_fn, &items[i])) == PKM_ENOMEM)
+        while ((r = pkm_server_post(items[0].ctx->f->s.srv, post_fn, &items[i])) == PKM_ENOMEM)
             tcl_sleep_ms(1);
         if (r != 0) return (void *)1;
     }
@@ -1066,7 +1046,7 @@ static void test_post(void **state)
     fx_config(&cfg);
     fx_start(&f, &cfg, FX_ECHO);
     sc_t c;
-    assert_int_equal(sc_connect(pkm_server_port(f.srv), NULL, 0, &c), 0);
+    assert_int_equal(sc_connect(pkm_server_port(f.s.srv), NULL, 0, &c), 0);
     fx_wait_established(&f, 1);
 
     post_ctx_t x;
@@ -1106,12 +1086,12 @@ static void test_post(void **state)
     pthread_mutex_unlock(&x.mu);
     sc_close(&c);
     fx_wait_closes(&f, 1);
-    pkm_server_stop(f.srv);
-    assert_int_equal(pthread_join(f.th, NULL), 0);
+    pkm_server_stop(f.s.srv);
+    assert_int_equal(pthread_join(f.s.th, NULL), 0);
     /* Stopped: refused, and the function is never called. */
     int calls = 0;
-    assert_int_equal(pkm_server_post(f.srv, count_fn, &calls), PKM_ECLOSED);
-    pkm_server_free(f.srv);
+    assert_int_equal(pkm_server_post(f.s.srv, count_fn, &calls), PKM_ECLOSED);
+    pkm_server_free(f.s.srv);
     assert_int_equal(calls, 0);
     pthread_mutex_destroy(&f.mu);
     pthread_mutex_destroy(&x.mu);
@@ -1153,8 +1133,8 @@ static void test_two_loops(void **state)
     fx_config(&cfg);
     cfg.loops = 2;
     fx_start(&f, &cfg, FX_CROSS);
-    assert_int_equal(pkm_server_loops(f.srv), 2);
-    uint16_t port = pkm_server_port(f.srv);
+    assert_int_equal(pkm_server_loops(f.s.srv), 2);
+    uint16_t port = pkm_server_port(f.s.srv);
     sc_t c[N];
     unsigned loop_of[N];
     int on_loop[2] = {0, 0};
@@ -1227,7 +1207,7 @@ typedef struct timer_ctx {
 static void tick_fn(pkm_server_t *srv, void *ud)
 {
     timer_ctx_t *x = ud;
-    if (!pthread_equal(pthread_self(), x->f->th)) x->wrong_thread++;
+    if (!pthread_equal(pthread_self(), x->f->s.th)) x->wrong_thread++;
     if (++x->ticks == 3) {
         const uint8_t m[1] = {'T'};
         pkm_server_broadcast(srv, NULL, 0x41, 0, m, 1);
@@ -1245,10 +1225,10 @@ static void left_fn(pkm_server_t *srv, void *ud)
 static void uv_timer_fired(uv_timer_t *t)
 {
     timer_ctx_t *x = t->data;
-    if (!pthread_equal(pthread_self(), x->f->th)) x->wrong_thread++;
+    if (!pthread_equal(pthread_self(), x->f->s.th)) x->wrong_thread++;
     x->uv_fired++;
     const uint8_t m[1] = {'U'};
-    pkm_server_broadcast(x->f->srv, NULL, 0x42, 0, m, 1);
+    pkm_server_broadcast(x->f->s.srv, NULL, 0x42, 0, m, 1);
     uv_close((uv_handle_t *)t, NULL);
 }
 
@@ -1273,18 +1253,18 @@ static void test_timers(void **state)
     fx_config(&cfg);
     fx_start(&f, &cfg, FX_ECHO);
     sc_t c;
-    assert_int_equal(sc_connect(pkm_server_port(f.srv), NULL, 0, &c), 0);
+    assert_int_equal(sc_connect(pkm_server_port(f.s.srv), NULL, 0, &c), 0);
     fx_wait_established(&f, 1);
     timer_ctx_t x;
     memset(&x, 0, sizeof x);
     x.f = &f;
     pkm_server_timer_t *t = NULL;
     /* Not from this thread while the server runs; bad arguments refused. */
-    assert_int_equal(pkm_server_timer_start(f.srv, 0, 0, tick_fn, &x, &t), PKM_ESTATE);
+    assert_int_equal(pkm_server_timer_start(f.s.srv, 0, 0, tick_fn, &x, &t), PKM_ESTATE);
     assert_null(t);
-    assert_int_equal(pkm_server_timer_start(f.srv, -1, 0, tick_fn, &x, &t), PKM_EINVAL);
-    assert_int_equal(pkm_server_timer_start(f.srv, 0, 0, NULL, &x, &t), PKM_EINVAL);
-    assert_int_equal(pkm_server_post(f.srv, start_timers, &x), 0);
+    assert_int_equal(pkm_server_timer_start(f.s.srv, -1, 0, tick_fn, &x, &t), PKM_EINVAL);
+    assert_int_equal(pkm_server_timer_start(f.s.srv, 0, 0, NULL, &x, &t), PKM_EINVAL);
+    assert_int_equal(pkm_server_post(f.s.srv, start_timers, &x), 0);
     /* The repeating timer's third tick and the uv timer each broadcast one packet. */
     int got41 = 0, got42 = 0;
     for (int i = 0; i < 2; i++) {

@@ -17,93 +17,8 @@
 #include <sys/time.h>
 #include "pkmcom/pkmcom.h"
 #include "server_internal.h"
+#include "support/server_fixture.h"
 
-/* What the callbacks and hooks saw. */
-typedef struct obs {
-    pthread_mutex_t mu;
-    int jobs; /* RSA jobs submitted */
-    int connects, closes, eagain;
-    int logs, proxy_logs;            /* log lines (after start), of which about PROXY headers */
-    char peer[PKM_SERVER_PEER_SIZE]; /* the last on_connect's pkm_server_conn_peer */
-    char last_log[512];
-} obs_t;
-
-static void obs_init(obs_t *o)
-{
-    memset(o, 0, sizeof *o);
-    pthread_mutex_init(&o->mu, NULL);
-}
-
-static void job_hook(void *ctx, int event)
-{
-    obs_t *o = ctx;
-    pthread_mutex_lock(&o->mu);
-    if (event == PKM__JOB_QUEUED) o->jobs++;
-    pthread_mutex_unlock(&o->mu);
-}
-
-static void on_connect(void *user, pkm_server_conn_t *conn)
-{
-    obs_t *o = user;
-    pthread_mutex_lock(&o->mu);
-    o->connects++;
-    assert_true(pkm_server_conn_peer(conn, o->peer, sizeof o->peer) > 0);
-    pthread_mutex_unlock(&o->mu);
-}
-
-static void on_close(void *user, pkm_server_conn_t *conn, int err, const char *step)
-{
-    obs_t *o = user;
-    (void)conn;
-    (void)step;
-    pthread_mutex_lock(&o->mu);
-    o->closes++;
-    if (err == PKM_EAGAIN) o->eagain++;
-    pthread_mutex_unlock(&o->mu);
-}
-
-static void on_log(void *user, int level, const char *msg)
-{
-    obs_t *o = user;
-    (void)level;
-    pthread_mutex_lock(&o->mu);
-    o->logs++;
-    if (strstr(msg, "PROXY")) o->proxy_logs++;
-    snprintf(o->last_log, sizeof o->last_log, "%s", msg);
-    pthread_mutex_unlock(&o->mu);
-}
-
-static void on_packet(void *user, pkm_server_conn_t *conn, const pkm_packet_t *pkt)
-{
-    (void)user;
-    (void)pkm_server_send(conn, pkt->id, pkt->hash, pkt->content, pkt->size);
-}
-
-static int get(obs_t *o, const int *field)
-{
-    pthread_mutex_lock(&o->mu);
-    int v = *field;
-    pthread_mutex_unlock(&o->mu);
-    return v;
-}
-
-static void wait_for(obs_t *o, const int *field, int n, const char *what)
-{
-    for (int i = 0; i < 4000; i++) {
-        if (get(o, field) >= n) return;
-        tcl_sleep_ms(5);
-    }
-    fail_msg("waited in vain for %s to reach %d", what, n);
-}
-
-static void peer_seen(obs_t *o, char *out)
-{
-    pthread_mutex_lock(&o->mu);
-    memcpy(out, o->peer, sizeof o->peer);
-    pthread_mutex_unlock(&o->mu);
-}
-
-typedef uint64_t (*stat_fn)(const pkm_server_stats_t *st);
 static uint64_t st_checks(const pkm_server_stats_t *st)
 {
     return st->proxy_checks;
@@ -112,65 +27,20 @@ static uint64_t st_prefused(const pkm_server_stats_t *st)
 {
     return st->proxy_refused;
 }
-static uint64_t st_refused(const pkm_server_stats_t *st)
-{
-    return st->refused;
-}
-static void wait_stat(pkm_server_t *srv, stat_fn f, uint64_t n, const char *what)
-{
-    pkm_server_stats_t st;
-    for (int i = 0; i < 4000; i++) {
-        pkm_server_stats(srv, &st);
-        if (f(&st) == n) return;
-        tcl_sleep_ms(5);
-    }
-    fail_msg("waited in vain for %s to be %llu (it is %llu)", what, (unsigned long long)n,
-             (unsigned long long)f(&st));
-}
 
-static void *run_thread(void *arg)
+/* The server behind a proxy trusted at `trusted`, its every callback counted in o. */
+static void base_config(pkm_server_config_t *cfg, t_obs *o, const char *trusted)
 {
-    return (void *)(intptr_t)pkm_server_run(arg);
-}
-
-typedef struct fixture {
-    pkm_server_t *srv;
-    pthread_t th;
-    uint16_t port;
-} fixture_t;
-
-static void base_config(pkm_server_config_t *cfg, obs_t *o, const char *trusted)
-{
-    pkm_server_config_init(cfg);
-    cfg->loops = t_server_loops();
-    cfg->host = "127.0.0.1";
-    cfg->engine.server_key = t_shared_keys.server_key;
+    t_srv_config(cfg, t_shared_keys.server_key);
     cfg->proxy_trusted = trusted;
-    cfg->on_connect = on_connect;
-    cfg->on_close = on_close;
-    cfg->on_packet = on_packet;
-    cfg->on_log = on_log;
-    cfg->user = o;
+    t_obs_config(cfg, o, T_OBS_ECHO | T_OBS_CONNECT | T_OBS_LOG);
 }
 
-static void start(fixture_t *f, const pkm_server_config_t *cfg, obs_t *o)
+static void start(t_srv *f, const pkm_server_config_t *cfg, t_obs *o)
 {
-    assert_int_equal(pkm_server_new(cfg, &f->srv), 0);
-    pkm__server_set_job_hook(f->srv, job_hook, o);
-    pthread_mutex_lock(&o->mu);
-    o->logs = o->proxy_logs = 0; /* the start's own lines (the open-file limit) */
-    pthread_mutex_unlock(&o->mu);
-    assert_int_equal(pthread_create(&f->th, NULL, run_thread, f->srv), 0);
-    f->port = pkm_server_port(f->srv);
-}
-
-static void stop(fixture_t *f)
-{
-    pkm_server_stop(f->srv);
-    void *rc = NULL;
-    assert_int_equal(pthread_join(f->th, &rc), 0);
-    assert_int_equal((int)(intptr_t)rc, 0);
-    pkm_server_free(f->srv);
+    t_srv_new(f, cfg, t_obs_job_hook, o);
+    t_obs_reset_logs(o); /* the start's own lines (the open-file limit) */
+    t_srv_run(f);
 }
 
 static void send_exact(int fd, const void *p, size_t n)
@@ -213,70 +83,6 @@ static size_t v2_header(uint8_t *out, int command, int family, const char *src, 
     return 16 + alen;
 }
 
-static void send_all(pkm_engine_t *e, int fd)
-{
-    size_t len = 0;
-    const uint8_t *out;
-    while ((out = pkm_engine_send_buf(e, &len)) != NULL && len) {
-        ssize_t n = send(fd, out, len, MSG_NOSIGNAL);
-        if (n <= 0) return;
-        pkm_engine_send_ack(e, (size_t)n);
-    }
-}
-
-static ssize_t recv_once(pkm_engine_t *e, int fd)
-{
-    size_t cap = 0;
-    uint8_t *p = pkm_engine_recv_buf(e, &cap);
-    if (!p) return -1;
-    ssize_t n = recv(fd, p, cap, 0);
-    if (n > 0 && pkm_engine_recv_ack(e, (size_t)n) < 0) return -1;
-    return n;
-}
-
-/* A client through the whole handshake and one echoed packet: 1 when it worked; 0 when the
- * server closed the connection first (*got_bytes: whether it sent anything at all). */
-static int client_session(pkm_engine_t *e, int fd, int *got_bytes)
-{
-    if (got_bytes) *got_bytes = 0;
-    int sent = 0;
-    for (;;) {
-        send_all(e, fd);
-        int st = pkm_engine_state(e);
-        if (st == PKM_STATE_CLOSED) return 0;
-        if (st == PKM_STATE_ESTABLISHED && !sent) {
-            assert_int_equal(pkm_engine_queue_packet(e, 0x20, 7, (const uint8_t *)"hi", 2), 0);
-            sent = 1;
-            continue;
-        }
-        if (pkm_engine_wants(e) & PKM_WANT_JOB) {
-            assert_int_equal(t_run_job(e), 0);
-            continue;
-        }
-        if (pkm_engine_wants(e) & PKM_WANT_PACKET) {
-            pkm_packet_t pkt;
-            int r = pkm_engine_next_packet(e, &pkt);
-            if (r < 0) return 0;
-            if (r == 1) return pkt.id == 0x20 && pkt.size == 2;
-            continue;
-        }
-        ssize_t n = recv_once(e, fd);
-        if (n <= 0) return 0;
-        if (got_bytes) *got_bytes = 1;
-    }
-}
-
-static int session(int fd, const char *secret, int *got_bytes)
-{
-    t_opts opts;
-    memset(&opts, 0, sizeof opts);
-    opts.secret = secret;
-    pkm_engine_t *e = t_client(&t_shared_keys, &opts);
-    int ok = client_session(e, fd, got_bytes);
-    pkm_engine_free(e);
-    return ok;
-}
-
 /* 1 when the server ends the stream (or resets it) without sending a byte. */
 static int closed_without_a_byte(int fd)
 {
@@ -301,46 +107,46 @@ static void wait_closed(int fd)
 static void v1_header_sets_the_source(void **state)
 {
     (void)state;
-    obs_t o;
-    obs_init(&o);
+    t_obs o;
+    t_obs_init(&o, 1);
     pkm_server_config_t cfg;
     base_config(&cfg, &o, "127.0.0.1/32, ::1");
-    fixture_t f;
+    t_srv f;
     start(&f, &cfg, &o);
     int fd = t_tcp_connect(f.port, NULL, 10);
     send_str(fd, "PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\n");
-    assert_true(session(fd, NULL, NULL));
+    assert_true(t_cli_session(fd, NULL, NULL));
     char peer[PKM_SERVER_PEER_SIZE];
-    peer_seen(&o, peer);
+    t_obs_peer(&o, peer);
     assert_string_equal(peer, "203.0.113.7:40000");
     close(fd);
     fd = t_tcp_connect(f.port, NULL, 10);
     send_str(fd, "PROXY TCP6 2001:db8::5 ::1 40002 443\r\n");
-    assert_true(session(fd, NULL, NULL));
-    peer_seen(&o, peer);
+    assert_true(t_cli_session(fd, NULL, NULL));
+    t_obs_peer(&o, peer);
     assert_string_equal(peer, "[2001:db8::5]:40002");
     close(fd);
-    stop(&f);
+    t_srv_stop(&f);
     assert_int_equal(o.connects, 2);
-    assert_int_equal(o.jobs, 2);
+    assert_int_equal(o.queued, 2);
     assert_int_equal(o.logs, 0);
 }
 
 static void v2_header_sets_the_source(void **state)
 {
     (void)state;
-    obs_t o;
-    obs_init(&o);
+    t_obs o;
+    t_obs_init(&o, 1);
     pkm_server_config_t cfg;
     base_config(&cfg, &o, "127.0.0.0/8");
-    fixture_t f;
+    t_srv f;
     start(&f, &cfg, &o);
     uint8_t h[64];
     int fd = t_tcp_connect(f.port, NULL, 10);
     send_exact(fd, h, v2_header(h, 1, 6, "2001:db8::7", 40001));
-    assert_true(session(fd, NULL, NULL));
+    assert_true(t_cli_session(fd, NULL, NULL));
     char peer[PKM_SERVER_PEER_SIZE];
-    peer_seen(&o, peer);
+    t_obs_peer(&o, peer);
     assert_string_equal(peer, "[2001:db8::7]:40001");
     close(fd);
     /* the header in two parts */
@@ -349,11 +155,11 @@ static void v2_header_sets_the_source(void **state)
     send_exact(fd, h, 10);
     tcl_sleep_ms(50);
     send_exact(fd, h + 10, n - 10);
-    assert_true(session(fd, NULL, NULL));
-    peer_seen(&o, peer);
+    assert_true(t_cli_session(fd, NULL, NULL));
+    t_obs_peer(&o, peer);
     assert_string_equal(peer, "198.51.100.20:5555");
     close(fd);
-    stop(&f);
+    t_srv_stop(&f);
     assert_int_equal(o.connects, 2);
     assert_int_equal(o.logs, 0);
 }
@@ -364,11 +170,11 @@ static void v2_header_sets_the_source(void **state)
 static void bytes_after_the_header_are_kept(void **state)
 {
     (void)state;
-    obs_t o;
-    obs_init(&o);
+    t_obs o;
+    t_obs_init(&o, 1);
     pkm_server_config_t cfg;
     base_config(&cfg, &o, "127.0.0.1");
-    fixture_t f;
+    t_srv f;
     start(&f, &cfg, &o);
     /* The ServerKey the server will send: Int n, then its public key's DER. */
     uint8_t sk[4 + 1024];
@@ -400,13 +206,13 @@ static void bytes_after_the_header_are_kept(void **state)
         have += (size_t)r;
     }
     assert_memory_equal(got, sk, have);
-    assert_true(client_session(e, fd, NULL));
+    assert_true(t_cli_session_on(e, fd, NULL));
     pkm_engine_free(e);
     char peer[PKM_SERVER_PEER_SIZE];
-    peer_seen(&o, peer);
+    t_obs_peer(&o, peer);
     assert_string_equal(peer, "192.0.2.33:41000");
     close(fd);
-    stop(&f);
+    t_srv_stop(&f);
 }
 
 /* ---- per-source limits see the header's source ---- */
@@ -416,28 +222,28 @@ static void bytes_after_the_header_are_kept(void **state)
 static void per_source_cap_counts_the_header_source(void **state)
 {
     (void)state;
-    obs_t o;
-    obs_init(&o);
+    t_obs o;
+    t_obs_init(&o, 1);
     pkm_server_config_t cfg;
     base_config(&cfg, &o, "127.0.0.1/32");
     cfg.max_conns_per_source = 1;
-    fixture_t f;
+    t_srv f;
     start(&f, &cfg, &o);
     int a = t_tcp_connect(f.port, NULL, 10);
     send_str(a, "PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\n");
-    assert_true(session(a, NULL, NULL)); /* stays open */
+    assert_true(t_cli_session(a, NULL, NULL)); /* stays open */
     int b = t_tcp_connect(f.port, NULL, 10);
     send_str(b, "PROXY TCP4 203.0.113.7 127.0.0.1 40001 443\r\n");
     assert_true(closed_without_a_byte(b));
-    wait_stat(f.srv, st_refused, 1, "refusals");
+    t_srv_wait_stat(f.srv, t_st_refused, 1, "refusals");
     int c = t_tcp_connect(f.port, NULL, 10);
     send_str(c, "PROXY TCP4 203.0.113.8 127.0.0.1 40002 443\r\n");
-    assert_true(session(c, NULL, NULL));
+    assert_true(t_cli_session(c, NULL, NULL));
     pthread_mutex_lock(&o.mu);
     assert_non_null(strstr(o.last_log, "203.0.113.7"));
     pthread_mutex_unlock(&o.mu);
     close(a), close(b), close(c);
-    stop(&f);
+    t_srv_stop(&f);
     assert_int_equal(o.connects, 2);
     assert_int_equal(o.closes, 2); /* the refused one got no callback */
 }
@@ -446,27 +252,27 @@ static void per_source_cap_counts_the_header_source(void **state)
 static void secret_ban_hits_the_header_source(void **state)
 {
     (void)state;
-    obs_t o;
-    obs_init(&o);
+    t_obs o;
+    t_obs_init(&o, 1);
     pkm_server_config_t cfg;
     base_config(&cfg, &o, "127.0.0.1/32");
     cfg.engine.secret = (const uint8_t *)"right";
     cfg.engine.secret_len = 5;
     cfg.secret_fails = 1;
-    fixture_t f;
+    t_srv f;
     start(&f, &cfg, &o);
     int a = t_tcp_connect(f.port, NULL, 10);
     send_str(a, "PROXY TCP4 203.0.113.9 127.0.0.1 40000 443\r\n");
-    assert_false(session(a, "wrong", NULL));
-    wait_for(&o, &o.closes, 1, "the failed handshake closed");
+    assert_false(t_cli_session(a, "wrong", NULL));
+    t_obs_wait(&o, &o.closes, 1, "the failed handshake closed");
     int b = t_tcp_connect(f.port, NULL, 10);
     send_str(b, "PROXY TCP4 203.0.113.9 127.0.0.1 40001 443\r\n");
     assert_true(closed_without_a_byte(b)); /* banned */
     int c = t_tcp_connect(f.port, NULL, 10);
     send_str(c, "PROXY TCP4 203.0.113.10 127.0.0.1 40002 443\r\n");
-    assert_true(session(c, "right", NULL));
+    assert_true(t_cli_session(c, "right", NULL));
     close(a), close(b), close(c);
-    stop(&f);
+    t_srv_stop(&f);
     assert_int_equal(o.connects, 1);
 }
 
@@ -476,29 +282,29 @@ static void secret_ban_hits_the_header_source(void **state)
 static void local_connects_with_the_socket_address(void **state)
 {
     (void)state;
-    obs_t o;
-    obs_init(&o);
+    t_obs o;
+    t_obs_init(&o, 1);
     pkm_server_config_t cfg;
     base_config(&cfg, &o, "127.0.0.1/32");
-    fixture_t f;
+    t_srv f;
     start(&f, &cfg, &o);
     uint8_t h[64];
     char want[64], peer[PKM_SERVER_PEER_SIZE];
     int fd = t_tcp_connect(f.port, NULL, 10);
     send_exact(fd, h, v2_header(h, 0, 0, NULL, 0));
-    assert_true(session(fd, NULL, NULL));
+    assert_true(t_cli_session(fd, NULL, NULL));
     snprintf(want, sizeof want, "127.0.0.1:%u", (unsigned)t_local_port(fd));
-    peer_seen(&o, peer);
+    t_obs_peer(&o, peer);
     assert_string_equal(peer, want);
     close(fd);
     fd = t_tcp_connect(f.port, NULL, 10);
     send_str(fd, "PROXY UNKNOWN\r\n");
-    assert_true(session(fd, NULL, NULL));
+    assert_true(t_cli_session(fd, NULL, NULL));
     snprintf(want, sizeof want, "127.0.0.1:%u", (unsigned)t_local_port(fd));
-    peer_seen(&o, peer);
+    t_obs_peer(&o, peer);
     assert_string_equal(peer, want);
     close(fd);
-    stop(&f);
+    t_srv_stop(&f);
     assert_int_equal(o.connects, 2);
     assert_int_equal(o.logs, 0);
 }
@@ -510,42 +316,42 @@ static void local_connects_with_the_socket_address(void **state)
 static void health_checks_cost_nothing(void **state)
 {
     (void)state;
-    obs_t o;
-    obs_init(&o);
+    t_obs o;
+    t_obs_init(&o, 1);
     pkm_server_config_t cfg;
     base_config(&cfg, &o, "127.0.0.1/32");
     cfg.handshake_timeout_ms = 300; /* also the header's deadline */
-    fixture_t f;
+    t_srv f;
     start(&f, &cfg, &o);
     uint8_t h[64];
     size_t hn = v2_header(h, 0, 0, NULL, 0);
 
     int fd = t_tcp_connect(f.port, NULL, 10);
     close(fd);
-    wait_stat(f.srv, st_checks, 1, "health checks");
+    t_srv_wait_stat(f.srv, st_checks, 1, "health checks");
 
     fd = t_tcp_connect(f.port, NULL, 10);
     send_exact(fd, h, hn);
     wait_closed(fd); /* LOCAL, then silence: the ServerKey, then closed at the deadline */
     close(fd);
-    wait_stat(f.srv, st_checks, 2, "health checks");
+    t_srv_wait_stat(f.srv, st_checks, 2, "health checks");
 
     fd = t_tcp_connect(f.port, NULL, 10);
     send_exact(fd, h, hn);
     tcl_sleep_ms(20);
     close(fd); /* LOCAL, then gone before the deadline */
-    wait_stat(f.srv, st_checks, 3, "health checks");
+    t_srv_wait_stat(f.srv, st_checks, 3, "health checks");
 
     fd = t_tcp_connect(f.port, NULL, 10);
     struct linger lg = {1, 0};
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     close(fd); /* a reset */
-    wait_stat(f.srv, st_checks, 4, "health checks");
+    t_srv_wait_stat(f.srv, st_checks, 4, "health checks");
 
     fd = t_tcp_connect(f.port, NULL, 10);
     assert_true(closed_without_a_byte(fd)); /* silent: closed at the deadline */
     close(fd);
-    wait_stat(f.srv, st_checks, 5, "health checks");
+    t_srv_wait_stat(f.srv, st_checks, 5, "health checks");
 
     /* v1 has no LOCAL: HAProxy's v1 checks name the check connection's own endpoints. */
     fd = t_tcp_connect(f.port, NULL, 10);
@@ -555,7 +361,7 @@ static void health_checks_cost_nothing(void **state)
     send_str(fd, self);
     wait_closed(fd); /* the ServerKey, then closed at the deadline */
     close(fd);
-    wait_stat(f.srv, st_checks, 6, "health checks");
+    t_srv_wait_stat(f.srv, st_checks, 6, "health checks");
 
     pkm_server_stats_t st;
     pkm_server_stats(f.srv, &st);
@@ -563,8 +369,8 @@ static void health_checks_cost_nothing(void **state)
     assert_int_equal(st.conns_open, 0);
     assert_int_equal(st.proxy_refused, 0);
     assert_int_equal(st.timeouts, 0);
-    stop(&f);
-    assert_int_equal(o.jobs, 0);
+    t_srv_stop(&f);
+    assert_int_equal(o.queued, 0);
     assert_int_equal(o.closes, 0);
     assert_int_equal(o.connects, 0);
     assert_int_equal(o.logs, 0);
@@ -578,12 +384,12 @@ static void health_checks_cost_nothing(void **state)
 static void malformed_headers_close(void **state)
 {
     (void)state;
-    obs_t o;
-    obs_init(&o);
+    t_obs o;
+    t_obs_init(&o, 1);
     pkm_server_config_t cfg;
     base_config(&cfg, &o, "127.0.0.1/32");
     cfg.handshake_timeout_ms = 300; /* also the header's deadline */
-    fixture_t f;
+    t_srv f;
     start(&f, &cfg, &o);
     uint8_t h[64];
     const char *bad[] = {"PROXY TCP4 bogus 127.0.0.1 1 2\r\n", "GET / HTTP/1.0\r\n\r\n",
@@ -614,14 +420,14 @@ static void malformed_headers_close(void **state)
     assert_true(closed_without_a_byte(fd));
     close(fd);
     n++;
-    wait_stat(f.srv, st_prefused, (uint64_t)n, "refused headers");
+    t_srv_wait_stat(f.srv, st_prefused, (uint64_t)n, "refused headers");
     pkm_server_stats_t st;
     pkm_server_stats(f.srv, &st);
     assert_int_equal(st.accepted, 0);
     assert_int_equal(st.proxy_checks, 0);
-    stop(&f);
+    t_srv_stop(&f);
     assert_int_equal(o.closes, 0);
-    assert_int_equal(o.jobs, 0);
+    assert_int_equal(o.queued, 0);
     assert_int_equal(o.logs, 1); /* once for 127.0.0.1 within the log interval */
     assert_int_equal(o.proxy_logs, 1);
     assert_non_null(strstr(o.last_log, "127.0.0.1"));
@@ -632,11 +438,11 @@ static void malformed_headers_close(void **state)
 static void untrusted_header_closes(void **state)
 {
     (void)state;
-    obs_t o;
-    obs_init(&o);
+    t_obs o;
+    t_obs_init(&o, 1);
     pkm_server_config_t cfg;
     base_config(&cfg, &o, "127.0.0.1/32");
-    fixture_t f;
+    t_srv f;
     start(&f, &cfg, &o);
     int fd = t_tcp_connect(f.port, "127.0.0.2", 10);
     send_str(fd, "PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\n");
@@ -647,19 +453,19 @@ static void untrusted_header_closes(void **state)
     send_exact(fd, h, v2_header(h, 1, 4, "203.0.113.7", 2));
     wait_closed(fd);
     close(fd);
-    wait_stat(f.srv, st_prefused, 2, "refused headers");
-    wait_for(&o, &o.closes, 2, "the forgers closed");
+    t_srv_wait_stat(f.srv, st_prefused, 2, "refused headers");
+    t_obs_wait(&o, &o.closes, 2, "the forgers closed");
     fd = t_tcp_connect(f.port, "127.0.0.2", 10);
-    assert_true(session(fd, NULL, NULL));
+    assert_true(t_cli_session(fd, NULL, NULL));
     char peer[PKM_SERVER_PEER_SIZE], want[64];
     snprintf(want, sizeof want, "127.0.0.2:%u", (unsigned)t_local_port(fd));
-    peer_seen(&o, peer);
+    t_obs_peer(&o, peer);
     assert_string_equal(peer, want);
     close(fd);
-    stop(&f);
+    t_srv_stop(&f);
     assert_int_equal(o.eagain, 2);
     assert_int_equal(o.connects, 1);
-    assert_int_equal(o.jobs, 1); /* the forgers cost no RSA */
+    assert_int_equal(o.queued, 1); /* the forgers cost no RSA */
     assert_int_equal(o.proxy_logs, 1);
     assert_non_null(strstr(o.last_log, "127.0.0.2"));
 }
@@ -669,30 +475,30 @@ static void untrusted_header_closes(void **state)
 static void proxy_off_is_unchanged(void **state)
 {
     (void)state;
-    obs_t o;
-    obs_init(&o);
+    t_obs o;
+    t_obs_init(&o, 1);
     pkm_server_config_t cfg;
     base_config(&cfg, &o, NULL);
-    fixture_t f;
+    t_srv f;
     start(&f, &cfg, &o);
     int fd = t_tcp_connect(f.port, NULL, 10);
-    assert_true(session(fd, NULL, NULL));
+    assert_true(t_cli_session(fd, NULL, NULL));
     char peer[PKM_SERVER_PEER_SIZE], want[64];
     snprintf(want, sizeof want, "127.0.0.1:%u", (unsigned)t_local_port(fd));
-    peer_seen(&o, peer);
+    t_obs_peer(&o, peer);
     assert_string_equal(peer, want);
     close(fd);
     fd = t_tcp_connect(f.port, NULL, 10);
     send_str(fd, "PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\n");
     wait_closed(fd);
     close(fd);
-    wait_for(&o, &o.closes, 2, "both closed");
+    t_obs_wait(&o, &o.closes, 2, "both closed");
     pkm_server_stats_t st;
     pkm_server_stats(f.srv, &st);
     assert_int_equal(st.accepted, 2);
     assert_int_equal(st.proxy_refused, 0);
     assert_int_equal(st.proxy_checks, 0);
-    stop(&f);
+    t_srv_stop(&f);
     assert_int_equal(o.eagain, 0);
     assert_int_equal(o.proxy_logs, 0);
 }
@@ -710,8 +516,8 @@ static void bad_lists_are_refused(void **state)
                {"::1/129", "::1/129"},
                {"127.0.0.1/", "127.0.0.1/"}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        obs_t o;
-        obs_init(&o);
+        t_obs o;
+        t_obs_init(&o, 1);
         pkm_server_config_t cfg;
         base_config(&cfg, &o, bad[i].list);
         pkm_server_t *srv = (pkm_server_t *)&o;
@@ -723,7 +529,7 @@ static void bad_lists_are_refused(void **state)
                      bad[i].named);
         /* With an errbuf the sentence goes there, and is not logged as well. */
         char eb[PKM_SERVER_ERRMSG_SIZE];
-        obs_init(&o);
+        t_obs_init(&o, 1);
         base_config(&cfg, &o, bad[i].list);
         cfg.errbuf = eb;
         cfg.errbuf_size = sizeof eb;
@@ -732,8 +538,8 @@ static void bad_lists_are_refused(void **state)
         if (!strstr(eb, bad[i].named))
             fail_msg("'%s': errbuf '%s' does not name '%s'", bad[i].list, eb, bad[i].named);
     }
-    obs_t o;
-    obs_init(&o);
+    t_obs o;
+    t_obs_init(&o, 1);
     pkm_server_config_t cfg;
     base_config(&cfg, &o, " 127.0.0.1/32, ::1 ,10.0.0.0/8,2001:db8::/32");
     pkm_server_t *srv = NULL;

@@ -17,6 +17,7 @@
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include "pkmcom/pkmcom.h"
+#include "support/server_fixture.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define UNDER_ASAN 1
@@ -65,25 +66,6 @@ static int child_main(int from_parent, int to_parent, pkm_key_t **keys, size_t n
     return 0;
 }
 
-static void *server_thread(void *arg)
-{
-    static int rc;
-    rc = pkm_server_run(arg);
-    return &rc;
-}
-
-static void quiet_log(void *user, int level, const char *msg)
-{
-    (void)user;
-    if (level <= PKM_LOG_WARN) fprintf(stderr, "server log: %s\n", msg);
-}
-
-static void echo(void *user, pkm_server_conn_t *conn, const pkm_packet_t *pkt)
-{
-    (void)user;
-    pkm_server_send(conn, pkt->id, pkt->hash, pkt->content, pkt->size);
-}
-
 static void test_10k_idle_connections(void **state)
 {
     (void)state;
@@ -117,16 +99,14 @@ static void test_10k_idle_connections(void **state)
     close(c2p[1]);
 
     pkm_server_config_t cfg;
-    pkm_server_config_init(&cfg);
-    cfg.loops = t_server_loops();
-    cfg.host = "127.0.0.1";
-    cfg.engine.server_key = server_key;
+    t_srv_config(&cfg, server_key);
     cfg.trim_after_ms = 200;
     cfg.max_conns = n + WARMUP_CONNS;
-    cfg.on_log = quiet_log;
-    cfg.on_packet = echo;
-    pkm_server_t *srv = NULL;
-    assert_int_equal(pkm_server_new(&cfg, &srv), 0); /* raises RLIMIT_NOFILE to the hard limit */
+    cfg.on_log = t_srv_log_warnings;
+    cfg.on_packet = t_srv_echo;
+    t_srv fx;
+    t_srv_new(&fx, &cfg, NULL, NULL); /* raises RLIMIT_NOFILE to the hard limit */
+    pkm_server_t *srv = fx.srv;
     struct rlimit rl;
     assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
     if (rl.rlim_cur < n + 64)
@@ -135,8 +115,7 @@ static void test_10k_idle_connections(void **state)
     uint16_t port = pkm_server_port(srv);
     uint8_t pb[2] = {(uint8_t)(port >> 8), (uint8_t)port};
     assert_int_equal(write(p2c[1], pb, 2), 2);
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, server_thread, srv), 0);
+    t_srv_run(&fx);
 
     /* Baseline once the warm-up round (thread pool started, OpenSSL initialised) is over. */
     assert_int_equal(tcl_read_byte(c2p[0], 60000), 'w');
@@ -183,11 +162,7 @@ static void test_10k_idle_connections(void **state)
     assert_int_equal(s.handshakes_ok, n + WARMUP_CONNS);
     assert_int_equal(s.handshakes_failed, 0);
     assert_int_equal(s.rejected, 0);
-    pkm_server_stop(srv);
-    void *rc = NULL;
-    assert_int_equal(pthread_join(th, &rc), 0);
-    assert_int_equal(*(int *)rc, 0);
-    pkm_server_free(srv);
+    t_srv_stop(&fx);
     close(c2p[0]);
     pkm_key_free(server_key);
     pkm_key_free(ck[0]);
