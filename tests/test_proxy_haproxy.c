@@ -4,29 +4,25 @@
  * that point at this program's listeners; each header must give the real client's endpoints. */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include "support.h"
 #include "proxy_internal.h"
+#include "support/haproxy.h"
 
 #define WAIT_MS 5000 /* every wait is bounded by this */
 
 enum { B_V1, B_V2, B_V2CRC, B_CHK_V1, B_CHK_V2, NB };
 
 typedef struct {
-    pid_t pid;
-    char dir[64];
+    t_haproxy hp;
     int backend[NB]; /* our listeners, one per HAProxy server */
     unsigned short backend_port[NB];
     unsigned short front_port[3]; /* frontends to B_V1, B_V2, B_V2CRC */
@@ -34,15 +30,6 @@ typedef struct {
 } fixture;
 
 static fixture fx;
-
-static const char *find_haproxy(void)
-{
-    static const char *paths[] = {"/usr/sbin/haproxy", "/usr/local/sbin/haproxy",
-                                  "/usr/bin/haproxy"};
-    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
-        if (access(paths[i], X_OK) == 0) return paths[i];
-    return NULL;
-}
 
 static int listen_on(int family, unsigned short *port)
 {
@@ -70,17 +57,6 @@ static int listen_on(int family, unsigned short *port)
     *port = ntohs(family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
                                     : ((struct sockaddr_in6 *)&ss)->sin6_port);
     return fd;
-}
-
-/* A port free on both 127.0.0.1 and (when available) ::1 for a frontend: the kernel picks it,
- * then it is released for haproxy to bind (a race with other programs, retried by the caller). */
-static unsigned short free_port(void)
-{
-    unsigned short p = 0;
-    int fd = listen_on(AF_INET, &p);
-    if (fd < 0) return 0;
-    close(fd);
-    return p;
 }
 
 static int wait_fd(int fd, short events, int ms)
@@ -122,9 +98,8 @@ static int connect_to(int family, unsigned short port, struct sockaddr_storage *
     return fd;
 }
 
-static int write_config(const char *path)
+static int write_config(FILE *f)
 {
-    FILE *f = fopen(path, "w");
     if (!f) return -1;
     fprintf(f, "global\n  log stderr local0 info\n"
                "defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 5s\n"
@@ -148,60 +123,22 @@ static int write_config(const char *path)
     return fclose(f);
 }
 
-static void stop_haproxy(void)
+/* Ready when every frontend accepts. */
+static int frontends_accept(void *ctx)
 {
-    if (fx.pid > 0) {
-        kill(fx.pid, SIGTERM);
-        int st;
-        for (int i = 0; i < 50 && waitpid(fx.pid, &st, WNOHANG) == 0; i++)
-            usleep(20000);
-        if (waitpid(fx.pid, &st, WNOHANG) == 0) {
-            kill(fx.pid, SIGKILL);
-            waitpid(fx.pid, &st, 0);
-        }
-        fx.pid = 0;
+    (void)ctx;
+    for (int i = 0; i < 3; i++) {
+        int c = connect_to(AF_INET, fx.front_port[i], NULL);
+        if (c < 0) return 0;
+        close(c);
     }
+    return 1;
 }
 
 static int start_haproxy(const char *bin)
 {
-    char cfg[128], log[128];
-    snprintf(cfg, sizeof cfg, "%s/haproxy.cfg", fx.dir);
-    snprintf(log, sizeof log, "%s/haproxy.log", fx.dir);
-    if (write_config(cfg) < 0) return -1;
-    pid_t pid = fork();
-    if (pid < 0) return -1;
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlives the test */
-        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execl(bin, bin, "-f", cfg, "-db", (char *)NULL);
-        _exit(127);
-    }
-    fx.pid = pid;
-    /* ready when every frontend accepts */
-    for (int t = 0; t < WAIT_MS / 20; t++) {
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid) { /* exited: a port taken meanwhile */
-            fx.pid = 0;
-            return -1;
-        }
-        int ok = 1;
-        for (int i = 0; i < 3 && ok; i++) {
-            int c = connect_to(AF_INET, fx.front_port[i], NULL);
-            if (c < 0)
-                ok = 0;
-            else
-                close(c);
-        }
-        if (ok) return 0;
-        usleep(20000);
-    }
-    stop_haproxy();
-    return -1;
+    if (write_config(t_haproxy_config(&fx.hp)) < 0) return -1;
+    return t_haproxy_start(&fx.hp, bin, WAIT_MS, frontends_accept, NULL);
 }
 
 /* Connections HAProxy opened for the readiness probes reach the backends too: accepts one and
@@ -244,13 +181,12 @@ static int setup(void **state)
     memset(&fx, 0, sizeof fx);
     for (int i = 0; i < NB; i++)
         fx.backend[i] = -1;
-    const char *bin = find_haproxy();
+    const char *bin = t_haproxy_find();
     if (!bin) {
         *state = NULL;
         return 0;
     }
-    snprintf(fx.dir, sizeof fx.dir, "/tmp/pkm_haproxy_XXXXXX");
-    if (!mkdtemp(fx.dir)) return -1;
+    if (t_haproxy_init(&fx.hp, "/tmp/pkm_haproxy_XXXXXX") != 0) return -1;
     for (int i = 0; i < NB; i++)
         if ((fx.backend[i] = listen_on(AF_INET, &fx.backend_port[i])) < 0) return -1;
     unsigned short p6;
@@ -259,7 +195,7 @@ static int setup(void **state)
     if (s6 >= 0) close(s6);
     for (int attempt = 0; attempt < 3; attempt++) {
         for (int i = 0; i < 3; i++)
-            fx.front_port[i] = free_port();
+            fx.front_port[i] = t_free_port();
         if (start_haproxy(bin) == 0) {
             *state = &fx;
             return 0;
@@ -271,17 +207,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    stop_haproxy();
+    t_haproxy_done(&fx.hp);
     for (int i = 0; i < NB; i++)
         if (fx.backend[i] >= 0) close(fx.backend[i]);
-    if (fx.dir[0]) {
-        char path[128];
-        snprintf(path, sizeof path, "%s/haproxy.cfg", fx.dir);
-        unlink(path);
-        snprintf(path, sizeof path, "%s/haproxy.log", fx.dir);
-        unlink(path);
-        rmdir(fx.dir);
-    }
     return 0;
 }
 
