@@ -6,22 +6,6 @@
 source "$(dirname "$0")/support/cli.sh"
 
 command -v redis-server >/dev/null || fail "redis-server not installed (scripts/deps.sh test)"
-free_port() {
-    python3 -c '
-import random, socket
-for _ in range(500):
-    p = random.randint(20000, 32000)
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p))
-    except OSError:
-        continue
-    finally:
-        s.close()
-    print(p)
-    break
-'
-}
 
 # ---- usage errors ----
 run u1 serve --listen 127.0.0.1:0 --redis redis://127.0.0.1:6379
@@ -39,9 +23,7 @@ FP=$(cat "$T/k.out")
 
 RPORT=$(free_port)
 [ -n "$RPORT" ] || fail "no free port for redis-server"
-redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no >"$T/redis.err" 2>&1 &
-BG_PIDS+=($!)
-wait_for_line "$T/redis.err" "Ready to accept connections"
+start_redis "$RPORT" "$T/redis.err" || fail "redis-server did not start on 127.0.0.1:$RPORT"
 URL="redis://127.0.0.1:$RPORT/cli-relay-$$"
 
 # Two event loops each: a packet from Redis reaches the clients of both loops.

@@ -36,18 +36,18 @@ checkx() {
 }
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/pkm-cluster.XXXXXX")
-pids=()
+BG_PIDS=()
 cleanup() {
     local st=$?
     trap - EXIT INT TERM
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null; done
     for _ in $(seq 30); do # up to 3 s to stop on SIGTERM, then SIGKILL
         local alive=0
-        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        for p in "${BG_PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
         [ $alive = 0 ] && break
         sleep 0.1
     done
-    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    for p in "${BG_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
     wait 2>/dev/null
     if [ "$failed" -gt 0 ] || [ "$st" -ne 0 ]; then
         for f in "$T"/*.log; do
@@ -67,52 +67,8 @@ die() {
     exit 1
 }
 
-# wait_for FILE REGEX SECONDS: 0 once a line of FILE matches (grep -E), 1 after SECONDS.
-wait_for() {
-    local file=$1 re=$2 end=$((SECONDS + $3))
-    while [ "$SECONDS" -le "$end" ]; do
-        grep -qE -- "$re" "$file" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
-# count FILE REGEX: lines of FILE that match.
-count() { grep -cE -- "$2" "$1" 2>/dev/null || true; }
-# wait_count FILE REGEX N SECONDS: 0 once N lines of FILE match, 1 after SECONDS.
-wait_count() {
-    local end=$((SECONDS + $4))
-    while [ "$SECONDS" -le "$end" ]; do
-        [ "$(count "$1" "$2")" -ge "$3" ] && return 0
-        sleep 0.1
-    done
-    return 1
-}
-# wait_exit PID SECONDS: 0 once PID has exited, 1 after SECONDS.
-wait_exit() {
-    local end=$((SECONDS + $2))
-    while kill -0 "$1" 2>/dev/null; do
-        [ "$SECONDS" -le "$end" ] || return 1
-        sleep 0.1
-    done
-    return 0
-}
-# A free loopback port below 32768 (the kernel gives ephemeral ports from 32768 up).
-free_port() {
-    python3 -c '
-import random, socket
-for _ in range(500):
-    p = random.randint(20000, 32000)
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p))
-    except OSError:
-        continue
-    finally:
-        s.close()
-    print(p)
-    break
-'
-}
+# free_port, wait_for, count, wait_count, wait_exit, start_redis, start_serve, wait_serving
+source "$here/support/services.sh"
 
 # ---- what is needed -------------------------------------------------------------------------
 [ -x "$PKMCOM" ] || die "no pkmcom at $PKMCOM (run make first)"
@@ -136,21 +92,12 @@ FP=$(cat "$T/fp")
 # ---- Redis ----------------------------------------------------------------------------------
 RPORT=$(free_port)
 [ -n "$RPORT" ] || die "no free port for redis"
-redis_starts=0
-start_redis() {
-    redis_starts=$((redis_starts + 1))
-    redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
-        >>"$T/redis.log" 2>&1 &
-    REDIS_PID=$!
-    pids+=("$REDIS_PID")
-    wait_count "$T/redis.log" "Ready to accept connections" "$redis_starts" 10
-}
-start_redis || die "redis-server did not start on 127.0.0.1:$RPORT"
+start_redis "$RPORT" "$T/redis.log" || die "redis-server did not start on 127.0.0.1:$RPORT"
 CHANNEL=pkmcom-cluster-test-$$
 echo "redis-server on 127.0.0.1:$RPORT, channel $CHANNEL"
 
 # ---- two instances --------------------------------------------------------------------------
-serve_args=(serve --listen 127.0.0.1:0 --key "$T/server.pem" --relay)
+serve_args=(--listen 127.0.0.1:0 --key "$T/server.pem" --relay)
 [ "$have_redis" = 1 ] && serve_args+=(--redis "redis://127.0.0.1:$RPORT/$CHANNEL")
 # Two event loops each (where serve has --loops): what arrives from Redis on loop 0 must reach
 # the clients of both.
@@ -160,13 +107,12 @@ grep -q -- '--loops' <<<"$help" && serve_args+=(--loops 2)
 [ "$have_proxy" = 1 ] && serve_args+=(--proxy-trusted 127.0.0.1/32 --max-conns-per-source 1)
 declare -A SPORT SPID
 for s in s1 s2; do
-    "$PKMCOM" "${serve_args[@]}" >"$T/$s.out" 2>"$T/$s.log" &
-    SPID[$s]=$!
-    pids+=("${SPID[$s]}")
+    start_serve "$T/$s.out" "$T/$s.log" "${serve_args[@]}"
+    SPID[$s]=$SERVE_PID
 done
 for s in s1 s2; do
-    wait_for "$T/$s.log" "listening on 127\.0\.0\.1:[0-9]+" 15 || die "instance $s did not start"
-    SPORT[$s]=$(sed -nE 's/.*listening on 127\.0\.0\.1:([0-9]+).*/\1/p' "$T/$s.log" | head -1)
+    wait_serving "$T/$s.log" "${SPID[$s]}" 15 || die "instance $s did not start"
+    SPORT[$s]=$PORT
 done
 echo "instances: s1 on 127.0.0.1:${SPORT[s1]}, s2 on 127.0.0.1:${SPORT[s2]}"
 if [ "$have_redis" = 1 ]; then
@@ -190,7 +136,7 @@ haproxy -c -q -f "$T/haproxy.cfg" >"$T/haproxy-check.log" 2>&1 ||
     die "haproxy rejects its configuration: $(cat "$T/haproxy-check.log")"
 haproxy -db -f "$T/haproxy.cfg" >"$T/haproxy.log" 2>&1 &
 HA_PID=$!
-pids+=("$HA_PID")
+BG_PIDS+=("$HA_PID")
 # Listening, as /proc/net/tcp says (a test connection would go through to an instance).
 end=$((SECONDS + 10))
 until grep -qE "^ *[0-9]+: 0100007F:$(printf '%04X' "$HPORT") 00000000:0000 0A" /proc/net/tcp; do
@@ -219,7 +165,7 @@ client() {
     shift 2
     "$PKMCOM" send "$FRONT" --bind "$src" --pin "$FP" "$@" >"$T/$name.out" 2>"$T/$name.log" &
     CPID=$!
-    pids+=("$CPID")
+    BG_PIDS+=("$CPID")
 }
 # listener NAME SOURCE: a client that sends nothing and waits (up to 60 s) for one packet.
 listener() { client "$1" "$2" --id 16 --count 0 --expect 1 --timeout 60; }
@@ -339,7 +285,7 @@ if [ "$have_redis" = 1 ]; then
     check "the loss is logged once per instance, not per packet or attempt" [ $ok = 1 ]
 
     # ---- 3. Redis back: the relay resumes -------------------------------------------------
-    start_redis || die "redis-server did not restart on 127.0.0.1:$RPORT"
+    start_redis "$RPORT" "$T/redis.log" || die "redis-server did not restart on 127.0.0.1:$RPORT"
     ok=1
     for s in s1 s2; do wait_for "$T/$s.log" "Redis at [^ ]* is back: relaying" 15 || ok=0; done
     check "both instances reconnect to the restarted Redis (log: \"... is back\")" [ $ok = 1 ]

@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: MIT
 # Shared helpers for the tests/cli_*.sh scripts (sourced): a temp dir, bounded runs of the tool,
-# checks with clear failure messages, and cleanup of every background process.
+# checks with clear failure messages, and cleanup of every background process. Ports, waits and
+# background redis-server / pkmcom serve come from services.sh (shared with tests/cluster.sh).
 set -u
+source "$(dirname "${BASH_SOURCE[0]}")/services.sh"
 
 PKMCOM=${1:?usage: bash $0 <path-to-pkmcom>}
 T=$(mktemp -d "${TMPDIR:-/tmp}/pkmcom-cli.XXXXXX")
@@ -72,19 +74,15 @@ want: $2"
 # start_server NAME ARGS...: starts `pkmcom serve ARGS` in the background (stdout $T/NAME.out,
 # stderr $T/NAME.err), waits for its "listening on HOST:PORT" line and sets PORT and SERVER_PID.
 start_server() {
-    local name=$1
+    local name=$1 rc
     shift
-    "$PKMCOM" serve "$@" >"$T/$name.out" 2>"$T/$name.err" &
-    SERVER_PID=$!
-    BG_PIDS+=("$SERVER_PID")
-    PORT=
-    for _ in $(seq 100); do
-        PORT=$(sed -n 's/^pkmcom: listening on [^ ]*:\([0-9][0-9]*\) .*/\1/p' "$T/$name.err" 2>/dev/null)
-        [ -n "$PORT" ] && return 0
-        kill -0 "$SERVER_PID" 2>/dev/null || fail "$name: server exited: $(cat "$T/$name.err")"
-        sleep 0.1
-    done
-    fail "$name: no 'listening on' line within 10 s"
+    start_serve "$T/$name.out" "$T/$name.err" "$@"
+    SERVER_PID=$SERVE_PID
+    wait_serving "$T/$name.err" "$SERVER_PID" 10
+    rc=$?
+    [ "$rc" -eq 1 ] && fail "$name: server exited: $(cat "$T/$name.err")"
+    [ "$rc" -eq 2 ] && fail "$name: no 'listening on' line within 10 s"
+    return 0
 }
 
 # stop_server: SIGTERM, and the server must exit 0 within 10 s.
@@ -101,9 +99,5 @@ stop_server() {
 
 # wait_for_line FILE PATTERN: waits (10 s at most) until FILE has a line matching PATTERN (grep -E).
 wait_for_line() {
-    for _ in $(seq 100); do
-        grep -qE -- "$2" "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    fail "no line matching '$2' in $1 within 10 s"
+    wait_for "$1" "$2" 10 || fail "no line matching '$2' in $1 within 10 s"
 }
