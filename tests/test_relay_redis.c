@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The Redis relay of the tool (tools/relay_redis.c): its URL parser and message format, then two
  * relays on one libuv loop against a live redis-server (Debian's package) on a free loopback
- * port, which is stopped and restarted on the same port. Every wait is bounded. */
+ * port, which is stopped and restarted on the same port; then one with passwords (requirepass and
+ * an ACL user). Every wait is bounded. */
 #include <errno.h>
 #include <pthread.h>
 #include <fcntl.h>
@@ -308,7 +309,7 @@ static int start_redis(void)
             execl(rs.bin, rs.bin, "--port", port, "--bind", "127.0.0.1", "--save", "",
                   "--appendonly", "no", "--dir", rs.dir, "--daemonize", "no", "--protected-mode",
                   "yes", "--requirepass", AUTH_PW, "--user", AUTH_USER, "on", ">" AUTH_USER_PW,
-                  "&*", "+@all", (char *)NULL);
+                  "&pkm-auth", "+subscribe", "+publish", (char *)NULL);
         else
             execl(rs.bin, rs.bin, "--port", port, "--bind", "127.0.0.1", "--save", "",
                   "--appendonly", "no", "--dir", rs.dir, "--daemonize", "no", "--protected-mode",

@@ -20,9 +20,9 @@
  * are retried with exponential backoff (RELAY_REDIS_BACKOFF_MIN_MS doubling up to
  * RELAY_REDIS_BACKOFF_MAX_MS), and relay_redis_publish() drops (and counts) what it is given while
  * the relay is not connected (either connection down: stats.connected 0). The log says so once when
- * Redis is lost (or first found unreachable) and once when both connections are back, never per
- * packet or per attempt. Messages published by others while this relay was away are not received
- * (Redis pub/sub keeps nothing).
+ * Redis is lost (or first found unreachable), once when Redis refuses the password (or wants one),
+ * and once when both connections are back, never per packet or per attempt. Messages published by
+ * others while this relay was away are not received (Redis pub/sub keeps nothing).
  *
  * Threads: everything runs on the loop's thread; every function must be called there, except
  * relay_redis_post(), which any thread may call (e.g. a pkm_server loop that is not the relay's):
