@@ -658,11 +658,11 @@ int cmd_serve(int argc, char **argv)
     int rc = pkm_server_new(&cfg, &s.srv);
     tool_secret_free(pwbuf); /* the server keeps its own copy */
     if (rc < 0) tool_secret_free(redis_pw);
-    if (rc == PKM_EINVAL && proxy_trusted) { /* the server logged which entry is wrong */
+    if (rc == PKM_EINVAL && proxy_trusted) { /* why: which entry is wrong (not logged) */
         pkm_key_free(key);
         pthread_mutex_destroy(&s.mu);
-        return tool_usage_error("serve", "--proxy-trusted: expected CIDR[,CIDR...], got '%s'",
-                                proxy_trusted);
+        return tool_usage_error("serve", "--proxy-trusted: %s (expected CIDR[,CIDR...], got '%s')",
+                                why[0] ? why : "bad list", proxy_trusted);
     }
     if (rc < 0) {
         pkm_key_free(key);
