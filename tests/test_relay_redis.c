@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The Redis relay of the tool (tools/relay_redis.c): its URL parser and message format, then two
  * relays on one libuv loop against a live redis-server (Debian's package) on a free loopback
- * port, which is stopped and restarted on the same port. Every wait is bounded. */
+ * port, which is stopped and restarted on the same port; then one with passwords (requirepass and
+ * an ACL user). Every wait is bounded. */
 #include <errno.h>
 #include <pthread.h>
 #include <fcntl.h>
@@ -43,6 +44,58 @@ static void test_url(void **state)
     assert_int_equal(relay_redis_parse_url("redis://[::1]:7000", &u, err, sizeof err), 0);
     assert_string_equal(u.host, "::1");
     assert_int_equal(u.port, 7000);
+    assert_string_equal(u.user, "");
+    assert_string_equal(u.password, "");
+
+    /* userinfo: USER:PASSWORD@, :PASSWORD@ (the default user), USER@ (the password apart) */
+    assert_int_equal(
+        relay_redis_parse_url("redis://alice:s3cret@127.0.0.1:6380/ch", &u, err, sizeof err), 0);
+    assert_string_equal(u.user, "alice");
+    assert_string_equal(u.password, "s3cret");
+    assert_string_equal(u.host, "127.0.0.1");
+    assert_int_equal(u.port, 6380);
+    assert_string_equal(u.channel, "ch");
+    assert_int_equal(relay_redis_parse_url("redis://:pw@cache.example", &u, err, sizeof err), 0);
+    assert_string_equal(u.user, "");
+    assert_string_equal(u.password, "pw");
+    assert_string_equal(u.host, "cache.example");
+    assert_int_equal(u.port, RELAY_REDIS_DEFAULT_PORT);
+    assert_int_equal(relay_redis_parse_url("redis://bob@h:1", &u, err, sizeof err), 0);
+    assert_string_equal(u.user, "bob");
+    assert_string_equal(u.password, "");
+    assert_string_equal(u.host, "h");
+    /* percent-escapes (either case), raw sub-delims and ':' in the password, an IPv6 host */
+    assert_int_equal(relay_redis_parse_url("redis://a%40b%3a:p%40ss%3A%2f%25w:r;d!*~@[::1]:7000/c",
+                                           &u, err, sizeof err),
+                     0);
+    assert_string_equal(u.user, "a@b:");
+    assert_string_equal(u.password, "p@ss:/%w:r;d!*~");
+    assert_string_equal(u.host, "::1");
+    assert_int_equal(u.port, 7000);
+    assert_string_equal(u.channel, "c");
+    assert_int_equal(relay_redis_parse_url("redis://:%C3%A9t%C3%A9@h", &u, err, sizeof err), 0);
+    assert_string_equal(u.password, "\xC3\xA9t\xC3\xA9");
+    relay_redis_url_wipe(&u);
+    static const uint8_t zero[sizeof u.password] = {0};
+    assert_memory_equal(u.password, zero, sizeof zero);
+
+    /* what logs and errors show instead of a URL */
+    static const struct {
+        const char *url, *shown;
+    } redact[] = {
+        {"redis://alice:pw@h:1/c", "redis://alice:***@h:1/c"},
+        {"redis://:p%40w@h", "redis://:***@h"},
+        {"redis://bob@h", "redis://***@h"},
+        {"redis://:a@b@h", "redis://:***@h"},
+        {"rediss://u:pw@h", "rediss://u:***@h"},
+        {"redis://h:1/c", "redis://h:1/c"},
+        {"", ""},
+    };
+    for (size_t i = 0; i < sizeof redact / sizeof *redact; i++) {
+        char shown[64];
+        relay_redis_redact_url(redact[i].url, shown, sizeof shown);
+        assert_string_equal(shown, redact[i].shown);
+    }
 
     static const struct {
         const char *url, *reason; /* a word the error must contain */
@@ -60,7 +113,23 @@ static void test_url(void **state)
         {"redis://h:1/", "empty channel"},
         {"redis://h:1/a b", "channel"},
         {"redis://h:1/a/b", "channel"},
-        {"redis://user:pw@h:1", "password"},
+        {"redis://:@h", "empty password"},
+        {"redis://u:@h", "empty password"},
+        {"redis://@h", "empty user"},
+        {"redis://:pw@", "no host"},
+        {"redis://u s:pw@h", "user name"},
+        {"redis://u%4:pw@h", "percent-escape in the user"},
+        {"redis://u%00:pw@h", "%00 in the user"},
+        {"redis://:p%4@h", "percent-escape in the password"},
+        {"redis://:p%zz@h", "percent-escape in the password"},
+        {"redis://:p%@h", "percent-escape in the password"},
+        {"redis://:p%00x@h", "%00 in the password"},
+        {"redis://:pa ss@h", "must be percent-encoded"},
+        {"redis://:pa#ss@h", "must be percent-encoded"},
+        {"redis://:pa\"ss@h", "must be percent-encoded"},
+        {"redis://:pa/ss@h:1", "'/' before the '@'"},
+        {"redis://:pa@ss@h:1", "more than one '@'"},
+        {"redis://h:1/chan@nel", "'/' before the '@'"},
         {"redis://h:1/c?x=1", "query"},
         {"redis://[::1:1", "']'"},
         {"redis://h%20:1", "host"},
@@ -71,6 +140,27 @@ static void test_url(void **state)
             !strstr(err, bad[i].reason))
             fail_msg("URL '%s': error '%s', want one naming '%s'", bad[i].url, err, bad[i].reason);
     }
+    /* the password is never in the error, whatever is wrong with the URL */
+    static const char *const leaky[] = {
+        "redis://:SECRET%4@h",   "redis://:SECRET x@h",  "redis://:SE@CRET@h:1",
+        "redis://:SECRET/x@h",   "redis://:SECRET@h:0",  "redis://u:SECRET@h:1/a b",
+        "rediss://u:SECRET@h",   "redis://:SECRET@",     "redis://SECRET@h?x",
+        "redis://u:SECRET%00@h", "redis://:SECRET@h:1/",
+    };
+    for (size_t i = 0; i < sizeof leaky / sizeof *leaky; i++) {
+        err[0] = 0;
+        assert_int_equal(relay_redis_parse_url(leaky[i], &u, err, sizeof err), -1);
+        if (!err[0] || strstr(err, "SECRET") || strstr(err, "CRET"))
+            fail_msg("URL '%s': the error shows the password: '%s'", leaky[i], err);
+        assert_int_equal(u.password[0], 0); /* wiped on failure */
+    }
+    char longpw[RELAY_REDIS_PASSWORD_MAX + 32];
+    snprintf(longpw, sizeof longpw, "redis://:%0*d@h", RELAY_REDIS_PASSWORD_MAX + 1, 0);
+    assert_int_equal(relay_redis_parse_url(longpw, &u, err, sizeof err), -1);
+    assert_non_null(strstr(err, "password longer"));
+    snprintf(longpw, sizeof longpw, "redis://:%0*d@h", RELAY_REDIS_PASSWORD_MAX, 0);
+    assert_int_equal(relay_redis_parse_url(longpw, &u, err, sizeof err), 0);
+    assert_int_equal(strlen(u.password), RELAY_REDIS_PASSWORD_MAX);
     char longch[RELAY_REDIS_CHANNEL_MAX + 32];
     snprintf(longch, sizeof longch, "redis://h:1/%0*d", RELAY_REDIS_CHANNEL_MAX + 1, 0);
     assert_int_equal(relay_redis_parse_url(longch, &u, err, sizeof err), -1);
@@ -129,11 +219,19 @@ static void test_format(void **state)
 
 /* ---- live Redis ----------------------------------------------------------------------------- */
 
+/* With auth: requirepass AUTH_PW for the default user, and the ACL user AUTH_USER (password
+ * AUTH_USER_PW) that may subscribe and publish. */
+#define AUTH_PW      "s3cret:p@ss/w%rd"
+#define AUTH_PW_URL  "s3cret:p%%40ss%%2Fw%%25rd" /* AUTH_PW percent-encoded, as a format */
+#define AUTH_USER    "lobby"
+#define AUTH_USER_PW "lobby-pw-2"
+
 static struct {
     const char *bin;
     char dir[64];
     int port;
     pid_t pid;
+    int auth; /* start redis-server with the passwords above */
 } rs;
 
 static const char *find_redis(void)
@@ -207,8 +305,15 @@ static int start_redis(void)
             dup2(fd, 1);
             dup2(fd, 2);
         }
-        execl(rs.bin, rs.bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly",
-              "no", "--dir", rs.dir, "--daemonize", "no", "--protected-mode", "yes", (char *)NULL);
+        if (rs.auth)
+            execl(rs.bin, rs.bin, "--port", port, "--bind", "127.0.0.1", "--save", "",
+                  "--appendonly", "no", "--dir", rs.dir, "--daemonize", "no", "--protected-mode",
+                  "yes", "--requirepass", AUTH_PW, "--user", AUTH_USER, "on", ">" AUTH_USER_PW,
+                  "&pkm-auth", "+subscribe", "+publish", (char *)NULL);
+        else
+            execl(rs.bin, rs.bin, "--port", port, "--bind", "127.0.0.1", "--save", "",
+                  "--appendonly", "no", "--dir", rs.dir, "--daemonize", "no", "--protected-mode",
+                  "yes", (char *)NULL);
         _exit(127);
     }
     rs.pid = pid;
@@ -245,6 +350,17 @@ static int setup(void **state)
     return -1;
 }
 
+static int setup_auth(void **state)
+{
+    int rc = setup(state);
+    rs.auth = 1;
+    if (rc != 0 || !*state) return rc;
+    stop_redis(); /* again, with the passwords, on the same port */
+    for (int attempt = 0; attempt < 3; attempt++)
+        if (start_redis() == 0) return 0;
+    return -1;
+}
+
 static int teardown(void **state)
 {
     (void)state;
@@ -271,6 +387,9 @@ typedef struct {
     uint8_t last[64];
     size_t last_len;
     int lost_logs, back_logs, other_logs;
+    int refused_logs, noauth_logs; /* "refused the relay's AUTH", "wants a password" */
+    char refused_msg[256];         /* the last of those */
+    int leaked;                    /* a log line held a password */
     uint32_t posts_seen; /* packets of id 0x45 (posted), whose hash numbers them 0, 1, 2... */
     int posts_out_of_order;
 } side_t;
@@ -295,7 +414,16 @@ static void on_message(void *ctx, uint64_t instance, uint64_t conn_id, uint8_t i
 static void on_log(void *ctx, int level, const char *msg)
 {
     side_t *s = ctx;
-    if (strstr(msg, "lost Redis"))
+    if (strstr(msg, AUTH_PW) || strstr(msg, "p%40ss") || strstr(msg, AUTH_USER_PW) ||
+        strstr(msg, "wrong-pw"))
+        s->leaked++;
+    if (strstr(msg, "refused the relay's AUTH") || strstr(msg, "wants a password")) {
+        if (strstr(msg, "refused"))
+            s->refused_logs++;
+        else
+            s->noauth_logs++;
+        snprintf(s->refused_msg, sizeof s->refused_msg, "%s", msg);
+    } else if (strstr(msg, "lost Redis"))
         s->lost_logs++;
     else if (strstr(msg, "is back"))
         s->back_logs++;
@@ -407,15 +535,15 @@ static void test_live(void **state)
     snprintf(url, sizeof url, "redis://127.0.0.1:%d/pkm-test", rs.port);
     side_t a = {.name = "A"}, b = {.name = "B"};
     char *err = NULL;
-    a.r = relay_redis_new(&loop, url, on_message, &a, &err);
+    a.r = relay_redis_new(&loop, url, NULL, on_message, &a, &err);
     assert_non_null(a.r);
-    b.r = relay_redis_new(&loop, url, on_message, &b, &err);
+    b.r = relay_redis_new(&loop, url, NULL, on_message, &b, &err);
     assert_non_null(b.r);
     assert_true(relay_redis_instance_id(a.r) != relay_redis_instance_id(b.r));
     relay_redis_set_log(a.r, on_log);
     relay_redis_set_log(b.r, on_log);
     /* a bad URL is refused at once, with its reason */
-    assert_null(relay_redis_new(&loop, "redis://h:0", on_message, &a, &err));
+    assert_null(relay_redis_new(&loop, "redis://h:0", NULL, on_message, &a, &err));
     assert_non_null(err);
     assert_non_null(strstr(err, "out of range"));
     free(err);
@@ -530,7 +658,7 @@ static void test_silent_server(void **state)
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", ntohs(a.sin_port));
     side_t c = {.name = "C"};
     char *err = NULL;
-    c.r = relay_redis_new(&loop, url, on_message, &c, &err);
+    c.r = relay_redis_new(&loop, url, NULL, on_message, &c, &err);
     assert_non_null(c.r);
     relay_redis_set_log(c.r, on_log);
     relay_redis_set_connect_timeout(c.r, 100); /* the attempt under way too */
@@ -548,13 +676,137 @@ static void test_silent_server(void **state)
     close(fd);
 }
 
+/* relay_redis_new's refusals about passwords (no Redis needed: it fails before connecting). */
+static void test_new_password(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    side_t a = {.name = "A"};
+    char *err = NULL;
+    assert_null(relay_redis_new(&loop, "redis://:pw@127.0.0.1:1", "pw2", on_message, &a, &err));
+    assert_non_null(err);
+    assert_non_null(strstr(err, "both in the Redis URL and given apart"));
+    free(err);
+    assert_null(relay_redis_new(&loop, "redis://bob@127.0.0.1:1", NULL, on_message, &a, &err));
+    assert_non_null(err);
+    assert_non_null(strstr(err, "names a user"));
+    free(err);
+    char longpw[RELAY_REDIS_PASSWORD_MAX + 2];
+    memset(longpw, 'x', sizeof longpw - 1);
+    longpw[sizeof longpw - 1] = 0;
+    assert_null(relay_redis_new(&loop, "redis://127.0.0.1:1", longpw, on_message, &a, &err));
+    assert_non_null(err);
+    assert_non_null(strstr(err, "longer than"));
+    free(err);
+    /* nothing was left on the loop */
+    assert_int_equal(uv_run(&loop, UV_RUN_NOWAIT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static int a_four_attempts(side_t *a, side_t *b)
+{
+    relay_redis_stats_t st;
+    (void)b;
+    relay_redis_get_stats(a->r, &st);
+    return st.attempts >= 4;
+}
+
+/* A redis-server with requirepass and an ACL user: the right passwords relay across two relays
+ * (A the default user's, in the URL; B the ACL user's, given apart); a wrong one and none are
+ * refused by Redis, said once each, retried with backoff; no log line holds a password. */
+static void test_live_auth(void **state)
+{
+    if (!*state) {
+        fprintf(stderr, "redis-server not installed (scripts/deps.sh test installs it): skipped\n");
+        skip();
+    }
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    char url_a[128], url_b[128], url_w[128], url_n[128];
+    snprintf(url_a, sizeof url_a, "redis://:" AUTH_PW_URL "@127.0.0.1:%d/pkm-auth", rs.port);
+    snprintf(url_b, sizeof url_b, "redis://" AUTH_USER "@127.0.0.1:%d/pkm-auth", rs.port);
+    snprintf(url_w, sizeof url_w, "redis://" AUTH_USER ":wrong-pw@127.0.0.1:%d/pkm-auth", rs.port);
+    snprintf(url_n, sizeof url_n, "redis://127.0.0.1:%d/pkm-auth", rs.port);
+    side_t a = {.name = "A"}, b = {.name = "B"}, w = {.name = "W"}, n = {.name = "N"};
+    char *err = NULL;
+    a.r = relay_redis_new(&loop, url_a, NULL, on_message, &a, &err);
+    assert_non_null(a.r);
+    b.r = relay_redis_new(&loop, url_b, AUTH_USER_PW, on_message, &b, &err);
+    assert_non_null(b.r);
+    relay_redis_set_log(a.r, on_log);
+    relay_redis_set_log(b.r, on_log);
+    assert_true(run_until(&loop, both_up, &a, &b, WAIT_MS));
+    const uint8_t hello[] = "behind a password";
+    assert_int_equal(relay_redis_publish(a.r, 3, 0x42, 77, hello, sizeof hello), 0);
+    assert_true(run_until(&loop, b_got_one, &a, &b, WAIT_MS));
+    assert_int_equal(b.got, 1);
+    assert_true(b.last_instance == relay_redis_instance_id(a.r) && b.last_conn == 3);
+    assert_int_equal(b.last_len, sizeof hello);
+    assert_memory_equal(b.last, hello, sizeof hello);
+    assert_int_equal(relay_redis_publish(b.r, 4, 0x43, 78, (const uint8_t *)"re", 2), 0);
+    assert_true(run_until(&loop, a_got_one, &a, &b, WAIT_MS));
+    assert_true(a.last_instance == relay_redis_instance_id(b.r) && a.last_conn == 4);
+    relay_redis_stats_t st;
+    relay_redis_get_stats(a.r, &st);
+    assert_int_equal(st.auth_refused, 0);
+    assert_int_equal(st.losses, 0);
+    assert_int_equal(a.refused_logs + a.noauth_logs + b.refused_logs + b.noauth_logs, 0);
+
+    /* a wrong password: never connected, said once with Redis's reason, retried with backoff
+     * (four attempts take at least 100 + 200 + 400 ms: no spinning) */
+    w.r = relay_redis_new(&loop, url_w, NULL, on_message, &w, &err);
+    assert_non_null(w.r);
+    relay_redis_set_log(w.r, on_log);
+    uint64_t t0 = uv_now(&loop);
+    assert_true(run_until(&loop, a_four_attempts, &w, &w, WAIT_MS));
+    uv_update_time(&loop);
+    assert_true(uv_now(&loop) - t0 >= 100 + 200 + 400);
+    relay_redis_get_stats(w.r, &st);
+    assert_int_equal(st.connected, 0);
+    assert_true(st.auth_refused >= 3); /* every attempt was refused, not only the first */
+    assert_int_equal(st.losses, 1);
+    assert_int_equal(w.refused_logs, 1);
+    assert_int_equal(w.noauth_logs + w.lost_logs + w.other_logs, 0);
+    assert_non_null(strstr(w.refused_msg, "WRONGPASS"));
+    assert_non_null(strstr(w.refused_msg, "redis://" AUTH_USER "@127.0.0.1:"));
+    assert_int_equal(relay_redis_publish(w.r, 1, 1, 1, (const uint8_t *)"x", 1), 1);
+
+    /* no password: Redis answers NOAUTH, said once */
+    n.r = relay_redis_new(&loop, url_n, NULL, on_message, &n, &err);
+    assert_non_null(n.r);
+    relay_redis_set_log(n.r, on_log);
+    assert_true(run_until(&loop, a_four_attempts, &n, &n, WAIT_MS));
+    relay_redis_get_stats(n.r, &st);
+    assert_int_equal(st.connected, 0);
+    assert_true(st.auth_refused >= 3);
+    assert_int_equal(n.noauth_logs, 1);
+    assert_int_equal(n.refused_logs + n.lost_logs + n.other_logs, 0);
+    assert_non_null(strstr(n.refused_msg, "NOAUTH"));
+
+    /* meanwhile A and B stayed up, and nothing of W's or N's reached them */
+    assert_true(connected(&a) && connected(&b));
+    assert_int_equal(a.got, 1);
+    assert_int_equal(b.got, 1);
+    assert_int_equal(a.leaked + b.leaked + w.leaked + n.leaked, 0);
+
+    relay_redis_free(a.r);
+    relay_redis_free(b.r);
+    relay_redis_free(w.r);
+    relay_redis_free(n.r);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_url),
         cmocka_unit_test(test_format),
         cmocka_unit_test(test_silent_server),
+        cmocka_unit_test(test_new_password),
         cmocka_unit_test_setup_teardown(test_live, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_live_auth, setup_auth, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

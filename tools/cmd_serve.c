@@ -37,7 +37,12 @@ static const char serve_help[] =
     "                       also published on Redis (redis://HOST[:PORT][/CHANNEL]; port\n"
     "                       6379, channel pkmcom by default), and the packets other\n"
     "                       instances publish there go to every client here. Redis away:\n"
-    "                       the local relay goes on, reconnecting with backoff, said once\n"
+    "                       the local relay goes on, reconnecting with backoff, said once.\n"
+    "                       A Redis password: redis://[USER]:PASSWORD@HOST..., percent-\n"
+    "                       encoded (%40 for '@'); better --redis-password-file\n"
+    "  --redis-password-file F\n"
+    "                       the Redis password (AUTH) on the first line of F, not in\n"
+    "                       the URL, which other users see; an ACL user: redis://USER@HOST\n"
     "  --print              write each packet received to stdout as one JSON line\n"
     "                       {\"id\":16,\"hash\":123,\"size\":5,\"content\":\"<hex>\"}\n"
     "                       (a Complete Definition packet, ids 0-7, also gets \"hash_ok\",\n"
@@ -247,8 +252,10 @@ static void redis_relay_free(struct redis_relay *rr, relay_redis_stats_t *final)
     free(rr);
 }
 
-/* Starts the relay for url, delivering to srv. Returns it, or NULL (said on stderr). */
-static struct redis_relay *redis_relay_start(pkm_server_t *srv, const char *url, int quiet)
+/* Starts the relay for url (password: --redis-password-file's, or NULL), delivering to srv.
+ * Returns it, or NULL (said on stderr). */
+static struct redis_relay *redis_relay_start(pkm_server_t *srv, const char *url,
+                                             const char *password, int quiet)
 {
     struct redis_relay *rr = calloc(1, sizeof *rr);
     if (!rr) {
@@ -271,9 +278,11 @@ static struct redis_relay *redis_relay_start(pkm_server_t *srv, const char *url,
     rr->stop.data = rr;
     rr->loop_ready = 1;
     char *err = NULL;
-    rr->r = relay_redis_new(&rr->loop, url, on_redis_message, rr, &err);
+    rr->r = relay_redis_new(&rr->loop, url, password, on_redis_message, rr, &err);
     if (!rr->r) {
-        tool_log("error: --redis %s: %s", url, err ? err : "cannot start the relay");
+        char shown[512];
+        relay_redis_redact_url(url, shown, sizeof shown);
+        tool_log("error: --redis %s: %s", shown, err ? err : "cannot start the relay");
         free(err);
         redis_relay_free(rr, NULL);
         return NULL;
@@ -466,21 +475,40 @@ static int serve_limit_opt(int argc, char **argv, int *i, uint64_t lim[L_COUNT])
     return 0;
 }
 
-/* --redis URL: checked at once (a usage error, exit 2), used by redis_relay_start(). */
-static int serve_redis_opt(const char *url)
+/* --redis URL: checked at once (a usage error, exit 2), used by redis_relay_start().
+ * *has_password: the URL holds a password. */
+static int serve_redis_opt(const char *url, int *has_password)
 {
     relay_redis_url_t u;
-    char err[256];
-    if (relay_redis_parse_url(url, &u, err, sizeof err) == 0) return 0;
-    tool_usage_error("serve", "--redis '%s': %s (expected redis://HOST[:PORT][/CHANNEL])", url,
-                     err);
+    char err[768], shown[512];
+    int rc = relay_redis_parse_url(url, &u, err, sizeof err);
+    *has_password = rc == 0 && u.password[0];
+    relay_redis_url_wipe(&u);
+    if (rc == 0) return 0;
+    relay_redis_redact_url(url, shown, sizeof shown);
+    tool_usage_error("serve",
+                     "--redis '%s': %s (expected redis://[[USER]:PASSWORD@]HOST[:PORT][/CHANNEL])",
+                     shown, err);
     return -1;
+}
+
+/* The password of a --redis URL, overwritten in place with '*' (argv strings are writable) once
+ * the relay has its copy: the process list no longer shows it (it did until now). */
+static void mask_url_password(char *url)
+{
+    char *sch = strstr(url, "://"), *at = strrchr(url, '@');
+    if (!sch || !at || at < sch + 3) return;
+    char *colon = memchr(sch + 3, ':', (size_t)(at - sch - 3));
+    for (char *p = colon ? colon + 1 : sch + 3; colon && p < at; p++)
+        *p = '*';
 }
 
 int cmd_serve(int argc, char **argv)
 {
     const char *listen = NULL, *keyfile = NULL, *password_file = NULL, *proxy_trusted = NULL;
-    const char *redis_url = NULL;
+    char *redis_url = NULL; /* argv's: its password is masked once the relay has it */
+    const char *redis_password_file = NULL;
+    int redis_url_password = 0;
     char *password = NULL; /* --password's argv string, wiped once copied */
     uint64_t max_conns = 0, loops = 0;
     uint64_t lim[L_COUNT];
@@ -522,9 +550,12 @@ int cmd_serve(int argc, char **argv)
             proxy_trusted = v;
         } else if (strncmp(a, "--", 2) == 0 && (r = serve_limit_opt(argc, argv, &i, lim)) != 0) {
             if (r < 0) return TOOL_EXIT_USAGE;
+        } else if ((r = tool_opt("serve", argc, argv, &i, "redis-password-file", 0, &v)) != 0) {
+            if (r < 0) return TOOL_EXIT_USAGE;
+            redis_password_file = v;
         } else if ((r = tool_opt("serve", argc, argv, &i, "redis", 0, &v)) != 0) {
-            if (r < 0 || serve_redis_opt(v) < 0) return TOOL_EXIT_USAGE;
-            redis_url = v;
+            if (r < 0 || serve_redis_opt(v, &redis_url_password) < 0) return TOOL_EXIT_USAGE;
+            redis_url = (char *)v; /* argv strings are writable */
         } else if (strcmp(a, "--relay") == 0) {
             s.relay = 1;
         } else if (strcmp(a, "--print") == 0) {
@@ -538,6 +569,12 @@ int cmd_serve(int argc, char **argv)
     if (!listen) return tool_usage_error("serve", "missing --listen HOST:PORT");
     if (redis_url && !s.relay)
         return tool_usage_error("serve", "--redis relays across instances: it needs --relay");
+    if (redis_password_file && !redis_url)
+        return tool_usage_error("serve", "--redis-password-file is the password of --redis URL: "
+                                         "it needs --redis");
+    if (redis_password_file && redis_url_password)
+        return tool_usage_error("serve", "give the Redis password in --redis URL or with "
+                                         "--redis-password-file, not both");
     char host[TOOL_HOST_MAX];
     int port;
     if (tool_parse_hostport(listen, 1, host, &port) < 0)
@@ -568,11 +605,17 @@ int cmd_serve(int argc, char **argv)
     int pst = tool_get_password("serve", password, password_file, &pwbuf);
     if (pst) return pst;
     password = pwbuf;
+    char *redis_pw = NULL; /* --redis-password-file's first line */
+    if (redis_password_file && (pst = tool_read_password_file(redis_password_file, &redis_pw))) {
+        tool_secret_free(pwbuf);
+        return pst;
+    }
     pkm_key_t *key = NULL;
     char where[TOOL_PATH_MAX];
     int status = load_server_key(keyfile, &key, where, sizeof where);
     if (status) {
         tool_secret_free(pwbuf);
+        tool_secret_free(redis_pw);
         return status;
     }
 
@@ -613,12 +656,13 @@ int cmd_serve(int argc, char **argv)
     cfg.errbuf = why;
     cfg.errbuf_size = sizeof why;
     int rc = pkm_server_new(&cfg, &s.srv);
-    tool_secret_free(pwbuf);                 /* the server keeps its own copy */
-    if (rc == PKM_EINVAL && proxy_trusted) { /* the server logged which entry is wrong */
+    tool_secret_free(pwbuf); /* the server keeps its own copy */
+    if (rc < 0) tool_secret_free(redis_pw);
+    if (rc == PKM_EINVAL && proxy_trusted) { /* why: which entry is wrong (not logged) */
         pkm_key_free(key);
         pthread_mutex_destroy(&s.mu);
-        return tool_usage_error("serve", "--proxy-trusted: expected CIDR[,CIDR...], got '%s'",
-                                proxy_trusted);
+        return tool_usage_error("serve", "--proxy-trusted: %s (expected CIDR[,CIDR...], got '%s')",
+                                why[0] ? why : "bad list", proxy_trusted);
     }
     if (rc < 0) {
         pkm_key_free(key);
@@ -629,7 +673,13 @@ int cmd_serve(int argc, char **argv)
                          why[0] ? why : pkm_strerror(rc));
     }
 
-    if (redis_url && !(s.redis = redis_relay_start(s.srv, redis_url, s.quiet))) {
+    if (redis_url_password)
+        tool_log("warning: the password in --redis URL is where other users of this machine can "
+                 "see it (the process list, shell history); use --redis-password-file FILE");
+    if (redis_url) s.redis = redis_relay_start(s.srv, redis_url, redis_pw, s.quiet);
+    tool_secret_free(redis_pw); /* the relay keeps its own copy */
+    if (redis_url) mask_url_password(redis_url);
+    if (redis_url && !s.redis) {
         pkm_server_free(s.srv);
         pthread_mutex_destroy(&s.mu);
         pkm_key_free(key);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 /* hiredis's headers are not written for this project's warning set. */
@@ -123,8 +124,9 @@ typedef struct post {
 
 struct relay_redis {
     uv_loop_t *loop;
-    relay_redis_url_t url;
-    char where[RELAY_REDIS_HOST_MAX + RELAY_REDIS_CHANNEL_MAX + 32]; /* redis://host:port/chan */
+    relay_redis_url_t url; /* holds the password (wiped at the end) */
+    /* redis://[user@]host:port/chan, for the log: never the password */
+    char where[RELAY_REDIS_USER_MAX + RELAY_REDIS_HOST_MAX + RELAY_REDIS_CHANNEL_MAX + 32];
     uint64_t instance;
     relay_redis_message_fn on_message;
     relay_redis_log_fn on_log;
@@ -134,6 +136,7 @@ struct relay_redis {
     int up;             /* both: what the log last said (or will say first) */
     int down_logged;    /* the loss (or first failure) has been logged since the last up */
     int bad_logged, closing;
+    int auth_logged; /* a refusal of Redis (AUTH, NOAUTH) has been logged since the last up */
     uint64_t backoff_ms;
     uint64_t dropped_at_loss;
     uint64_t connect_timeout_ms;
@@ -176,27 +179,152 @@ static int host_char(char c)
            c == '-' || c == '_';
 }
 
+void relay_redis_url_wipe(relay_redis_url_t *u)
+{
+    if (u) OPENSSL_cleanse(u, sizeof *u);
+}
+
+void relay_redis_redact_url(const char *url, char *out, size_t cap)
+{
+    if (!cap) return;
+    if (!url) url = "";
+    const char *sch = strstr(url, "://"), *at = strrchr(url, '@');
+    if (!sch || !at || at < sch + 3) {
+        snprintf(out, cap, "%s", url);
+        return;
+    }
+    const char *ui = sch + 3, *colon = memchr(ui, ':', (size_t)(at - ui));
+    const char *keep = colon ? colon + 1 : ui; /* the user before the ':' stays */
+    snprintf(out, cap, "%.*s***%s", (int)(keep - url), url, at);
+}
+
+/* Characters a userinfo may hold unescaped (RFC 3986's unreserved and sub-delims). */
+static int userinfo_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("-._~!$&'()*+,;=", c));
+}
+
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes s[0..n) into out (cap bytes with the NUL). colon_ok: a raw ':' is allowed.
+ * Returns 0, -1 a character to escape (*bad gets it), -2 a bad %XX, -3 %00, -4 too long. */
+static int userinfo_decode(const char *s, size_t n, int colon_ok, char *out, size_t cap, char *bad)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '%') {
+            if (i + 2 >= n) return -2;
+            int h = hex_digit(s[i + 1]), l = h < 0 ? -1 : hex_digit(s[i + 2]);
+            if (h < 0 || l < 0) return -2;
+            c = (char)(h << 4 | l);
+            if (!c) return -3;
+            i += 2;
+        } else if (!userinfo_char(c) && !(colon_ok && c == ':')) {
+            *bad = c;
+            return -1;
+        }
+        if (k + 1 >= cap) return -4;
+        out[k++] = c;
+    }
+    out[k] = 0;
+    return 0;
+}
+
+static int parse_url(const char *url_in, const char *url, relay_redis_url_t *out, char *err,
+                     size_t errcap);
+
 int relay_redis_parse_url(const char *url, relay_redis_url_t *out, char *err, size_t errcap)
+{
+    char shown[600];
+    relay_redis_redact_url(url, shown, sizeof shown);
+    int rc = parse_url(url, shown, out, err, errcap);
+    if (rc != 0) relay_redis_url_wipe(out);
+    return rc;
+}
+
+static int parse_url(const char *url_in, const char *url, relay_redis_url_t *out, char *err,
+                     size_t errcap)
 {
     static const char scheme[] = "redis://";
     memset(out, 0, sizeof *out);
-    if (!url || !*url)
+    if (!url_in || !*url_in)
         return url_fail(err, errcap, "empty Redis URL (want redis://HOST:PORT[/CHANNEL])");
-    if (strncmp(url, "rediss://", 9) == 0)
+    if (strncmp(url_in, "rediss://", 9) == 0)
         return url_fail(err, errcap, "%s: rediss:// (TLS) is not supported, use redis://", url);
-    if (strncmp(url, "unix:", 5) == 0 || strncmp(url, "redis+unix:", 11) == 0)
+    if (strncmp(url_in, "unix:", 5) == 0 || strncmp(url_in, "redis+unix:", 11) == 0)
         return url_fail(err, errcap, "%s: unix sockets are not supported, use redis://HOST:PORT",
                         url);
-    if (strncmp(url, scheme, sizeof scheme - 1) != 0)
+    if (strncmp(url_in, scheme, sizeof scheme - 1) != 0)
         return url_fail(err, errcap, "%s: not a redis:// URL (want redis://HOST:PORT[/CHANNEL])",
                         url);
-    const char *p = url + sizeof scheme - 1;
-    const char *auth_end = strpbrk(p, "@/");
-    if (auth_end && *auth_end == '@')
-        return url_fail(err, errcap,
-                        "%s: a user or password in the URL is not supported (Redis without AUTH, "
-                        "on a trusted network)",
-                        url);
+    const char *p = url_in + sizeof scheme - 1;
+
+    /* [[USER]:PASSWORD@] or USER@: up to the last '@' (a channel holds none) */
+    const char *at = strrchr(p, '@');
+    if (at) {
+        const char *ui = p, *colon = memchr(ui, ':', (size_t)(at - ui));
+        if (memchr(ui, '@', (size_t)(at - ui)))
+            return url_fail(err, errcap,
+                            "%s: more than one '@' (write an '@' of the user or the password as "
+                            "%%40)",
+                            url);
+        if (memchr(ui, '/', (size_t)(at - ui)))
+            return url_fail(err, errcap,
+                            "%s: a '/' before the '@' (write a '/' of the user or the password as "
+                            "%%2F)",
+                            url);
+        const char *uend = colon ? colon : at;
+        char bad = 0;
+        int d = userinfo_decode(ui, (size_t)(uend - ui), 0, out->user, sizeof out->user, &bad);
+        if (d == -1)
+            return url_fail(err, errcap,
+                            "%s: bad character '%c' in the user name (percent-encode it, e.g. "
+                            "%%3A for ':')",
+                            url, bad);
+        if (d == -2)
+            return url_fail(err, errcap, "%s: bad percent-escape in the user name (want %%XX)",
+                            url);
+        if (d == -3) return url_fail(err, errcap, "%s: %%00 in the user name", url);
+        if (d == -4)
+            return url_fail(err, errcap, "%s: user name longer than %d bytes", url,
+                            RELAY_REDIS_USER_MAX);
+        if (!colon && !out->user[0])
+            return url_fail(err, errcap,
+                            "%s: empty user before '@' (want redis://[[USER]:PASSWORD@]HOST)", url);
+        if (colon) {
+            d = userinfo_decode(colon + 1, (size_t)(at - colon - 1), 1, out->password,
+                                sizeof out->password, &bad);
+            if (d == -1) /* the character is not named: it is part of the password */
+                return url_fail(err, errcap,
+                                "%s: the password holds a character that must be percent-encoded "
+                                "(e.g. %%2F for '/', %%40 for '@', %%23 for '#', %%25 for '%%', "
+                                "%%20 for a space)",
+                                url);
+            if (d == -2)
+                return url_fail(err, errcap,
+                                "%s: bad percent-escape in the password (want %%XX, two hex "
+                                "digits; %%25 for a '%%')",
+                                url);
+            if (d == -3) return url_fail(err, errcap, "%s: %%00 in the password", url);
+            if (d == -4)
+                return url_fail(err, errcap, "%s: password longer than %d bytes", url,
+                                RELAY_REDIS_PASSWORD_MAX);
+            if (!out->password[0])
+                return url_fail(err, errcap,
+                                "%s: empty password after ':' (want redis://[USER]:PASSWORD@HOST, "
+                                "or USER@HOST with the password given apart)",
+                                url);
+        }
+        p = at + 1;
+    }
     if (strpbrk(p, "?#"))
         return url_fail(err, errcap, "%s: query or fragment ('?', '#') not supported", url);
 
@@ -348,10 +476,46 @@ static void schedule_retry(relay_redis_t *r)
                                                                    : r->backoff_ms * 2;
 }
 
+/* Redis refused a connection: an AUTH answered with an error (why: Redis's reason), or a
+ * command answered NOAUTH (Redis wants a password). Logged once until the relay is up again,
+ * whatever the outage's first line said; the caller's connection ends and is retried. */
+static void note_refused(relay_redis_t *r, const char *why)
+{
+    if (r->closing) return;
+    r->stats.auth_refused++;
+    if (!r->down_logged && !r->up) { /* the first failure: counted as the loss */
+        r->stats.losses++;
+        r->dropped_at_loss = r->stats.dropped;
+        r->down_logged = 1;
+    }
+    if (r->auth_logged) return;
+    r->auth_logged = 1;
+    if (strncmp(why, "NOAUTH", 6) == 0)
+        rlog(r, RELAY_REDIS_LOG_WARN,
+             "Redis at %s wants a password (%s): give it in the URL "
+             "(redis://[USER]:PASSWORD@HOST) or with --redis-password-file; retrying with backoff",
+             r->where, why);
+    else
+        rlog(r, RELAY_REDIS_LOG_WARN,
+             "Redis at %s refused the relay's AUTH (%s): check the password%s; retrying with "
+             "backoff",
+             r->where, why, r->url.user[0] ? " and the user" : "");
+}
+
+static int is_refusal(const char *why)
+{
+    return strncmp(why, "NOAUTH", 6) == 0 || strncmp(why, "WRONGPASS", 9) == 0;
+}
+
 /* One of the connections failed or was lost. Logged once per outage. */
 static void note_down(relay_redis_t *r, const char *why)
 {
     if (r->closing) return;
+    if (!r->up && is_refusal(why)) {
+        note_refused(r, why);
+        schedule_retry(r);
+        return;
+    }
     if (r->up) {
         r->up = 0;
         r->stats.losses++;
@@ -388,6 +552,7 @@ static void note_maybe_up(relay_redis_t *r)
              (unsigned long long)r->instance);
     }
     r->down_logged = 0;
+    r->auth_logged = 0;
 }
 
 /* ---- hiredis callbacks ---------------------------------------------------------------------- */
@@ -411,11 +576,31 @@ static void on_connect(const redisAsyncContext *ac, int status)
         note_down(r, ac->errstr[0] ? ac->errstr : "connection failed");
         return;
     }
+    if (ac == r->pub && !r->url.password[0]) {
+        r->pub_up = 1;
+        note_maybe_up(r);
+    }
+    /* with a password, the publisher is up once Redis accepts AUTH (on_auth); the subscriber
+     * once Redis confirms the subscription (on_sub) */
+}
+
+/* Redis's answer to AUTH, the first command of each connection. */
+static void on_auth(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    relay_redis_t *r = privdata;
+    redisReply *rep = reply;
+    if (!rep || r->closing) return; /* NULL: the context is going away */
+    if (rep->type == REDIS_REPLY_ERROR) {
+        note_refused(r, rep->str && rep->str[0] ? rep->str : "an error");
+        /* Ends after the replies under way (the subscriber's SUBSCRIBE gets NOAUTH): then
+         * on_disconnect, and the retry with backoff. */
+        redisAsyncDisconnect(ac);
+        return;
+    }
     if (ac == r->pub) {
         r->pub_up = 1;
         note_maybe_up(r);
     }
-    /* the subscriber is up once Redis confirms the subscription (on_sub) */
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -493,6 +678,22 @@ static redisAsyncContext *start_one(relay_redis_t *r)
     }
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    if (r->url.password[0]) { /* AUTH before anything else; hiredis sends it once connected */
+        /* AUTH USER PASSWORD (a Redis 6 ACL user), or AUTH PASSWORD (the default user) */
+        const char *argv[3] = {"AUTH", r->url.user, r->url.password};
+        size_t lens[3] = {4, strlen(r->url.user), strlen(r->url.password)};
+        int argc = 3;
+        if (!r->url.user[0]) {
+            argv[1] = argv[2];
+            lens[1] = lens[2];
+            argc = 2;
+        }
+        if (redisAsyncCommandArgv(ac, on_auth, r, argc, argv, lens) != REDIS_OK) {
+            redisAsyncFree(ac);
+            note_down(r, "cannot queue AUTH");
+            return NULL;
+        }
+    }
     return ac;
 }
 
@@ -599,38 +800,65 @@ static relay_redis_t *new_fail(char **err, const char *msg)
     return NULL;
 }
 
-relay_redis_t *relay_redis_new(uv_loop_t *loop, const char *url, relay_redis_message_fn on_message,
-                               void *ctx, char **err)
+/* Frees a relay that has no handles yet (relay_redis_new's failures), wiping it. */
+static relay_redis_t *new_fail_free(relay_redis_t *r, char **err, const char *msg)
+{
+    OPENSSL_cleanse(r, sizeof *r);
+    free(r);
+    return new_fail(err, msg);
+}
+
+relay_redis_t *relay_redis_new(uv_loop_t *loop, const char *url, const char *password,
+                               relay_redis_message_fn on_message, void *ctx, char **err)
 {
     if (err) *err = NULL;
     if (!loop || !on_message) return new_fail(err, "relay_redis_new: no loop or no callback");
-    char why[512];
-    relay_redis_url_t u;
-    if (relay_redis_parse_url(url, &u, why, sizeof why) != 0) return new_fail(err, why);
+    char why[768];
     relay_redis_t *r = calloc(1, sizeof *r);
     if (!r) return new_fail(err, "out of memory");
-    if (RAND_bytes((unsigned char *)&r->instance, sizeof r->instance) != 1) {
-        free(r);
-        return new_fail(err, "no randomness for the relay's instance id");
+    relay_redis_url_t *u = &r->url; /* parsed in place: no copy of the password elsewhere */
+    if (relay_redis_parse_url(url, u, why, sizeof why) != 0) return new_fail_free(r, err, why);
+    if (password && *password) {
+        if (u->password[0])
+            return new_fail_free(r, err,
+                                 "a password both in the Redis URL and given apart "
+                                 "(--redis-password-file): give one");
+        size_t n = strlen(password);
+        if (n > RELAY_REDIS_PASSWORD_MAX) {
+            snprintf(why, sizeof why, "the Redis password is longer than %d bytes",
+                     RELAY_REDIS_PASSWORD_MAX);
+            return new_fail_free(r, err, why);
+        }
+        memcpy(u->password, password, n + 1);
     }
+    if (u->user[0] && !u->password[0])
+        return new_fail_free(r, err,
+                             "the Redis URL names a user (USER@HOST) but there is no password: "
+                             "give redis://USER:PASSWORD@HOST or --redis-password-file (a "
+                             "password alone: redis://:PASSWORD@HOST)");
+    if (RAND_bytes((unsigned char *)&r->instance, sizeof r->instance) != 1)
+        return new_fail_free(r, err, "no randomness for the relay's instance id");
     r->loop = loop;
-    r->url = u;
-    if (strchr(u.host, ':'))
-        snprintf(r->where, sizeof r->where, "redis://[%s]:%d/%s", u.host, u.port, u.channel);
-    else
-        snprintf(r->where, sizeof r->where, "redis://%s:%d/%s", u.host, u.port, u.channel);
+    char user[RELAY_REDIS_USER_MAX + 2] = ""; /* "user@", printable (a log line) */
+    if (u->user[0]) {
+        size_t k = 0;
+        for (; u->user[k]; k++)
+            user[k] = u->user[k] > ' ' && u->user[k] < 127 ? u->user[k] : '?';
+        user[k] = '@';
+        user[k + 1] = 0;
+    }
+    const char *br = strchr(u->host, ':') ? "[" : "", *ket = *br ? "]" : "";
+    snprintf(r->where, sizeof r->where, "redis://%s%s%s%s:%d/%s", user, br, u->host, ket, u->port,
+             u->channel);
     r->on_message = on_message;
     r->ctx = ctx;
     r->backoff_ms = RELAY_REDIS_BACKOFF_MIN_MS;
     r->connect_timeout_ms = RELAY_REDIS_CONNECT_TIMEOUT_MS;
+    if (uv_mutex_init(&r->mu) != 0) return new_fail_free(r, err, "cannot make a mutex");
     uv_timer_init(loop, &r->retry);
     r->retry.data = r;
     uv_timer_init(loop, &r->attempt);
     r->attempt.data = r;
-    if (uv_mutex_init(&r->mu) != 0) {
-        free(r);
-        return new_fail(err, "cannot make a mutex");
-    }
     uv_async_init(loop, &r->async, on_posts);
     r->async.data = r;
     r->open_handles = 3;
@@ -704,6 +932,7 @@ static void free_after_close(uv_handle_t *h)
     }
     uv_mutex_destroy(&r->mu);
     free(r->buf);
+    OPENSSL_cleanse(r, sizeof *r); /* the password in r->url above all */
     free(r);
 }
 

@@ -16,13 +16,13 @@
  * id are skipped, so an instance never hears itself. The connection id lets the receiving side
  * (several loops of one instance, later) tell the sender apart as well.
  *
- * Redis going away does not stop the caller: both connections are retried with exponential
- * backoff (RELAY_REDIS_BACKOFF_MIN_MS doubling up to RELAY_REDIS_BACKOFF_MAX_MS), and
- * relay_redis_publish() drops (and counts) what it is given while the relay is not connected
- * (either connection down: stats.connected 0). The log says so once when Redis is lost (or first
- * found unreachable) and once when both connections are back, never per packet or per attempt.
- * Messages published by others while this relay was away are not received (Redis pub/sub keeps
- * nothing).
+ * Redis going away (or refusing the relay's password) does not stop the caller: both connections
+ * are retried with exponential backoff (RELAY_REDIS_BACKOFF_MIN_MS doubling up to
+ * RELAY_REDIS_BACKOFF_MAX_MS), and relay_redis_publish() drops (and counts) what it is given while
+ * the relay is not connected (either connection down: stats.connected 0). The log says so once when
+ * Redis is lost (or first found unreachable), once when Redis refuses the password (or wants one),
+ * and once when both connections are back, never per packet or per attempt. Messages published by
+ * others while this relay was away are not received (Redis pub/sub keeps nothing).
  *
  * Threads: everything runs on the loop's thread; every function must be called there, except
  * relay_redis_post(), which any thread may call (e.g. a pkm_server loop that is not the relay's):
@@ -56,6 +56,8 @@
 #define RELAY_REDIS_DEFAULT_CHANNEL "pkmcom"
 #define RELAY_REDIS_CHANNEL_MAX     128
 #define RELAY_REDIS_HOST_MAX        256
+#define RELAY_REDIS_USER_MAX        256  /* an ACL user name, decoded */
+#define RELAY_REDIS_PASSWORD_MAX    1024 /* a password, decoded */
 #define RELAY_REDIS_BACKOFF_MIN_MS  100
 #define RELAY_REDIS_BACKOFF_MAX_MS  5000
 /* A connection attempt that is not up (connected, and the subscription confirmed) within this
@@ -80,19 +82,35 @@ typedef void (*relay_redis_message_fn)(void *ctx, uint64_t instance, uint64_t co
  * call and never holds packet content. */
 typedef void (*relay_redis_log_fn)(void *ctx, int level, const char *msg);
 
-/* A parsed redis://HOST[:PORT][/CHANNEL]. */
+/* A parsed redis://[[USER]:PASSWORD@]HOST[:PORT][/CHANNEL]. It holds the password: wipe it with
+ * relay_redis_url_wipe() when done. */
 typedef struct relay_redis_url {
-    char host[RELAY_REDIS_HOST_MAX];           /* without the brackets of an IPv6 address */
-    int port;                                  /* 1..65535; RELAY_REDIS_DEFAULT_PORT if absent */
-    char channel[RELAY_REDIS_CHANNEL_MAX + 1]; /* RELAY_REDIS_DEFAULT_CHANNEL if absent */
+    char user[RELAY_REDIS_USER_MAX + 1];         /* "": none (AUTH password, the default user) */
+    char password[RELAY_REDIS_PASSWORD_MAX + 1]; /* "": none (no AUTH) */
+    char host[RELAY_REDIS_HOST_MAX];             /* without the brackets of an IPv6 address */
+    int port;                                    /* 1..65535; RELAY_REDIS_DEFAULT_PORT if absent */
+    char channel[RELAY_REDIS_CHANNEL_MAX + 1];   /* RELAY_REDIS_DEFAULT_CHANNEL if absent */
 } relay_redis_url_t;
 
-/* Parses url: "redis://" then HOST (a name, an IPv4 address, or an IPv6 address in brackets),
- * then optionally ":PORT" (decimal, 1..65535) and "/CHANNEL" (1 to RELAY_REDIS_CHANNEL_MAX of
- * A-Z a-z 0-9 . _ - :). No user or password, query or fragment; rediss:// (TLS) and unix sockets
- * are not supported. Returns 0, or -1 with a one-line reason in err (NUL-terminated, cut to
- * errcap). */
+/* Parses url: "redis://", then optionally the userinfo "USER:PASSWORD@", ":PASSWORD@" (the
+ * default user: AUTH PASSWORD) or "USER@" (the password given apart, relay_redis_new()), then
+ * HOST (a name, an IPv4 address, or an IPv6 address in brackets), then optionally ":PORT"
+ * (decimal, 1..65535) and "/CHANNEL" (1 to RELAY_REDIS_CHANNEL_MAX of A-Z a-z 0-9 . _ - :).
+ * USER and PASSWORD are percent-decoded (%40 for '@', %3A for ':' in a user, %2F for '/', %25
+ * for '%'); raw, they may hold A-Z a-z 0-9 - . _ ~ ! $ & ' ( ) * + , ; = (and ':' in the
+ * password); decoded, anything but a NUL byte. No query or fragment; rediss:// (TLS) and unix
+ * sockets are not supported. Returns 0, or -1 with a one-line reason in err (NUL-terminated, cut
+ * to errcap), which never holds the password (the URL is shown as relay_redis_redact_url() makes
+ * it). *out is wiped on failure. */
 int relay_redis_parse_url(const char *url, relay_redis_url_t *out, char *err, size_t errcap);
+
+/* Wipes a parsed URL (its password above all). */
+void relay_redis_url_wipe(relay_redis_url_t *u);
+
+/* url for a log line or an error: the userinfo's password part (between the first ':' and the
+ * last '@' after "://") replaced by "***", or the whole userinfo when it has no ':'. out is
+ * NUL-terminated, cut to cap. */
+void relay_redis_redact_url(const char *url, char *out, size_t cap);
 
 /* Encodes one message (format above) into buf (cap bytes; RELAY_REDIS_HEADER_SIZE + len are
  * needed). Returns the message's length, or 0 if cap is too small or len above the maximum. */
@@ -104,13 +122,20 @@ int relay_redis_decode(const uint8_t *msg, size_t n, uint64_t *instance, uint64_
                        uint8_t *id, uint32_t *hash, const uint8_t **content, size_t *len);
 
 /* Makes a relay on loop for url and starts connecting (it returns at once; the connections come
- * up as the loop runs). on_message (required) gets every packet of other instances, with ctx.
+ * up as the loop runs). password (NULL or "": none) is the Redis password given apart from the
+ * URL (pkmcom serve --redis-password-file): with a password in the URL too, or a URL that names
+ * a user and no password anywhere, relay_redis_new() fails. With a password, each connection
+ * sends AUTH [USER] PASSWORD first, at every (re)connection, before SUBSCRIBE or PUBLISH; a
+ * refused AUTH (WRONGPASS, ERR), or a Redis that wants a password the relay has not (NOAUTH), is
+ * logged once with Redis's reason and retried with backoff like a lost connection. The relay
+ * keeps its own copy of the password (wiped by relay_redis_free()) and never logs it.
+ * on_message (required) gets every packet of other instances, with ctx.
  * Log lines go to stderr as "pkmcom: relay: ..." until relay_redis_set_log(). Returns the
  * relay, or NULL with a new string in *err (the caller free()s it): a bad URL, no memory, no
  * randomness. The host name is resolved at every connection attempt (blocking getaddrinfo in
  * hiredis: give an address, or a name /etc/hosts answers, where that matters). */
-relay_redis_t *relay_redis_new(uv_loop_t *loop, const char *url, relay_redis_message_fn on_message,
-                               void *ctx, char **err);
+relay_redis_t *relay_redis_new(uv_loop_t *loop, const char *url, const char *password,
+                               relay_redis_message_fn on_message, void *ctx, char **err);
 
 /* Sends log lines to fn (with the ctx of relay_redis_new) from now on; NULL: stderr again. */
 void relay_redis_set_log(relay_redis_t *r, relay_redis_log_fn fn);
@@ -146,6 +171,7 @@ typedef struct relay_redis_stats {
     uint64_t losses;       /* times Redis was lost (or found unreachable at start) */
     uint64_t recoveries;   /* times both connections came back after a loss */
     uint64_t attempts;     /* connection attempts (the first included) */
+    uint64_t auth_refused; /* connections Redis refused: AUTH answered with an error, or NOAUTH */
 } relay_redis_stats_t;
 
 void relay_redis_get_stats(const relay_redis_t *r, relay_redis_stats_t *out);
