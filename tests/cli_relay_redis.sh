@@ -120,10 +120,8 @@ ok
 # ---- Redis with a password ----
 APORT=$(free_port)
 [ -n "$APORT" ] || fail "no free port for redis-server"
-redis-server --port "$APORT" --bind 127.0.0.1 --save '' --appendonly no --requirepass 'Pa55:w@rd' \
-    >"$T/redis-auth.err" 2>&1 &
-BG_PIDS+=($!)
-wait_for_line "$T/redis-auth.err" "Ready to accept connections"
+start_redis "$APORT" "$T/redis-auth.err" --requirepass 'Pa55:w@rd' ||
+    fail "redis-server did not start on 127.0.0.1:$APORT"
 printf 'Pa55:w@rd\n' >"$T/redis.pw"
 chmod 600 "$T/redis.pw"
 AURL="redis://127.0.0.1:$APORT/cli-auth-$$"

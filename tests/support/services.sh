@@ -53,17 +53,19 @@ wait_exit() {
     return 0
 }
 
-# start_redis PORT LOG: starts redis-server on 127.0.0.1:PORT (no persistence), its output
-# appended to LOG, and sets REDIS_PID; 0 once LOG has one more "Ready to accept connections"
-# line than before (a restart on the same LOG works), 1 after 10 s.
+# start_redis PORT LOG [ARGS...]: starts redis-server on 127.0.0.1:PORT (no persistence; ARGS
+# added, e.g. --requirepass PW), its output appended to LOG, and sets REDIS_PID; 0 once LOG has
+# one more "Ready to accept connections" line than before (a restart on the same LOG works), 1
+# after 10 s.
 start_redis() {
-    local ready
-    ready=$(count "$2" "Ready to accept connections")
-    redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
-        >>"$2" 2>&1 &
+    local port=$1 log=$2 ready
+    shift 2
+    ready=$(count "$log" "Ready to accept connections")
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize no "$@" \
+        >>"$log" 2>&1 &
     REDIS_PID=$!
     BG_PIDS+=("$REDIS_PID")
-    wait_count "$2" "Ready to accept connections" $((ready + 1)) 10
+    wait_count "$log" "Ready to accept connections" $((ready + 1)) 10
 }
 
 # start_serve OUT ERR ARGS...: starts `$PKMCOM serve ARGS` in the background (stdout OUT,
