@@ -15,14 +15,14 @@
 #include <unistd.h>
 #include "support.h"
 #include "proxy_internal.h"
-#include "support/haproxy.h"
+#include "support/daemon.h"
 
 #define WAIT_MS 5000 /* every wait is bounded by this */
 
 enum { B_V1, B_V2, B_V2CRC, B_CHK_V1, B_CHK_V2, NB };
 
 typedef struct {
-    t_haproxy hp;
+    t_daemon hp;
     int backend[NB]; /* our listeners, one per HAProxy server */
     unsigned short backend_port[NB];
     unsigned short front_port[3]; /* frontends to B_V1, B_V2, B_V2CRC */
@@ -186,7 +186,7 @@ static int setup(void **state)
         *state = NULL;
         return 0;
     }
-    if (t_haproxy_init(&fx.hp, "/tmp/pkm_haproxy_XXXXXX") != 0) return -1;
+    if (t_daemon_init(&fx.hp, "/tmp/pkm_haproxy_XXXXXX") != 0) return -1;
     for (int i = 0; i < NB; i++)
         if ((fx.backend[i] = listen_on(AF_INET, &fx.backend_port[i])) < 0) return -1;
     unsigned short p6;

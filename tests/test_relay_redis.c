@@ -5,22 +5,20 @@
  * an ACL user). Every wait is bounded. */
 #include <errno.h>
 #include <pthread.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
 #include "support.h"
 #include "support/clients.h"
+#include "support/daemon.h"
 #include "relay_redis.h"
 
 #define WAIT_MS 10000 /* the cap of every wait (reconnection backoff included) */
@@ -228,40 +226,14 @@ static void test_format(void **state)
 
 static struct {
     const char *bin;
-    char dir[64];
+    t_daemon d; /* redis-server, in its temporary directory */
     int port;
-    pid_t pid;
     int auth; /* start redis-server with the passwords above */
 } rs;
 
-static const char *find_redis(void)
+static int redis_accepts(void *ctx)
 {
-    static const char *cands[] = {"/usr/bin/redis-server", "/usr/local/bin/redis-server",
-                                  "/usr/sbin/redis-server"};
-    for (size_t i = 0; i < sizeof cands / sizeof *cands; i++)
-        if (access(cands[i], X_OK) == 0) return cands[i];
-    return NULL;
-}
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t al = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &al) != 0) {
-        if (fd >= 0) close(fd);
-        return 0;
-    }
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-static int redis_accepts(void)
-{
+    (void)ctx;
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in a;
     memset(&a, 0, sizeof a);
@@ -275,73 +247,60 @@ static int redis_accepts(void)
 
 static void stop_redis(void)
 {
-    if (rs.pid <= 0) return;
-    kill(rs.pid, SIGTERM);
-    int st;
-    for (int t = 0; t < WAIT_MS / 20; t++) {
-        if (waitpid(rs.pid, &st, WNOHANG) == rs.pid) {
-            rs.pid = 0;
-            return;
-        }
-        tcl_sleep_ms(20);
-    }
-    kill(rs.pid, SIGKILL);
-    waitpid(rs.pid, &st, 0);
-    rs.pid = 0;
+    t_daemon_stop(&rs.d, WAIT_MS);
 }
 
 /* Starts redis-server on rs.port (no persistence, loopback only); 0 once it accepts. */
 static int start_redis(void)
 {
-    char port[16], log[128];
+    char port[16];
     snprintf(port, sizeof port, "%d", rs.port);
-    snprintf(log, sizeof log, "%s/redis.log", rs.dir);
-    pid_t pid = fork();
-    if (pid < 0) return -1;
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlives the test */
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        if (rs.auth)
-            execl(rs.bin, rs.bin, "--port", port, "--bind", "127.0.0.1", "--save", "",
-                  "--appendonly", "no", "--dir", rs.dir, "--daemonize", "no", "--protected-mode",
-                  "yes", "--requirepass", AUTH_PW, "--user", AUTH_USER, "on", ">" AUTH_USER_PW,
-                  "&pkm-auth", "+subscribe", "+publish", (char *)NULL);
-        else
-            execl(rs.bin, rs.bin, "--port", port, "--bind", "127.0.0.1", "--save", "",
-                  "--appendonly", "no", "--dir", rs.dir, "--daemonize", "no", "--protected-mode",
-                  "yes", (char *)NULL);
-        _exit(127);
-    }
-    rs.pid = pid;
-    for (int t = 0; t < WAIT_MS / 20; t++) {
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid) { /* exited: the port was taken meanwhile? */
-            rs.pid = 0;
-            return -1;
-        }
-        if (redis_accepts()) return 0;
-        tcl_sleep_ms(20);
-    }
-    stop_redis();
-    return -1;
+    char *const plain[] = {
+        (char *)rs.bin, "--port", port,    "--bind", "127.0.0.1",   "--save", "",
+        "--appendonly", "no",     "--dir", rs.d.dir, "--daemonize", "no",     "--protected-mode",
+        "yes",          NULL};
+    char *const auth[] = {(char *)rs.bin,
+                          "--port",
+                          port,
+                          "--bind",
+                          "127.0.0.1",
+                          "--save",
+                          "",
+                          "--appendonly",
+                          "no",
+                          "--dir",
+                          rs.d.dir,
+                          "--daemonize",
+                          "no",
+                          "--protected-mode",
+                          "yes",
+                          "--requirepass",
+                          AUTH_PW,
+                          "--user",
+                          AUTH_USER,
+                          "on",
+                          ">" AUTH_USER_PW,
+                          "&pkm-auth",
+                          "+subscribe",
+                          "+publish",
+                          NULL};
+    return t_daemon_start(&rs.d, "redis.log", 1, rs.auth ? auth : plain, WAIT_MS, redis_accepts,
+                          NULL);
 }
 
 static int setup(void **state)
 {
     memset(&rs, 0, sizeof rs);
-    rs.bin = find_redis();
+    static const char *const paths[] = {"/usr/bin/redis-server", "/usr/local/bin/redis-server",
+                                        "/usr/sbin/redis-server", NULL};
+    rs.bin = t_daemon_find(paths);
     if (!rs.bin) {
         *state = NULL;
         return 0;
     }
-    snprintf(rs.dir, sizeof rs.dir, "/tmp/pkm_redis_XXXXXX");
-    if (!mkdtemp(rs.dir)) return -1;
+    if (t_daemon_init(&rs.d, "/tmp/pkm_redis_XXXXXX") != 0) return -1;
     for (int attempt = 0; attempt < 3; attempt++) {
-        rs.port = free_port();
+        rs.port = t_free_port();
         if (rs.port && start_redis() == 0) {
             *state = &rs;
             return 0;
@@ -365,14 +324,9 @@ static int teardown(void **state)
 {
     (void)state;
     stop_redis();
-    if (rs.dir[0]) {
-        char path[128];
-        snprintf(path, sizeof path, "%s/redis.log", rs.dir);
-        unlink(path);
-        snprintf(path, sizeof path, "%s/dump.rdb", rs.dir); /* not written (--save ""), but */
-        unlink(path);
-        rmdir(rs.dir);
-    }
+    static const char *const files[] = {"redis.log", "dump.rdb" /* not written (--save ""), but */,
+                                        NULL};
+    t_daemon_done(&rs.d, files);
     return 0;
 }
 

@@ -19,7 +19,7 @@
 #include <sys/time.h>
 #include "pkmcom/pkmcom.h"
 #include "server_internal.h"
-#include "support/haproxy.h"
+#include "support/daemon.h"
 #include "support/server_fixture.h"
 
 #define WAIT_MS 10000 /* every wait is bounded by this */
@@ -30,7 +30,7 @@ typedef struct fixture {
     t_obs o;
     t_srv s;
     int running;
-    t_haproxy hp;
+    t_daemon hp;
     unsigned short front_v2, front_v1;
 } fixture_t;
 
@@ -80,7 +80,7 @@ static int setup(void **state)
     const char *bin = t_haproxy_find();
     *state = NULL;
     if (!bin) return 0;
-    if (t_haproxy_init(&fx.hp, "/tmp/pkm_srv_haproxy_XXXXXX") != 0) return -1;
+    if (t_daemon_init(&fx.hp, "/tmp/pkm_srv_haproxy_XXXXXX") != 0) return -1;
     pkm_server_config_t cfg;
     t_srv_config(&cfg, t_shared_keys.server_key);
     cfg.proxy_trusted = "127.0.0.1/32"; /* HAProxy's address towards the server */
