@@ -222,6 +222,7 @@ static void on_redis_log(void *ctx, int level, const char *msg)
 static void on_redis_stop(uv_async_t *a)
 {
     struct redis_relay *rr = a->data;
+    relay_redis_drain(rr->r); /* the loops have stopped: nothing is posted after this */
     relay_redis_get_stats(rr->r, &rr->final);
     relay_redis_free(rr->r);
     rr->r = NULL;
@@ -242,6 +243,7 @@ static void redis_relay_free(struct redis_relay *rr, relay_redis_stats_t *final)
         uv_async_send(&rr->stop);
         uv_thread_join(&rr->thread);
     } else if (rr->loop_ready) {
+        if (rr->r) relay_redis_drain(rr->r);
         if (rr->r) relay_redis_get_stats(rr->r, &rr->final);
         relay_redis_free(rr->r);
         uv_close((uv_handle_t *)&rr->stop, NULL);

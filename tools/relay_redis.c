@@ -744,7 +744,11 @@ static void connect_missing(relay_redis_t *r)
 /* On the loop: publishes what other threads posted. */
 static void on_posts(uv_async_t *a)
 {
-    relay_redis_t *r = a->data;
+    relay_redis_drain(a->data);
+}
+
+void relay_redis_drain(relay_redis_t *r)
+{
     uv_mutex_lock(&r->mu);
     post_t *p = r->posts;
     r->posts = r->posts_tail = NULL;
@@ -752,7 +756,10 @@ static void on_posts(uv_async_t *a)
     uv_mutex_unlock(&r->mu);
     while (p) {
         post_t *next = p->next;
-        if (!r->closing) relay_redis_publish(r, p->conn_id, p->id, p->hash, p->content, p->len);
+        if (!r->closing)
+            relay_redis_publish(r, p->conn_id, p->id, p->hash, p->content, p->len);
+        else
+            r->stats.dropped++;
         free(p);
         p = next;
     }

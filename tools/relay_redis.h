@@ -160,6 +160,11 @@ int relay_redis_publish(relay_redis_t *r, uint64_t conn_id, uint8_t id, uint32_t
 int relay_redis_post(relay_redis_t *r, uint64_t conn_id, uint8_t id, uint32_t hash,
                      const uint8_t *content, size_t len);
 
+/* On the relay's loop: publishes (or drops, counted) every packet relay_redis_post() has queued,
+ * at once instead of on the loop's next turn. Call it before taking the last counters of a relay
+ * that is stopping, so that a packet posted just before the stop is counted. */
+void relay_redis_drain(relay_redis_t *r);
+
 /* Counters and state. */
 typedef struct relay_redis_stats {
     int connected;         /* 1 when both connections are up and the channel is subscribed */
