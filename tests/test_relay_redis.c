@@ -477,14 +477,20 @@ static int never(side_t *a, side_t *b)
     return 0;
 }
 
-static void test_live(void **state)
+/* The live tests' start: skipped without redis-server (the group setup's *state), else a loop. */
+static void live_begin(void **state, uv_loop_t *loop)
 {
     if (!*state) {
         fprintf(stderr, "redis-server not installed (scripts/deps.sh test installs it): skipped\n");
         skip();
     }
+    assert_int_equal(uv_loop_init(loop), 0);
+}
+
+static void test_live(void **state)
+{
     uv_loop_t loop;
-    assert_int_equal(uv_loop_init(&loop), 0);
+    live_begin(state, &loop);
     char url[96];
     snprintf(url, sizeof url, "redis://127.0.0.1:%d/pkm-test", rs.port);
     side_t a = {.name = "A"}, b = {.name = "B"};
@@ -671,12 +677,8 @@ static int a_four_attempts(side_t *a, side_t *b)
  * refused by Redis, said once each, retried with backoff; no log line holds a password. */
 static void test_live_auth(void **state)
 {
-    if (!*state) {
-        fprintf(stderr, "redis-server not installed (scripts/deps.sh test installs it): skipped\n");
-        skip();
-    }
     uv_loop_t loop;
-    assert_int_equal(uv_loop_init(&loop), 0);
+    live_begin(state, &loop);
     char url_a[128], url_b[128], url_w[128], url_n[128];
     snprintf(url_a, sizeof url_a, "redis://:" AUTH_PW_URL "@127.0.0.1:%d/pkm-auth", rs.port);
     snprintf(url_b, sizeof url_b, "redis://" AUTH_USER "@127.0.0.1:%d/pkm-auth", rs.port);
