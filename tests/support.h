@@ -82,6 +82,8 @@ unsigned t_server_loops(void);
  * NULL: any); with rcv_timeout_s > 0 its reads time out after that many seconds (a test that
  * would hang fails instead). Asserts every step; returns the fd, which the caller closes. */
 int t_tcp_connect(uint16_t port, const char *from, int rcv_timeout_s);
+/* The same with the socket's SO_RCVBUF set to rcvbuf bytes first (0: the system's default). */
+int t_tcp_connect_rcvbuf(uint16_t port, const char *from, int rcv_timeout_s, int rcvbuf);
 /* The local port of a connected IPv4 socket (asserts). */
 uint16_t t_local_port(int fd);
 /* Pumps a fresh pair to the end of the handshake and asserts both are established. */

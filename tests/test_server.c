@@ -231,20 +231,6 @@ typedef struct sc {
     pkm_engine_t *e;
 } sc_t;
 
-static int raw_connect(uint16_t port, int rcvbuf)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    if (rcvbuf) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    return fd;
-}
-
 /* Waits up to 10 s for fd to be readable; 1 if readable. */
 static int wait_readable(int fd)
 {
@@ -287,7 +273,7 @@ static int sc_connect(uint16_t port, const char *secret, int rcvbuf, sc_t *c)
         ec.secret = (const uint8_t *)secret;
         ec.secret_len = strlen(secret);
     }
-    c->fd = raw_connect(port, rcvbuf);
+    c->fd = t_tcp_connect_rcvbuf(port, NULL, 0, rcvbuf);
     assert_int_equal(pkm_engine_new(&ec, &c->e), 0);
     for (;;) {
         int r = sc_flush(c);
@@ -596,7 +582,7 @@ static void test_handshake_timeout(void **state)
     fx_config(&cfg);
     cfg.handshake_timeout_ms = t_under_valgrind() ? 3000 : 300;
     fx_start(&f, &cfg, FX_ECHO);
-    int silent = raw_connect(pkm_server_port(f.s.srv), 0);
+    int silent = t_tcp_connect(pkm_server_port(f.s.srv), NULL, 0);
     tcl_result_t r = run_clients(pkm_server_port(f.s.srv), 2, 3, 20, NULL);
     assert_int_equal(r.echoed, 2);
     assert_true(closed_by_peer(silent)); /* after it received the ServerKey */
@@ -674,7 +660,7 @@ static void test_max_conns(void **state)
     sc_t a, b;
     assert_int_equal(sc_connect(port, NULL, 0, &a), 0);
     assert_int_equal(sc_connect(port, NULL, 0, &b), 0);
-    int third = raw_connect(port, 0);
+    int third = t_tcp_connect(port, NULL, 0);
     assert_true(closed_by_peer(third));
     close(third);
     assert_int_equal(fx_stats(&f).rejected, 1);
@@ -771,7 +757,7 @@ static void test_stop(void **state)
     sc_t a, b;
     assert_int_equal(sc_connect(port, NULL, 0, &a), 0);
     assert_int_equal(sc_connect(port, NULL, 0, &b), 0);
-    int silent = raw_connect(port, 0);
+    int silent = t_tcp_connect(port, NULL, 0);
     fx_wait_established(&f, 2);
     for (int i = 0; i < 4000 && fx_stats(&f).conns_open < 3; i++)
         tcl_sleep_ms(5);
@@ -938,12 +924,12 @@ static void test_bad_handshake(void **state)
     fx_config(&cfg);
     fx_start(&f, &cfg, FX_ECHO);
     uint16_t port = pkm_server_port(f.s.srv);
-    int fd = raw_connect(port, 0);
+    int fd = t_tcp_connect(port, NULL, 0);
     const uint8_t bad_len[4] = {0x00, 0x00, 0x04, 0x01}; /* 1025 > 1024 */
     assert_int_equal(send(fd, bad_len, 4, MSG_NOSIGNAL), 4);
     assert_true(closed_by_peer(fd));
     close(fd);
-    fd = raw_connect(port, 0);
+    fd = t_tcp_connect(port, NULL, 0);
     close(fd);
     fx_wait_closes(&f, 2);
     assert_int_equal(fx_count_closes(&f, PKM_EKEYLEN, "ClientKey"), 1);

@@ -10,8 +10,14 @@
 
 int t_tcp_connect(uint16_t port, const char *from, int rcv_timeout_s)
 {
+    return t_tcp_connect_rcvbuf(port, from, rcv_timeout_s, 0);
+}
+
+int t_tcp_connect_rcvbuf(uint16_t port, const char *from, int rcv_timeout_s, int rcvbuf)
+{
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(fd >= 0);
+    if (rcvbuf) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf); /* before connect */
     if (rcv_timeout_s > 0) {
         struct timeval tv = {rcv_timeout_s, 0};
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
