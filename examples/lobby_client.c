@@ -43,16 +43,13 @@ int main(int argc, char **argv)
         ssize_t n = read(STDIN_FILENO, buf + have, sizeof buf - 1 - have);
         eof = n <= 0;
         have += n > 0 ? (size_t)n : 0;
-        for (char *nl; rc >= 0 && (nl = memchr(buf, '\n', have)) != NULL;) {
-            pkm_value_t text = {.str = {buf, (size_t)(nl - buf)}};
+        /* Every whole line; at the end of input also the last one, even without its newline. */
+        for (char *nl; rc >= 0 && have && ((nl = memchr(buf, '\n', have)) || eof);) {
+            size_t line = nl ? (size_t)(nl - buf) : have, used = nl ? line + 1 : line;
+            pkm_value_t text = {.str = {buf, line}};
             rc = pkm_conn_send_msg(c, reg, LOBBY_SAY, &text, 1, 5000); /* encode, Hash, send */
-            have -= (size_t)(nl + 1 - buf);
-            memmove(buf, nl + 1, have);
-        }
-        if (eof && have && rc >= 0) { /* the last line, without its newline */
-            pkm_value_t text = {.str = {buf, have}};
-            rc = pkm_conn_send_msg(c, reg, LOBBY_SAY, &text, 1, 5000);
-            have = 0;
+            have -= used;
+            memmove(buf, buf + used, have);
         }
         if (have == sizeof buf - 1) have = 0; /* a line too long for the buffer is dropped */
     }
