@@ -335,24 +335,22 @@ static void free_all(pkm_server_t *srv)
     pkm__free(srv);
 }
 
-/* Whether the caller takes pkm_server_new's refusal as a sentence in cfg->errbuf: then it is not
- * also logged (the caller says it once, as it likes). */
-static int wants_errbuf(const pkm_server_config_t *cfg)
+/* pkm_server_new's refusal, said once: the sentence into cfg->errbuf when the caller gave one,
+ * else through srv's log (when there is a server to log through yet: srv NULL, not logged).
+ * Returns err. */
+__attribute__((format(printf, 4, 5))) static int
+new_failed(pkm_server_t *srv, const pkm_server_config_t *cfg, int err, const char *fmt, ...)
 {
-    return cfg->errbuf && cfg->errbuf_size;
-}
-
-/* pkm_server_new's refusal: the sentence into cfg->errbuf (when given), and err. */
-__attribute__((format(printf, 3, 4))) static int new_failed(const pkm_server_config_t *cfg, int err,
-                                                            const char *fmt, ...)
-{
-    if (cfg->errbuf && cfg->errbuf_size) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(cfg->errbuf, cfg->errbuf_size, fmt, ap); /* cut when too long */
-        (void)n;
-        va_end(ap);
-    }
+    char msg[512]; /* pkm__slog's size; the longest sentence (a proxy entry) is under 300 */
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap); /* cut when too long */
+    (void)n;
+    va_end(ap);
+    if (cfg->errbuf && cfg->errbuf_size)
+        snprintf(cfg->errbuf, cfg->errbuf_size, "%s", msg);
+    else if (srv)
+        pkm__slog(srv, PKM_LOG_ERROR, "%s", msg);
     return err;
 }
 
@@ -378,22 +376,23 @@ static const char *negative_field(const pkm_server_config_t *cfg, long long *got
 int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
 {
     if (out) *out = NULL;
-    if (!cfg || !out) return cfg ? new_failed(cfg, PKM_EINVAL, "out: required") : PKM_EINVAL;
+    if (!cfg || !out) return cfg ? new_failed(NULL, cfg, PKM_EINVAL, "out: required") : PKM_EINVAL;
     if (cfg->errbuf && cfg->errbuf_size) cfg->errbuf[0] = '\0';
     pkm_engine_config_t ec = cfg->engine;
     ec.role = PKM_ROLE_SERVER;
     ec.defer_crypto = 1; /* the RSA work goes to the thread pool as jobs */
     char why[PKM_SERVER_ERRMSG_SIZE - 40];
     if (pkm_engine_config_validate(&ec, why, sizeof why) < 0)
-        return new_failed(cfg, PKM_EINVAL, "pkm_server_new: invalid argument: engine.%s", why);
+        return new_failed(NULL, cfg, PKM_EINVAL, "pkm_server_new: invalid argument: engine.%s",
+                          why);
     long long got = 0;
     const char *neg = negative_field(cfg, &got);
     if (neg)
-        return new_failed(cfg, PKM_EINVAL,
+        return new_failed(NULL, cfg, PKM_EINVAL,
                           "pkm_server_new: invalid argument: %s: expected 0 or more, got %lld", neg,
                           got);
     if (cfg->loops > PKM_SERVER_MAX_LOOPS)
-        return new_failed(cfg, PKM_EINVAL,
+        return new_failed(NULL, cfg, PKM_EINVAL,
                           "pkm_server_new: invalid argument: loops: expected 0 (one per CPU) to "
                           "%d, got %u",
                           PKM_SERVER_MAX_LOOPS, cfg->loops);
@@ -441,8 +440,7 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
     char pmsg[256];
     rc = proxy_config(cfg->proxy_trusted, &srv->proxy, pmsg, sizeof pmsg);
     if (rc < 0) {
-        if (pmsg[0] && !wants_errbuf(cfg)) pkm__slog(srv, PKM_LOG_ERROR, "%s", pmsg);
-        if (pmsg[0]) (void)new_failed(cfg, rc, "pkm_server_new: invalid argument: %s", pmsg);
+        if (pmsg[0]) (void)new_failed(srv, cfg, rc, "pkm_server_new: invalid argument: %s", pmsg);
         goto cleanup;
     }
     srv->proxy_on = cfg->proxy_trusted != NULL;
@@ -473,18 +471,14 @@ int pkm_server_new(const pkm_server_config_t *cfg, pkm_server_t **out)
     char what[256]; /* PKM_ERRMSG_SIZE */
     int fd = pkm__net_listen(cfg->host, cfg->port, backlog, what, sizeof what);
     if (fd < 0) {
-        if (!wants_errbuf(cfg)) pkm__slog(srv, PKM_LOG_ERROR, "%s", what);
-        rc = new_failed(cfg, fd, "%s", what);
+        rc = new_failed(srv, cfg, fd, "%s", what);
         goto cleanup;
     }
     int ur = uv_tcp_open(&L0->listener, (uv_os_sock_t)fd);
     if (ur != 0) close(fd);
     if (ur == 0) ur = uv_listen((uv_stream_t *)&L0->listener, backlog, pkm__on_connection);
     if (ur != 0) {
-        if (!wants_errbuf(cfg))
-            pkm__slog(srv, PKM_LOG_ERROR, "cannot listen on %s port %u: %s",
-                      cfg->host ? cfg->host : "(any)", (unsigned)cfg->port, uv_strerror(ur));
-        rc = new_failed(cfg, PKM_EIO, "cannot listen on %s port %u: %s",
+        rc = new_failed(srv, cfg, PKM_EIO, "cannot listen on %s port %u: %s",
                         cfg->host ? cfg->host : "(any)", (unsigned)cfg->port, uv_strerror(ur));
         goto cleanup;
     }
