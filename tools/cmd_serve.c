@@ -243,8 +243,10 @@ static void redis_relay_free(struct redis_relay *rr, relay_redis_stats_t *final)
         uv_async_send(&rr->stop);
         uv_thread_join(&rr->thread);
     } else if (rr->loop_ready) {
-        if (rr->r) relay_redis_drain(rr->r);
-        if (rr->r) relay_redis_get_stats(rr->r, &rr->final);
+        if (rr->r) {
+            relay_redis_drain(rr->r);
+            relay_redis_get_stats(rr->r, &rr->final);
+        }
         relay_redis_free(rr->r);
         uv_close((uv_handle_t *)&rr->stop, NULL);
         uv_run(&rr->loop, UV_RUN_DEFAULT);
