@@ -219,13 +219,20 @@ static void on_redis_log(void *ctx, int level, const char *msg)
     tool_log("relay: %s%s", level <= RELAY_REDIS_LOG_WARN ? "warning: " : "", msg);
 }
 
-static void on_redis_stop(uv_async_t *a)
+/* On the relay's loop, once the server's loops have stopped (nothing is posted after this): what
+ * was posted is published or counted, the last counters kept, the relay freed. */
+static void relay_end(struct redis_relay *rr)
 {
-    struct redis_relay *rr = a->data;
-    relay_redis_drain(rr->r); /* the loops have stopped: nothing is posted after this */
+    if (!rr->r) return;
+    relay_redis_drain(rr->r);
     relay_redis_get_stats(rr->r, &rr->final);
     relay_redis_free(rr->r);
     rr->r = NULL;
+}
+
+static void on_redis_stop(uv_async_t *a)
+{
+    relay_end(a->data);
     uv_close((uv_handle_t *)a, NULL);
 }
 
@@ -243,11 +250,7 @@ static void redis_relay_free(struct redis_relay *rr, relay_redis_stats_t *final)
         uv_async_send(&rr->stop);
         uv_thread_join(&rr->thread);
     } else if (rr->loop_ready) {
-        if (rr->r) {
-            relay_redis_drain(rr->r);
-            relay_redis_get_stats(rr->r, &rr->final);
-        }
-        relay_redis_free(rr->r);
+        relay_end(rr);
         uv_close((uv_handle_t *)&rr->stop, NULL);
         uv_run(&rr->loop, UV_RUN_DEFAULT);
     }
