@@ -330,6 +330,14 @@ static void many_packets_one_buffer(void **state)
 /* The server decrypts every whole block it holds at once: bytes fed in chunks that cut blocks
  * and packets anywhere, with packets taken between the feeds (the buffer compacts and grows under
  * the part already decrypted), still give every packet once, in order, intact. */
+static void assert_nth_packet(const pkm_packet_t *pkt, int i, const uint8_t *content)
+{
+    assert_int_equal(pkt->id, (uint8_t)i);
+    assert_int_equal(pkt->hash, (uint32_t)i);
+    assert_int_equal(pkt->size, (size_t)(i * 37) % 300);
+    if (pkt->size) assert_memory_equal(pkt->content, content, pkt->size);
+}
+
 static void packets_fed_between_takes(void **state)
 {
     (void)state;
@@ -354,20 +362,11 @@ static void packets_fed_between_takes(void **state)
             off += n;
             int r;
             /* take some, not always all: bytes decrypted ahead stay held across feeds */
-            for (int taken = 0; taken < 3 && (r = pkm_engine_next_packet(s, &pkt)) == 1; taken++) {
-                assert_int_equal(pkt.id, (uint8_t)got);
-                assert_int_equal(pkt.hash, (uint32_t)got);
-                assert_int_equal(pkt.size, (size_t)(got * 37) % 300);
-                if (pkt.size) assert_memory_equal(pkt.content, content, pkt.size);
-                got++;
-            }
+            for (int taken = 0; taken < 3 && (r = pkm_engine_next_packet(s, &pkt)) == 1; taken++)
+                assert_nth_packet(&pkt, got++, content);
         }
-        while (pkm_engine_next_packet(s, &pkt) == 1) {
-            assert_int_equal(pkt.id, (uint8_t)got);
-            assert_int_equal(pkt.size, (size_t)(got * 37) % 300);
-            if (pkt.size) assert_memory_equal(pkt.content, content, pkt.size);
-            got++;
-        }
+        while (pkm_engine_next_packet(s, &pkt) == 1)
+            assert_nth_packet(&pkt, got++, content);
         assert_int_equal(got, 200);
         assert_int_equal(pkm_engine_error(s), 0);
         assert_int_equal(pkm_engine_send_ack(c, len), 0);
